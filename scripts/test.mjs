@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+// Runs the whole suite: unit tests, then the end-to-end tests (which build and boot real images).
+// Files run one at a time: the end-to-end files share one built image and the machine's 2 cores.
+// KILN_TEST_ONLY=unit skips the end-to-end files for a quick local loop; CI never sets it.
+import { spawnSync } from 'node:child_process';
+import { readdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+const only = process.env.KILN_TEST_ONLY;
+if (process.env.CI && only) {
+  console.error('KILN_TEST_ONLY is not allowed in CI: the end-to-end tests always run there');
+  process.exit(2);
+}
+const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
+const files = [...list('dist/test/unit'), ...(only === 'unit' ? [] : list('dist/test/e2e'))];
+const extra = process.argv.slice(2);
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extra, ...files], { stdio: 'inherit' });
+process.exit(r.status ?? 1);

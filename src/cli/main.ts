@@ -1,0 +1,45 @@
+import { KilnError } from '../errors.js';
+import type { Command } from './command.js';
+import { commands } from './commands.js';
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name ? 0 : 2;
+  }
+  if (name === '--version') {
+    const { KILN_VERSION } = await import('../version.js');
+    process.stdout.write(`kiln ${KILN_VERSION}\n`);
+    return 0;
+  }
+  const cmd = commands.find((c: Command) => c.name === name);
+  if (!cmd) {
+    process.stderr.write(`kiln: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`usage: ${cmd.usage}\n\n${cmd.summary}\n`);
+    return 0;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (e) {
+    if (e instanceof KilnError) {
+      process.stderr.write(`error: ${e.format()}\n`);
+      return e.exitCode;
+    }
+    process.stderr.write(`kiln: internal error (a bug; please report it)\n${(e as Error)?.stack ?? String(e)}\n`);
+    return 70;
+  }
+}
+
+function usage(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    'usage: kiln <command> [options]   (kiln <command> --help for its options)',
+    '',
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+  ].join('\n');
+}

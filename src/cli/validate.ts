@@ -1,0 +1,18 @@
+import { findTemplate, loadTemplate } from '../template/load.js';
+import { parse, type Command } from './command.js';
+
+export const validateCommand: Command = {
+  name: 'validate',
+  summary: 'Check kiln.yaml (and that the files it names exist) without building',
+  usage: 'kiln validate [--file kiln.yaml] [--syntax-only]',
+  async run(argv) {
+    const { values } = parse('validate', this.usage, argv, { file: { type: 'string', short: 'f' }, 'syntax-only': { type: 'boolean' } });
+    const t = loadTemplate(findTemplate(values.file ?? '.'));
+    if (!values['syntax-only']) {
+      const { syntaxCheck } = await import('../provision/ansible.js');
+      await syntaxCheck(t);
+    }
+    process.stderr.write(`${t.file}: ok (${t.config.name}, formats: ${t.config.formats.join(', ')})\n`);
+    return 0;
+  },
+};

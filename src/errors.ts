@@ -1,0 +1,70 @@
+/**
+ * A KilnError is a failure the user can act on: what went wrong, where, and what to do next.
+ * Anything else that escapes is a bug and is shown with its stack.
+ */
+export interface ErrorWhere {
+  file?: string;
+  line?: number;
+  column?: number;
+  step?: string;
+  command?: string;
+}
+
+export class KilnError extends Error {
+  readonly where: ErrorWhere;
+  readonly hint?: string;
+  readonly detail?: string;
+  readonly exitCode: number;
+
+  constructor(message: string, opts: { where?: ErrorWhere; hint?: string; detail?: string; exitCode?: number; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'KilnError';
+    this.where = opts.where ?? {};
+    this.hint = opts.hint;
+    this.detail = opts.detail;
+    this.exitCode = opts.exitCode ?? 1;
+  }
+
+  /** "file:line:column: message" when the error has a location, as editors and compilers print it. */
+  format(): string {
+    const w = this.where;
+    let loc = '';
+    if (w.file) loc = w.file + (w.line ? `:${w.line}` + (w.column ? `:${w.column}` : '') : '') + ': ';
+    const lines = [`${loc}${this.message}`];
+    if (w.step) lines.push(`  step: ${w.step}`);
+    if (w.command) lines.push(`  command: ${w.command}`);
+    if (this.detail) lines.push(...this.detail.trimEnd().split('\n').map((l) => `  | ${l}`));
+    if (this.hint) lines.push(`  hint: ${this.hint}`);
+    return lines.join('\n');
+  }
+}
+
+/** Raised by exec() when a host tool exits non-zero; carries the tail of its stderr. */
+export class CommandError extends KilnError {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stderr: string;
+  readonly stdout: string;
+  constructor(cmd: string, code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string, hint?: string) {
+    const how = signal ? `was killed by ${signal}` : `exited with status ${code}`;
+    super(`${cmd.split(' ')[0]} ${how}`, { where: { command: cmd }, detail: tail(stderr || stdout, 30), hint });
+    this.name = 'CommandError';
+    this.code = code;
+    this.signal = signal;
+    this.stderr = stderr;
+    this.stdout = stdout;
+  }
+}
+
+/** Raised when the user interrupts a build (SIGINT/SIGTERM). */
+export class InterruptedError extends KilnError {
+  constructor(signal: string) {
+    super(`interrupted by ${signal}`, { exitCode: signal === 'SIGINT' ? 130 : 143 });
+    this.name = 'InterruptedError';
+  }
+}
+
+export function tail(text: string, lines: number): string {
+  const all = text.trimEnd().split('\n');
+  return all.slice(Math.max(0, all.length - lines)).join('\n');
+}

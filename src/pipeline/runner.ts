@@ -1,0 +1,157 @@
+/**
+ * A build is an ordered list of steps over one context, like Packer's builder steps.
+ * The runner times each step, reports progress, and on failure or interrupt runs the cleanups
+ * of the steps already started, in reverse order.
+ */
+import { InterruptedError, KilnError } from '../errors.js';
+import { killAllChildren } from '../exec.js';
+import { humanSeconds, type Logger } from '../log.js';
+
+export interface Step<C> {
+  /** Short name shown in progress and the build record, e.g. "provision". */
+  name: string;
+  /** One line saying what the step does. */
+  describe: string;
+  run(ctx: C, progress: StepProgress): Promise<void>;
+  /** Releases what run() acquired; runs on failure and interrupt, and after success when `always` is set. */
+  cleanup?(ctx: C, outcome: 'success' | 'failure'): Promise<void>;
+  /** Skip when this returns true. */
+  skip?(ctx: C): boolean;
+}
+
+export interface StepProgress {
+  /** A live status line for the current step (e.g. the Ansible task being run). */
+  status(msg: string): void;
+  log(msg: string): void;
+}
+
+export interface StepRecord {
+  name: string;
+  status: 'ok' | 'failed' | 'skipped' | 'interrupted';
+  durationMs: number;
+  error?: string;
+}
+
+export interface RunResult {
+  steps: StepRecord[];
+  durationMs: number;
+}
+
+export interface RunOptions {
+  logger: Logger;
+  /** When true, the cleanups are not run on failure (--on-error=keep); the caller prints how to resume. */
+  keepOnError?: boolean;
+  /** Called with the failing step before cleanups run (keep mode prints its debug instructions here). */
+  onFailure?: (step: string, error: unknown) => Promise<void> | void;
+}
+
+export class StepFailure extends KilnError {
+  readonly steps: StepRecord[];
+  readonly original: unknown;
+  constructor(step: string, original: unknown, steps: StepRecord[]) {
+    const inner = original instanceof KilnError ? original : undefined;
+    super(inner ? inner.message : `step ${step} failed: ${(original as Error)?.message ?? String(original)}`, {
+      where: { ...(inner?.where ?? {}), step },
+      hint: inner?.hint,
+      detail: inner?.detail ?? (inner ? undefined : (original as Error)?.stack),
+      exitCode: inner?.exitCode,
+    });
+    this.name = 'StepFailure';
+    this.steps = steps;
+    this.original = original;
+  }
+}
+
+export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOptions): Promise<RunResult> {
+  const { logger } = opts;
+  const started: Step<C>[] = [];
+  const records: StepRecord[] = [];
+  const t0 = Date.now();
+  let interrupted: string | undefined;
+  let rejectInterrupt: ((e: unknown) => void) | undefined;
+  const interruptPromise = new Promise<never>((_, rej) => { rejectInterrupt = rej; });
+  interruptPromise.catch(() => { /* observed via race */ });
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = sig;
+    logger.info(`\n${sig} received: stopping and cleaning up...`);
+    killAllChildren('SIGTERM');
+    rejectInterrupt?.(new InterruptedError(sig));
+  };
+  const sigint = () => onSignal('SIGINT');
+  const sigterm = () => onSignal('SIGTERM');
+  process.on('SIGINT', sigint);
+  process.on('SIGTERM', sigterm);
+  const isTTY = Boolean((process.stderr as NodeJS.WriteStream).isTTY);
+  try {
+    for (const [i, step] of steps.entries()) {
+      if (step.skip?.(ctx)) {
+        records.push({ name: step.name, status: 'skipped', durationMs: 0 });
+        logger.info(`[${i + 1}/${steps.length}] ${step.name}: skipped`);
+        continue;
+      }
+      const s0 = Date.now();
+      logger.info(`[${i + 1}/${steps.length}] ${step.name}: ${step.describe}`);
+      let lastStatus = '';
+      const progress: StepProgress = {
+        status(msg) {
+          if (msg === lastStatus) return;
+          lastStatus = msg;
+          if (isTTY) process.stderr.write(`\r\x1b[K      ${msg.slice(0, 110)}`);
+          else logger.info(`      ${msg}`);
+        },
+        log(msg) {
+          if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');
+          logger.info(`      ${msg}`);
+          lastStatus = '';
+        },
+      };
+      started.push(step);
+      try {
+        await Promise.race([step.run(ctx, progress), interruptPromise]);
+        if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');
+        const d = Date.now() - s0;
+        records.push({ name: step.name, status: 'ok', durationMs: d });
+        logger.info(`      done in ${humanSeconds(d)}`);
+      } catch (e) {
+        if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');
+        const d = Date.now() - s0;
+        const status = interrupted ? 'interrupted' : 'failed';
+        records.push({ name: step.name, status, durationMs: d, error: e instanceof KilnError ? e.message : String(e) });
+        logger.info(`      ${status} after ${humanSeconds(d)}`);
+        if (interrupted) {
+          // Give the killed children a moment to exit before cleanups touch their files.
+          await waitForChildren(5000);
+        }
+        await opts.onFailure?.(step.name, e);
+        if (!opts.keepOnError || interrupted) await runCleanups(started, ctx, 'failure', logger);
+        throw interrupted && !(e instanceof InterruptedError) ? new StepFailure(step.name, new InterruptedError(interrupted), records) : new StepFailure(step.name, e, records);
+      }
+    }
+    await runCleanups(started, ctx, 'success', logger);
+    return { steps: records, durationMs: Date.now() - t0 };
+  } finally {
+    process.off('SIGINT', sigint);
+    process.off('SIGTERM', sigterm);
+  }
+}
+
+async function waitForChildren(ms: number): Promise<void> {
+  const { runningChildren } = await import('../exec.js');
+  const end = Date.now() + ms;
+  while (runningChildren() > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+  if (runningChildren() > 0) killAllChildren('SIGKILL');
+  const end2 = Date.now() + 2000;
+  while (runningChildren() > 0 && Date.now() < end2) await new Promise((r) => setTimeout(r, 100));
+}
+
+async function runCleanups<C>(started: Step<C>[], ctx: C, outcome: 'success' | 'failure', logger: Logger): Promise<void> {
+  for (const step of [...started].reverse()) {
+    if (!step.cleanup) continue;
+    try {
+      await step.cleanup(ctx, outcome);
+    } catch (e) {
+      logger.warn(`cleanup of ${step.name} failed: ${e instanceof KilnError ? e.format() : String(e)}`);
+    }
+  }
+}

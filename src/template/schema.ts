@@ -1,0 +1,132 @@
+/**
+ * kiln.yaml, declared once: this JSON Schema drives validation, the defaults, and `kiln schema`
+ * (for editors, e.g. the YAML language server's `# yaml-language-server: $schema=` comment).
+ */
+export const FORMATS = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'ova', 'gce'] as const;
+export type FormatName = (typeof FORMATS)[number];
+
+const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', description, ...extra });
+const strList = (description: string) => ({ type: 'array', items: { type: 'string' }, description });
+
+export const kilnSchema = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  $id: 'https://kiln.invalid/schema/kiln.yaml.json',
+  title: 'kiln.yaml',
+  description: 'What Kiln builds: a trusted source, an Ansible playbook, the seal, the disk and its formats.',
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'source', 'provision'],
+  properties: {
+    name: str('Image name; releases are name@version.', { pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' }),
+    description: str('One line describing the image.'),
+    version: {
+      type: 'object', additionalProperties: false, default: {}, description: 'How the version is taken from git.',
+      properties: {
+        tag_pattern: str('Glob of release tags at HEAD (git tag --list syntax).', { default: 'release-*' }),
+      },
+    },
+    source: {
+      type: 'object', additionalProperties: false, description: 'The trusted upstream.',
+      required: ['debian'],
+      properties: {
+        debian: {
+          type: 'object', additionalProperties: false, default: {}, description: 'Debian from the signed archive, via mmdebstrap.',
+          properties: {
+            suite: str('Debian suite.', { default: 'bookworm', enum: ['bookworm'] }),
+            mirror: str('Archive mirror URL.', { default: 'http://deb.debian.org/debian', pattern: '^(https?|file)://' }),
+            components: { ...strList('Archive components.'), default: ['main'] },
+            kernel: str('Kernel package.', { default: 'linux-image-cloud-amd64' }),
+            packages: { ...strList('Extra packages in the base tree (before the playbook runs).'), default: [] },
+            keyring: str('OpenPGP keyring that signs the archive Release file.', { default: '/usr/share/keyrings/debian-archive-keyring.gpg' }),
+            verify: { type: 'boolean', default: true, description: 'Verify the Release signature. false is an explicit, recorded opt-out.' },
+          },
+        },
+      },
+    },
+    provision: {
+      type: 'object', additionalProperties: false, description: 'The Ansible playbook applied to the image.',
+      required: ['playbook'],
+      properties: {
+        playbook: str('Playbook path, relative to kiln.yaml.'),
+        vars: { type: 'object', description: 'Extra variables (-e) for the playbook.', default: {} },
+        idempotence: str('Run the playbook twice; what to do when the second run changes anything.', { enum: ['fail', 'warn', 'off'], default: 'fail' }),
+      },
+    },
+    seal: {
+      type: 'object', additionalProperties: false, default: {}, description: 'Sealing: every operation is on unless disabled by name.',
+      properties: {
+        disable: { ...strList('Seal operations to skip (see `kiln seal --list`).'), default: [] },
+        keep: { ...strList('Paths the playbook installs on purpose that sealing must leave alone (e.g. an authorized_keys).'), default: [] },
+      },
+    },
+    disk: {
+      type: 'object', additionalProperties: false, default: {}, description: 'The raw GPT disk every format is written from.',
+      properties: {
+        size: str('Virtual disk size, e.g. 2GiB or 1536MiB.', { default: '2GiB', pattern: '^[0-9]+(MiB|GiB|M|G)$' }),
+        firmware: { type: 'array', items: { enum: ['bios', 'uefi'] }, minItems: 1, default: ['bios', 'uefi'], description: 'Firmware the disk boots under.' },
+        hostname: str('Hostname written into the image.', { default: 'localhost' }),
+        kernel_cmdline: str('Extra kernel command line.', { default: '' }),
+      },
+    },
+    vm: {
+      type: 'object', additionalProperties: false, default: {}, description: 'Virtual hardware for OVA descriptors and `kiln boot`.',
+      properties: {
+        cpus: { type: 'integer', minimum: 1, default: 2 },
+        memory_mib: { type: 'integer', minimum: 256, default: 1024 },
+      },
+    },
+    formats: {
+      type: 'array', items: { enum: [...FORMATS] }, uniqueItems: true, default: ['raw', 'qcow2'],
+      description: 'Artifacts to write from the raw disk.',
+    },
+    release: {
+      type: 'object', additionalProperties: false, default: {}, description: 'Where releases go and how they are signed.',
+      properties: {
+        store: str('Release store: a directory (OCI image layout) or oci://host[:port]/repository.', { default: '.kiln/store' }),
+        sign: {
+          type: 'object', additionalProperties: false,
+          properties: {
+            ssh_key: str('SSH private key used to sign releases (or KILN_SIGNING_KEY).'),
+            pgp_key: str('Armored OpenPGP private key used to sign releases.'),
+          },
+        },
+        trust: {
+          type: 'object', additionalProperties: false,
+          properties: {
+            require_signature: { type: 'boolean', default: false },
+            keys: strList('Public keys (files) whose signatures are trusted.'),
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+export interface KilnConfig {
+  name: string;
+  description?: string;
+  version: { tag_pattern: string };
+  source: {
+    debian: {
+      suite: string; mirror: string; components: string[]; kernel: string; packages: string[];
+      keyring: string; verify: boolean;
+    };
+  };
+  provision: { playbook: string; vars: Record<string, unknown>; idempotence: 'fail' | 'warn' | 'off' };
+  seal: { disable: string[]; keep: string[] };
+  disk: { size: string; firmware: ('bios' | 'uefi')[]; hostname: string; kernel_cmdline: string };
+  vm: { cpus: number; memory_mib: number };
+  formats: FormatName[];
+  release: {
+    store: string;
+    sign?: { ssh_key?: string; pgp_key?: string };
+    trust?: { require_signature?: boolean; keys?: string[] };
+  };
+}
+
+export function parseSize(s: string): number {
+  const m = /^([0-9]+)(MiB|GiB|M|G)$/.exec(s);
+  if (!m) throw new Error(`bad size ${s}`);
+  const n = Number(m[1]);
+  return m[2].startsWith('G') ? n * 1024 ** 3 : n * 1024 ** 2;
+}
