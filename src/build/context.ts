@@ -1,0 +1,54 @@
+import type { LoadedTemplate } from '../template/load.js';
+import type { Logger } from '../log.js';
+import type { BuildVersion } from '../version/git.js';
+import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../source/debian.js';
+import type { ChrootEnv } from '../provision/chroot.js';
+import type { HostStats, TaskResult } from '../provision/results.js';
+
+export interface BuildOptions {
+  snapshot: boolean;
+  onError: 'cleanup' | 'keep';
+  /** Where finished artifacts go; default .kiln/out/<name>-<version>. */
+  outDir?: string;
+  /** Skip releasing to the store even for a release build. */
+  noRelease?: boolean;
+}
+
+export interface ArtifactRecord { format: string; file: string; size: number; sha256: string; mediaType: string }
+
+export interface ProvisionRecord {
+  tasks: TaskResult[];
+  totals: HostStats;
+  idempotence?: { mode: 'fail' | 'warn' | 'off'; changed: string[]; totals?: HostStats };
+}
+
+/** Everything one build knows; each step reads what earlier steps wrote. */
+export interface BuildContext {
+  template: LoadedTemplate;
+  options: BuildOptions;
+  logger: Logger;
+  /** .kiln beside kiln.yaml */
+  kilnDir: string;
+  cacheDir: string;
+  /** Scratch for this build: removed on success and on failure (unless --on-error=keep). */
+  workDir: string;
+  /** The image's root tree inside workDir. */
+  root: string;
+  /** Artifacts are written here, then moved to outDir when every step has passed. */
+  stagingDir: string;
+  outDir?: string;
+  buildId: string;
+  startedAt: number;
+  version?: BuildVersion;
+  trust?: ArchiveTrust;
+  source?: SourceRecord;
+  chroot?: ChrootEnv;
+  provision?: ProvisionRecord;
+  packages?: InstalledPackage[];
+  sealReport?: unknown;
+  raw?: string;
+  diskLayout?: unknown;
+  findings?: { check: string; path: string; message: string }[];
+  artifacts: ArtifactRecord[];
+  release?: { store: string; ref: string; digest: string };
+}

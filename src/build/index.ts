@@ -1,0 +1,126 @@
+/**
+ * `kiln build`: the whole pipeline as one list of steps. Read the list to know what Kiln does.
+ */
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../errors.js';
+import { humanBytes, humanSeconds, type Logger } from '../log.js';
+import { runSteps, StepFailure, type Step, type StepRecord } from '../pipeline/runner.js';
+import type { LoadedTemplate } from '../template/load.js';
+import { KILN_VERSION } from '../version.js';
+import type { BuildContext, BuildOptions } from './context.js';
+import { buildSteps } from './steps.js';
+
+export interface BuildRecord {
+  kiln: string;
+  name: string;
+  version: string;
+  snapshot: boolean;
+  commit: string;
+  tag?: string;
+  sourceDateEpoch: number;
+  template: string;
+  source: BuildContext['source'];
+  provision: BuildContext['provision'];
+  packages: BuildContext['packages'];
+  seal?: unknown;
+  disk?: unknown;
+  artifacts: BuildContext['artifacts'];
+  release?: BuildContext['release'];
+  steps: StepRecord[];
+  durationMs: number;
+  outDir: string;
+}
+
+/** Ensures .kiln exists and is ignored by git (so builds never make the tree dirty). */
+export function kilnDirFor(dir: string): string {
+  const k = join(dir, '.kiln');
+  mkdirSync(k, { recursive: true });
+  const gi = join(k, '.gitignore');
+  if (!existsSync(gi)) writeFileSync(gi, '*\n');
+  return k;
+}
+
+export function newContext(template: LoadedTemplate, options: BuildOptions, logger: Logger): BuildContext {
+  const kilnDir = kilnDirFor(template.dir);
+  const buildId = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
+  const workDir = join(kilnDir, 'work', buildId);
+  return {
+    template, options, logger, kilnDir,
+    cacheDir: process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache'),
+    workDir, root: join(workDir, 'root'), stagingDir: join(workDir, 'out'),
+    buildId, startedAt: Date.now(), artifacts: [],
+  };
+}
+
+export async function build(template: LoadedTemplate, options: BuildOptions, logger: Logger, steps: Step<BuildContext>[] = buildSteps): Promise<BuildRecord> {
+  const ctx = newContext(template, options, logger);
+  let result;
+  try {
+    result = await runSteps(steps, ctx, {
+      logger,
+      keepOnError: options.onError === 'keep',
+      onFailure: (step) => {
+        if (options.onError === 'keep') printKeepHelp(ctx, step, logger);
+      },
+    });
+  } catch (e) {
+    if (e instanceof StepFailure) throw e;
+    throw e;
+  }
+  const record = recordOf(ctx, result.steps, result.durationMs);
+  return record;
+}
+
+function recordOf(ctx: BuildContext, steps: StepRecord[], durationMs: number): BuildRecord {
+  const v = ctx.version!;
+  return {
+    kiln: KILN_VERSION, name: ctx.template.config.name, version: v.version, snapshot: v.snapshot, commit: v.commit, tag: v.tag,
+    sourceDateEpoch: v.sourceDateEpoch, template: v.templatePath, source: ctx.source, provision: ctx.provision, packages: ctx.packages,
+    seal: ctx.sealReport, disk: ctx.diskLayout, artifacts: ctx.artifacts, release: ctx.release, steps, durationMs, outDir: ctx.outDir ?? '',
+  };
+}
+
+/** Moves the finished artifacts into place in one rename, so no partial output is ever visible. */
+export function publishOutputs(ctx: BuildContext): void {
+  const v = ctx.version!;
+  const out = ctx.options.outDir ?? join(ctx.kilnDir, 'out', `${ctx.template.config.name}-${v.version}`);
+  mkdirSync(join(out, '..'), { recursive: true });
+  if (existsSync(out)) {
+    if (!v.snapshot && !ctx.options.outDir) rmSync(out, { recursive: true, force: true });
+    else rmSync(out, { recursive: true, force: true });
+  }
+  renameSync(ctx.stagingDir, out);
+  ctx.artifacts = ctx.artifacts.map((a) => ({ ...a, file: join(out, a.file.slice(ctx.stagingDir.length + 1)) }));
+  if (ctx.raw?.startsWith(ctx.stagingDir)) ctx.raw = join(out, ctx.raw.slice(ctx.stagingDir.length + 1));
+  ctx.outDir = out;
+}
+
+function printKeepHelp(ctx: BuildContext, step: string, logger: Logger): void {
+  const script = join(ctx.workDir, 'kiln-enter-chroot.sh');
+  const archives = join(ctx.cacheDir, 'apt-archives');
+  const lists = join(ctx.cacheDir, 'apt-lists');
+  logger.info('');
+  logger.info(`--on-error=keep: stopped at step '${step}'; the work tree is kept at ${ctx.workDir}`);
+  if (existsSync(script) && existsSync(join(ctx.root, 'bin/sh'))) {
+    logger.info('open a shell inside the image tree (mounts live only as long as the shell):');
+    logger.info(`  unshare --mount --propagation private --pid --fork --kill-child -- sh ${script} ${ctx.root} ${archives} ${lists} -- chroot ${ctx.root} /bin/bash`);
+  } else if (existsSync(ctx.root)) {
+    logger.info(`the image tree is at ${ctx.root}`);
+  }
+  logger.info('clean up afterwards (nothing is mounted outside that shell):');
+  logger.info(`  rm -rf ${ctx.workDir}`);
+}
+
+export function printSummary(r: BuildRecord, logger: Logger): void {
+  logger.info('');
+  logger.info(`built ${r.name}@${r.version}${r.snapshot ? ' (snapshot: not releasable)' : ''} in ${humanSeconds(r.durationMs)}`);
+  for (const s of r.steps) logger.info(`  ${s.name.padEnd(12)} ${s.status.padEnd(8)} ${humanSeconds(s.durationMs)}`);
+  if (r.artifacts.length) {
+    logger.info('artifacts:');
+    for (const a of r.artifacts) logger.info(`  ${a.format.padEnd(6)} ${humanBytes(a.size).padStart(10)}  sha256:${a.sha256}  ${a.file}`);
+  }
+  if (r.release) logger.info(`released: ${r.release.ref} (${r.release.digest}) in ${r.release.store}`);
+}
+
+export { KilnError };

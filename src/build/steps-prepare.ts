@@ -1,0 +1,141 @@
+/** The first half of a build: version, trusted source, Kiln's layer, the playbook, the stamp. */
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../errors.js';
+import { applyImageLayer } from '../image/layer.js';
+import { stampTree } from '../image/stamp.js';
+import { humanSeconds } from '../log.js';
+import { chrootRun, prepareChroot, provisionChroot, releaseChroot } from '../provision/chroot.js';
+import { eventStatus } from '../provision/run.js';
+import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
+import { resolveVersion } from '../version/git.js';
+import type { Step, StepProgress } from '../pipeline/runner.js';
+import type { BuildContext } from './context.js';
+
+export const resolveVersionStep: Step<BuildContext> = {
+  name: 'version',
+  describe: 'resolve the version from the git tag at HEAD',
+  async run(ctx, p) {
+    const t = ctx.template;
+    ctx.version = await resolveVersion(t.dir, t.file, { tagPattern: t.config.version.tag_pattern, snapshot: ctx.options.snapshot });
+    const v = ctx.version;
+    p.log(`${t.config.name}@${v.version} (commit ${v.commit.slice(0, 12)}, SOURCE_DATE_EPOCH=${v.sourceDateEpoch}${v.snapshot ? ', SNAPSHOT: cannot be released' : ''})`);
+  },
+};
+
+export const workAreaStep: Step<BuildContext> = {
+  name: 'work area',
+  describe: 'create the scratch directory for this build',
+  async run(ctx) {
+    mkdirSync(ctx.stagingDir, { recursive: true });
+    mkdirSync(ctx.root, { recursive: true });
+  },
+  async cleanup(ctx) {
+    rmSync(ctx.workDir, { recursive: true, force: true });
+  },
+};
+
+export const fetchSourceStep: Step<BuildContext> = {
+  name: 'source',
+  describe: 'Debian from the signed archive (mmdebstrap), verified against the archive keyring',
+  async run(ctx, p) {
+    const d = ctx.template.config.source.debian;
+    ctx.trust = await verifyArchive(d, ctx.workDir, ctx.logger);
+    p.log(ctx.trust.verified ? `InRelease ${ctx.trust.inReleaseSha256.slice(0, 16)}… signed by ${ctx.trust.signingKeyFingerprint}` : 'InRelease NOT verified (source.debian.verify: false)');
+    const t0 = Date.now();
+    const base = await baseTarball(d, ctx.trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')));
+    p.log(base.cached ? `base tree from cache (${base.key.slice(0, 12)})` : `base tree built by mmdebstrap in ${humanSeconds(Date.now() - t0)}`);
+    await extractTree(base.tar, ctx.root, ctx.logger);
+    const packages = await installedPackages(ctx.root);
+    ctx.source = {
+      type: 'debian', mirror: d.mirror, suite: d.suite, components: d.components, verified: ctx.trust.verified,
+      inReleaseSha256: ctx.trust.inReleaseSha256, archiveDate: ctx.trust.archiveDate,
+      signingKeyFingerprint: ctx.trust.signingKeyFingerprint, keyring: d.keyring, keyringSha256: ctx.trust.keyringSha256,
+      packages, baseKey: base.key,
+    };
+  },
+};
+
+export const imageLayerStep: Step<BuildContext> = {
+  name: 'configure',
+  describe: "Kiln's layer: hostname, DHCP on any NIC, cloud-init user injection",
+  async run(ctx) {
+    applyImageLayer(ctx.root, { hostname: ctx.template.config.disk.hostname });
+  },
+};
+
+export const provisionStep: Step<BuildContext> = {
+  name: 'provision',
+  describe: 'apply the Ansible playbook over the chroot connection',
+  async run(ctx, p) {
+    const t = ctx.template;
+    const v = ctx.version!;
+    ctx.chroot = prepareChroot(ctx.root, ctx.workDir, ctx.cacheDir);
+    try {
+      await provisionTree(ctx, p);
+    } catch (e) {
+      // --on-error=keep leaves the tree as the failing task saw it, for the debugging shell.
+      if (ctx.options.onError !== 'keep') releaseChroot(ctx.root);
+      throw e;
+    }
+    // policy-rc.d and Ansible's temp dir must not reach the image.
+    releaseChroot(ctx.root);
+  },
+  async cleanup(ctx) {
+    if (existsSync(ctx.root)) releaseChroot(ctx.root);
+  },
+};
+
+async function provisionTree(ctx: BuildContext, p: StepProgress): Promise<void> {
+  const t = ctx.template;
+  const v = ctx.version!;
+  ctx.chroot = ctx.chroot!;
+  p.status('apt-get update');
+  await chrootRun(ctx.chroot, ['apt-get', '-q', 'update'], ctx.logger);
+  const extraVars = {
+    ...t.config.provision.vars,
+    kiln_image_name: t.config.name, kiln_image_version: v.version, kiln_image_commit: v.commit, kiln_build: true,
+  };
+  const tmpDir = join(ctx.workDir, 'ansible');
+  mkdirSync(tmpDir, { recursive: true });
+  const onEvent = (e: Parameters<NonNullable<Parameters<typeof provisionChroot>[0]['onEvent']>>[0]) => {
+    const s = eventStatus(e);
+    if (!s) return;
+    if (e.kind === 'result' && e.result && e.result.status !== 'ok' && e.result.status !== 'skipped') p.log(s);
+    else p.status(s);
+  };
+  const first = await provisionChroot({ env: ctx.chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent });
+  const tt = first.totals;
+  p.log(`ok=${tt.ok} changed=${tt.changed} failed=${tt.failures} skipped=${tt.skipped}`);
+  ctx.provision = { tasks: first.results, totals: first.totals };
+  const mode = t.config.provision.idempotence;
+  if (mode !== 'off') {
+    p.status('idempotence: running the playbook again');
+    const second = await provisionChroot({ env: ctx.chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent: (e) => { const s = eventStatus(e); if (s) p.status(`idempotence: ${s}`); } });
+    const changed = second.results.filter((r) => r.status === 'changed').map((r) => `${r.task}${r.path ? ` (${r.path})` : ''}`);
+    ctx.provision.idempotence = { mode, changed, totals: second.totals };
+    if (changed.length) {
+      const msg = `the playbook is not idempotent: ${changed.length} task(s) changed on the second run`;
+      if (mode === 'fail') {
+        throw new KilnError(msg, {
+          where: { file: t.playbook }, detail: changed.map((c) => `changed: ${c}`).join('\n'),
+          hint: 'make these tasks declare state (creates:, changed_when:, modules instead of shell), or set provision.idempotence: warn',
+        });
+      }
+      p.log(`warning: ${msg}:\n${changed.map((c) => `        ${c}`).join('\n')}`);
+    } else {
+      p.log('idempotent: the second run changed nothing');
+    }
+  }
+}
+
+export const stampStep: Step<BuildContext> = {
+  name: 'stamp',
+  describe: 'write the version to /etc/release and os-release',
+  async run(ctx, p) {
+    const v = ctx.version!;
+    stampTree(ctx.root, { name: ctx.template.config.name, version: v.version, commit: v.commit, snapshot: v.snapshot, sourceDateEpoch: v.sourceDateEpoch });
+    ctx.packages = await installedPackages(ctx.root);
+    p.log(`${ctx.packages.length} packages installed`);
+  },
+};

@@ -1,0 +1,13 @@
+import type { Step } from '../pipeline/runner.js';
+import type { BuildContext } from './context.js';
+import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, stampStep, workAreaStep } from './steps-prepare.js';
+
+/** What `kiln build` does, in order. */
+export const buildSteps: Step<BuildContext>[] = [
+  resolveVersionStep,
+  workAreaStep,
+  fetchSourceStep,
+  imageLayerStep,
+  provisionStep,
+  stampStep,
+];

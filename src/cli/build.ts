@@ -1,0 +1,35 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { build, printSummary } from '../build/index.js';
+import { KilnError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { findTemplate, loadTemplate } from '../template/load.js';
+import { syntaxCheck } from '../provision/ansible.js';
+import { parse, type Command } from './command.js';
+
+export const buildCommand: Command = {
+  name: 'build',
+  summary: 'Build the image at the git tag of HEAD: source, playbook, seal, disk, formats, release',
+  usage: 'kiln build [--file kiln.yaml] [--snapshot] [--on-error=cleanup|keep] [--out DIR] [--no-release] [--verbose] [--json]',
+  async run(argv) {
+    const { values } = parse('build', this.usage, argv, {
+      file: { type: 'string', short: 'f' },
+      snapshot: { type: 'boolean' },
+      'on-error': { type: 'string', default: 'cleanup' },
+      out: { type: 'string' },
+      'no-release': { type: 'boolean' },
+      verbose: { type: 'boolean', short: 'v' },
+      json: { type: 'boolean' },
+    }, false);
+    const onError = values['on-error'];
+    if (onError !== 'cleanup' && onError !== 'keep') throw new KilnError(`--on-error must be cleanup or keep, not ${onError}`, { exitCode: 2 });
+    const logger = createLogger({ verbose: values.verbose });
+    const template = loadTemplate(findTemplate(values.file ?? '.'));
+    await syntaxCheck(template);
+    const record = await build(template, { snapshot: Boolean(values.snapshot), onError, outDir: values.out, noRelease: values['no-release'] }, logger);
+    if (record.outDir) writeFileSync(join(record.outDir, 'build.json'), JSON.stringify(record, null, 2) + '\n');
+    printSummary(record, logger);
+    if (values.json) process.stdout.write(JSON.stringify(record, null, 2) + '\n');
+    return 0;
+  },
+};

@@ -1,0 +1,103 @@
+/**
+ * Reads the ansible.posix.jsonl event stream: one JSON object per line, written as tasks start and
+ * finish. Pure, so it is tested against recorded events.
+ */
+export type TaskStatus = 'ok' | 'changed' | 'failed' | 'skipped' | 'unreachable';
+
+export interface TaskResult {
+  play: string;
+  task: string;
+  host: string;
+  action: string;
+  status: TaskStatus;
+  /** Where the task is defined (file:line), as Ansible reports it. */
+  path?: string;
+  msg?: string;
+  /** stderr of command/shell tasks, when failed. */
+  stderr?: string;
+  diff?: unknown;
+}
+
+export interface HostStats { ok: number; changed: number; failures: number; unreachable: number; skipped: number; rescued: number; ignored: number }
+
+export interface PlaybookEvent { kind: 'play' | 'task-start' | 'result' | 'stats'; name?: string; result?: TaskResult; stats?: Record<string, HostStats> }
+
+interface RawEvent {
+  _event?: string;
+  play?: { name?: string };
+  task?: { name?: string; path?: string };
+  hosts?: Record<string, Record<string, unknown>>;
+  stats?: Record<string, HostStats>;
+}
+
+export class PlaybookEventParser {
+  private play = '';
+  readonly results: TaskResult[] = [];
+  stats?: Record<string, HostStats>;
+  /** Lines that were not JSON (warnings, deprecations): kept for error messages. */
+  readonly otherLines: string[] = [];
+
+  /** Feeds one stdout line; returns the event it carried, if any. */
+  push(line: string): PlaybookEvent | undefined {
+    const t = line.trim();
+    if (!t.startsWith('{')) {
+      if (t) this.otherLines.push(t);
+      return undefined;
+    }
+    let ev: RawEvent;
+    try {
+      ev = JSON.parse(t) as RawEvent;
+    } catch {
+      this.otherLines.push(t);
+      return undefined;
+    }
+    switch (ev._event) {
+      case 'v2_playbook_on_play_start':
+        this.play = ev.play?.name ?? '';
+        return { kind: 'play', name: this.play };
+      case 'v2_runner_on_start':
+      case 'v2_playbook_on_task_start':
+      case 'v2_playbook_on_handler_task_start':
+        return { kind: 'task-start', name: ev.task?.name ?? '' };
+      case 'v2_runner_on_ok':
+      case 'v2_runner_on_failed':
+      case 'v2_runner_on_skipped':
+      case 'v2_runner_on_unreachable': {
+        const [host, r] = Object.entries(ev.hosts ?? {})[0] ?? ['?', {}];
+        const result: TaskResult = {
+          play: this.play,
+          task: ev.task?.name ?? '',
+          host,
+          action: String(r.action ?? ''),
+          status: statusOf(ev._event, r),
+          path: ev.task?.path,
+        };
+        const msg = r.msg ?? (Array.isArray(r.results) ? (r.results as { msg?: string }[]).find((x) => x.msg)?.msg : undefined);
+        if (typeof msg === 'string' && msg) result.msg = msg;
+        if (typeof r.stderr === 'string' && r.stderr) result.stderr = r.stderr;
+        if (r.diff !== undefined) result.diff = r.diff;
+        if (r.ignore_errors === true && result.status === 'failed') result.status = 'ok';
+        this.results.push(result);
+        return { kind: 'result', result };
+      }
+      case 'v2_playbook_on_stats':
+        this.stats = ev.stats;
+        return { kind: 'stats', stats: ev.stats };
+      default:
+        return undefined;
+    }
+  }
+}
+
+function statusOf(event: string, r: Record<string, unknown>): TaskStatus {
+  if (event === 'v2_runner_on_unreachable') return 'unreachable';
+  if (event === 'v2_runner_on_failed') return 'failed';
+  if (event === 'v2_runner_on_skipped' || r.skipped === true) return 'skipped';
+  return r.changed === true ? 'changed' : 'ok';
+}
+
+export function totals(stats: Record<string, HostStats> | undefined): HostStats {
+  const t: HostStats = { ok: 0, changed: 0, failures: 0, unreachable: 0, skipped: 0, rescued: 0, ignored: 0 };
+  for (const s of Object.values(stats ?? {})) for (const k of Object.keys(t) as (keyof HostStats)[]) t[k] += s[k] ?? 0;
+  return t;
+}

@@ -1,0 +1,129 @@
+/**
+ * The trusted upstream: Debian from the signed archive. Kiln fetches the suite's InRelease, verifies
+ * it with gpgv against the configured keyring (mmdebstrap/apt verify every index and package against
+ * it in turn), and records what was trusted: the InRelease hash, the signing key fingerprint, the
+ * keyring hash and the installed package list. The base tree is cached under a key of its inputs.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../errors.js';
+import { exec, output } from '../exec.js';
+import type { Logger } from '../log.js';
+import type { KilnConfig } from '../template/schema.js';
+
+/** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
+export const BASE_PACKAGES = [
+  'systemd-sysv', 'udev', 'dbus', 'openssh-server', 'systemd-resolved', 'cloud-init', 'python3', 'python3-apt',
+  'sudo', 'ca-certificates', 'initramfs-tools', 'iproute2', 'netbase',
+];
+
+export interface InstalledPackage { name: string; version: string; arch: string }
+
+export interface SourceRecord {
+  type: 'debian';
+  mirror: string;
+  suite: string;
+  components: string[];
+  verified: boolean;
+  /** sha256 of the InRelease file the build trusted. */
+  inReleaseSha256?: string;
+  /** The archive's Date: field, as an epoch (the base tree's SOURCE_DATE_EPOCH). */
+  archiveDate?: number;
+  signingKeyFingerprint?: string;
+  keyring: string;
+  keyringSha256?: string;
+  packages: InstalledPackage[];
+  /** Cache key of the base tree. */
+  baseKey: string;
+}
+
+export function sha256(data: string | Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export interface ArchiveTrust { verified: boolean; inReleaseSha256: string; archiveDate: number; signingKeyFingerprint?: string; keyringSha256?: string }
+
+/** Fetches and verifies dists/<suite>/InRelease. An unverifiable archive is an error unless verify is off. */
+export async function verifyArchive(d: KilnConfig['source']['debian'], workDir: string, logger: Logger): Promise<ArchiveTrust> {
+  const url = `${d.mirror.replace(/\/$/, '')}/dists/${d.suite}/InRelease`;
+  const file = join(workDir, 'InRelease');
+  const got = await exec('curl', ['-fsSL', '--retry', '2', '--connect-timeout', '20', '-o', file, url], { allowFailure: true, logger });
+  if (got.code !== 0) {
+    throw new KilnError(`cannot fetch ${url}: ${got.stderr.trim().replace(/^curl: \(\d+\) /, '')}`, {
+      hint: 'check source.debian.mirror in kiln.yaml and the network (the mirror must be reachable from the build host)',
+    });
+  }
+  const text = readFileSync(file);
+  const dateLine = /^Date: (.*)$/m.exec(text.toString('utf8'))?.[1];
+  const archiveDate = dateLine ? Math.floor(Date.parse(dateLine) / 1000) : 0;
+  const trust: ArchiveTrust = { verified: false, inReleaseSha256: sha256(text), archiveDate };
+  if (!d.verify) {
+    logger.warn(`source.debian.verify is false: the archive signature is NOT checked (recorded in the build record)`);
+    return trust;
+  }
+  if (!existsSync(d.keyring)) {
+    throw new KilnError(`archive keyring not found: ${d.keyring}`, { hint: 'install debian-archive-keyring (`kiln doctor`) or set source.debian.keyring' });
+  }
+  const v = await exec('gpgv', ['--status-fd', '1', '--keyring', d.keyring, file], { allowFailure: true, logger });
+  const valid = /^\[GNUPG:\] VALIDSIG ([0-9A-F]+)/m.exec(v.stdout);
+  if (v.code !== 0 || !valid) {
+    throw new KilnError(`the archive's InRelease at ${url} is not signed by a key in ${d.keyring}`, {
+      detail: v.stderr,
+      hint: 'refusing an unverifiable source; use the right keyring, or set source.debian.verify: false to opt out explicitly',
+    });
+  }
+  trust.verified = true;
+  trust.signingKeyFingerprint = valid[1];
+  trust.keyringSha256 = sha256(readFileSync(d.keyring));
+  return trust;
+}
+
+export function basePackages(d: KilnConfig['source']['debian']): string[] {
+  return [...new Set([d.kernel, ...BASE_PACKAGES, ...d.packages])].sort();
+}
+
+export function baseKey(d: KilnConfig['source']['debian'], trust: ArchiveTrust): string {
+  return sha256(JSON.stringify({ v: 1, mirror: d.mirror, suite: d.suite, components: d.components, packages: basePackages(d), inRelease: trust.inReleaseSha256, verify: d.verify, keyring: trust.keyringSha256 ?? null }));
+}
+
+/** Builds (or reuses from the cache) the base tree tarball; returns its path. */
+export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void): Promise<{ tar: string; key: string; cached: boolean }> {
+  const key = baseKey(d, trust);
+  const dir = join(cacheDir, 'base');
+  mkdirSync(dir, { recursive: true });
+  const tar = join(dir, `${key}.tar`);
+  if (existsSync(tar)) return { tar, key, cached: true };
+  const tmp = join(workDir, 'base.tar');
+  const sources = `deb${d.verify ? '' : ' [trusted=yes]'} ${d.mirror} ${d.suite} ${d.components.join(' ')}`;
+  const args = [
+    '--mode=root', '--variant=apt', '--format=tar',
+    `--include=${basePackages(d).join(',')}`,
+    `--components=${d.components.join(',')}`,
+    ...(d.verify ? [`--keyring=${d.keyring}`] : ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"']),
+    '--aptopt=Acquire::Retries "3"',
+    d.suite, tmp, sources,
+  ];
+  await exec('mmdebstrap', args, {
+    logger, onStderrLine: onLine,
+    env: { ...process.env, SOURCE_DATE_EPOCH: String(trust.archiveDate), LC_ALL: 'C.UTF-8' },
+    hint: 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',
+  });
+  renameSync(tmp, tar);
+  writeFileSync(join(dir, `${key}.json`), JSON.stringify({ mirror: d.mirror, suite: d.suite, packages: basePackages(d), created: new Date().toISOString() }, null, 2));
+  return { tar, key, cached: false };
+}
+
+export async function extractTree(tar: string, root: string, logger: Logger): Promise<void> {
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf', tar, '-C', root], { logger });
+}
+
+export async function installedPackages(root: string): Promise<InstalledPackage[]> {
+  const out = await output('dpkg-query', [`--admindir=${join(root, 'var/lib/dpkg')}`, '-W', '-f', '${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n']);
+  return out.split('\n').filter((l) => l.startsWith('ii')).map((l) => {
+    const [, name, version, arch] = l.split('\t');
+    return { name, version, arch };
+  }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}

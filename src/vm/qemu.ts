@@ -1,0 +1,172 @@
+/**
+ * Boots a disk image in QEMU for tests and `kiln boot`: a throwaway qcow2 overlay (the artifact is
+ * never written), a NoCloud seed with a fresh SSH key, user networking with SSH forwarded to a free
+ * loopback port, and the serial console logged to a file. KVM when it works, TCG otherwise.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { extname, join, resolve } from 'node:path';
+import { KilnError } from '../errors.js';
+import { commandLine, exec } from '../exec.js';
+import { silentLogger, type Logger } from '../log.js';
+import { writeSeed } from './seed.js';
+import { sshArgs, waitForSsh } from './ssh.js';
+
+export type Firmware = 'bios' | 'uefi';
+export type Accel = 'auto' | 'kvm' | 'tcg';
+
+export interface BootOptions {
+  image: string;
+  /** qemu-img format of the image; guessed from the extension when absent (.vhd = vpc). */
+  format?: string;
+  firmware: Firmware;
+  memoryMiB?: number;
+  cpus?: number;
+  accel?: Accel;
+  /** MAC address of the first NIC (two VMs from one image get different ones). */
+  mac?: string;
+  user?: string;
+  /** How long to wait for SSH, in seconds. */
+  timeoutSec?: number;
+  logger?: Logger;
+  /** Keep the work dir (overlay, serial log, key) after stop. */
+  keep?: boolean;
+}
+
+export interface RunningVm {
+  sshPort: number;
+  user: string;
+  keyFile: string;
+  serialLog: string;
+  workDir: string;
+  accel: 'kvm' | 'tcg';
+  /** Runs a command over SSH; throws on a non-zero exit unless allowFailure. */
+  ssh(command: string, opts?: { allowFailure?: boolean; input?: string }): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** The ssh argv (for an interactive shell or for Ansible). */
+  sshCommand(): string[];
+  stop(): Promise<void>;
+}
+
+const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+export function guessFormat(image: string): string {
+  const ext = extname(image).toLowerCase();
+  return ({ '.vhd': 'vpc', '.vmdk': 'vmdk', '.qcow2': 'qcow2', '.vhdx': 'vhdx', '.img': 'raw', '.raw': 'raw' } as Record<string, string>)[ext] ?? 'raw';
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export function qemuArgs(o: { overlay: string; seed: string; firmware: Firmware; vars?: string; memoryMiB: number; cpus: number; accel: 'kvm' | 'tcg'; port: number; mac: string; serialLog: string }): string[] {
+  const args = [
+    '-name', 'kiln-vm', '-nodefaults', '-display', 'none', '-no-user-config',
+    '-machine', o.firmware === 'uefi' ? 'q35' : 'pc',
+    '-accel', o.accel, '-cpu', o.accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(o.cpus), '-m', String(o.memoryMiB),
+    '-serial', `file:${o.serialLog}`,
+    '-drive', `file=${o.overlay},format=qcow2,if=virtio,cache=unsafe`,
+    '-drive', `file=${o.seed},format=raw,if=virtio,readonly=on`,
+    '-netdev', `user,id=n0,hostfwd=tcp:127.0.0.1:${o.port}-:22`,
+    '-device', `virtio-net-pci,netdev=n0,mac=${o.mac}`,
+    '-device', 'virtio-rng-pci',
+  ];
+  if (o.firmware === 'uefi') {
+    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${o.vars}`);
+  }
+  return args;
+}
+
+let kvmVerdict: boolean | undefined;
+
+/** KVM is used only when /dev/kvm is usable and a guest actually runs under it; KILN_ACCEL overrides. */
+async function chooseAccel(requested: Accel): Promise<'kvm' | 'tcg'> {
+  const env = process.env.KILN_ACCEL as Accel | undefined;
+  const want = env && env !== 'auto' ? env : requested;
+  if (want === 'kvm' || want === 'tcg') return want;
+  if (kvmVerdict !== undefined) return kvmVerdict ? 'kvm' : 'tcg';
+  kvmVerdict = existsSync('/dev/kvm') && (await probeKvm());
+  return kvmVerdict ? 'kvm' : 'tcg';
+}
+
+/** Runs a tiny real-mode program under KVM (SeaBIOS prints to the debug console); failures mean TCG. */
+async function probeKvm(): Promise<boolean> {
+  const r = await exec('qemu-system-x86_64', ['-accel', 'kvm', '-machine', 'pc', '-cpu', 'host', '-nodefaults', '-display', 'none', '-m', '64',
+    '-chardev', 'stdio,id=dbg', '-device', 'isa-debugcon,iobase=0x402,chardev=dbg', '-no-reboot'], { allowFailure: true, timeoutMs: 4000 });
+  // SeaBIOS writes its banner to port 0x402; a working KVM shows it within the timeout.
+  return /SeaBIOS/.test(r.stdout) && !/KVM internal error|failed to initialize kvm/i.test(r.stderr);
+}
+
+export async function bootVm(o: BootOptions): Promise<RunningVm> {
+  const logger = o.logger ?? silentLogger;
+  const image = resolve(o.image);
+  if (!existsSync(image)) throw new KilnError(`image not found: ${o.image}`);
+  const workDir = mkdtempSync(join(tmpdir(), 'kiln-vm-'));
+  const cleanupDir = () => { if (!o.keep) rmSync(workDir, { recursive: true, force: true }); };
+  try {
+    const user = o.user ?? 'kiln';
+    const keyFile = join(workDir, 'id_ed25519');
+    await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-boot', '-f', keyFile], { logger });
+    const pub = readFileSync(`${keyFile}.pub`, 'utf8');
+    const seed = await writeSeed(workDir, { user, publicKey: pub, instanceId: `iid-kiln-${workDir.slice(-6)}`, hostname: 'kiln-vm' }, logger);
+    const overlay = join(workDir, 'overlay.qcow2');
+    await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', o.format ?? guessFormat(image), '-b', image, overlay], { logger });
+    let vars: string | undefined;
+    if (o.firmware === 'uefi') {
+      vars = join(workDir, 'OVMF_VARS.fd');
+      copyFileSync(OVMF_VARS, vars);
+    }
+    const serialLog = join(workDir, 'serial.log');
+    const accel = await chooseAccel(o.accel ?? 'auto');
+    const port = await freePort();
+    const mac = o.mac ?? '52:54:00:12:34:56';
+    const args = qemuArgs({ overlay, seed, firmware: o.firmware, vars, memoryMiB: o.memoryMiB ?? 1024, cpus: o.cpus ?? 2, accel, port, mac, serialLog });
+    logger.debug(commandLine('qemu-system-x86_64', args));
+    const errFd = openSync(join(workDir, 'qemu.stderr'), 'w');
+    const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', errFd], detached: true });
+    let exited = false;
+    child.on('exit', () => { exited = true; });
+    const stop = async () => {
+      if (!exited && child.pid) {
+        try { process.kill(-child.pid, 'SIGTERM'); } catch { /* gone */ }
+        const end = Date.now() + 5000;
+        while (!exited && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+        if (!exited) try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+      cleanupDir();
+    };
+    const onExit = () => { if (child.pid && !exited) try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ } };
+    process.once('exit', onExit);
+    const vm: RunningVm = {
+      sshPort: port, user, keyFile, serialLog, workDir, accel,
+      sshCommand: () => ['ssh', ...sshArgs(keyFile, port, user)],
+      ssh: async (command, opts = {}) => exec('ssh', [...sshArgs(keyFile, port, user), command], { allowFailure: opts.allowFailure, input: opts.input, logger }),
+      stop: async () => { process.off('exit', onExit); await stop(); },
+    };
+    try {
+      await waitForSsh(vm, { timeoutSec: o.timeoutSec ?? 360, isAlive: () => !exited, logger });
+    } catch (e) {
+      const serial = existsSync(serialLog) ? readFileSync(serialLog, 'utf8') : '';
+      const qerr = readFileSync(join(workDir, 'qemu.stderr'), 'utf8');
+      await vm.stop();
+      if (e instanceof KilnError) throw new KilnError(e.message, { hint: e.hint, detail: [qerr.trim(), serial.split('\n').slice(-25).join('\n')].filter(Boolean).join('\n') });
+      throw e;
+    }
+    return vm;
+  } catch (e) {
+    cleanupDir();
+    throw e;
+  }
+}
