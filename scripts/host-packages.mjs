@@ -21,6 +21,7 @@ export const hostTools = [
   ['docker-registry', 'docker-registry', 'a local OCI registry for tests'],
   ['dpkg-deb', 'dpkg', 'build test packages'],
   ['curl', 'curl', 'fetch the archive Release file'],
+  ['xorriso', 'xorriso', 'build the NoCloud seed for booted machines'],
   ['xz', 'xz-utils', 'decompress package indexes'],
   ['unshare', 'util-linux', 'private mount and PID namespaces for provisioning'],
 ];

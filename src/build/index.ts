@@ -1,7 +1,7 @@
 /**
  * `kiln build`: the whole pipeline as one list of steps. Read the list to know what Kiln does.
  */
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { humanBytes, humanSeconds, type Logger } from '../log.js';
@@ -79,21 +79,6 @@ function recordOf(ctx: BuildContext, steps: StepRecord[], durationMs: number): B
     sourceDateEpoch: v.sourceDateEpoch, template: v.templatePath, source: ctx.source, provision: ctx.provision, packages: ctx.packages,
     seal: ctx.sealReport, disk: ctx.diskLayout, artifacts: ctx.artifacts, release: ctx.release, steps, durationMs, outDir: ctx.outDir ?? '',
   };
-}
-
-/** Moves the finished artifacts into place in one rename, so no partial output is ever visible. */
-export function publishOutputs(ctx: BuildContext): void {
-  const v = ctx.version!;
-  const out = ctx.options.outDir ?? join(ctx.kilnDir, 'out', `${ctx.template.config.name}-${v.version}`);
-  mkdirSync(join(out, '..'), { recursive: true });
-  if (existsSync(out)) {
-    if (!v.snapshot && !ctx.options.outDir) rmSync(out, { recursive: true, force: true });
-    else rmSync(out, { recursive: true, force: true });
-  }
-  renameSync(ctx.stagingDir, out);
-  ctx.artifacts = ctx.artifacts.map((a) => ({ ...a, file: join(out, a.file.slice(ctx.stagingDir.length + 1)) }));
-  if (ctx.raw?.startsWith(ctx.stagingDir)) ctx.raw = join(out, ctx.raw.slice(ctx.stagingDir.length + 1));
-  ctx.outDir = out;
 }
 
 function printKeepHelp(ctx: BuildContext, step: string, logger: Logger): void {

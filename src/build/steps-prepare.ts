@@ -9,6 +9,7 @@ import { chrootRun, prepareChroot, provisionChroot, releaseChroot } from '../pro
 import { eventStatus } from '../provision/run.js';
 import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
 import { resolveVersion } from '../version/git.js';
+import { publishOutputs } from './outputs.js';
 import type { Step, StepProgress } from '../pipeline/runner.js';
 import type { BuildContext } from './context.js';
 
@@ -137,5 +138,14 @@ export const stampStep: Step<BuildContext> = {
     stampTree(ctx.root, { name: ctx.template.config.name, version: v.version, commit: v.commit, snapshot: v.snapshot, sourceDateEpoch: v.sourceDateEpoch });
     ctx.packages = await installedPackages(ctx.root);
     p.log(`${ctx.packages.length} packages installed`);
+  },
+};
+
+export const publishStep: Step<BuildContext> = {
+  name: 'outputs',
+  describe: 'move the finished artifacts into place',
+  async run(ctx, p) {
+    publishOutputs(ctx);
+    p.log(ctx.outDir!);
   },
 };

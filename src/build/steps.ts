@@ -1,6 +1,6 @@
 import type { Step } from '../pipeline/runner.js';
 import type { BuildContext } from './context.js';
-import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, stampStep, workAreaStep } from './steps-prepare.js';
+import { fetchSourceStep, imageLayerStep, provisionStep, publishStep, resolveVersionStep, stampStep, workAreaStep } from './steps-prepare.js';
 
 /** What `kiln build` does, in order. */
 export const buildSteps: Step<BuildContext>[] = [
@@ -10,4 +10,5 @@ export const buildSteps: Step<BuildContext>[] = [
   imageLayerStep,
   provisionStep,
   stampStep,
+  publishStep,
 ];

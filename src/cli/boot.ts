@@ -1,0 +1,65 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { KilnError } from '../errors.js';
+import { exec } from '../exec.js';
+import { createLogger } from '../log.js';
+import { bootVm, type Accel, type Firmware } from '../vm/qemu.js';
+import { parse, type Command } from './command.js';
+
+export const bootCommand: Command = {
+  name: 'boot',
+  summary: 'Boot an image in QEMU (KVM or TCG), inject an SSH key, run a command or open a shell',
+  usage: 'kiln boot <image|name@version> [--firmware bios|uefi] [--format F] [--accel auto|kvm|tcg] [--memory MiB] [--cpus N] [--mac MAC] [--timeout SEC] [--console] [-- command...]',
+  async run(argv) {
+    const dash = argv.indexOf('--');
+    const own = dash >= 0 ? argv.slice(0, dash) : argv;
+    const command = dash >= 0 ? argv.slice(dash + 1) : [];
+    const { values, positionals } = parse('boot', this.usage, own, {
+      firmware: { type: 'string', default: 'bios' },
+      format: { type: 'string' },
+      accel: { type: 'string', default: 'auto' },
+      memory: { type: 'string', default: '1024' },
+      cpus: { type: 'string', default: '2' },
+      mac: { type: 'string' },
+      timeout: { type: 'string', default: '360' },
+      store: { type: 'string' },
+      verbose: { type: 'boolean', short: 'v' },
+      console: { type: 'boolean' },
+    });
+    if (positionals.length !== 1) throw new KilnError('kiln boot takes one image (a file, or name@version from the release store)', { hint: `usage: ${this.usage}`, exitCode: 2 });
+    const firmware = values.firmware as Firmware;
+    if (firmware !== 'bios' && firmware !== 'uefi') throw new KilnError(`--firmware must be bios or uefi, not ${values.firmware}`, { exitCode: 2 });
+    const logger = createLogger({ verbose: values.verbose });
+    const image = await resolveImage(positionals[0], values.store);
+    logger.info(`booting ${image} (${firmware}) ...`);
+    const t0 = Date.now();
+    const vm = await bootVm({
+      image, format: values.format, firmware, accel: values.accel as Accel, memoryMiB: Number(values.memory), cpus: Number(values.cpus),
+      mac: values.mac, timeoutSec: Number(values.timeout), logger,
+    });
+    logger.info(`SSH is up after ${((Date.now() - t0) / 1000).toFixed(1)}s (${vm.accel}); ssh -p ${vm.sshPort} ${vm.user}@127.0.0.1`);
+    try {
+      if (values.console) logger.info(readFileSync(vm.serialLog, 'utf8'));
+      if (command.length) {
+        const r = await vm.ssh(command.join(' '), { allowFailure: true });
+        process.stdout.write(r.stdout);
+        process.stderr.write(r.stderr);
+        return r.code ?? 1;
+      }
+      const [cmd, ...args] = vm.sshCommand();
+      const r = await exec(cmd, ['-t', ...args], { interactive: true, allowFailure: true });
+      return r.code ?? 0;
+    } finally {
+      await vm.stop();
+    }
+  },
+};
+
+/** A file path, or name@version resolved through the release store. */
+async function resolveImage(ref: string, store?: string): Promise<string> {
+  if (existsSync(ref)) return ref;
+  if (/^[a-z0-9][a-z0-9._-]*@.+$/.test(ref)) {
+    const { resolveForBoot } = await import('../store/boot.js');
+    return resolveForBoot(ref, store);
+  }
+  throw new KilnError(`image not found: ${ref}`, { hint: 'pass a disk image file, or name@version of a release' });
+}

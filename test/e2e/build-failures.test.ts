@@ -1,0 +1,150 @@
+/**
+ * Bad input gets a clear error naming file/line/task, and a failed or interrupted build leaves
+ * nothing behind: no mounts, no work tree, no partial artifact; a rerun then succeeds.
+ */
+import { strict as assert } from 'node:assert';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { exampleRepo, git, kiln, mountsUnder } from './fixture.js';
+
+function assertNothingLeft(dir: string): void {
+  assert.deepEqual(mountsUnder(dir), [], 'no mounts remain under the repository');
+  const work = join(dir, '.kiln/work');
+  assert.deepEqual(existsSync(work) ? readdirSync(work) : [], [], 'no work tree remains');
+  const out = join(dir, '.kiln/out');
+  assert.deepEqual(existsSync(out) ? readdirSync(out) : [], [], 'no partial artifact exists');
+}
+
+function edit(dir: string, file: string, from: string | RegExp, to: string): void {
+  const p = join(dir, file);
+  const s = readFileSync(p, 'utf8');
+  const t = s.replace(from, to);
+  assert.notEqual(t, s, `edit of ${file} must change it`);
+  writeFileSync(p, t);
+}
+
+describe('bad input is refused with a located error', () => {
+  test('malformed kiln.yaml names file:line:column', async () => {
+    const dir = exampleRepo('bad-yaml', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'formats: [raw, qcow2', 'formats: [raw, qcow2\nbroken: [') });
+    const r = await kiln(['build'], { cwd: dir });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /kiln\.yaml:\d+:\d+: invalid YAML/);
+    assertNothingLeft(dir);
+  });
+
+  test('an unknown key names the key, its position and the keys expected', async () => {
+    const dir = exampleRepo('unknown-key', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'provision:\n', 'provison_extra: 1\nprovision:\n') });
+    const r = await kiln(['validate'], { cwd: dir });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /kiln\.yaml:\d+:1: unknown key 'provison_extra' in top level \(expected one of: name, description/);
+  });
+
+  test('a playbook that does not exist', async () => {
+    const dir = exampleRepo('no-playbook', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'playbook: playbook.yml', 'playbook: site.yml') });
+    const r = await kiln(['build'], { cwd: dir });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /kiln\.yaml:\d+:\d+: playbook not found: site\.yml/);
+    assertNothingLeft(dir);
+  });
+
+  test('a playbook with a syntax error names the file and line', async () => {
+    const dir = exampleRepo('bad-playbook', { tag: 'release-0.1.0', edit: (d) => edit(d, 'roles/web/tasks/main.yml', '    state: present\n', '    state: present\n   bad indent: [\n') });
+    const r = await kiln(['build'], { cwd: dir });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /roles\/web\/tasks\/main\.yml:\d+:\d+: playbook syntax error/);
+    assertNothingLeft(dir);
+  });
+
+  test('a release build from an untagged commit or a dirty tree is refused', async () => {
+    const dir = exampleRepo('untagged');
+    let r = await kiln(['build'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /has no tag matching 'release-\*'/);
+    assert.match(r.stderr, /--snapshot/);
+    git(dir, 'tag', 'release-0.1.0');
+    writeFileSync(join(dir, 'notes.txt'), 'uncommitted\n');
+    r = await kiln(['build'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /refusing a release build from a dirty tree/);
+    assertNothingLeft(dir);
+  });
+});
+
+describe('failed builds leave nothing behind', () => {
+  test('a failing task fails the build, naming the task and its error', async () => {
+    const dir = exampleRepo('failing-task', {
+      tag: 'release-0.1.0',
+      edit: (d) => edit(d, 'roles/web/tasks/main.yml', /^/, '- name: Check the frobnicator\n  ansible.builtin.command: /bin/false\n  changed_when: false\n\n'),
+    });
+    const r = await kiln(['build'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /task failed: web : Check the frobnicator/);
+    assert.match(r.stderr, /roles\/web\/tasks\/main\.yml:1/);
+    assertNothingLeft(dir);
+  });
+
+  test('an unreachable mirror is a clear error', async () => {
+    const dir = exampleRepo('bad-mirror', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'mirror: http://deb.debian.org/debian', 'mirror: http://127.0.0.1:9/debian') });
+    const r = await kiln(['build'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot fetch http:\/\/127\.0\.0\.1:9\/debian\/dists\/bookworm\/InRelease/);
+    assert.match(r.stderr, /source\.debian\.mirror/);
+    assertNothingLeft(dir);
+  });
+
+  test('--on-error=keep keeps the tree and prints the shell command and the cleanup', async () => {
+    const dir = exampleRepo('keep', {
+      tag: 'release-0.1.0',
+      edit: (d) => edit(d, 'roles/web/tasks/main.yml', /^/, '- name: Break on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n\n'),
+    });
+    const r = await kiln(['build', '--on-error=keep'], { cwd: dir });
+    assert.equal(r.code, 1);
+    const shell = /^\s+(unshare .* chroot (\S+) \/bin\/bash)$/m.exec(r.stderr);
+    assert.ok(shell, `prints the chroot command:\n${r.stderr.slice(-2000)}`);
+    assert.ok(existsSync(join(shell[2], 'etc/debian_version')), 'the kept tree is there');
+    assert.deepEqual(mountsUnder(dir), [], 'keeping the tree keeps no mounts');
+    const cleanup = /^\s+rm -rf (\S+)$/m.exec(r.stderr);
+    assert.ok(cleanup);
+    // The printed command really opens the tree (run non-interactively).
+    const { execFileSync } = await import('node:child_process');
+    const cmd = shell[1].replace(/ \/bin\/bash$/, ' /bin/cat /etc/debian_version');
+    assert.match(execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }), /^12\./);
+    assert.deepEqual(mountsUnder(dir), []);
+    execFileSync('sh', ['-c', `rm -rf ${cleanup[1]}`]);
+    assert.equal(existsSync(cleanup[1]), false);
+  });
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    test(`${signal} during provisioning stops, cleans up, and a rerun succeeds`, async () => {
+      const dir = exampleRepo(`signal-${signal}`, {
+        tag: 'release-0.1.0',
+        edit: (d) => {
+          edit(d, 'roles/web/tasks/main.yml', /^/, '- name: Take a while\n  ansible.builtin.command: sleep 600\n  changed_when: false\n  when: kiln_slow | default(false)\n\n');
+          edit(d, 'kiln.yaml', 'formats: [raw, qcow2]', 'formats: [raw]');
+          edit(d, 'kiln.yaml', 'provision:\n  playbook: playbook.yml', 'provision:\n  playbook: playbook.yml\n  vars: { kiln_slow: true }');
+        },
+      });
+      let sent = false;
+      const r = await kiln(['build'], {
+        cwd: dir, timeoutMs: 600_000,
+        onStderr: (_c, child) => { if (!sent && /Take a while/.test(_c)) { sent = true; setTimeout(() => child.kill(signal), 1500); } },
+      });
+      assert.ok(sent, 'provisioning reached the slow task');
+      assert.equal(r.code, signal === 'SIGINT' ? 130 : 143, r.stderr.slice(-1500));
+      assert.match(r.stderr, new RegExp(`interrupted by ${signal}`));
+      assertNothingLeft(dir);
+      const ps = (await import('node:child_process')).execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
+      assert.doesNotMatch(ps, new RegExp(`sleep 600`), 'no process from the build survives');
+      if (signal === 'SIGTERM') {
+        edit(dir, 'kiln.yaml', 'vars: { kiln_slow: true }', 'vars: { kiln_slow: false }');
+        git(dir, 'commit', '-qam', 'not slow');
+        git(dir, 'tag', '-f', 'release-0.1.0');
+        const again = await kiln(['build'], { cwd: dir });
+        assert.equal(again.code, 0, again.stderr.slice(-3000));
+        assert.deepEqual(mountsUnder(dir), []);
+        assert.deepEqual(readdirSync(join(dir, '.kiln/work')), []);
+      }
+    });
+  }
+});

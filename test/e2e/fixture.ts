@@ -1,0 +1,83 @@
+/**
+ * The end-to-end tests share one build of the example (a TCG boot costs ~30-40 s and a cold build
+ * minutes): the first test file that needs it builds it, later files in the same `npm test` run
+ * (KILN_E2E_RUN) reuse the record. The Debian base-tree cache is shared across runs.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
+export const KILN = join(ROOT, 'bin/kiln.js');
+export const E2E_DIR = process.env.KILN_E2E_DIR ?? '/var/tmp/kiln-e2e';
+export const CACHE_DIR = process.env.KILN_CACHE_DIR ?? join(E2E_DIR, 'cache');
+export const RUN_ID = process.env.KILN_E2E_RUN ?? `single-${process.pid}`;
+
+export interface KilnRun { code: number | null; stdout: string; stderr: string; signal: NodeJS.Signals | null }
+
+/** Runs the kiln CLI as a user would. */
+export function kiln(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; onStderr?: (chunk: string, child: ReturnType<typeof spawn>) => void; timeoutMs?: number }): Promise<KilnRun> {
+  return new Promise((res) => {
+    const child = spawn(process.execPath, [KILN, ...args], { cwd: opts.cwd, env: { ...process.env, KILN_CACHE_DIR: CACHE_DIR, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; opts.onStderr?.(d, child); });
+    const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
+    child.on('close', (code, signal) => { if (timer) clearTimeout(timer); res({ code, stdout, stderr, signal }); });
+  });
+}
+
+export function git(dir: string, ...args: string[]): string {
+  return execFileSync('git', ['-C', dir, '-c', 'user.email=e2e@kiln.test', '-c', 'user.name=Kiln E2E', ...args], { encoding: 'utf8' }).trim();
+}
+
+/** A fresh git repository holding a copy of an example, committed (at a fixed date) and optionally tagged. */
+export function exampleRepo(name: string, opts: { example?: string; tag?: string; edit?: (dir: string) => void; date?: string } = {}): string {
+  const dir = join(E2E_DIR, RUN_ID, name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  cpSync(join(ROOT, 'examples', opts.example ?? 'debian-web'), dir, { recursive: true });
+  opts.edit?.(dir);
+  git(dir, 'init', '-q', '-b', 'main');
+  git(dir, 'add', '-A');
+  const date = opts.date ?? '2026-11-01T12:00:00Z';
+  execFileSync('git', ['-C', dir, '-c', 'user.email=e2e@kiln.test', '-c', 'user.name=Kiln E2E', 'commit', '-qm', 'image'], { env: { ...process.env, GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date } });
+  if (opts.tag) git(dir, 'tag', opts.tag);
+  return dir;
+}
+
+export interface BuiltExample { dir: string; record: BuildRecordLite }
+export interface BuildRecordLite {
+  name: string; version: string; commit: string; outDir: string; sourceDateEpoch: number;
+  artifacts: { format: string; file: string; size: number; sha256: string }[];
+  source: { verified: boolean; inReleaseSha256: string; signingKeyFingerprint: string; packages: { name: string; version: string; arch: string }[] };
+  provision: { tasks: { task: string; status: string }[]; totals: Record<string, number>; idempotence?: { changed: string[] } };
+  packages: { name: string; version: string }[];
+  steps: { name: string; status: string; durationMs: number }[];
+  release?: { ref: string; digest: string; store: string };
+}
+
+/** Builds the example once per test run (tag release-0.1.0) and returns its build record. */
+export async function builtExample(): Promise<BuiltExample> {
+  const marker = join(E2E_DIR, RUN_ID, 'example-build.json');
+  if (existsSync(marker)) return JSON.parse(readFileSync(marker, 'utf8')) as BuiltExample;
+  const dir = exampleRepo('example', { tag: 'release-0.1.0' });
+  const r = await kiln(['build', '--json'], { cwd: dir });
+  if (r.code !== 0) throw new Error(`example build failed (${r.code}):\n${r.stderr.slice(-6000)}`);
+  const record = JSON.parse(r.stdout) as BuildRecordLite;
+  const built = { dir, record };
+  writeFileSync(marker, JSON.stringify(built));
+  return built;
+}
+
+/** Mounts whose mount point is under the given directory (there must be none after any build). */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
+}
+
+export function artifact(b: BuiltExample, format: string): string {
+  const a = b.record.artifacts.find((x) => x.format === format);
+  if (!a) throw new Error(`no ${format} artifact in the build`);
+  return a.file;
+}
