@@ -1,0 +1,50 @@
+import { strict as assert } from 'node:assert';
+import { test } from 'node:test';
+import { PlaybookEventParser, totals } from '../../src/provision/results.js';
+import { describeFailures } from '../../src/provision/run.js';
+
+// Lines as ansible.posix.jsonl 1.5.4 writes them (trimmed to the fields Kiln reads).
+const lines = [
+  '[WARNING]: a warning that is not JSON',
+  '{"_event":"v2_playbook_on_play_start","play":{"name":"web server","id":"1"}}',
+  '{"_event":"v2_runner_on_start","task":{"name":"Install nginx","path":"/r/roles/web/tasks/main.yml:1"},"hosts":{}}',
+  '{"_event":"v2_runner_on_ok","task":{"name":"Install nginx","path":"/r/roles/web/tasks/main.yml:1"},"hosts":{"image":{"action":"ansible.builtin.apt","changed":true}}}',
+  '{"_event":"v2_runner_on_ok","task":{"name":"Enable","path":"/r/t.yml:9"},"hosts":{"image":{"action":"service","changed":false}}}',
+  '{"_event":"v2_runner_on_skipped","task":{"name":"Reload"},"hosts":{"image":{"action":"service","skipped":true}}}',
+  '{"_event":"v2_runner_on_failed","task":{"name":"Break","path":"/r/t.yml:20"},"hosts":{"image":{"action":"command","failed":true,"msg":"non-zero return code","stderr":"boom"}}}',
+  '{"_event":"v2_runner_on_failed","task":{"name":"Tolerated"},"hosts":{"image":{"action":"command","failed":true,"ignore_errors":true,"msg":"x"}}}',
+  '{"_event":"v2_runner_on_unreachable","task":{"name":"Ping"},"hosts":{"web2":{"action":"ping","unreachable":true,"msg":"Failed to connect"}}}',
+  '{"_event":"v2_playbook_on_stats","stats":{"image":{"ok":2,"changed":1,"failures":1,"unreachable":0,"skipped":1,"rescued":0,"ignored":1},"web2":{"ok":0,"changed":0,"failures":0,"unreachable":1,"skipped":0,"rescued":0,"ignored":0}}}',
+];
+
+test('jsonl events become task results with ok/changed/failed/skipped/unreachable', () => {
+  const p = new PlaybookEventParser();
+  const kinds = lines.map((l) => p.push(l)?.kind);
+  assert.deepEqual(kinds, [undefined, 'play', 'task-start', 'result', 'result', 'result', 'result', 'result', 'result', 'stats']);
+  assert.deepEqual(p.results.map((r) => [r.task, r.status]), [
+    ['Install nginx', 'changed'], ['Enable', 'ok'], ['Reload', 'skipped'], ['Break', 'failed'], ['Tolerated', 'ok'], ['Ping', 'unreachable'],
+  ]);
+  assert.equal(p.results[0].play, 'web server');
+  assert.equal(p.results[0].path, '/r/roles/web/tasks/main.yml:1');
+  assert.equal(p.results[3].stderr, 'boom');
+  assert.deepEqual(p.otherLines, ['[WARNING]: a warning that is not JSON']);
+});
+
+test('stats are summed across hosts', () => {
+  const p = new PlaybookEventParser();
+  lines.forEach((l) => p.push(l));
+  const t = totals(p.stats);
+  assert.equal(t.ok, 2);
+  assert.equal(t.failures, 1);
+  assert.equal(t.unreachable, 1);
+  assert.equal(t.changed, 1);
+});
+
+test('failures are described with task, host, location and message', () => {
+  const p = new PlaybookEventParser();
+  lines.forEach((l) => p.push(l));
+  assert.deepEqual(describeFailures(p.results), [
+    'failed: Break [image] (/r/t.yml:20): non-zero return code',
+    'unreachable: Ping [web2]: Failed to connect',
+  ]);
+});
