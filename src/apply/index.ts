@@ -1,0 +1,182 @@
+/**
+ * `kiln apply`: upgrade running machines to a release by applying exactly that release's playbook
+ * (the recorded commit, checked out in a temporary git worktree) over SSH. Every host is checked
+ * first (reachable, key accepted, which image and version it runs); if any check fails nothing is
+ * changed anywhere. On success each host's /etc/release and os-release carry the new version.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { KilnError } from '../errors.js';
+import { exec, output } from '../exec.js';
+import type { Logger } from '../log.js';
+import { parseKeyValues, releaseFile } from '../image/stamp.js';
+import { eventStatus, runPlaybook } from '../provision/run.js';
+import type { HostStats, TaskResult } from '../provision/results.js';
+import { loadTemplate } from '../template/load.js';
+import { inventoryLine, type ApplyHost } from './hosts.js';
+import { compareVersions } from './version-order.js';
+
+export interface ApplyRelease { name: string; version: string; commit: string; tag?: string; template: string; sourceDateEpoch: number }
+
+export interface ApplyOptions {
+  release: ApplyRelease;
+  /** The image's git repository (holds the release's commit). */
+  repoDir: string;
+  hosts: ApplyHost[];
+  /** An Ansible inventory file instead of (or besides) --host. */
+  inventory?: string;
+  keyFile?: string;
+  check: boolean;
+  diff: boolean;
+  allowDowngrade: boolean;
+  /** Verify SSH host keys against this known_hosts file; off with insecureHostKeys. */
+  knownHosts?: string;
+  insecureHostKeys: boolean;
+  logger: Logger;
+  onStatus?: (msg: string) => void;
+}
+
+export type HostStatus = 'upgraded' | 'unchanged' | 'drift' | 'in sync' | 'failed';
+export interface HostOutcome { host: string; from?: string; to: string; status: HostStatus; changed: string[]; failed: string[]; totals?: HostStats; diffs?: TaskResult[] }
+
+const PREFLIGHT = `- name: kiln preflight
+  hosts: all
+  gather_facts: false
+  become: true
+  tasks:
+    - name: read /etc/release
+      ansible.builtin.slurp: { src: /etc/release }
+`;
+
+function stampPlaybook(r: ApplyRelease): string {
+  const release = releaseFile({ name: r.name, version: r.version, commit: r.commit, snapshot: false, sourceDateEpoch: r.sourceDateEpoch });
+  return `- name: kiln stamp ${r.version}
+  hosts: all
+  gather_facts: false
+  become: true
+  tasks:
+    - name: write /etc/release
+      ansible.builtin.copy: { dest: /etc/release, mode: "0644", content: ${JSON.stringify(release)} }
+    - name: stamp IMAGE_VERSION in os-release
+      ansible.builtin.lineinfile: { path: /etc/os-release, regexp: "^IMAGE_VERSION=", line: ${JSON.stringify(`IMAGE_VERSION="${r.version}"`)} }
+    - name: stamp IMAGE_ID in os-release
+      ansible.builtin.lineinfile: { path: /etc/os-release, regexp: "^IMAGE_ID=", line: ${JSON.stringify(`IMAGE_ID="${r.name}"`)} }
+`;
+}
+
+/** Checks that the release's commit is the one its tag names now, and checks it out. */
+async function checkoutRelease(o: ApplyOptions, dir: string): Promise<string> {
+  const r = o.release;
+  const has = await exec('git', ['-C', o.repoDir, 'cat-file', '-e', `${r.commit}^{commit}`], { allowFailure: true });
+  if (has.code !== 0) throw new KilnError(`commit ${r.commit.slice(0, 12)} of ${r.name}@${r.version} is not in the repository at ${o.repoDir}`, { hint: 'run kiln apply inside the image repository (git fetch --tags first)' });
+  if (r.tag) {
+    const t = await exec('git', ['-C', o.repoDir, 'rev-parse', '--verify', '-q', `refs/tags/${r.tag}^{commit}`], { allowFailure: true });
+    if (t.code === 0 && t.stdout.trim() !== r.commit) {
+      throw new KilnError(`tag ${r.tag} now points to ${t.stdout.trim().slice(0, 12)}, but release ${r.name}@${r.version} was built from ${r.commit.slice(0, 12)}`, {
+        hint: 'releases are immutable: a moved tag is a new version. Tag the new commit with a new version and build it',
+      });
+    }
+  }
+  await exec('git', ['-C', o.repoDir, 'worktree', 'add', '--detach', '--force', dir, r.commit], { logger: o.logger });
+  return dir;
+}
+
+function writeInventory(o: ApplyOptions, tmp: string): string[] {
+  const invs: string[] = [];
+  if (o.hosts.length) {
+    const f = join(tmp, 'hosts.ini');
+    writeFileSync(f, ['[kiln_apply]', ...o.hosts.map((h) => inventoryLine(h, o.keyFile)), ''].join('\n'));
+    invs.push(f);
+  }
+  if (o.inventory) invs.push(resolve(o.inventory));
+  if (!invs.length) throw new KilnError('no hosts: pass --host user@address (repeatable) or --inventory FILE', { exitCode: 2 });
+  return invs;
+}
+
+export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
+  const tmp = mkdtempSync(join(tmpdir(), 'kiln-apply-'));
+  const tree = join(tmp, 'tree');
+  const r = o.release;
+  try {
+    const invs = writeInventory(o, tmp);
+    const sshArgs = o.insecureHostKeys ? '-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR' : o.knownHosts ? `-o UserKnownHostsFile=${resolve(o.knownHosts)} -o StrictHostKeyChecking=yes` : '-o StrictHostKeyChecking=yes';
+    const env = { ANSIBLE_HOST_KEY_CHECKING: o.insecureHostKeys ? 'False' : 'True', ANSIBLE_SSH_ARGS: `-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes ${sshArgs}`, ANSIBLE_TIMEOUT: '15', ANSIBLE_FORKS: '10' };
+    const run = (playbook: string, cwd: string, extra: Partial<Parameters<typeof runPlaybook>[0]> = {}) => runPlaybook({
+      playbook, cwd, inventory: invs[0], extraArgs: invs.slice(1).flatMap((i) => ['-i', i]), tmpDir: tmp, extraVars: {}, env, logger: o.logger,
+      onEvent: (e) => { const s = eventStatus(e); if (s) o.onStatus?.(s); }, ...extra,
+    });
+
+    // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
+    writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
+    const pre = await run(join(tmp, 'preflight.yml'), tmp);
+    const current = new Map<string, Record<string, string>>();
+    const problems: string[] = [];
+    for (const t of pre.results) {
+      if (t.status === 'unreachable') problems.push(`${t.host}: unreachable: ${oneLine(t.msg)}`);
+      else if (t.status === 'failed') problems.push(`${t.host}: cannot read /etc/release: ${oneLine(t.msg)}`);
+    }
+    for (const [host, content] of await slurped(pre.results, join(tmp, 'preflight.yml'), tmp, run)) current.set(host, content);
+    for (const [host, rel] of current) {
+      if (rel.IMAGE_ID && rel.IMAGE_ID !== r.name) problems.push(`${host}: runs image ${rel.IMAGE_ID}, not ${r.name}`);
+      const cmp = rel.IMAGE_VERSION ? compareVersions(rel.IMAGE_VERSION, r.version) : undefined;
+      if (cmp !== undefined && cmp > 0 && !o.allowDowngrade) problems.push(`${host}: runs ${rel.IMAGE_VERSION}, newer than ${r.version} (pass --allow-downgrade to go back)`);
+    }
+    if (problems.length) {
+      throw new KilnError(`nothing was changed: ${problems.length} host(s) failed the preflight check`, { detail: problems.join('\n'), hint: unreachableHint(problems) });
+    }
+
+    // 2. The release's own playbook, from its commit.
+    await checkoutRelease(o, tree);
+    const t = loadTemplate(join(tree, r.template));
+    const extraVars = { ...t.config.provision.vars, kiln_image_name: r.name, kiln_image_version: r.version, kiln_image_commit: r.commit, kiln_build: false };
+    const main = await run(t.playbook, t.dir, { extraVars, check: o.check, diff: o.diff });
+    const outcomes: HostOutcome[] = Object.keys(main.stats).sort().map((host) => {
+      const mine = main.results.filter((x) => x.host === host);
+      const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
+      const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
+      const s = main.stats[host];
+      const status: HostStatus = failed.length || s.failures || s.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
+      return { host, from: current.get(host)?.IMAGE_VERSION, to: r.version, status, changed, failed, totals: s, diffs: o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed') : undefined };
+    });
+
+    // 3. Stamp the version on the hosts that took it.
+    const ok = outcomes.filter((x) => x.status !== 'failed').map((x) => x.host);
+    if (!o.check && ok.length) {
+      writeFileSync(join(tmp, 'stamp.yml'), stampPlaybook(r));
+      const st = await run(join(tmp, 'stamp.yml'), tmp, { extraArgs: [...invs.slice(1).flatMap((i) => ['-i', i]), '--limit', ok.join(',')] });
+      for (const x of st.results.filter((y) => y.status === 'failed' || y.status === 'unreachable')) {
+        const h = outcomes.find((y) => y.host === x.host);
+        if (h) { h.status = 'failed'; h.failed.push(`stamp: ${oneLine(x.msg)}`); }
+      }
+    }
+    return outcomes;
+  } finally {
+    await exec('git', ['-C', o.repoDir, 'worktree', 'remove', '--force', tree], { allowFailure: true });
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** /etc/release of each host, decoded from the preflight's slurp results. */
+async function slurped(results: TaskResult[], _pb: string, _tmp: string, _run: unknown): Promise<Map<string, Record<string, string>>> {
+  const m = new Map<string, Record<string, string>>();
+  for (const t of results) {
+    const content = (t as TaskResult & { content?: string }).content;
+    if (t.status === 'ok' && content) m.set(t.host, parseKeyValues(Buffer.from(content, 'base64').toString('utf8')));
+  }
+  return m;
+}
+
+function oneLine(s?: string): string {
+  return (s ?? '').split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? '';
+}
+
+function unreachableHint(problems: string[]): string | undefined {
+  if (problems.some((p) => /Permission denied/.test(p))) return 'the SSH key was refused: pass the right one with --key';
+  if (problems.some((p) => /unreachable/.test(p))) return 'check the address and port, and that sshd runs on the host';
+  return undefined;
+}
+
+export async function repoRoot(dir: string): Promise<string> {
+  return output('git', ['-C', dir, 'rev-parse', '--show-toplevel'], { hint: 'run kiln apply inside the image repository' });
+}
