@@ -12,7 +12,7 @@ import { patchCoreImg, patchMbr } from './bios.js';
 import { fstab, grubConfig } from './bootconfig.js';
 import { buildEsp } from './esp.js';
 import { buildExt4 } from './ext4.js';
-import { GptError, MIB, OVERHEAD_MIB, SECTOR, gptBytesNeeded, parseGpt, parseGptHeader, planPartitions, selectRootEntry, sfdiskScript, type Partition } from './gpt.js';
+import { GptError, MIB, OVERHEAD_MIB, SECTOR, gptBytesNeeded, parseGpt, parseGptHeader, planPartitions, selectRootEntry, sfdiskScript, type Partition, type PartitionPlan } from './gpt.js';
 import { GRUB_LIB, buildGrubImage, grubModuleDir } from './grub.js';
 import { diskIds, fatSerialForFstab } from './ids.js';
 import { copyIntoSparse, readAt, writeAt } from './sparse.js';
@@ -85,10 +85,11 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
   const sde = spec.sourceDateEpoch;
   if (!Number.isSafeInteger(sde) || sde < 0) throw new KilnError(`SOURCE_DATE_EPOCH must be a non-negative integer, got ${sde}`, { where: { step: STEP } });
   if (spec.firmware.length === 0) throw new KilnError('no firmware to boot under: firmware must list bios, uefi or both', { where: { step: STEP } });
+  if (/[\n\r]/.test(spec.kernelCmdline ?? '')) throw new KilnError('the kernel command line must be one line', { where: { step: STEP }, hint: 'remove the line breaks from disk.kernel_cmdline' });
   const bios = spec.firmware.includes('bios');
   const uefi = spec.firmware.includes('uefi');
   const ids = diskIds(spec.seed);
-  let plan;
+  let plan: PartitionPlan;
   try {
     plan = planPartitions(spec.sizeBytes, ids);
   } catch (e) {

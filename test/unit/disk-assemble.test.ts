@@ -146,6 +146,7 @@ test('bad sizes and a missing tree are refused before any tool runs', async () =
   await assert.rejects(assembleDisk({ ...s, sizeBytes: 100 * MiB + 512 }), /whole number of MiB/);
   await assert.rejects(assembleDisk({ ...s, root: join(d, 'nope') }), /root tree not found/);
   await assert.rejects(assembleDisk({ ...s, firmware: [] }), /no firmware/);
+  await assert.rejects(assembleDisk({ ...s, kernelCmdline: 'quiet\n}\nmenuentry evil {' }), /one line/);
   assert.throws(() => lstatSync(s.workDir), /ENOENT/, 'nothing was started');
 });
 
