@@ -1,5 +1,6 @@
 import type { Step } from '../pipeline/runner.js';
 import type { BuildContext } from './context.js';
+import { diskStep } from './steps-image.js';
 import { fetchSourceStep, imageLayerStep, provisionStep, publishStep, resolveVersionStep, stampStep, workAreaStep } from './steps-prepare.js';
 
 /** What `kiln build` does, in order. */
@@ -10,5 +11,6 @@ export const buildSteps: Step<BuildContext>[] = [
   imageLayerStep,
   provisionStep,
   stampStep,
+  diskStep,
   publishStep,
 ];

@@ -1,0 +1,102 @@
+/**
+ * The example builds into a provisioned, versioned, sealed image that boots under BIOS and UEFI.
+ * One build is shared by all end-to-end files (see fixture.ts).
+ */
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { findRootPartition } from '../../src/disk/index.js';
+import { bootVm, type RunningVm } from '../../src/vm/qemu.js';
+import { artifact, builtExample, kiln, mountsUnder, type BuiltExample } from './fixture.js';
+
+let built: BuiltExample;
+
+before(async () => { built = await builtExample(); });
+
+/** Reads a file from the ext4 root of a raw disk without booting or mounting it. */
+async function readFromDisk(raw: string, path: string): Promise<string> {
+  const { offset } = await findRootPartition(raw);
+  return execFileSync('debugfs', ['-R', `cat ${path}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+}
+async function listOnDisk(raw: string, dir: string): Promise<string[]> {
+  const { offset } = await findRootPartition(raw);
+  const out = execFileSync('debugfs', ['-R', `ls -l ${dir}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return out.split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '').filter((n) => n && n !== '.' && n !== '..');
+}
+
+describe('kiln build of the example', () => {
+  test('records the version, the verified source, the tasks and the artifacts', () => {
+    const r = built.record;
+    assert.equal(r.name, 'web');
+    assert.equal(r.version, 'release-0.1.0');
+    assert.match(r.commit, /^[0-9a-f]{40}$/);
+    assert.equal(r.sourceDateEpoch, Date.parse('2026-11-01T12:00:00Z') / 1000);
+    assert.equal(r.source.verified, true);
+    assert.match(r.source.inReleaseSha256, /^[0-9a-f]{64}$/);
+    assert.match(r.source.signingKeyFingerprint, /^[0-9A-F]{40}$/);
+    assert.ok(r.source.packages.some((p) => p.name === 'openssh-server' && p.arch === 'amd64' && p.version));
+    assert.ok(r.packages.some((p) => p.name === 'nginx'), 'the final package list includes what the playbook installed');
+    assert.ok(!r.source.packages.some((p) => p.name === 'nginx'), 'the base did not have nginx');
+    const tasks = r.provision.tasks.map((t) => `${t.task}=${t.status}`);
+    assert.ok(tasks.some((t) => /Install nginx.*=changed/.test(t)), tasks.join('\n'));
+    assert.ok(tasks.includes('web : Reload nginx=skipped'), 'handlers do not run in the chroot');
+    assert.deepEqual(r.provision.idempotence?.changed, []);
+    for (const a of r.artifacts) {
+      assert.ok(existsSync(a.file), a.file);
+      assert.equal(statSync(a.file).size, a.size);
+      assert.match(a.sha256, /^[0-9a-f]{64}$/);
+    }
+    assert.deepEqual(r.steps.filter((s) => s.status !== 'ok').map((s) => s.name), []);
+    assert.deepEqual(mountsUnder(built.dir), []);
+    assert.ok(existsSync(join(r.outDir, 'build.json')));
+  });
+
+  test('the disk carries the version and no build-time identity', async () => {
+    const raw = artifact(built, 'raw');
+    assert.match(await readFromDisk(raw, '/etc/release'), /^IMAGE_VERSION=release-0\.1\.0$/m);
+    assert.match(await readFromDisk(raw, '/etc/os-release'), /^IMAGE_VERSION="release-0\.1\.0"$/m);
+    assert.match(await readFromDisk(raw, '/etc/os-release'), /^IMAGE_ID="web"$/m);
+    assert.equal(await readFromDisk(raw, '/etc/machine-id'), '', 'machine-id is empty: the first boot makes one');
+    assert.deepEqual((await listOnDisk(raw, '/etc/ssh')).filter((n) => n.startsWith('ssh_host_')), [], 'no SSH host keys in the image');
+    assert.equal(existsSync(join(built.record.outDir, 'root')), false);
+  });
+});
+
+for (const [firmware, format] of [['bios', 'raw'], ['uefi', 'qcow2']] as const) {
+  describe(`the example boots under ${firmware.toUpperCase()} (${format})`, () => {
+    let vm: RunningVm;
+    before(async () => { vm = await bootVm({ image: artifact(built, format), firmware, timeoutSec: 420 }); });
+    after(async () => { await vm?.stop(); });
+
+    test('the version is in /etc/release and os-release', async () => {
+      const rel = (await vm.ssh('cat /etc/release')).stdout;
+      assert.match(rel, /^IMAGE_ID=web$/m);
+      assert.match(rel, /^IMAGE_VERSION=release-0\.1\.0$/m);
+      assert.match((await vm.ssh('. /etc/os-release && echo "$IMAGE_ID $IMAGE_VERSION $VERSION_CODENAME"')).stdout, /^web release-0\.1\.0 bookworm$/m);
+    });
+
+    test('nginx serves the version page and the user app exists', async () => {
+      const page = await vm.ssh(`python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1/").read().decode())'`);
+      assert.match(page.stdout, /<p id="version">release-0\.1\.0<\/p>/);
+      assert.match((await vm.ssh('systemctl is-active nginx')).stdout, /^active$/m);
+      assert.match((await vm.ssh('id app')).stdout, /uid=\d+\(app\)/);
+    });
+
+    test('host keys and machine-id were made at first boot', async () => {
+      const fp = (await vm.ssh('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')).stdout;
+      assert.match(fp, /SHA256:\S+/);
+      assert.match((await vm.ssh('cat /etc/machine-id')).stdout, /^[0-9a-f]{32}$/m);
+      assert.match((await vm.ssh('test -d /sys/firmware/efi && echo uefi || echo bios')).stdout.trim(), new RegExp(`^${firmware}$`));
+    });
+  });
+}
+
+test('kiln boot runs a command in the image and returns its output and status', async () => {
+  const r = await kiln(['boot', '--firmware', 'bios', artifact(built, 'qcow2'), '--', 'cat /etc/release; exit 3'], { cwd: built.dir });
+  assert.equal(r.code, 3, r.stderr.slice(-2000));
+  assert.match(r.stdout, /IMAGE_VERSION=release-0\.1\.0/);
+  assert.match(r.stderr, /SSH is up after/);
+  assert.ok(!readFileSync('/proc/mounts', 'utf8').includes('kiln-vm-'));
+});
