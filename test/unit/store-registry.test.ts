@@ -101,3 +101,54 @@ describe('registry store with basic auth', { skip: (!haveRegistry || !haveHtpass
     assert.equal(sha(insp.stdout), digest, insp.stderr.toString());
   });
 });
+
+/**
+ * The bearer token flow: a proxy in front of the registry answers 401 with a Bearer challenge,
+ * hands out a token for the right basic credentials, and forwards requests carrying it.
+ */
+async function bearerProxy(target: number): Promise<{ port: number; scopes: string[]; close(): Promise<void> }> {
+  const http = await import('node:http');
+  const scopes: string[] = [];
+  const server = http.createServer((req, res) => {
+    const port = (server.address() as { port: number }).port;
+    const url = new URL(req.url ?? '/', `http://127.0.0.1:${port}`);
+    if (url.pathname === '/token') {
+      if (req.headers.authorization !== 'Basic ' + Buffer.from('kiln:tok3n').toString('base64')) { res.writeHead(401).end(); return; }
+      scopes.push(url.searchParams.get('scope') ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: `T:${url.searchParams.get('scope')}` }));
+      return;
+    }
+    if (!req.headers.authorization?.startsWith('Bearer T:')) {
+      req.resume();
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${port}/token",service="kiln-test"` }).end();
+      return;
+    }
+    const headers = { ...req.headers };
+    delete headers.authorization;
+    const fwd = http.request({ host: '127.0.0.1', port: target, path: req.url, method: req.method, headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    req.pipe(fwd);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as { port: number }).port, scopes, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+describe('registry store behind a bearer token service', { skip: !haveRegistry && 'docker-registry not installed' }, () => {
+  let reg: TestRegistry;
+  let proxy: Awaited<ReturnType<typeof bearerProxy>>;
+  before(async () => { reg = await startRegistry(); proxy = await bearerProxy(reg.port); });
+  after(async () => { await proxy?.close(); await reg?.stop(); });
+
+  test('tokens are fetched per repository scope with the basic credentials', async () => {
+    const dir = scratch();
+    const store = await openStore(`oci://127.0.0.1:${proxy.port}/t`, dir, { user: 'kiln', password: 'tok3n', chunkSize: 1 << 20 });
+    const { digest } = await publishFake(store, dir, 'web', 'v1');
+    assert.equal((await store.resolve('web@v1', { format: 'raw' })).digest, digest);
+    assert.ok(proxy.scopes.includes('repository:t/web:pull,push'), proxy.scopes.join(' '));
+    assert.ok(proxy.scopes.includes('repository:t/web:pull'), proxy.scopes.join(' '));
+    const bad = await openStore(`oci://127.0.0.1:${proxy.port}/t`, dir, { user: 'kiln', password: 'wrong' });
+    await assert.rejects(bad.resolve('web@v1'), /token service .* refused/);
+  });
+});
