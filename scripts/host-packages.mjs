@@ -19,6 +19,7 @@ export const hostTools = [
   ['ssh-keygen', 'openssh-client', 'keys for booted machines, release signatures'],
   ['skopeo', 'skopeo', 'interoperability checks of the OCI release store'],
   ['docker-registry', 'docker-registry', 'a local OCI registry for tests'],
+  ['htpasswd', 'apache2-utils', 'bcrypt password files for the test registry with basic auth'],
   ['dpkg-deb', 'dpkg', 'build test packages'],
   ['curl', 'curl', 'fetch the archive Release file'],
   ['xorriso', 'xorriso', 'build the NoCloud seed for booted machines'],

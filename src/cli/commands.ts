@@ -4,6 +4,13 @@ import { buildCommand } from './build.js';
 import { doctorCommand } from './doctor.js';
 import { schemaCommand } from './schema.js';
 import { validateCommand } from './validate.js';
+import { releasesCommand } from './releases.js';
+import { resolveCommand } from './resolve.js';
+import { verifyCommand } from './verify.js';
+import { revokeCommand } from './revoke.js';
+import { channelCommand } from './channel.js';
+import { pushCommand } from './push.js';
+import { pullCommand } from './pull.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
@@ -11,5 +18,12 @@ export const commands: Command[] = [
   bootCommand,
   validateCommand,
   schemaCommand,
+  releasesCommand,
+  resolveCommand,
+  verifyCommand,
+  revokeCommand,
+  channelCommand,
+  pushCommand,
+  pullCommand,
   doctorCommand,
 ];

@@ -1,0 +1,19 @@
+import { KilnError } from '../errors.js';
+import { storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { openStore } from '../store/index.js';
+import { parse, type Command } from './command.js';
+
+export const pushCommand: Command = {
+  name: 'push',
+  summary: 'Copy a release (with signatures and revocations) from the store to a registry or another store',
+  usage: 'kiln push name@version --to oci://host[:port][/prefix]|DIR [--store ...] [--insecure]',
+  async run(argv) {
+    const { values, positionals } = parse('push', this.usage, argv, { ...storeOptions, to: { type: 'string' } });
+    if (positionals.length !== 1 || !values.to) throw new KilnError('kiln push needs a release and --to', { hint: `usage: ${this.usage}`, exitCode: 2 });
+    const src = await storeFromFlags(values);
+    const dst = await openStore(values.to, process.cwd(), { create: true, insecure: values.insecure });
+    const r = await src.copyTo(dst, positionals[0]);
+    process.stderr.write(`pushed ${r.name}@${r.version} ${r.digest} to ${dst.location}\n`);
+    return 0;
+  },
+};

@@ -1,0 +1,66 @@
+import { KilnError } from '../errors.js';
+import { storeFromFlags, storeOptions } from '../store/from-cli.js';
+import type { Resolved } from '../store/index.js';
+import { parse, type Command } from './command.js';
+
+/** Terraform's external data source wants a flat object of strings. */
+export function terraformResult(r: Resolved): Record<string, string> {
+  const out: Record<string, string> = {
+    name: r.name, version: r.version, digest: r.digest, reference: r.reference, commit: r.commit,
+    source_date_epoch: String(r.sourceDateEpoch), channel: r.channel ?? '', signers: r.signers.join(', '),
+    formats: r.artifacts.map((a) => a.format).join(','), revoked: r.revoked ? 'true' : 'false',
+  };
+  if (r.artifact) Object.assign(out, { format: r.artifact.format, file: r.artifact.file, location: r.artifact.location, sha256: r.artifact.sha256, size: String(r.artifact.size) });
+  for (const a of r.artifacts) out[`location_${a.format}`] = a.location;
+  for (const [cloud, ids] of Object.entries(r.cloudIds)) for (const [region, id] of Object.entries(ids)) out[`${cloud}_${region}`] = id;
+  return out;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function terraform(): Promise<number> {
+  // The protocol: a JSON object of strings on stdin, a flat JSON object of strings on stdout,
+  // any error on stderr with a non-zero exit (Terraform shows stderr to the user).
+  try {
+    const q = JSON.parse((await readStdin()) || '{}') as Record<string, string>;
+    if (!q.release) throw new KilnError('the query needs "release": "name@version"');
+    const store = await storeFromFlags({ store: q.store || undefined, insecure: q.insecure === 'true' });
+    const r = await store.resolve(q.release, { format: q.format || undefined, force: q.force === 'true' });
+    process.stdout.write(JSON.stringify(terraformResult(r)) + '\n');
+    return 0;
+  } catch (e) {
+    process.stderr.write(`kiln resolve --terraform: ${e instanceof KilnError ? e.format() : (e as Error).message}\n`);
+    return 1;
+  }
+}
+
+export const resolveCommand: Command = {
+  name: 'resolve',
+  summary: 'Print where a release (name@version or name@channel) is: artifact path or registry reference, and cloud ids',
+  usage: 'kiln resolve name@version|name@channel [--format F] [--json] [--force] [--store DIR|oci://host/prefix] | kiln resolve --terraform',
+  async run(argv) {
+    const { values, positionals } = parse('resolve', this.usage, argv, {
+      ...storeOptions, format: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, terraform: { type: 'boolean' },
+    });
+    if (values.terraform) return terraform();
+    if (positionals.length !== 1) throw new KilnError('kiln resolve takes one release reference', { hint: `usage: ${this.usage}`, exitCode: 2 });
+    const store = await storeFromFlags(values);
+    const r = await store.resolve(positionals[0], { format: values.format, force: values.force });
+    if (r.revoked) process.stderr.write(`warning: ${r.name}@${r.version} is revoked (${r.revoked.reason}); used because of --force\n`);
+    if (values.json) {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      return 0;
+    }
+    const lines: string[] = [];
+    if (r.artifact) lines.push(r.artifact.location);
+    else for (const a of r.artifacts) lines.push(`${a.format}\t${a.location}`);
+    for (const [cloud, ids] of Object.entries(r.cloudIds)) for (const [region, id] of Object.entries(ids)) lines.push(`${cloud}\t${region}\t${id}`);
+    process.stdout.write(lines.join('\n') + '\n');
+    process.stderr.write(`${r.name}@${r.version}${r.channel ? ` (channel ${r.channel})` : ''} ${r.digest}${r.signers.length ? `, signed by ${r.signers.join(', ')}` : ''}\n`);
+    return 0;
+  },
+};

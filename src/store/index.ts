@@ -1,0 +1,102 @@
+/**
+ * The release store's API for the build pipeline and the CLI.
+ *
+ *   const store = await openStore(config.release.store, templateDir, { trust });
+ *   await store.publish({ record, artifacts, sbom: makeSbom(record), provenance: makeProvenance(record, artifacts), signer });
+ *   const r = await store.resolve('web@production', { format: 'qcow2' });
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { KilnError } from '../errors.js';
+import { LayoutStore } from './layout.js';
+import { RegistryStore } from './registry.js';
+import { ReleaseStore, type TrustPolicy } from './release-store.js';
+import { keyKind, loadSigner, loadTrustedKey, type Signer, type TrustedKey } from './signing.js';
+
+export { makeSbom } from './sbom.js';
+export { makeProvenance } from './provenance.js';
+export { formatMediaType } from './oci.js';
+export { loadSigner, loadTrustedKey } from './signing.js';
+export type { Signer, TrustedKey } from './signing.js';
+export { ReleaseStore, parseReleaseRef } from './release-store.js';
+export type { PublishInput, Resolved, ResolvedArtifact, ReleaseListing, VerifyReport, TrustPolicy, ChannelState, CloudIds, Revocation } from './release-store.js';
+export type { ReleaseRecord, ArtifactInput, ReleaseArtifact, SourceRecord, SourcePackage, Material, ReleaseParent } from './record.js';
+export { TagExistsError } from './backend.js';
+export { DigestMismatchError } from './blobio.js';
+
+export const DEFAULT_STORE = '.kiln/store';
+/** A trust policy file a local store may hold: { "require_signature": bool, "keys": ["ssh-ed25519 …", "-----BEGIN PGP PUBLIC KEY BLOCK-----…"] }. */
+export const STORE_POLICY_FILE = 'trust.json';
+
+export interface OpenStoreOptions {
+  /** Create an empty layout when the directory has none (publish, pull). Default true. */
+  create?: boolean;
+  /** Plain http for a registry other than localhost. */
+  insecure?: boolean;
+  trust?: Partial<TrustPolicy>;
+  /** Registry credentials; default KILN_REGISTRY_USER / KILN_REGISTRY_PASSWORD. */
+  user?: string;
+  password?: string;
+  /** Registry chunked-upload size (bytes). */
+  chunkSize?: number;
+}
+
+export function isRemoteSpec(spec: string): boolean {
+  return spec.startsWith('oci://');
+}
+
+/** Opens a store: `oci://host[:port][/prefix]` is a registry, anything else a layout directory relative to baseDir. */
+export async function openStore(spec: string, baseDir: string, opts: OpenStoreOptions = {}): Promise<ReleaseStore> {
+  const trust: TrustPolicy = { requireSignature: opts.trust?.requireSignature ?? false, keys: [...(opts.trust?.keys ?? [])] };
+  if (isRemoteSpec(spec)) {
+    const backend = new RegistryStore(spec, {
+      insecure: opts.insecure,
+      user: opts.user ?? process.env.KILN_REGISTRY_USER,
+      password: opts.password ?? process.env.KILN_REGISTRY_PASSWORD,
+      chunkSize: opts.chunkSize,
+    });
+    return new ReleaseStore(backend, trust);
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//.test(spec)) throw new KilnError(`unsupported store ${spec}`, { hint: 'a store is a directory or oci://host[:port][/prefix]', exitCode: 2 });
+  const dir = isAbsolute(spec) ? spec : resolvePath(baseDir, spec);
+  const backend = await LayoutStore.open(dir, { create: opts.create ?? true });
+  const policy = await readStorePolicy(dir);
+  if (policy) {
+    trust.requireSignature ||= policy.requireSignature;
+    trust.keys.push(...policy.keys);
+  }
+  return new ReleaseStore(backend, trust);
+}
+
+async function readStorePolicy(dir: string): Promise<TrustPolicy | null> {
+  const file = join(dir, STORE_POLICY_FILE);
+  if (!existsSync(file)) return null;
+  let p: { require_signature?: boolean; keys?: string[] };
+  try {
+    p = JSON.parse(await readFile(file, 'utf8')) as typeof p;
+  } catch (e) {
+    throw new KilnError(`invalid trust policy: ${(e as Error).message}`, { where: { file } });
+  }
+  const keys: TrustedKey[] = [];
+  for (const [i, text] of (p.keys ?? []).entries()) {
+    const kind = keyKind(text);
+    if (!kind) throw new KilnError(`trust policy key ${i + 1} is neither an SSH nor an OpenPGP public key`, { where: { file } });
+    keys.push({ kind, text, source: `${file}#${i + 1}` });
+  }
+  return { requireSignature: p.require_signature === true, keys };
+}
+
+/** The trust policy of kiln.yaml's release.trust (key files relative to kiln.yaml's directory). */
+export async function trustFromConfig(trust: { require_signature?: boolean; keys?: string[] } | undefined, baseDir: string): Promise<TrustPolicy> {
+  const keys: TrustedKey[] = [];
+  for (const k of trust?.keys ?? []) keys.push(await loadTrustedKey(resolvePath(baseDir, k)));
+  return { requireSignature: trust?.require_signature ?? false, keys };
+}
+
+/** The signer from KILN_SIGNING_KEY (a key file) or kiln.yaml's release.sign; undefined when neither is set. */
+export async function signerFromConfig(sign: { ssh_key?: string; pgp_key?: string } | undefined, baseDir: string, env = process.env): Promise<Signer | undefined> {
+  const file = env.KILN_SIGNING_KEY || sign?.ssh_key || sign?.pgp_key;
+  if (!file) return undefined;
+  return loadSigner(resolvePath(baseDir, file));
+}

@@ -1,0 +1,263 @@
+/**
+ * The local release store: one OCI image layout directory (oci-layout, index.json, blobs/sha256/).
+ * Every repository lives in it; index.json entries carry org.opencontainers.image.ref.name =
+ * "<repository>:<tag>", so `skopeo inspect oci:<dir>:web:release-0.1.0` finds them.
+ *
+ * Crash safety: blobs are written to .kiln-tmp/ and renamed into place once their digest checks,
+ * index.json is replaced by write-temp + rename under an O_EXCL lock file. A writer killed at any
+ * point leaves only orphan temp files (removed on the next open) and unreferenced blobs.
+ */
+import { createReadStream, promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../errors.js';
+import { DigestMismatchError, hashFile, isErrno, verifyBytes, writeStreamToFile, type Progress } from './blobio.js';
+import { TagExistsError, type BlobSource, type PutBlobOptions, type StoreBackend, type StoredManifest } from './backend.js';
+import { processAlive, withLock } from './lock.js';
+import { ANN, digestHex, isDigest, MT, parseIndex, sha256Digest, type Descriptor, type ImageIndex } from './oci.js';
+
+const TMP = '.kiln-tmp';
+const MAX_SMALL_BLOB = 64 * 1024 * 1024;
+
+export class LayoutStore implements StoreBackend {
+  readonly remote = false;
+  readonly indexesReferrers = false;
+  private constructor(readonly location: string) {}
+
+  static async open(dir: string, opts: { create?: boolean } = {}): Promise<LayoutStore> {
+    const s = new LayoutStore(dir);
+    const exists = await fsp.stat(join(dir, 'oci-layout')).then(() => true, () => false);
+    if (!exists) {
+      if (!opts.create) throw new KilnError(`no release store at ${dir}`, { hint: 'release something first (kiln build on a release tag), or pass --store' });
+      await s.init();
+    }
+    await s.removeOrphans();
+    return s;
+  }
+
+  private async init(): Promise<void> {
+    await fsp.mkdir(join(this.location, 'blobs', 'sha256'), { recursive: true });
+    await fsp.mkdir(join(this.location, TMP), { recursive: true });
+    await this.createIfAbsent('index.json', JSON.stringify({ schemaVersion: 2, mediaType: MT.index, manifests: [] }, null, 2) + '\n');
+    await this.createIfAbsent('oci-layout', JSON.stringify({ imageLayoutVersion: '1.0.0' }) + '\n');
+  }
+
+  /** Atomic create-if-absent (link fails on EEXIST), so concurrent inits never clobber an index. */
+  private async createIfAbsent(name: string, text: string): Promise<void> {
+    const tmp = await this.tmpPath(name);
+    await fsp.writeFile(tmp, text);
+    try {
+      await fsp.link(tmp, join(this.location, name));
+    } catch (e) {
+      if (!isErrno(e, 'EEXIST')) throw e;
+    } finally {
+      await fsp.unlink(tmp).catch(() => undefined);
+    }
+  }
+
+  /** Scratch space on the store's filesystem (so renames and hardlinks into blobs/ work). */
+  tempDir(): string {
+    return join(this.location, TMP);
+  }
+
+  private async tmpPath(hint: string): Promise<string> {
+    await fsp.mkdir(join(this.location, TMP), { recursive: true });
+    return join(this.location, TMP, `${process.pid}-${Math.random().toString(36).slice(2)}-${hint.replace(/[^a-z0-9.]/gi, '')}`);
+  }
+
+  /** Temp files of writers that are gone (kill -9): named by the writer's pid. */
+  private async removeOrphans(): Promise<void> {
+    const dir = join(this.location, TMP);
+    const names = await fsp.readdir(dir).catch(() => [] as string[]);
+    for (const n of names) {
+      const pid = Number(n.split('-')[0]);
+      if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) await fsp.rm(join(dir, n), { force: true, recursive: true });
+    }
+  }
+
+  blobPath(digest: string): string {
+    return join(this.location, 'blobs', 'sha256', digestHex(digest));
+  }
+
+  blobLocation(_repo: string, digest: string): string {
+    return this.blobPath(digest);
+  }
+
+  async hasBlob(_repo: string, digest: string): Promise<boolean> {
+    return fsp.stat(this.blobPath(digest)).then(() => true, () => false);
+  }
+
+  async putBlob(_repo: string, src: BlobSource, opts: PutBlobOptions = {}): Promise<void> {
+    const final = this.blobPath(src.digest);
+    if (await this.hasBlob(_repo, src.digest)) {
+      // Content-addressed: an existing blob is reused, but only if it is intact.
+      await this.verifyBlob(_repo, { mediaType: '', digest: src.digest, size: src.size }, opts.onProgress);
+      return;
+    }
+    const tmp = await this.tmpPath(digestHex(src.digest).slice(0, 12));
+    try {
+      let got: { digest: string; size: number };
+      if (src.bytes) {
+        await fsp.writeFile(tmp, src.bytes, { flag: 'wx' });
+        got = { digest: sha256Digest(src.bytes), size: src.bytes.length };
+      } else if (src.file) {
+        got = await this.ingestFile(src.file, tmp, src.size, opts);
+      } else {
+        throw new Error('putBlob: neither file nor bytes');
+      }
+      if (got.digest !== src.digest || got.size !== src.size) {
+        throw new DigestMismatchError(`blob ${src.file ?? src.digest}`, `${src.digest} (${src.size} bytes)`, `${got.digest} (${got.size} bytes)`,
+          'the file changed after the build recorded its digest; rebuild');
+      }
+      await fsp.chmod(tmp, 0o444);
+      await fsp.rename(tmp, final);
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /** Hardlink when possible (no copy of a multi-GiB disk), else stream-copy hashing as we go. */
+  private async ingestFile(file: string, tmp: string, size: number, opts: PutBlobOptions): Promise<{ digest: string; size: number }> {
+    if (opts.hardlink !== false) {
+      try {
+        await fsp.link(file, tmp);
+        // The blob shares the inode with the build output: make it read-only, then hash what is stored.
+        await fsp.chmod(tmp, 0o444);
+        return await hashFile(tmp, opts.onProgress);
+      } catch (e) {
+        if (!isErrno(e, 'EXDEV') && !isErrno(e, 'EPERM') && !isErrno(e, 'EMLINK')) throw e;
+      }
+    }
+    return writeStreamToFile(createReadStream(file), tmp, size, opts.onProgress);
+  }
+
+  async readBlob(_repo: string, desc: Descriptor): Promise<Buffer> {
+    if (desc.size > MAX_SMALL_BLOB) throw new KilnError(`blob ${desc.digest} is too large to read into memory (${desc.size} bytes)`);
+    let bytes: Buffer;
+    try {
+      bytes = await fsp.readFile(this.blobPath(desc.digest));
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) throw new KilnError(`blob ${desc.digest} is missing from ${this.location}`, { hint: 'the store is incomplete; re-pull or re-release' });
+      throw e;
+    }
+    verifyBytes(`blob ${this.blobPath(desc.digest)}`, bytes, desc.digest, desc.size);
+    return bytes;
+  }
+
+  async verifyBlob(_repo: string, desc: Descriptor, onProgress?: Progress): Promise<void> {
+    const p = this.blobPath(desc.digest);
+    let got: { digest: string; size: number };
+    try {
+      got = await hashFile(p, onProgress);
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) throw new KilnError(`blob ${p} is missing`, { hint: 'the store is incomplete; re-pull or re-release' });
+      throw e;
+    }
+    if (got.digest !== desc.digest) throw new DigestMismatchError(`blob ${p}`, desc.digest, got.digest);
+    if (desc.size && got.size !== desc.size) throw new DigestMismatchError(`blob ${p}`, `${desc.size} bytes`, `${got.size} bytes`);
+  }
+
+  async downloadBlob(_repo: string, desc: Descriptor, dest: string, onProgress?: Progress): Promise<void> {
+    const got = await writeStreamToFile(createReadStream(this.blobPath(desc.digest)), dest, desc.size, onProgress);
+    if (got.digest !== desc.digest) {
+      await fsp.rm(dest, { force: true });
+      throw new DigestMismatchError(`blob ${this.blobPath(desc.digest)}`, desc.digest, got.digest);
+    }
+  }
+
+  async readIndex(): Promise<ImageIndex> {
+    const p = join(this.location, 'index.json');
+    return parseIndex(await fsp.readFile(p), p);
+  }
+
+  private async writeIndex(idx: ImageIndex): Promise<void> {
+    const tmp = await this.tmpPath('index.json');
+    const fh = await fsp.open(tmp, 'wx');
+    try {
+      await fh.writeFile(JSON.stringify(idx, null, 2) + '\n');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, join(this.location, 'index.json'));
+  }
+
+  async listRepositories(): Promise<string[]> {
+    const idx = await this.readIndex();
+    const repos = new Set<string>();
+    for (const m of idx.manifests) {
+      const ref = m.annotations?.[ANN.refName];
+      if (ref?.includes(':')) repos.add(ref.slice(0, ref.lastIndexOf(':')));
+    }
+    return [...repos].sort();
+  }
+
+  async listTags(repo: string): Promise<string[]> {
+    const idx = await this.readIndex();
+    const prefix = `${repo}:`;
+    return idx.manifests.map((m) => m.annotations?.[ANN.refName]).filter((r): r is string => !!r && r.startsWith(prefix)).map((r) => r.slice(prefix.length));
+  }
+
+  async getManifest(repo: string, ref: string): Promise<StoredManifest | null> {
+    let desc: Descriptor | undefined;
+    if (isDigest(ref)) {
+      if (!(await this.hasBlob(repo, ref))) return null;
+      const bytes = await fsp.readFile(this.blobPath(ref));
+      verifyBytes(`manifest ${this.blobPath(ref)}`, bytes, ref);
+      return { bytes, digest: ref, mediaType: mediaTypeOf(bytes) };
+    }
+    const idx = await this.readIndex();
+    desc = idx.manifests.find((m) => m.annotations?.[ANN.refName] === `${repo}:${ref}`);
+    if (!desc) return null;
+    const bytes = await this.readBlob(repo, desc);
+    return { bytes, digest: desc.digest, mediaType: desc.mediaType };
+  }
+
+  async putManifest(repo: string, bytes: Buffer, mediaType: string): Promise<string> {
+    const digest = sha256Digest(bytes);
+    await this.putBlob(repo, { digest, size: bytes.length, bytes });
+    void mediaType;
+    return digest;
+  }
+
+  private lockPath(): string {
+    return join(this.location, 'index.json.lock');
+  }
+
+  async createTag(repo: string, tag: string, bytes: Buffer, mediaType: string): Promise<string> {
+    const digest = await this.putManifest(repo, bytes, mediaType);
+    await withLock(this.lockPath(), async () => {
+      const idx = await this.readIndex();
+      const ref = `${repo}:${tag}`;
+      if (idx.manifests.some((m) => m.annotations?.[ANN.refName] === ref)) throw new TagExistsError(repo, tag, this.location);
+      idx.manifests.push({ mediaType, digest, size: bytes.length, annotations: { [ANN.refName]: ref } });
+      await this.writeIndex(idx);
+    });
+    return digest;
+  }
+
+  async updateTag(repo: string, tag: string, fn: (current: StoredManifest | null) => Promise<{ bytes: Buffer; mediaType: string } | null>): Promise<void> {
+    await withLock(this.lockPath(), async () => {
+      const current = await this.getManifest(repo, tag);
+      const next = await fn(current);
+      if (!next) return;
+      const digest = await this.putManifest(repo, next.bytes, next.mediaType);
+      const idx = await this.readIndex();
+      const ref = `${repo}:${tag}`;
+      idx.manifests = idx.manifests.filter((m) => m.annotations?.[ANN.refName] !== ref);
+      idx.manifests.push({ mediaType: next.mediaType, digest, size: next.bytes.length, annotations: { [ANN.refName]: ref } });
+      await this.writeIndex(idx);
+    });
+  }
+
+  async nativeReferrers(): Promise<Descriptor[] | null> {
+    return null;
+  }
+}
+
+function mediaTypeOf(bytes: Buffer): string {
+  try {
+    return (JSON.parse(bytes.toString('utf8')) as { mediaType?: string }).mediaType ?? MT.manifest;
+  } catch {
+    return MT.manifest;
+  }
+}

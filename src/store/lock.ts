@@ -1,0 +1,92 @@
+/**
+ * An exclusive lock file (O_EXCL create) holding the owner's pid and host. A lock whose owner
+ * process is gone (kill -9, power loss) is stale and is broken by renaming it away first, so two
+ * processes breaking the same stale lock cannot both win.
+ */
+import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { KilnError } from '../errors.js';
+import { isErrno } from './blobio.js';
+
+export interface LockOwner { pid: number; host: string; since: string }
+
+function readOwner(path: string): LockOwner | null {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as LockOwner;
+  } catch {
+    return null;
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return !isErrno(e, 'ESRCH');
+  }
+}
+
+function isStale(owner: LockOwner | null): boolean {
+  // An unreadable lock is a writer killed between create and write: stale.
+  if (!owner) return true;
+  return owner.host === hostname() && !processAlive(owner.pid);
+}
+
+function tryCreate(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx', 0o644);
+  } catch (e) {
+    if (isErrno(e, 'EEXIST')) return false;
+    throw e;
+  }
+  try {
+    writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() } satisfies LockOwner));
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+function breakIfStale(path: string): void {
+  const owner = readOwner(path);
+  if (!isStale(owner)) return;
+  const aside = `${path}.stale-${process.pid}`;
+  try {
+    renameSync(path, aside);
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return; // someone else broke it
+    throw e;
+  }
+  // We may have renamed a lock taken in between by a live process; give it back.
+  const moved = readOwner(aside);
+  if (moved && !isStale(moved)) {
+    try { renameSync(aside, path); } catch { /* best effort */ }
+    return;
+  }
+  try { unlinkSync(aside); } catch { /* gone */ }
+}
+
+/** Run fn while holding the lock; waits up to timeoutMs for a live holder. */
+export async function withLock<T>(path: string, fn: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const start = Date.now();
+  let delay = 10;
+  while (!tryCreate(path)) {
+    breakIfStale(path);
+    if (Date.now() - start > timeoutMs) {
+      const o = readOwner(path);
+      throw new KilnError(`the store is locked by another Kiln process${o ? ` (pid ${o.pid} on ${o.host} since ${o.since})` : ''}`, {
+        where: { file: path },
+        hint: 'wait for it to finish; if that process is gone from another host, remove the lock file',
+      });
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 200);
+  }
+  try {
+    return await fn();
+  } finally {
+    try { unlinkSync(path); } catch { /* already removed */ }
+  }
+}

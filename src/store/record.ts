@@ -1,0 +1,126 @@
+/**
+ * The release record: what a release is, stored as the config blob of its OCI manifest.
+ * Everything in it is fixed at release time; cloud image ids come later as referrers.
+ */
+import { KilnError } from '../errors.js';
+import { ANN, isoFromEpoch, isValidTag, MT, type Descriptor, type ImageManifest } from './oci.js';
+
+export interface SourcePackage {
+  name: string;
+  version: string;
+  arch: string;
+  /** sha256 of the .deb, when the source step knows it. */
+  sha256?: string;
+}
+
+/** Recorded by the fetch-source step; opaque to the store except `packages`. */
+export interface SourceRecord {
+  packages?: SourcePackage[];
+  [key: string]: unknown;
+}
+
+/** An upstream input with its digest (a SLSA resolvedDependency). */
+export interface Material {
+  uri: string;
+  digest: Record<string, string>;
+  name?: string;
+}
+
+export interface ReleaseArtifact {
+  format: string;
+  /** File name inside the release (the layer's org.opencontainers.image.title). */
+  file: string;
+  size: number;
+  sha256: string;
+}
+
+export interface ReleaseParent {
+  name: string;
+  version: string;
+  digest?: string;
+}
+
+export interface ReleaseRecord {
+  name: string;
+  version: string;
+  git: { commit: string; tag?: string; repository?: string };
+  /** SOURCE_DATE_EPOCH (seconds): the commit time; the release's date everywhere. */
+  sourceDateEpoch: number;
+  /** Path of kiln.yaml relative to the repository root. */
+  template?: string;
+  source: SourceRecord;
+  /** Upstream inputs with digests (archive Release file, verified images, parent releases). */
+  materials?: Material[];
+  parents: ReleaseParent[];
+  buildDurationSeconds?: number;
+  kilnVersion: string;
+  artifacts: ReleaseArtifact[];
+}
+
+/** A release artifact as the build hands it over. */
+export interface ArtifactInput {
+  format: string;
+  /** Path of the file to store (the build's output); its base name becomes the file name in the release. */
+  file: string;
+  size: number;
+  sha256: string;
+  /** Layer media type; default from the format (see FORMAT_MEDIA_TYPES). */
+  mediaType?: string;
+}
+
+const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export function checkName(name: string): void {
+  if (!NAME_RE.test(name)) throw new KilnError(`invalid image name '${name}'`, { hint: 'names are lower-case letters, digits, ".", "_" and "-" (as in kiln.yaml)' });
+}
+
+export function checkVersion(version: string): void {
+  if (!isValidTag(version) || version.startsWith('channel.') || /^sha256-/.test(version)) {
+    throw new KilnError(`invalid version '${version}'`, { hint: 'a version is an OCI tag: letters, digits, ".", "_", "-", at most 128 characters, not starting with "channel." or "sha256-"' });
+  }
+}
+
+export function validateRecord(r: ReleaseRecord): void {
+  checkName(r.name);
+  checkVersion(r.version);
+  if (!Number.isInteger(r.sourceDateEpoch) || r.sourceDateEpoch < 0) throw new KilnError(`release record: sourceDateEpoch must be a non-negative integer, got ${r.sourceDateEpoch}`);
+  if (!r.git?.commit) throw new KilnError('release record: git.commit is required');
+  if (!r.artifacts.length) throw new KilnError('release record: a release needs at least one artifact');
+  const files = new Set<string>();
+  for (const a of r.artifacts) {
+    if (!/^[a-f0-9]{64}$/.test(a.sha256)) throw new KilnError(`release record: artifact ${a.file}: sha256 must be 64 hex digits`);
+    if (files.has(a.file)) throw new KilnError(`release record: two artifacts named ${a.file}`);
+    files.add(a.file);
+  }
+}
+
+export const SBOM_FILE = 'sbom.spdx.json';
+export const PROVENANCE_FILE = 'provenance.intoto.json';
+
+/** The release manifest: config = record, one layer per artifact, then the SBOM and the provenance. */
+export function releaseManifest(record: ReleaseRecord, config: Descriptor, artifactLayers: Descriptor[], sbom: Descriptor, provenance: Descriptor): ImageManifest {
+  const annotations: Record<string, string> = {
+    [ANN.version]: record.version,
+    [ANN.created]: isoFromEpoch(record.sourceDateEpoch),
+    [ANN.revision]: record.git.commit,
+    [ANN.title]: record.name,
+    [ANN.name]: record.name,
+  };
+  if (record.git.repository) annotations[ANN.source] = record.git.repository;
+  return {
+    schemaVersion: 2,
+    mediaType: MT.manifest,
+    artifactType: MT.release,
+    config,
+    layers: [
+      ...artifactLayers,
+      { ...sbom, annotations: { [ANN.title]: SBOM_FILE } },
+      { ...provenance, annotations: { [ANN.title]: PROVENANCE_FILE } },
+    ],
+    annotations,
+  };
+}
+
+export function artifactLayer(a: { format: string; file: string; size: number; sha256: string; mediaType: string }): Descriptor {
+  return { mediaType: a.mediaType, digest: `sha256:${a.sha256}`, size: a.size, annotations: { [ANN.title]: a.file, [ANN.format]: a.format } };
+}

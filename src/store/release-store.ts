@@ -1,0 +1,498 @@
+/**
+ * The release store: immutable releases (OCI artifacts tagged by version in the repository named
+ * after the image), found by version or channel, with signatures, revocations and cloud image ids
+ * attached as referrers. Works the same over an image layout and a registry (StoreBackend).
+ */
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir, userInfo } from 'node:os';
+import { basename, join } from 'node:path';
+import { KilnError } from '../errors.js';
+import { TagExistsError, type StoreBackend } from './backend.js';
+import { DigestMismatchError, type Progress } from './blobio.js';
+import { LayoutStore } from './layout.js';
+import {
+  ANN, canonicalJson, channelTag, CHANNEL_TAG_PREFIX, descriptorOf, EMPTY_BLOB, EMPTY_DESCRIPTOR, formatMediaType, isBookkeepingTag, isDigest, isoFromEpoch,
+  jsonBlob, manifestBytes, MT, parseIndex, parseJson, parseManifest, referrerDescriptor, referrerManifest, referrersIndex, referrersTag,
+  type Descriptor, type ImageManifest,
+} from './oci.js';
+import { artifactLayer, checkName, checkVersion, releaseManifest, validateRecord, type ArtifactInput, type ReleaseArtifact, type ReleaseRecord } from './record.js';
+import { checkSignature, signaturePayload, type SignatureBlob, type SignatureCheck, type Signer, type TrustedKey } from './signing.js';
+
+export interface TrustPolicy {
+  requireSignature: boolean;
+  keys: TrustedKey[];
+}
+
+export interface PublishInput {
+  record: ReleaseRecord;
+  artifacts: ArtifactInput[];
+  sbom: object;
+  provenance: object;
+  signer?: Signer;
+  onProgress?: (file: string, done: number, total: number) => void;
+  /** Layout stores hardlink artifact files when possible; false forces a copy. */
+  hardlink?: boolean;
+}
+
+export interface Revocation { reason: string; time: string; by?: string }
+export type CloudIds = Record<string, Record<string, string>>;
+
+export interface ChannelMove { time: string; version: string; digest: string; previous: { version: string; digest: string } | null; by?: string }
+export interface ChannelState { name: string; channel: string; version: string; digest: string; log: ChannelMove[] }
+
+export interface ReleaseEntry {
+  name: string;
+  version: string;
+  digest: string;
+  manifest: ImageManifest;
+  manifestSize: number;
+  record: ReleaseRecord;
+}
+
+export interface ReleaseDetails extends ReleaseEntry {
+  signatures: { blob: SignatureBlob; check: SignatureCheck; digest: string }[];
+  revocation?: Revocation;
+  cloudIds: CloudIds;
+  problems: string[];
+}
+
+export interface ResolvedArtifact extends ReleaseArtifact { mediaType: string; digest: string; location: string }
+
+export interface Resolved {
+  name: string;
+  version: string;
+  digest: string;
+  /** The channel the reference went through, if any. */
+  channel?: string;
+  /** Where the release is: <store>:<name>:<version> (layout) or host/repo@digest (registry). */
+  reference: string;
+  artifact?: ResolvedArtifact;
+  artifacts: ResolvedArtifact[];
+  cloudIds: CloudIds;
+  signers: string[];
+  revoked?: Revocation;
+  sourceDateEpoch: number;
+  commit: string;
+}
+
+export interface VerifyReport {
+  name: string;
+  version: string;
+  digest: string;
+  checked: { what: string; digest: string; ok: boolean; problem?: string }[];
+  signatures: SignatureCheck[];
+  revoked?: Revocation;
+  ok: boolean;
+}
+
+export interface ReleaseListing {
+  name: string;
+  version: string;
+  digest: string;
+  date: string;
+  commit: string;
+  formats: string[];
+  signer: string;
+  status: 'ok' | 'revoked' | 'unsigned' | 'bad-signature' | 'untrusted';
+  reason?: string;
+}
+
+/** `name@version`, `name@channel` or `name@sha256:…`. */
+export function parseReleaseRef(ref: string): { name: string; selector: string } {
+  const at = ref.indexOf('@');
+  if (at <= 0 || at === ref.length - 1) throw new KilnError(`'${ref}' is not a release reference`, { hint: 'write name@version (web@release-0.1.0) or name@channel (web@production)', exitCode: 2 });
+  const name = ref.slice(0, at);
+  checkName(name);
+  return { name, selector: ref.slice(at + 1) };
+}
+
+export class ReleaseStore {
+  constructor(readonly backend: StoreBackend, readonly trust: TrustPolicy = { requireSignature: false, keys: [] }) {}
+
+  get location(): string {
+    return this.backend.location;
+  }
+
+  async exists(name: string, version: string): Promise<boolean> {
+    return (await this.backend.getManifest(name, version)) !== null;
+  }
+
+  // ---- publish ----
+
+  async publish(input: PublishInput): Promise<{ ref: string; digest: string }> {
+    const record: ReleaseRecord = { ...input.record, artifacts: input.artifacts.map((a) => ({ format: a.format, file: basename(a.file), size: a.size, sha256: a.sha256 })) };
+    validateRecord(record);
+    const { name, version } = record;
+    const b = this.backend;
+    if (await this.exists(name, version)) throw new TagExistsError(name, version, b.location);
+
+    const layers: Descriptor[] = [];
+    for (const a of input.artifacts) {
+      const st = await stat(a.file).catch(() => null);
+      if (!st) throw new KilnError(`artifact ${a.file} does not exist`);
+      if (st.size !== a.size) throw new KilnError(`artifact ${a.file} is ${st.size} bytes, the build recorded ${a.size}`, { hint: 'the file changed after the build; rebuild' });
+      const mediaType = a.mediaType ?? formatMediaType(a.format);
+      await b.putBlob(name, { file: a.file, digest: `sha256:${a.sha256}`, size: a.size }, {
+        hardlink: input.hardlink,
+        onProgress: input.onProgress ? (d: number, t: number) => input.onProgress?.(a.file, d, t) : undefined,
+      });
+      layers.push(artifactLayer({ ...a, file: basename(a.file), mediaType }));
+    }
+    const sbomBytes = jsonBlob(input.sbom);
+    const provBytes = jsonBlob(input.provenance);
+    const configBytes = jsonBlob(record);
+    for (const bytes of [sbomBytes, provBytes, configBytes]) await this.putBytes(name, bytes);
+    const manifest = releaseManifest(record, descriptorOf(MT.release, configBytes), layers, descriptorOf(MT.sbom, sbomBytes), descriptorOf(MT.provenance, provBytes));
+    const mBytes = manifestBytes(manifest);
+    // Manifest and signature first, tag last: a release is visible only once it is complete.
+    const digest = await b.putManifest(name, mBytes, MT.manifest);
+    const subject: Descriptor = { mediaType: MT.manifest, digest, size: mBytes.length };
+    if (input.signer) await this.attachSignature(name, version, subject, input.signer);
+    await b.createTag(name, version, mBytes, MT.manifest);
+    return { ref: `${name}@${version}`, digest };
+  }
+
+  private async putBytes(repo: string, bytes: Buffer): Promise<Descriptor> {
+    const d = descriptorOf('application/octet-stream', bytes);
+    await this.backend.putBlob(repo, { digest: d.digest, size: d.size, bytes });
+    return d;
+  }
+
+  // ---- referrers: signatures, revocations, cloud ids ----
+
+  private async attachReferrer(repo: string, subject: Descriptor, artifactType: string, config: unknown, extraLayers: { mediaType: string; bytes: Buffer; title?: string }[] = [], annotations: Record<string, string> = {}): Promise<string> {
+    const configBytes = jsonBlob(config);
+    await this.putBytes(repo, configBytes);
+    const layers: Descriptor[] = [];
+    for (const l of extraLayers) {
+      await this.putBytes(repo, l.bytes);
+      layers.push(descriptorOf(l.mediaType, l.bytes, l.title ? { annotations: { [ANN.title]: l.title } } : {}));
+    }
+    if (!layers.length) await this.putBytes(repo, EMPTY_BLOB);
+    const m = referrerManifest({ artifactType, subject, config: { mediaType: artifactType, bytes: configBytes }, layers, annotations: { [ANN.created]: new Date().toISOString(), ...annotations } });
+    const bytes = manifestBytes(m);
+    const digest = await this.backend.putManifest(repo, bytes, MT.manifest);
+    const desc = referrerDescriptor(m, bytes);
+    await this.backend.updateTag(repo, referrersTag(subject.digest), async (cur) => {
+      const list = cur ? parseIndex(cur.bytes, `referrers index of ${subject.digest}`).manifests : [];
+      if (list.some((d) => d.digest === digest)) return null;
+      return { bytes: manifestBytes(referrersIndex([...list, desc])), mediaType: MT.index };
+    });
+    return digest;
+  }
+
+  private async attachSignature(name: string, version: string, subject: Descriptor, signer: Signer): Promise<void> {
+    const sig = await signer.sign(signaturePayload(name, version, subject.digest));
+    const layers = [{ mediaType: sig.mediaType, bytes: sig.signature, title: sig.kind === 'ssh' ? 'release.sig' : 'release.asc' }];
+    if (sig.publicKey) layers.push({ mediaType: 'application/pgp-keys', bytes: Buffer.from(sig.publicKey), title: 'signer.asc' });
+    await this.attachReferrer(name, subject, MT.signature, { kind: sig.kind, signer: sig.signer, payload: signaturePayload(name, version, subject.digest).toString() }, layers, { [ANN.signer]: sig.signer });
+  }
+
+  /** Referrer manifests of a release (verified), from the referrers API and the referrers tag. */
+  async referrers(repo: string, digest: string): Promise<{ digest: string; manifest: ImageManifest }[]> {
+    const descs = new Map<string, Descriptor>();
+    for (const d of (await this.backend.nativeReferrers(repo, digest)) ?? []) descs.set(d.digest, d);
+    const idx = await this.backend.getManifest(repo, referrersTag(digest));
+    if (idx) for (const d of parseIndex(idx.bytes, `referrers index of ${digest}`).manifests) descs.set(d.digest, d);
+    const out: { digest: string; manifest: ImageManifest }[] = [];
+    for (const d of descs.values()) {
+      const m = await this.backend.getManifest(repo, d.digest);
+      if (!m) continue;
+      const manifest = parseManifest(m.bytes, `referrer ${d.digest}`);
+      if (manifest.subject?.digest !== digest) continue; // an index entry must not attach foreign artifacts
+      out.push({ digest: d.digest, manifest });
+    }
+    return out.sort((a, b) => (a.manifest.annotations?.[ANN.created] ?? '').localeCompare(b.manifest.annotations?.[ANN.created] ?? ''));
+  }
+
+  async revoke(ref: string, reason: string): Promise<Revocation> {
+    if (!reason.trim()) throw new KilnError('a revocation needs a reason', { hint: 'kiln revoke name@version --reason "why"', exitCode: 2 });
+    const e = await this.entry(ref);
+    const details = await this.details(e);
+    if (details.revocation) throw new KilnError(`${e.name}@${e.version} is already revoked: ${details.revocation.reason}`);
+    const rev: Revocation = { reason, time: new Date().toISOString(), by: safeUser() };
+    await this.attachReferrer(e.name, { mediaType: MT.manifest, digest: e.digest, size: e.manifestSize }, MT.revocation, rev);
+    return rev;
+  }
+
+  /** Record cloud image ids (e.g. {aws: {'eu-west-1': 'ami-…'}}) on a release, without changing it. */
+  async addCloudIds(ref: string, ids: CloudIds): Promise<void> {
+    const e = await this.entry(ref);
+    await this.attachReferrer(e.name, { mediaType: MT.manifest, digest: e.digest, size: e.manifestSize }, MT.cloudIds, { cloudIds: ids, time: new Date().toISOString() });
+  }
+
+  // ---- reading releases ----
+
+  /** The release a tag or digest names; the manifest and record are verified against their digests. */
+  async release(name: string, versionOrDigest: string): Promise<ReleaseEntry | null> {
+    const m = await this.backend.getManifest(name, versionOrDigest);
+    if (!m) return null;
+    const manifest = parseManifest(m.bytes, `${name}@${versionOrDigest}`);
+    if (manifest.artifactType !== MT.release && manifest.config.mediaType !== MT.release) return null;
+    const record = parseJson(await this.backend.readBlob(name, manifest.config), `release record of ${name}@${versionOrDigest}`) as ReleaseRecord;
+    if (record.name !== name) throw new KilnError(`${name}@${versionOrDigest} holds a release of '${record.name}'`, { hint: 'the store was tampered with' });
+    if (!isDigest(versionOrDigest) && record.version !== versionOrDigest) throw new KilnError(`tag ${name}:${versionOrDigest} points at release ${record.version}`, { hint: 'the store was tampered with: tags must point at their own version' });
+    return { name, version: record.version, digest: m.digest, manifest, manifestSize: m.bytes.length, record };
+  }
+
+  /** name@version | name@channel | name@sha256:… → the release, and the channel it went through. */
+  async entry(ref: string): Promise<ReleaseEntry & { channel?: string }> {
+    const { name, selector } = parseReleaseRef(ref);
+    if (!isDigest(selector)) {
+      const direct = await this.release(name, selector);
+      if (direct) return direct;
+      const ch = await this.channelGet(name, selector);
+      if (ch) {
+        const e = await this.release(name, ch.version);
+        if (!e) throw new KilnError(`channel ${name}@${selector} points at ${ch.version}, which is not in ${this.location}`);
+        if (e.digest !== ch.digest) throw new DigestMismatchError(`release ${name}@${ch.version} (through channel ${selector})`, ch.digest, e.digest);
+        return { ...e, channel: selector };
+      }
+    } else {
+      const e = await this.release(name, selector);
+      if (e) return e;
+    }
+    throw new KilnError(`no release ${name}@${selector} in ${this.location}`, { hint: `list them with: kiln releases ${name}` });
+  }
+
+  async details(e: ReleaseEntry): Promise<ReleaseDetails> {
+    const d: ReleaseDetails = { ...e, signatures: [], cloudIds: {}, problems: [] };
+    for (const r of await this.referrers(e.name, e.digest)) {
+      const type = r.manifest.artifactType ?? r.manifest.config.mediaType;
+      if (type === MT.revocation && !d.revocation) {
+        d.revocation = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `revocation ${r.digest}`) as Revocation;
+      } else if (type === MT.cloudIds) {
+        const c = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `cloud ids ${r.digest}`) as { cloudIds: CloudIds };
+        for (const [cloud, ids] of Object.entries(c.cloudIds ?? {})) d.cloudIds[cloud] = { ...d.cloudIds[cloud], ...ids };
+      } else if (type === MT.signature) {
+        const cfg = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `signature ${r.digest}`) as { kind: 'ssh' | 'pgp'; signer: string };
+        const sigLayer = r.manifest.layers.find((l) => l.mediaType === MT.sshSignature || l.mediaType === MT.pgpSignature);
+        if (!sigLayer) { d.problems.push(`signature ${r.digest} has no signature layer`); continue; }
+        const keyLayer = r.manifest.layers.find((l) => l.mediaType === 'application/pgp-keys');
+        const blob: SignatureBlob = {
+          kind: cfg.kind, mediaType: sigLayer.mediaType, signer: cfg.signer,
+          signature: await this.backend.readBlob(e.name, sigLayer),
+          publicKey: keyLayer ? (await this.backend.readBlob(e.name, keyLayer)).toString('utf8') : undefined,
+        };
+        const check = await checkSignature(blob, signaturePayload(e.name, e.version, e.digest), this.trust.keys);
+        d.signatures.push({ blob, check, digest: r.digest });
+      }
+    }
+    return d;
+  }
+
+  /** Why resolve must refuse this release under the trust policy, or null. */
+  trustProblem(d: ReleaseDetails): string | null {
+    const bad = d.signatures.find((s) => !s.check.valid);
+    if (bad) return `signature by ${bad.check.signer} does not verify${bad.check.problem ? `: ${bad.check.problem}` : ''} (tampered?)`;
+    if (this.trust.requireSignature && !d.signatures.some((s) => s.check.trusted)) {
+      return d.signatures.length ? `not signed by a trusted key (signed by ${d.signatures.map((s) => s.check.signer).join(', ')})` : 'unsigned, and the trust policy requires a signature';
+    }
+    return null;
+  }
+
+  private artifacts(e: ReleaseEntry): ResolvedArtifact[] {
+    return e.manifest.layers.filter((l) => l.annotations?.[ANN.format]).map((l) => {
+      const file = l.annotations?.[ANN.title] ?? '';
+      return {
+        format: l.annotations?.[ANN.format] ?? '', file, size: l.size, sha256: l.digest.slice(7), mediaType: l.mediaType, digest: l.digest,
+        location: this.backend.blobLocation(e.name, l.digest),
+      };
+    });
+  }
+
+  reference(e: { name: string; version: string; digest: string }): string {
+    const b = this.backend as StoreBackend & { reference?: (r: string) => string };
+    return b.remote && b.reference ? `${b.reference(e.name)}@${e.digest}` : `${b.location}:${e.name}:${e.version}`;
+  }
+
+  async resolve(ref: string, opts: { format?: string; force?: boolean } = {}): Promise<Resolved> {
+    const e = await this.entry(ref);
+    const d = await this.details(e);
+    const problem = this.trustProblem(d);
+    if (problem) throw new KilnError(`refusing ${e.name}@${e.version}: ${problem}`, { hint: 'run kiln verify for details' });
+    if (d.revocation && !opts.force) {
+      throw new KilnError(`${e.name}@${e.version} is revoked: ${d.revocation.reason}`, { detail: `revoked at ${d.revocation.time}${d.revocation.by ? ` by ${d.revocation.by}` : ''}`, hint: 'use a newer release, or pass --force to use it anyway' });
+    }
+    const artifacts = this.artifacts(e);
+    for (const a of artifacts) {
+      if (!e.record.artifacts.some((r) => r.file === a.file && r.sha256 === a.sha256)) throw new KilnError(`${e.name}@${e.version}: layer ${a.file} does not match the release record`, { hint: 'the store was tampered with' });
+    }
+    let artifact: ResolvedArtifact | undefined;
+    if (opts.format) {
+      artifact = artifacts.find((a) => a.format === opts.format);
+      if (!artifact) throw new KilnError(`${e.name}@${e.version} has no ${opts.format} artifact`, { hint: `formats: ${artifacts.map((a) => a.format).join(', ')}` });
+    } else if (artifacts.length === 1) {
+      artifact = artifacts[0];
+    }
+    // A local path is handed to tools that trust it: hash it now. A registry reference carries its digest.
+    if (!this.backend.remote) for (const a of artifact ? [artifact] : artifacts) await this.backend.verifyBlob(e.name, { mediaType: a.mediaType, digest: a.digest, size: a.size });
+    return {
+      name: e.name, version: e.version, digest: e.digest, channel: e.channel, reference: this.reference(e),
+      artifact, artifacts, cloudIds: d.cloudIds, signers: d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)')),
+      revoked: d.revocation, sourceDateEpoch: e.record.sourceDateEpoch, commit: e.record.git.commit,
+    };
+  }
+
+  /** Check every digest (manifest, record, each layer streamed, referrers) and every signature. */
+  async verify(ref: string, onProgress?: (what: string, done: number, total: number) => void): Promise<VerifyReport> {
+    const e = await this.entry(ref);
+    const checked: VerifyReport['checked'] = [{ what: 'manifest', digest: e.digest, ok: true }, { what: 'release record', digest: e.manifest.config.digest, ok: true }];
+    for (const l of e.manifest.layers) {
+      const what = l.annotations?.[ANN.title] ?? l.mediaType;
+      try {
+        await this.backend.verifyBlob(e.name, l, onProgress ? (dn: number, t: number) => onProgress(what, dn, t) : undefined);
+        checked.push({ what, digest: l.digest, ok: true });
+      } catch (err) {
+        checked.push({ what, digest: l.digest, ok: false, problem: (err as Error).message });
+      }
+    }
+    for (const a of this.artifacts(e)) {
+      if (!e.record.artifacts.some((r) => r.file === a.file && r.sha256 === a.sha256)) checked.push({ what: `${a.file} vs release record`, digest: a.digest, ok: false, problem: 'layer digest differs from the release record' });
+    }
+    let d: ReleaseDetails;
+    try {
+      d = await this.details(e);
+    } catch (err) {
+      checked.push({ what: 'referrers', digest: e.digest, ok: false, problem: (err as Error).message });
+      return { name: e.name, version: e.version, digest: e.digest, checked, signatures: [], ok: false };
+    }
+    const trustProblem = this.trustProblem(d);
+    if (trustProblem) checked.push({ what: 'trust policy', digest: e.digest, ok: false, problem: trustProblem });
+    return {
+      name: e.name, version: e.version, digest: e.digest, checked, signatures: d.signatures.map((s) => s.check), revoked: d.revocation,
+      ok: checked.every((c) => c.ok),
+    };
+  }
+
+  async list(name?: string): Promise<ReleaseListing[]> {
+    const names = name ? [name] : await this.backend.listRepositories();
+    const out: ReleaseListing[] = [];
+    for (const n of names) {
+      for (const tag of (await this.backend.listTags(n)).filter((t) => !isBookkeepingTag(t))) {
+        const e = await this.release(n, tag);
+        if (!e) continue;
+        const d = await this.details(e);
+        const good = d.signatures.find((s) => s.check.valid && s.check.trusted) ?? d.signatures.find((s) => s.check.valid);
+        let status: ReleaseListing['status'] = 'ok';
+        if (d.signatures.some((s) => !s.check.valid)) status = 'bad-signature';
+        else if (d.revocation) status = 'revoked';
+        else if (!d.signatures.length) status = this.trust.requireSignature ? 'unsigned' : 'ok';
+        else if (this.trust.keys.length && !good?.check.trusted) status = 'untrusted';
+        out.push({
+          name: n, version: e.version, digest: e.digest, date: isoFromEpoch(e.record.sourceDateEpoch), commit: e.record.git.commit,
+          formats: e.record.artifacts.map((a) => a.format), signer: good ? good.check.signer : '-', status, reason: d.revocation?.reason,
+        });
+      }
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name) || a.date.localeCompare(b.date) || a.version.localeCompare(b.version, undefined, { numeric: true }));
+  }
+
+  // ---- channels ----
+
+  async channelGet(name: string, channel: string): Promise<ChannelState | null> {
+    const m = await this.backend.getManifest(name, channelTag(channel));
+    if (!m) return null;
+    const manifest = parseManifest(m.bytes, `channel ${name}@${channel}`);
+    const state = parseJson(await this.backend.readBlob(name, manifest.config), `channel ${name}@${channel}`) as ChannelState;
+    return state;
+  }
+
+  async channelList(name?: string): Promise<ChannelState[]> {
+    const names = name ? [name] : await this.backend.listRepositories();
+    const out: ChannelState[] = [];
+    for (const n of names) {
+      for (const t of await this.backend.listTags(n)) {
+        if (!t.startsWith(CHANNEL_TAG_PREFIX)) continue;
+        const s = await this.channelGet(n, t.slice(CHANNEL_TAG_PREFIX.length));
+        if (s) out.push(s);
+      }
+    }
+    return out;
+  }
+
+  /** Point a channel at a release; the channel's log (every move, with time and previous target) travels with it. */
+  async channelSet(channel: string, ref: string, opts: { force?: boolean } = {}): Promise<ChannelState> {
+    checkVersion(channel);
+    const e = await this.entry(ref);
+    if (await this.release(e.name, channel)) throw new KilnError(`'${channel}' is a version of ${e.name}, it cannot also be a channel`);
+    const d = await this.details(e);
+    const problem = this.trustProblem(d);
+    if (problem) throw new KilnError(`refusing to point ${channel} at ${e.name}@${e.version}: ${problem}`);
+    if (d.revocation && !opts.force) throw new KilnError(`${e.name}@${e.version} is revoked: ${d.revocation.reason}`, { hint: 'pass --force to point a channel at it anyway' });
+    let result: ChannelState | undefined;
+    await this.backend.updateTag(e.name, channelTag(channel), async (cur) => {
+      const prev = cur ? (parseJson(await this.backend.readBlob(e.name, parseManifest(cur.bytes, 'channel').config), `channel ${channel}`) as ChannelState) : null;
+      const move: ChannelMove = { time: new Date().toISOString(), version: e.version, digest: e.digest, previous: prev ? { version: prev.version, digest: prev.digest } : null, by: safeUser() };
+      const state: ChannelState = { name: e.name, channel, version: e.version, digest: e.digest, log: [...(prev?.log ?? []), move] };
+      const cfg = Buffer.from(canonicalJson(state));
+      await this.putBytes(e.name, cfg);
+      await this.putBytes(e.name, EMPTY_BLOB);
+      const m: ImageManifest = { schemaVersion: 2, mediaType: MT.manifest, artifactType: MT.channel, config: descriptorOf(MT.channel, cfg), layers: [EMPTY_DESCRIPTOR], annotations: { [ANN.created]: move.time } };
+      result = state;
+      return { bytes: manifestBytes(m), mediaType: MT.manifest };
+    });
+    if (!result) throw new Error('channel update did not run');
+    return result;
+  }
+
+  // ---- copying between stores ----
+
+  /** Copy a release and its referrers (signatures, revocations, cloud ids) into another store, verifying every blob. */
+  async copyTo(dst: ReleaseStore, ref: string, onProgress?: Progress): Promise<{ name: string; version: string; digest: string }> {
+    const e = await this.entry(ref);
+    if (await dst.exists(e.name, e.version)) {
+      const there = await dst.release(e.name, e.version);
+      if (there?.digest === e.digest) return { name: e.name, version: e.version, digest: e.digest };
+      throw new TagExistsError(e.name, e.version, dst.location);
+    }
+    const referrers = await this.referrers(e.name, e.digest);
+    const work = await mkdtemp(join(dst.backend instanceof LayoutStore ? dst.backend.tempDir() : tmpdir(), `${process.pid}-copy-`));
+    try {
+      const copyManifest = async (m: ImageManifest) => {
+        for (const desc of [m.config, ...m.layers]) await this.copyBlob(dst, e.name, desc, work, onProgress);
+      };
+      await copyManifest(e.manifest);
+      const mBytes = (await this.backend.getManifest(e.name, e.digest))?.bytes;
+      if (!mBytes) throw new KilnError(`manifest ${e.digest} vanished during the copy`);
+      await dst.backend.putManifest(e.name, mBytes, MT.manifest);
+      for (const r of referrers) {
+        await copyManifest(r.manifest);
+        const rb = (await this.backend.getManifest(e.name, r.digest))?.bytes;
+        if (!rb) continue;
+        await dst.backend.putManifest(e.name, rb, MT.manifest);
+        const desc = referrerDescriptor(r.manifest, rb);
+        await dst.backend.updateTag(e.name, referrersTag(e.digest), async (cur) => {
+          const list = cur ? parseIndex(cur.bytes, 'referrers index').manifests : [];
+          if (list.some((x) => x.digest === desc.digest)) return null;
+          return { bytes: manifestBytes(referrersIndex([...list, desc])), mediaType: MT.index };
+        });
+      }
+      await dst.backend.createTag(e.name, e.version, mBytes, MT.manifest);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+    return { name: e.name, version: e.version, digest: e.digest };
+  }
+
+  private async copyBlob(dst: ReleaseStore, repo: string, desc: Descriptor, work: string, onProgress?: Progress): Promise<void> {
+    if (dst.backend.remote && (await dst.backend.hasBlob(repo, desc.digest))) return;
+    if (this.backend instanceof LayoutStore) {
+      // Hashing happens in putBlob (local file → destination), so a tampered source blob is refused.
+      await dst.backend.putBlob(repo, { file: this.backend.blobPath(desc.digest), digest: desc.digest, size: desc.size }, { onProgress });
+      return;
+    }
+    const tmp = join(work, desc.digest.slice(7));
+    await this.backend.downloadBlob(repo, desc, tmp, onProgress);
+    await dst.backend.putBlob(repo, { file: tmp, digest: desc.digest, size: desc.size });
+    await rm(tmp, { force: true });
+  }
+}
+
+function safeUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
