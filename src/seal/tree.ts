@@ -135,8 +135,10 @@ export function dropLines(root: string, p: string, ctx: SealContext, drop: (line
 export function writeOwned(root: string, p: string, text: string, ctx: SealContext, mode = 0o644): string[] {
   if (ctx.keep.has(p)) return [];
   const host = hostPath(root, p);
+  const st = lstatOrUndefined(host);
+  if (st?.isFile() && (st.mode & 0o7777) === mode && readFileSync(host, 'utf8') === text) return [];
   mkdirSync(hostPath(root, p.slice(0, p.lastIndexOf('/')) || '/'), { recursive: true });
-  rmSync(host, { force: true });
+  rmSync(host, { force: true, recursive: true });
   writeFileSync(host, text, { mode });
   stamp(host, ctx);
   return [p];
