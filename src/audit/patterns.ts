@@ -28,7 +28,7 @@ export function privateKeyKind(text: string): string | undefined {
   return undefined;
 }
 
-const AWS_KEY_ID = /(?<![A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])/g;
+const AWS_KEY_ID = /(?<![A-Za-z0-9+/])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9+/])/g;
 const AWS_SECRET = /aws_secret_access_key\s*[=:]\s*["']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])/i;
 const AZURE_ACCOUNT_KEY = /\b(AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{40,}={0,2}/;
 const AZURE_CLIENT_SECRET_VALUE = /(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34}(?![A-Za-z0-9_~.-])/;
