@@ -2,6 +2,8 @@
  * sealTree: run every enabled seal operation over a provisioned root tree, in order.
  * The build calls it after provisioning; the audit (auditTree / auditImage) then proves it.
  */
+import { resolve } from 'node:path';
+import { KilnError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { KeepList } from './keep.js';
 import { enabledOperations, sealOperations } from './operations.js';
@@ -30,6 +32,7 @@ export function sealContext(root: string, opts: SealOptions): SealContext & { in
 }
 
 export async function sealTree(root: string, opts: SealOptions = {}): Promise<SealReport> {
+  if (resolve(root) === '/') throw new KilnError('refusing to seal / (the build host itself)', { hint: 'sealTree takes the image\'s root tree, a directory in the build\'s work area' });
   const ops = enabledOperations(opts.disable);
   const ctx = sealContext(root, opts);
   const report: SealReport = { operations: [], disabled: sealOperations.filter((o) => !ops.includes(o)).map((o) => o.name) };

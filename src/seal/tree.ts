@@ -120,7 +120,7 @@ export function truncate(root: string, p: string, ctx: SealContext): string[] {
   return [p];
 }
 
-/** Rewrites a text file, keeping the lines keepLine accepts; returns [p] when something was dropped. */
+/** Rewrites a text file without the lines drop accepts; returns [p] when something was dropped. */
 export function dropLines(root: string, p: string, ctx: SealContext, drop: (line: string) => boolean): string[] {
   if (!isFile(root, p) || ctx.keep.has(p)) return [];
   const text = readFileSync(hostPath(root, p), 'utf8');

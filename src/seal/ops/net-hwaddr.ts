@@ -26,7 +26,7 @@ const flavours: Flavour[] = [
   { what: 'netplan', files: ['/etc/netplan/*.yaml', '/etc/netplan/*.yml'], line: /^\s*macaddress\s*:\s*\S/ },
   { what: 'systemd-networkd', files: ['/etc/systemd/network/*.network'], line: MAC_KEY },
   { what: 'systemd .link', files: ['/etc/systemd/network/*.link'], line: MAC_KEY, wholeFile: true },
-  { what: 'udev persistent-net', files: ['/etc/udev/rules.d/*persistent-net*.rules'], line: /\S/, wholeFile: true },
+  { what: 'udev persistent-net', files: ['/etc/udev/rules.d/*persistent-net*.rules'], line: /^\s*[^#\s]/, wholeFile: true },
 ];
 
 function bound(root: string): { path: string; flavour: Flavour; line: string }[] {
@@ -35,8 +35,7 @@ function bound(root: string): { path: string; flavour: Flavour; line: string }[]
     const paths = [...new Set(flavour.files.flatMap((f) => glob(root, f)))].sort();
     for (const p of paths) {
       if (!isFile(root, p)) continue;
-      const text = readText(root, p);
-      const line = flavour.wholeFile && flavour.what.startsWith('udev') ? text.split('\n').find((l) => !l.trim().startsWith('#') && /\S/.test(l)) : text.split('\n').find((l) => flavour.line.test(l));
+      const line = readText(root, p).split('\n').find((l) => flavour.line.test(l));
       if (line !== undefined) out.push({ path: p, flavour, line: line.trim() });
     }
   }
