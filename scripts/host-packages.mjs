@@ -7,6 +7,7 @@ export const hostTools = [
   ['qemu-img', 'qemu-utils', 'convert the raw disk into qcow2, VMDK, VHD, VHDX'],
   ['qemu-system-x86_64', 'qemu-system-x86', 'boot images for tests and `kiln boot`'],
   ['mke2fs', 'e2fsprogs', 'build the ext4 root filesystem from a tree'],
+  ['debugfs', 'e2fsprogs', 'read an image\'s filesystem for `kiln audit` without mounting it'],
   ['mkfs.vfat', 'dosfstools', 'build the EFI system partition'],
   ['mcopy', 'mtools', 'fill FAT images without mounting'],
   ['sfdisk', 'fdisk', 'write the GPT partition table to a file'],

@@ -1,8 +1,10 @@
+import { auditCommand } from './audit.js';
 import type { Command } from './command.js';
 import { bootCommand } from './boot.js';
 import { buildCommand } from './build.js';
 import { doctorCommand } from './doctor.js';
 import { schemaCommand } from './schema.js';
+import { sealCommand } from './seal.js';
 import { validateCommand } from './validate.js';
 import { releasesCommand } from './releases.js';
 import { resolveCommand } from './resolve.js';
@@ -26,4 +28,6 @@ export const commands: Command[] = [
   pushCommand,
   pullCommand,
   doctorCommand,
+  sealCommand,
+  auditCommand,
 ];

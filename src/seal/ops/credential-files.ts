@@ -1,0 +1,56 @@
+import { readText, remove, type TreeEntry } from '../tree.js';
+import type { Finding, SealOperation } from '../types.js';
+
+/**
+ * Credential files tools write in a home directory (often the build's, copied in by accident).
+ * An image should receive credentials at deploy time, never carry them.
+ */
+const BY_NAME = new Map([
+  ['.netrc', 'netrc with login credentials'],
+  ['_netrc', 'netrc with login credentials'],
+  ['.git-credentials', 'git credential store'],
+  ['.pgpass', 'PostgreSQL password file'],
+]);
+const BY_SUFFIX: [string, string][] = [
+  ['/.aws/credentials', 'AWS credentials file'],
+  ['/.config/gcloud/credentials.db', 'gcloud credential store'],
+  ['/.config/gcloud/access_tokens.db', 'gcloud access tokens'],
+  ['/.config/gcloud/application_default_credentials.json', 'gcloud application default credentials'],
+  ['/.azure/accessTokens.json', 'Azure CLI access tokens'],
+  ['/.azure/msal_token_cache.json', 'Azure CLI token cache'],
+  ['/.azure/msal_token_cache.bin', 'Azure CLI token cache'],
+  ['/.azure/service_principal_entries.json', 'Azure CLI service principal secrets'],
+];
+
+function dockerAuths(text: string): boolean {
+  try {
+    const auths = (JSON.parse(text) as { auths?: Record<string, { auth?: string; identitytoken?: string }> }).auths ?? {};
+    return Object.values(auths).some((a) => Boolean(a?.auth || a?.identitytoken));
+  } catch {
+    return false;
+  }
+}
+
+export function credentialFiles(root: string, entries: TreeEntry[]): { path: string; why: string }[] {
+  const out: { path: string; why: string }[] = [];
+  for (const e of entries) {
+    if (e.kind !== 'file' || e.size === 0) continue;
+    const name = e.path.slice(e.path.lastIndexOf('/') + 1);
+    const why = BY_NAME.get(name) ?? BY_SUFFIX.find(([s]) => e.path.endsWith(s))?.[1];
+    if (why) out.push({ path: e.path, why });
+    else if (e.path.endsWith('/.docker/config.json') && dockerAuths(readText(root, e.path))) out.push({ path: e.path, why: 'Docker registry credentials (auths)' });
+    else if (e.path.endsWith('/.kube/config') && /^\s*(token|client-key-data|password)\s*:\s*\S/m.test(readText(root, e.path))) out.push({ path: e.path, why: 'kubeconfig with credentials' });
+  }
+  return out;
+}
+
+export const credentialFilesOp: SealOperation = {
+  name: 'credential-files',
+  description: 'Remove credential files (.netrc, .git-credentials, .pgpass, cloud CLI and Docker credentials)',
+  async apply(root, ctx) {
+    return credentialFiles(root, await ctx.entries()).flatMap((c) => remove(root, c.path, ctx));
+  },
+  async check(root, ctx) {
+    return credentialFiles(root, await ctx.entries()).map((c): Finding => ({ check: this.name, path: c.path, message: c.why }));
+  },
+};

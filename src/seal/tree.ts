@@ -1,0 +1,190 @@
+/**
+ * File operations on an image's root tree, addressed by the path the image sees ("/etc/ssh").
+ * A tree holds absolute symlinks (/var/lib/dbus/machine-id -> /etc/machine-id) that must resolve
+ * inside the tree, never on the build host, so parent components are resolved like a chroot
+ * would and the last component is never followed. Every change honours seal.keep.
+ */
+import { lstatSync, lutimesSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, truncateSync, writeFileSync, type Stats } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../errors.js';
+import type { SealContext } from './types.js';
+
+export interface TreeEntry {
+  /** Image path, e.g. /etc/passwd. */
+  path: string;
+  kind: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+}
+
+/** Top-level directories the audit does not walk: packaged code, kernel trees, API filesystems. */
+export const SCAN_SKIP = new Set(['proc', 'sys', 'dev', 'boot', 'usr', 'lib', 'lib32', 'lib64', 'libx32', 'bin', 'sbin', 'lost+found']);
+/** Walked even though their top-level directory is skipped. */
+export const SCAN_ALSO = ['/usr/local'];
+
+function parts(p: string): string[] {
+  return p.split('/').filter((c) => c !== '' && c !== '.');
+}
+
+/** Host path of an image path: symlinks in parent directories resolve inside root; the last component is not followed. */
+export function hostPath(root: string, imagePath: string): string {
+  const all = parts(imagePath);
+  const last = all.pop();
+  const queue = [...all];
+  let cur: string[] = [];
+  let hops = 0;
+  while (queue.length) {
+    const c = queue.shift() as string;
+    if (c === '..') { cur.pop(); continue; }
+    const st = lstatOrUndefined(join(root, ...cur, c));
+    if (st?.isSymbolicLink()) {
+      if (++hops > 40) throw new KilnError(`too many symlinks resolving ${imagePath} in ${root}`);
+      const target = readlinkSync(join(root, ...cur, c));
+      if (target.startsWith('/')) cur = [];
+      queue.unshift(...parts(target));
+      continue;
+    }
+    cur.push(c);
+  }
+  return last === undefined ? join(root, ...cur) : join(root, ...cur, last);
+}
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try { return lstatSync(p); } catch { return undefined; }
+}
+
+export function statIn(root: string, p: string): Stats | undefined {
+  return lstatOrUndefined(hostPath(root, p));
+}
+
+export function isFile(root: string, p: string): boolean {
+  return statIn(root, p)?.isFile() ?? false;
+}
+
+export function isDir(root: string, p: string): boolean {
+  return statIn(root, p)?.isDirectory() ?? false;
+}
+
+/** Names in an image directory, sorted; [] when it is not a directory. */
+export function list(root: string, dir: string): string[] {
+  if (!isDir(root, dir)) return [];
+  return readdirSync(hostPath(root, dir)).sort();
+}
+
+export function readText(root: string, p: string, max = 8 * 1024 * 1024): string {
+  const buf = readFileSync(hostPath(root, p));
+  return buf.subarray(0, max).toString('latin1');
+}
+
+export function child(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
+
+/** Existing image paths matching a pattern whose components may hold `*` and `?` (no `**`). */
+export function glob(root: string, pattern: string): string[] {
+  let found = ['/'];
+  for (const c of parts(pattern)) {
+    if (!/[*?]/.test(c)) {
+      found = found.map((d) => child(d, c));
+      continue;
+    }
+    const re = new RegExp(`^${c.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+    found = found.flatMap((d) => list(root, d).filter((n) => re.test(n) && (c.startsWith('.') || !n.startsWith('.'))).map((n) => child(d, n)));
+  }
+  return found.filter((p) => statIn(root, p) !== undefined);
+}
+
+/** Home directories sealing cares about: root's and every /home/* directory. */
+export function homes(root: string): string[] {
+  return ['/root', ...glob(root, '/home/*').filter((h) => isDir(root, h))].filter((h) => isDir(root, h));
+}
+
+/** Removes an image path (recursively) unless kept; a directory holding kept paths loses only the rest. */
+export function remove(root: string, p: string, ctx: SealContext): string[] {
+  const st = statIn(root, p);
+  if (!st || ctx.keep.has(p)) return [];
+  if (st.isDirectory() && ctx.keep.below(p)) return removeContents(root, p, ctx);
+  rmSync(hostPath(root, p), { recursive: true, force: true });
+  return [p];
+}
+
+/** Removes everything inside a directory, keeping the directory itself (services expect it). */
+export function removeContents(root: string, dir: string, ctx: SealContext): string[] {
+  return list(root, dir).flatMap((n) => remove(root, child(dir, n), ctx));
+}
+
+/** Empties a regular file in place (owner and mode survive). */
+export function truncate(root: string, p: string, ctx: SealContext): string[] {
+  const st = statIn(root, p);
+  if (!st?.isFile() || st.size === 0 || ctx.keep.has(p)) return [];
+  truncateSync(hostPath(root, p), 0);
+  return [p];
+}
+
+/** Rewrites a text file without the lines drop accepts; returns [p] when something was dropped. */
+export function dropLines(root: string, p: string, ctx: SealContext, drop: (line: string) => boolean): string[] {
+  if (!isFile(root, p) || ctx.keep.has(p)) return [];
+  const text = readFileSync(hostPath(root, p), 'utf8');
+  const lines = text.split('\n');
+  const kept = lines.filter((l) => !drop(l));
+  if (kept.length === lines.length) return [];
+  writeFileSync(hostPath(root, p), kept.join('\n'));
+  return [p];
+}
+
+/** Creates or replaces a file the seal owns (first-boot units), dated SOURCE_DATE_EPOCH when given. */
+export function writeOwned(root: string, p: string, text: string, ctx: SealContext, mode = 0o644): string[] {
+  if (ctx.keep.has(p)) return [];
+  const host = hostPath(root, p);
+  const st = lstatOrUndefined(host);
+  if (st?.isFile() && (st.mode & 0o7777) === mode && readFileSync(host, 'utf8') === text) return [];
+  mkdirSync(hostPath(root, p.slice(0, p.lastIndexOf('/')) || '/'), { recursive: true });
+  rmSync(host, { force: true, recursive: true });
+  writeFileSync(host, text, { mode });
+  stamp(host, ctx);
+  return [p];
+}
+
+export function symlinkOwned(root: string, p: string, target: string, ctx: SealContext): string[] {
+  if (ctx.keep.has(p)) return [];
+  const host = hostPath(root, p);
+  mkdirSync(hostPath(root, p.slice(0, p.lastIndexOf('/')) || '/'), { recursive: true });
+  const st = lstatOrUndefined(host);
+  if (st?.isSymbolicLink() && readlinkSync(host) === target) return [];
+  rmSync(host, { force: true, recursive: true });
+  symlinkSync(target, host);
+  stamp(host, ctx);
+  return [p];
+}
+
+function stamp(host: string, ctx: SealContext): void {
+  if (ctx.sourceDateEpoch !== undefined) lutimesSync(host, ctx.sourceDateEpoch, ctx.sourceDateEpoch);
+}
+
+/** Every entry of the scanned part of the tree, depth first, symlinks not followed. */
+export function walk(root: string): TreeEntry[] {
+  const out: TreeEntry[] = [];
+  const visit = (dir: string) => {
+    let names: string[];
+    try { names = readdirSync(hostPath(root, dir)).sort(); } catch { return; }
+    for (const n of names) {
+      const p = child(dir, n);
+      if (dir === '/' && SCAN_SKIP.has(n)) continue;
+      const st = lstatOrUndefined(join(root, p));
+      if (!st) continue;
+      const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+      out.push({ path: p, kind, size: st.size });
+      if (kind === 'dir') visit(p);
+    }
+  };
+  visit('/');
+  for (const extra of SCAN_ALSO) {
+    const st = statIn(root, extra);
+    if (st?.isDirectory()) { out.push({ path: extra, kind: 'dir', size: st.size }); visit(extra); }
+  }
+  return out;
+}
+
+/** True when the entry is at or below dir. */
+export function under(p: string, dir: string): boolean {
+  return p === dir || p.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+}
