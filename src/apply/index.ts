@@ -116,7 +116,7 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
       if (t.status === 'unreachable') problems.push(`${t.host}: unreachable: ${oneLine(t.msg)}`);
       else if (t.status === 'failed') problems.push(`${t.host}: cannot read /etc/release: ${oneLine(t.msg)}`);
     }
-    for (const [host, content] of await slurped(pre.results, join(tmp, 'preflight.yml'), tmp, run)) current.set(host, content);
+    for (const [host, content] of slurped(pre.results)) current.set(host, content);
     for (const [host, rel] of current) {
       if (rel.IMAGE_ID && rel.IMAGE_ID !== r.name) problems.push(`${host}: runs image ${rel.IMAGE_ID}, not ${r.name}`);
       const cmp = rel.IMAGE_VERSION ? compareVersions(rel.IMAGE_VERSION, r.version) : undefined;
@@ -158,11 +158,10 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
 }
 
 /** /etc/release of each host, decoded from the preflight's slurp results. */
-async function slurped(results: TaskResult[], _pb: string, _tmp: string, _run: unknown): Promise<Map<string, Record<string, string>>> {
+function slurped(results: TaskResult[]): Map<string, Record<string, string>> {
   const m = new Map<string, Record<string, string>>();
   for (const t of results) {
-    const content = (t as TaskResult & { content?: string }).content;
-    if (t.status === 'ok' && content) m.set(t.host, parseKeyValues(Buffer.from(content, 'base64').toString('utf8')));
+    if (t.status === 'ok' && t.content) m.set(t.host, parseKeyValues(Buffer.from(t.content, 'base64').toString('utf8')));
   }
   return m;
 }

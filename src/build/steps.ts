@@ -1,16 +1,22 @@
 import type { Step } from '../pipeline/runner.js';
 import type { BuildContext } from './context.js';
-import { diskStep } from './steps-image.js';
+import { auditStep, diskStep, formatsStep, sealStep } from './steps-image.js';
 import { fetchSourceStep, imageLayerStep, provisionStep, publishStep, resolveVersionStep, stampStep, workAreaStep } from './steps-prepare.js';
+import { releaseCheckStep, releaseStep } from './steps-release.js';
 
-/** What `kiln build` does, in order. */
+/** What `kiln build` does, in order. Each step's cleanup runs in reverse on failure or Ctrl-C. */
 export const buildSteps: Step<BuildContext>[] = [
-  resolveVersionStep,
-  workAreaStep,
-  fetchSourceStep,
-  imageLayerStep,
-  provisionStep,
-  stampStep,
-  diskStep,
-  publishStep,
+  resolveVersionStep, // git tag at HEAD -> version, commit, SOURCE_DATE_EPOCH
+  releaseCheckStep, //   a released version is never rebuilt in place
+  workAreaStep, //       .kiln/work/<build>: removed on success and failure
+  fetchSourceStep, //    signed Debian archive -> verified base tree + source record
+  imageLayerStep, //     Kiln's layer: DHCP on any NIC, cloud-init for users and keys
+  provisionStep, //      the Ansible playbook over chroot, twice (idempotence)
+  sealStep, //           scrub identities and leftovers; first-boot units
+  stampStep, //          /etc/release, os-release IMAGE_ID/IMAGE_VERSION
+  diskStep, //           tree -> raw GPT disk, BIOS + UEFI, without mounts
+  auditStep, //          the disk itself is read back: any finding fails the build
+  formatsStep, //        raw -> qcow2, VMDK, VHD, VHDX, OVA, GCE
+  releaseStep, //        immutable OCI release with SBOM, provenance, signature
+  publishStep, //        move the artifacts into .kiln/out/<name>-<version>
 ];

@@ -1,5 +1,6 @@
 import { auditCommand } from './audit.js';
 import type { Command } from './command.js';
+import { applyCommand } from './apply.js';
 import { bootCommand } from './boot.js';
 import { buildCommand } from './build.js';
 import { doctorCommand } from './doctor.js';
@@ -27,6 +28,7 @@ export const commands: Command[] = [
   channelCommand,
   pushCommand,
   pullCommand,
+  applyCommand,
   doctorCommand,
   sealCommand,
   auditCommand,

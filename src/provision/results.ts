@@ -16,6 +16,8 @@ export interface TaskResult {
   /** stderr of command/shell tasks, when failed. */
   stderr?: string;
   diff?: unknown;
+  /** base64 file content returned by slurp (used by `kiln apply`'s preflight). */
+  content?: string;
 }
 
 export interface HostStats { ok: number; changed: number; failures: number; unreachable: number; skipped: number; rescued: number; ignored: number }
@@ -76,6 +78,7 @@ export class PlaybookEventParser {
         if (typeof msg === 'string' && msg) result.msg = msg;
         if (typeof r.stderr === 'string' && r.stderr) result.stderr = r.stderr;
         if (r.diff !== undefined) result.diff = r.diff;
+        if (typeof r.content === 'string') result.content = r.content;
         if (r.ignore_errors === true && result.status === 'failed') result.status = 'ok';
         this.results.push(result);
         return { kind: 'result', result };
