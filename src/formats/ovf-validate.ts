@@ -45,9 +45,15 @@ export function validateOvf(xml: string): string[] {
   const problems: string[] = [];
   const at = (el: Element | null | undefined) => (el && (el as unknown as { lineNumber?: number }).lineNumber ? `line ${(el as unknown as { lineNumber: number }).lineNumber}: ` : '');
   const parseErrors: string[] = [];
-  const doc = new DOMParser({ onError: (level: string, msg: string) => { if (level !== 'warning') parseErrors.push(`XML ${level}: ${msg}`); } })
-    .parseFromString(xml, 'text/xml');
-  if (parseErrors.length) return parseErrors;
+  let doc;
+  try {
+    doc = new DOMParser({ onError: (level: string, msg: string) => { if (level !== 'warning') parseErrors.push(`XML ${level}: ${msg}`); } })
+      .parseFromString(xml, 'text/xml');
+  } catch (e) {
+    // xmldom throws on fatal errors (e.g. mismatched tags) after reporting them.
+    if (!parseErrors.length) parseErrors.push(`XML fatalError: ${(e as Error).message}`);
+  }
+  if (parseErrors.length || !doc) return parseErrors;
   const env = doc.documentElement;
   if (!env || env.localName !== 'Envelope') return ['root element must be Envelope'];
   if (env.namespaceURI !== OVF_NS && env.namespaceURI !== OVF2_NS) {
