@@ -116,7 +116,6 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
   if (wanted.has('vhd')) tasks.push({ label: 'vhd', run: async () => { await writeFixedVhd(raw, staged('vhd'), name, version, sde, logger); } });
   const rawTarget = join(outDir, artifactFileName(name, version, 'raw'));
   const rawInPlace = raw === rawTarget;
-  if (wanted.has('raw') && !rawInPlace) tasks.push({ label: 'raw', run: async () => { await placeRaw(raw, staged('raw'), logger); } });
 
   const concurrency = input.concurrency ?? Math.max(1, Math.min(2, availableParallelism()));
   const timed = tasks.map((t) => async () => {
@@ -125,6 +124,9 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
     logger.debug(`format ${t.label} done in ${humanSeconds(Date.now() - t0)}`);
   });
   try {
+    // Placed before anything reads the raw: a hard link changes the raw's ctime, which GNU tar reports
+    // as "file changed as we read it" (exit 1) if it happens during the GCE archive.
+    if (wanted.has('raw') && !rawInPlace) await placeRaw(raw, staged('raw'), logger);
     await runLimited(timed, concurrency);
     const artifacts: Artifact[] = [];
     for (const f of formats) {
