@@ -11,7 +11,8 @@ import { before, test } from 'node:test';
 import {
   artifactFileName, extractOvaDisk, listOva, parseManifest, parseVhdFooter, readOvaMember, validateOvf, writeFormats, type Artifact, type FormatInput,
 } from '../../src/formats/index.js';
-import { vmdkCid, releaseUuid } from '../../src/formats/ids.js';
+import { crc32c } from '../../src/formats/crc32c.js';
+import { guidBytes, vmdkCid, releaseUuid } from '../../src/formats/ids.js';
 import { parseVmdkDescriptor, parseVmdkHeader } from '../../src/formats/vmdk-descriptor.js';
 import { FORMATS } from '../../src/template/schema.js';
 
@@ -78,6 +79,13 @@ test('the same raw gives byte-identical artifacts in another directory', () => {
   }
 });
 
+test('zero regions stay sparse: the VHD allocates about what the raw holds', () => {
+  const allocated = (f: string) => statSync(f).blocks * 512;
+  assert.ok(allocated(raw) < 8 * MIB, `the synthetic raw is sparse (${allocated(raw)})`);
+  assert.ok(allocated(art('vhd').file) <= allocated(raw) + MIB, `vhd allocates ${allocated(art('vhd').file)} bytes`);
+  for (const f of ['qcow2', 'vmdk', 'vhdx']) assert.ok(allocated(art(f).file) < 16 * MIB, `${f} allocates ${allocated(art(f).file)} bytes`);
+});
+
 test('raw is the input disk itself', () => {
   assert.equal(art('raw').sha256, rawSha);
   assert.equal(art('raw').size, RAW_SIZE);
@@ -93,6 +101,21 @@ test('every disk format converts back to the original raw content (qemu-img comp
   assert.equal(shaFile(back), rawSha);
   sh('qemu-img', ['check', '-f', 'vhdx', art('vhdx').file]);
   sh('qemu-img', ['check', '-f', 'qcow2', art('qcow2').file]);
+});
+
+test('VHDX headers carry derived GUIDs, sequence numbers from 1 and valid CRC-32C checksums', () => {
+  const file = readFileSync(art('vhdx').file);
+  const seqs: bigint[] = [];
+  for (const off of [64 * 1024, 128 * 1024]) {
+    const h = Buffer.from(file.subarray(off, off + 4096));
+    assert.equal(h.toString('latin1', 0, 4), 'head');
+    const stored = h.readUInt32LE(4);
+    h.writeUInt32LE(0, 4);
+    assert.equal(crc32c(h), stored, `header checksum at ${off}`);
+    assert.deepEqual(h.subarray(16, 32), guidBytes(releaseUuid('vhdx-guid-0', NAME, VERSION)), 'FileWriteGuid');
+    seqs.push(h.readBigUInt64LE(8));
+  }
+  assert.deepEqual([...seqs].sort(), [1n, 2n]);
 });
 
 test('qcow2 is compat 1.1 with zlib compression', () => {
