@@ -103,7 +103,7 @@ async function provisionTree(ctx: BuildContext, p: StepProgress): Promise<void> 
     const s = eventStatus(e);
     if (!s) return;
     if (e.kind === 'result' && e.result && e.result.status !== 'ok' && e.result.status !== 'skipped') p.log(s);
-    else p.status(s);
+    else p.status(s, e.kind === 'task-start');
   };
   const first = await provisionChroot({ env: ctx.chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent });
   const tt = first.totals;

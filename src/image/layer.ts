@@ -24,6 +24,8 @@ UseHostname=false
 export const CLOUD_INIT_CFG = `# kiln: cloud-init provisions users and keys; networking is the image's own (match by type, not MAC).
 network:
   config: disabled
+# The image has no locales package; C.UTF-8 is built in.
+locale: false
 `;
 
 function write(root: string, path: string, content: string, mode = 0o644): void {
@@ -32,8 +34,9 @@ function write(root: string, path: string, content: string, mode = 0o644): void 
   writeFileSync(p, content, { mode });
 }
 
-function enable(root: string, unit: string, target: string, unitDir = '/lib/systemd/system'): void {
-  const link = join(root, 'etc/systemd/system', `${target}.wants`, unit);
+/** What `systemctl enable` does for a WantedBy= unit: a symlink in <target>.wants. */
+function enable(root: string, unit: string, target: string, unitDir = '/lib/systemd/system', instance = unit): void {
+  const link = join(root, 'etc/systemd/system', `${target}.wants`, instance);
   mkdirSync(dirname(link), { recursive: true });
   rmSync(link, { force: true });
   symlinkSync(`${unitDir}/${unit}`, link);
@@ -44,13 +47,9 @@ export function applyImageLayer(root: string, spec: LayerSpec): void {
   write(root, 'etc/hosts', `127.0.0.1\tlocalhost\n127.0.1.1\t${spec.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n`);
   write(root, 'etc/systemd/network/80-kiln-dhcp.network', NETWORKD_DHCP);
   write(root, 'etc/cloud/cloud.cfg.d/90-kiln.cfg', CLOUD_INIT_CFG);
-  enable(root, 'systemd-networkd.service', 'multi-user');
-  enable(root, 'systemd-networkd.socket', 'sockets');
-  enable(root, 'systemd-networkd-wait-online.service', 'network-online');
-  // Serial console login, for clouds and for debugging with `kiln boot --console`.
-  enable(root, 'serial-getty@.service', 'getty', '/lib/systemd/system');
-  rmSync(join(root, 'etc/systemd/system/getty.target.wants/serial-getty@.service'), { force: true });
-  const serial = join(root, 'etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service');
-  rmSync(serial, { force: true });
-  symlinkSync('/lib/systemd/system/serial-getty@.service', serial);
+  enable(root, 'systemd-networkd.service', 'multi-user.target');
+  enable(root, 'systemd-networkd.socket', 'sockets.target');
+  enable(root, 'systemd-networkd-wait-online.service', 'network-online.target');
+  // Serial console login, for clouds and for debugging.
+  enable(root, 'serial-getty@.service', 'getty.target', '/lib/systemd/system', 'serial-getty@ttyS0.service');
 }

@@ -21,7 +21,8 @@ export interface Step<C> {
 
 export interface StepProgress {
   /** A live status line for the current step (e.g. the Ansible task being run). */
-  status(msg: string): void;
+  /** A live status line; without a terminal, shown at most every few seconds unless `important`. */
+  status(msg: string, important?: boolean): void;
   log(msg: string): void;
 }
 
@@ -93,12 +94,13 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
       const s0 = Date.now();
       logger.info(`[${i + 1}/${steps.length}] ${step.name}: ${step.describe}`);
       let lastStatus = '';
+      let lastPrinted = 0;
       const progress: StepProgress = {
-        status(msg) {
+        status(msg, important = false) {
           if (msg === lastStatus) return;
           lastStatus = msg;
           if (isTTY) process.stderr.write(`\r\x1b[K      ${msg.slice(0, 110)}`);
-          else logger.info(`      ${msg}`);
+          else if (important || Date.now() - lastPrinted > 5000) { lastPrinted = Date.now(); logger.info(`      ${msg}`); }
         },
         log(msg) {
           if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');

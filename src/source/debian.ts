@@ -15,7 +15,7 @@ import type { KilnConfig } from '../template/schema.js';
 /** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
 export const BASE_PACKAGES = [
   'systemd-sysv', 'udev', 'dbus', 'openssh-server', 'systemd-resolved', 'cloud-init', 'python3', 'python3-apt',
-  'sudo', 'ca-certificates', 'initramfs-tools', 'iproute2', 'netbase',
+  'sudo', 'ca-certificates', 'initramfs-tools', 'iproute2', 'netbase', 'cloud-guest-utils',
 ];
 
 export interface InstalledPackage { name: string; version: string; arch: string }
