@@ -1,0 +1,70 @@
+/** Issue 4 on the real image: every format holds the same disk, the OVA is valid, VMDK and VHD boot. */
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { extractOvaDisk, listOva, parseVhdFooter, readOvaMember, validateOvf } from '../../src/formats/index.js';
+import { bootVm } from '../../src/vm/qemu.js';
+import { artifact, builtExample, type BuiltExample } from './fixture.js';
+
+let built: BuiltExample;
+let scratch: string;
+before(async () => { built = await builtExample(); scratch = mkdtempSync(join(tmpdir(), 'kiln-fmt-e2e-')); });
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+describe('one build, every format', () => {
+  test('the build wrote every format in kiln.yaml, each with size and sha256', () => {
+    assert.deepEqual(built.record.artifacts.map((a) => a.format).sort(), ['gce', 'ova', 'qcow2', 'raw', 'vhd', 'vhdx', 'vmdk']);
+  });
+
+  for (const [format, qfmt] of [['qcow2', 'qcow2'], ['vmdk', 'vmdk'], ['vhd', 'vpc'], ['vhdx', 'vhdx']] as const) {
+    test(`${format} holds exactly the raw disk (qemu-img compare)`, () => {
+      const out = execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', qfmt, artifact(built, 'raw'), artifact(built, format)], { encoding: 'utf8' });
+      assert.match(out, /Images are identical/);
+    });
+  }
+
+  test('the VHD is fixed, Azure-sized (N MiB + 512) and its footer checks out', () => {
+    const vhd = artifact(built, 'vhd');
+    const size = statSync(vhd).size;
+    assert.equal((size - 512) % (1024 * 1024), 0);
+    const buf = readFileSync(vhd).subarray(size - 512);
+    const f = parseVhdFooter(buf);
+    assert.equal(f.cookie, 'conectix');
+    assert.equal(f.diskType, 2);
+    assert.equal(f.currentSize, size - 512);
+  });
+
+  test('the OVA is ovf, mf, vmdk in that order, with a valid descriptor and manifest', async () => {
+    const ova = artifact(built, 'ova');
+    const names = (await listOva(ova)).map((e) => e.name);
+    assert.equal(names.length, 3);
+    assert.match(names[0], /\.ovf$/);
+    assert.match(names[1], /\.mf$/);
+    assert.match(names[2], /\.vmdk$/);
+    const ovf = (await readOvaMember(ova, names[0])).toString('utf8');
+    assert.deepEqual(validateOvf(ovf), []);
+    assert.match(ovf, /release-0\.1\.0/);
+    const mf = (await readOvaMember(ova, names[1])).toString('utf8');
+    assert.match(mf, new RegExp(`^SHA256\\(${names[0].replace('.', '\\.')}\\)= [0-9a-f]{64}$`, 'm'));
+  });
+});
+
+describe('the VMDK from the OVA and the VHD boot', () => {
+  test('the VMDK taken out of the OVA boots to SSH with the version', async () => {
+    const vmdk = await extractOvaDisk(artifact(built, 'ova'), scratch);
+    const vm = await bootVm({ image: vmdk, format: 'vmdk', firmware: 'bios', timeoutSec: 420 });
+    try {
+      assert.match((await vm.ssh('cat /etc/release')).stdout, /IMAGE_VERSION=release-0\.1\.0/);
+    } finally { await vm.stop(); }
+  });
+
+  test('the fixed VHD boots to SSH under UEFI', async () => {
+    const vm = await bootVm({ image: artifact(built, 'vhd'), format: 'vpc', firmware: 'uefi', timeoutSec: 420 });
+    try {
+      assert.match((await vm.ssh('cat /etc/release; test -d /sys/firmware/efi && echo efi')).stdout, /IMAGE_VERSION=release-0\.1\.0[\s\S]*efi/);
+    } finally { await vm.stop(); }
+  });
+});
