@@ -29,11 +29,11 @@ export const bootCommand: Command = {
     const firmware = values.firmware as Firmware;
     if (firmware !== 'bios' && firmware !== 'uefi') throw new KilnError(`--firmware must be bios or uefi, not ${values.firmware}`, { exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
-    const image = await resolveImage(positionals[0], values.store);
+    const { path: image, format } = await resolveImage(positionals[0], values.store, values.format);
     logger.info(`booting ${image} (${firmware}) ...`);
     const t0 = Date.now();
     const vm = await bootVm({
-      image, format: values.format, firmware, accel: values.accel as Accel, memoryMiB: Number(values.memory), cpus: Number(values.cpus),
+      image, format, firmware, accel: values.accel as Accel, memoryMiB: Number(values.memory), cpus: Number(values.cpus),
       mac: values.mac, timeoutSec: Number(values.timeout), logger,
     });
     logger.info(`SSH is up after ${((Date.now() - t0) / 1000).toFixed(1)}s (${vm.accel}); ssh -p ${vm.sshPort} ${vm.user}@127.0.0.1`);
@@ -55,11 +55,11 @@ export const bootCommand: Command = {
 };
 
 /** A file path, or name@version resolved through the release store. */
-async function resolveImage(ref: string, store?: string): Promise<string> {
-  if (existsSync(ref)) return ref;
+async function resolveImage(ref: string, store?: string, format?: string): Promise<{ path: string; format?: string }> {
+  if (existsSync(ref)) return { path: ref, format };
   if (/^[a-z0-9][a-z0-9._-]*@.+$/.test(ref)) {
     const { resolveForBoot } = await import('../store/boot.js');
-    return resolveForBoot(ref, store);
+    return resolveForBoot(ref, store, format === 'vpc' ? 'vhd' : format);
   }
   throw new KilnError(`image not found: ${ref}`, { hint: 'pass a disk image file, or name@version of a release' });
 }

@@ -1,6 +1,17 @@
 import { KilnError } from '../errors.js';
+import { storeFromFlags } from './from-cli.js';
 
-/** Resolves name@version to a local disk file for `kiln boot` (wired to the release store). */
-export async function resolveForBoot(ref: string, _store?: string): Promise<string> {
-  throw new KilnError(`cannot resolve ${ref}: the release store is not available in this build of kiln`, { hint: 'pass the image file instead' });
+const BOOTABLE: Record<string, string> = { qcow2: 'qcow2', raw: 'raw', vmdk: 'vmdk', vhd: 'vpc', vhdx: 'vhdx' };
+
+/** Resolves name@version to a local disk for `kiln boot`: the release's qcow2, else raw, else another disk format. */
+export async function resolveForBoot(ref: string, store?: string, format?: string): Promise<{ path: string; format: string }> {
+  const s = await storeFromFlags({ store });
+  const r = await s.resolve(ref);
+  const wanted = format ? [format] : ['qcow2', 'raw', 'vmdk', 'vhd', 'vhdx'];
+  const a = wanted.map((f) => r.artifacts.find((x) => x.format === f)).find(Boolean);
+  if (!a || !BOOTABLE[a.format]) throw new KilnError(`${ref} has no bootable disk artifact${format ? ` in format ${format}` : ''}`, { hint: `formats in the release: ${r.artifacts.map((x) => x.format).join(', ')}` });
+  if (/^[a-z]+:\/\//.test(a.location) || !a.location.startsWith('/')) {
+    throw new KilnError(`${ref} is in a remote store: pull it first`, { hint: `kiln pull ${ref} --from <store>` });
+  }
+  return { path: a.location, format: BOOTABLE[a.format] };
 }

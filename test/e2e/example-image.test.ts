@@ -51,6 +51,20 @@ describe('kiln build of the example', () => {
     assert.deepEqual(r.steps.filter((s) => s.status !== 'ok').map((s) => s.name), []);
     assert.deepEqual(mountsUnder(built.dir), []);
     assert.ok(existsSync(join(r.outDir, 'build.json')));
+    assert.equal(r.release?.ref, 'web@release-0.1.0', 'a release build is released into the store');
+    assert.match(r.release?.digest ?? '', /^sha256:[0-9a-f]{64}$/);
+  });
+
+  test('the release is in the store, resolvable by version, and cannot be rebuilt in place', async () => {
+    const res = await kiln(['resolve', 'web@release-0.1.0', '--format', 'qcow2', '--json'], { cwd: built.dir });
+    assert.equal(res.code, 0, res.stderr);
+    const j = JSON.parse(res.stdout) as { artifact?: { sha256: string; location: string } };
+    assert.equal(j.artifact?.sha256, built.record.artifacts.find((a) => a.format === 'qcow2')?.sha256);
+    const again = await kiln(['build'], { cwd: built.dir });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /web@release-0\.1\.0 is already released .*never rebuilt in place/);
+    const rel = await kiln(['releases'], { cwd: built.dir });
+    assert.match(rel.stdout, /release-0\.1\.0/);
   });
 
   test('the disk carries the version and no build-time identity', async () => {
@@ -93,8 +107,8 @@ for (const [firmware, format] of [['bios', 'raw'], ['uefi', 'qcow2']] as const) 
   });
 }
 
-test('kiln boot runs a command in the image and returns its output and status', async () => {
-  const r = await kiln(['boot', '--firmware', 'bios', artifact(built, 'qcow2'), '--', 'cat /etc/release; exit 3'], { cwd: built.dir });
+test('kiln boot resolves name@version through the store, runs a command, returns its output and status', async () => {
+  const r = await kiln(['boot', '--firmware', 'bios', 'web@release-0.1.0', '--', 'cat /etc/release; exit 3'], { cwd: built.dir });
   assert.equal(r.code, 3, r.stderr.slice(-2000));
   assert.match(r.stdout, /IMAGE_VERSION=release-0\.1\.0/);
   assert.match(r.stderr, /SSH is up after/);
