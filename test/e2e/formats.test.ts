@@ -37,7 +37,7 @@ describe('one build, every format', () => {
     const f = parseVhdFooter(buf);
     assert.equal(f.cookie, 'conectix');
     assert.equal(f.diskType, 2);
-    assert.equal(f.currentSize, size - 512);
+    assert.equal(Number(f.currentSize), size - 512);
   });
 
   test('the OVA is ovf, mf, vmdk in that order, with a valid descriptor and manifest', async () => {

@@ -75,7 +75,7 @@ test('a playbook that leaves an AWS key in a file fails the build with that find
       writeFileSync(tasks, readFileSync(tasks, 'utf8') + `
 - name: Configure the backup client (oops, with a real-looking key)
   ansible.builtin.copy:
-    dest: /opt/backup/env
+    dest: /etc/backup-client.env
     content: "AWS_ACCESS_KEY_ID=AKIAQWERTYUIOPASDFGH\\nAWS_SECRET_ACCESS_KEY=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\\n"
     mode: "0600"
 `);
@@ -85,7 +85,7 @@ test('a playbook that leaves an AWS key in a file fails the build with that find
   const r = await kiln(['build'], { cwd: dir });
   assert.equal(r.code, 1, r.stderr.slice(-3000));
   assert.match(r.stderr, /the audit found \d+ problem\(s\) in the image/);
-  assert.match(r.stderr, /\/opt\/backup\/env/);
+  assert.match(r.stderr, /\/etc\/backup-client\.env/);
   assert.match(r.stderr, /aws/i);
   assert.deepEqual(mountsUnder(dir), []);
   const out = join(dir, '.kiln/out');
