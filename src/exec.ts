@@ -4,6 +4,8 @@
  * Children run in their own process group so an interrupted build can stop the whole tree.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { join } from 'node:path';
 import { CommandError, KilnError } from './errors.js';
 import { silentLogger, type Logger } from './log.js';
 
@@ -133,8 +135,13 @@ export async function output(cmd: string, args: readonly string[], opts: ExecOpt
   return (await exec(cmd, args, opts)).stdout.trim();
 }
 
-/** True when the command exists on PATH. */
-export async function hasTool(name: string): Promise<boolean> {
-  const r = await exec('sh', ['-c', `command -v ${quoteArg(name)}`], { allowFailure: true });
-  return r.code === 0;
+/** True when the command is an executable on PATH. */
+export async function hasTool(name: string, path = process.env.PATH ?? ''): Promise<boolean> {
+  for (const dir of path.split(':').filter(Boolean)) {
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return true;
+    } catch { /* not here */ }
+  }
+  return false;
 }

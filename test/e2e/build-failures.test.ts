@@ -93,6 +93,31 @@ describe('failed builds leave nothing behind', () => {
     assertNothingLeft(dir);
   });
 
+  test('an archive not signed by the configured keyring is refused (an unverifiable source)', async () => {
+    const dir = exampleRepo('bad-keyring', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'mirror: http://deb.debian.org/debian', 'mirror: http://deb.debian.org/debian\n    keyring: /usr/share/keyrings/debian-archive-removed-keys.gpg') });
+    const r = await kiln(['build'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /InRelease at http:\/\/deb\.debian\.org\/debian\/dists\/bookworm\/InRelease is not signed by a key in \/usr\/share\/keyrings\/debian-archive-removed-keys\.gpg/);
+    assert.match(r.stderr, /verify: false/);
+    assertNothingLeft(dir);
+  });
+
+  test('verify: false is an explicit opt-out that is recorded as unverified', async () => {
+    const { verifyArchive } = await import('../../src/source/debian.js');
+    const { mkdtempSync } = await import('node:fs');
+    const warnings: string[] = [];
+    const logger = { verbose: false, info() {}, debug() {}, warn: (m: string) => warnings.push(m) };
+    const d = { suite: 'bookworm', mirror: 'http://deb.debian.org/debian', components: ['main'], kernel: 'k', packages: [], keyring: '/usr/share/keyrings/debian-archive-keyring.gpg' };
+    const off = await verifyArchive({ ...d, verify: false }, mkdtempSync('/tmp/kiln-v-'), logger);
+    assert.equal(off.verified, false);
+    assert.match(off.inReleaseSha256, /^[0-9a-f]{64}$/);
+    assert.match(warnings.join('\n'), /NOT checked/);
+    const on = await verifyArchive({ ...d, verify: true }, mkdtempSync('/tmp/kiln-v-'), logger);
+    assert.equal(on.verified, true);
+    assert.match(on.signingKeyFingerprint ?? '', /^[0-9A-F]{40}$/);
+    assert.equal(on.inReleaseSha256, off.inReleaseSha256);
+  });
+
   test('--on-error=keep keeps the tree and prints the shell command and the cleanup', async () => {
     const dir = exampleRepo('keep', {
       tag: 'release-0.1.0',

@@ -50,6 +50,8 @@ describe('kiln build of the example', () => {
     }
     assert.deepEqual(r.steps.filter((s) => s.status !== 'ok').map((s) => s.name), []);
     assert.deepEqual(mountsUnder(built.dir), []);
+    const ps = execFileSync('ps', ['-eo', 'comm'], { encoding: 'utf8' });
+    assert.doesNotMatch(ps, /^nginx$/m, 'no service from the image runs on the build host');
     assert.ok(existsSync(join(r.outDir, 'build.json')));
     assert.equal(r.release?.ref, 'web@release-0.1.0', 'a release build is released into the store');
     assert.match(r.release?.digest ?? '', /^sha256:[0-9a-f]{64}$/);
