@@ -3,7 +3,7 @@
 // Files run one at a time: the end-to-end files share one built image and the machine's 2 cores.
 // KILN_TEST_ONLY=unit skips the end-to-end files for a quick local loop; CI never sets it.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, existsSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 const only = process.env.KILN_TEST_ONLY;
@@ -11,8 +11,14 @@ if (process.env.CI && only) {
   console.error('KILN_TEST_ONLY is not allowed in CI: the end-to-end tests always run there');
   process.exit(2);
 }
+// One run id for all files, so they share the one example build; earlier runs' scratch is removed
+// (the Debian base-tree cache beside them is kept).
+const e2eDir = process.env.KILN_E2E_DIR ?? '/var/tmp/kiln-e2e';
+const runId = process.env.KILN_E2E_RUN ?? `run-${Date.now()}`;
+if (existsSync(e2eDir)) for (const d of readdirSync(e2eDir)) if (d.startsWith('run-') && d !== runId) rmSync(join(e2eDir, d), { recursive: true, force: true });
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
 const files = [...list('dist/test/unit'), ...(only === 'unit' ? [] : list('dist/test/e2e'))];
 const extra = process.argv.slice(2);
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extra, ...files], { stdio: 'inherit' });
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extra, ...files], { stdio: 'inherit', env: { ...process.env, KILN_E2E_RUN: runId } });
+if (r.status === 0) rmSync(join(e2eDir, runId), { recursive: true, force: true });
 process.exit(r.status ?? 1);
