@@ -11,7 +11,8 @@ import { KilnError } from '../errors.js';
 import { exec, output } from '../exec.js';
 import { silentLogger } from '../log.js';
 import type { Finding } from '../seal/types.js';
-import { isExtSuperblock, parseGptEntries, parseGptHeader, rootCandidates } from './gpt.js';
+import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, SECTOR, type GptEntry } from '../disk/gpt.js';
+import { isExtSuperblock, rootCandidates } from './gpt.js';
 import { auditTree, type AuditOptions } from './tree.js';
 
 export interface ImageAuditOptions extends AuditOptions {
@@ -37,18 +38,23 @@ function readAt(fd: number, offset: number, length: number): Buffer {
 export function rootOffset(raw: string): number {
   const fd = openSync(raw, 'r');
   try {
-    for (const sectorSize of [512, 4096]) {
-      const h = parseGptHeader(readAt(fd, sectorSize, sectorSize), sectorSize);
-      if (!h) continue;
-      const parts = parseGptEntries(readAt(fd, h.entriesLba * sectorSize, h.entryCount * h.entrySize), h);
-      const root = rootCandidates(parts).find((p) => isExtSuperblock(readAt(fd, p.firstLba * sectorSize, 2048)));
+    const head = readAt(fd, 0, 2 * SECTOR);
+    if (head.subarray(SECTOR, SECTOR + 8).toString('latin1') === 'EFI PART') {
+      let entries: GptEntry[];
+      try {
+        entries = parseGpt(readAt(fd, 0, gptBytesNeeded(parseGptHeader(head.subarray(SECTOR))))).entries;
+      } catch (e) {
+        if (e instanceof GptError) throw new KilnError(`${raw}: unreadable partition table: ${e.message}`);
+        throw e;
+      }
+      const root = rootCandidates(entries).find((p) => isExtSuperblock(readAt(fd, p.firstLba * SECTOR, 2048)));
       if (!root) {
         throw new KilnError(`no ext4 root partition in ${raw}`, {
-          detail: parts.map((p) => `partition ${p.number}: type ${p.type} "${p.name}" at LBA ${p.firstLba}`).join('\n') || 'the partition table is empty',
+          detail: entries.map((p) => `partition ${p.index}: type ${p.type} "${p.name}" at LBA ${p.firstLba}`).join('\n') || 'the partition table is empty',
           hint: 'Kiln audits images whose root is ext4 in a Linux root (4F68BCE3-…) or Linux data (0FC63DAF-…) partition',
         });
       }
-      return root.firstLba * sectorSize;
+      return root.firstLba * SECTOR;
     }
     if (isExtSuperblock(readAt(fd, 0, 2048))) return 0;
   } finally {

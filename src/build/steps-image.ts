@@ -1,6 +1,5 @@
 /** The second half of a build: the disk, its audit, the formats, the release. */
-import { createReadStream, statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { auditImage } from '../audit/image.js';
 import { formatFindings } from '../audit/tree.js';
@@ -12,12 +11,6 @@ import { humanBytes } from '../log.js';
 import type { Step } from '../pipeline/runner.js';
 import { parseSize } from '../template/schema.js';
 import type { BuildContext } from './context.js';
-
-export async function fileSha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 export const diskStep: Step<BuildContext> = {
   name: 'disk',

@@ -152,9 +152,9 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
     if (bios) {
       await part('BIOS boot code', async () => {
         const core = patchCoreImg(await readFile(coreImg), plan.bios.startLba, plan.bios.sizeLba);
-        await writeAt(partial, plan.bios.startLba * SECTOR, core);
+        await writeAt(partial, [{ offset: plan.bios.startLba * SECTOR, data: core }]);
         const bootImg = await readFile(join(GRUB_LIB, 'i386-pc', 'boot.img'));
-        await writeAt(partial, 0, patchMbr(await readAt(partial, 0, SECTOR), bootImg, plan.bios.startLba));
+        await writeAt(partial, [{ offset: 0, data: patchMbr(await readAt(partial, 0, SECTOR), bootImg, plan.bios.startLba) }]);
       });
     }
     await rename(partial, spec.out);

@@ -42,17 +42,4 @@ export async function copyIntoSparse(source: string, dest: string, offset: numbe
   return written;
 }
 
-/** Writes `data` at byte `offset` of `dest` (in place). */
-export async function writeAt(dest: string, offset: number, data: Uint8Array): Promise<void> {
-  const fh = await open(dest, 'r+');
-  try { await fh.write(data, 0, data.length, offset); } finally { await fh.close(); }
-}
-
-export async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    return buf.subarray(0, bytesRead);
-  } finally { await fh.close(); }
-}
+export { readAt, writeAt } from '../fsio.js';

@@ -23,25 +23,7 @@ export async function copySparse(src: string, dst: string, logger?: Logger): Pro
   await exec('cp', ['--reflink=auto', '--sparse=always', '--', src, dst], { logger });
 }
 
-export async function writeAt(path: string, patches: { offset: number; data: Buffer }[]): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    for (const p of patches) await fh.write(p.data, 0, p.data.length, p.offset);
-  } finally {
-    await fh.close();
-  }
-}
-
-export async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
+export { readAt, writeAt } from '../fsio.js';
 
 /** Runs tasks with at most `limit` at a time, in the given order; rejects with the first failure after all started tasks settle. */
 export async function runLimited(tasks: (() => Promise<void>)[], limit: number): Promise<void> {
