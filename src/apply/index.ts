@@ -142,7 +142,7 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     const current = new Map<string, Record<string, string>>();
     const problems: string[] = [];
     for (const x of pre.results) {
-      if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${oneLine(x.msg)}`);
+      if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${sshReason(x.msg)}`);
       else if (x.status === 'failed') problems.push(`${shown(x.host)}: cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
     }
     for (const [host, content] of slurped(pre.results)) current.set(host, content);
@@ -200,6 +200,11 @@ function slurped(results: TaskResult[]): Map<string, Record<string, string>> {
     if (t.status === 'ok' && t.content) m.set(t.host, parseKeyValues(Buffer.from(t.content, 'base64').toString('utf8')));
   }
   return m;
+}
+
+/** ssh's own words, without Ansible's preamble ("Data could not be sent to remote host ... over ssh: "). */
+export function sshReason(msg?: string): string {
+  return oneLine(msg).replace(/^.*?(?:reached over ssh|Failed to connect to the host via ssh): /, '') || 'no answer';
 }
 
 function oneLine(s?: string): string {

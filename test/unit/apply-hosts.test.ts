@@ -2,6 +2,7 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
 import { compareVersions } from '../../src/apply/version-order.js';
+import { sshReason } from '../../src/apply/index.js';
 import { KilnError } from '../../src/errors.js';
 
 test('--host user@address:port gives the user, address, port and a colon-free inventory name', () => {
@@ -37,4 +38,11 @@ test('versions compare by their numbers, so a downgrade is detected', () => {
   assert.equal(compareVersions('release-1.0', 'release-1.0.0'), 0);
   assert.equal(compareVersions('release-0.1.0', 'release-0.1.0'), 0);
   assert.equal(compareVersions('stable', 'release-0.1.0'), undefined);
+});
+
+test("an unreachable host is reported in ssh's own words", () => {
+  assert.equal(sshReason('Data could not be sent to remote host "127.0.0.1". Make sure this host can be reached over ssh: ssh: connect to host 127.0.0.1 port 1: Connection refused\r\n'),
+    'ssh: connect to host 127.0.0.1 port 1: Connection refused');
+  assert.equal(sshReason('Failed to connect to the host via ssh: kiln@h: Permission denied (publickey).'), 'kiln@h: Permission denied (publickey).');
+  assert.equal(sshReason(undefined), 'no answer');
 });

@@ -1,0 +1,50 @@
+/** What `kiln apply` refuses before contacting any host (no SSH, no VM needed). */
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parseHost } from '../../src/apply/hosts.js';
+import { applyRelease, type ApplyOptions } from '../../src/apply/index.js';
+import { silentLogger } from '../../src/log.js';
+
+function repo(): { dir: string; commit: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-apply-u-'));
+  const g = (...a: string[]) => execFileSync('git', ['-C', dir, '-c', 'user.email=a@b', '-c', 'user.name=n', ...a], { encoding: 'utf8' }).trim();
+  g('init', '-q');
+  writeFileSync(join(dir, 'kiln.yaml'), 'name: web\n');
+  g('add', '-A');
+  g('commit', '-qm', 'one');
+  g('tag', 'release-0.1.0');
+  return { dir, commit: g('rev-parse', 'HEAD') };
+}
+
+function options(dir: string, commit: string, extra: Partial<ApplyOptions> = {}): ApplyOptions {
+  return {
+    release: { name: 'web', version: 'release-0.1.0', commit, tag: 'release-0.1.0', template: 'kiln.yaml', sourceDateEpoch: 0 },
+    repoDir: dir, hosts: [parseHost('kiln@127.0.0.1:1')], check: false, diff: false, allowDowngrade: false, insecureHostKeys: true, logger: silentLogger, ...extra,
+  };
+}
+
+test('a tag that moved to another commit is refused before any host is contacted', async () => {
+  const { dir, commit } = repo();
+  execFileSync('git', ['-C', dir, '-c', 'user.email=a@b', '-c', 'user.name=n', 'commit', '-q', '--allow-empty', '-m', 'two']);
+  execFileSync('git', ['-C', dir, 'tag', '-f', 'release-0.1.0'], { stdio: 'ignore' });
+  let contacted = false;
+  await assert.rejects(applyRelease(options(dir, commit, { onStatus: () => { contacted = true; } })),
+    /nothing was changed: tag release-0\.1\.0 now points to [0-9a-f]{12}, but release web@release-0\.1\.0 was built from [0-9a-f]{12}/);
+  assert.equal(contacted, false);
+  assert.equal(execFileSync('git', ['-C', dir, 'worktree', 'list'], { encoding: 'utf8' }).trim().split('\n').length, 1, 'no worktree is left');
+});
+
+test('a release whose commit is not in the repository is refused', async () => {
+  const { dir } = repo();
+  await assert.rejects(applyRelease(options(dir, '0123456789abcdef0123456789abcdef01234567')), /commit 0123456789ab of web@release-0\.1\.0 is not in the repository/);
+});
+
+test('no hosts, or a key file that does not exist, are usage errors', async () => {
+  const { dir, commit } = repo();
+  await assert.rejects(applyRelease(options(dir, commit, { hosts: [] })), /no hosts: pass --host/);
+  await assert.rejects(applyRelease(options(dir, commit, { keyFile: join(dir, 'nope') })), /key file not found/);
+});
