@@ -72,6 +72,8 @@ const DEMO_TASKS = `# The application, pinned: applying a release with another a
   ansible.builtin.apt:
     name: "kiln-demo-app={{ app_version }}"
     state: present
+    # Pinned means exactly this version: applying an older release goes back to its version.
+    allow_downgrade: true
     update_cache: "{{ demo_source is changed }}"
 
 - name: Write the demo configuration
