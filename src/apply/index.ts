@@ -147,9 +147,8 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     }
     for (const [host, content] of slurped(pre.results)) current.set(host, content);
     for (const [host, rel] of current) {
-      if (rel.IMAGE_ID && rel.IMAGE_ID !== r.name) problems.push(`${shown(host)}: runs image ${rel.IMAGE_ID}, not ${r.name}`);
-      const cmp = rel.IMAGE_VERSION ? compareVersions(rel.IMAGE_VERSION, r.version) : undefined;
-      if (cmp !== undefined && cmp > 0 && !o.allowDowngrade) problems.push(`${shown(host)}: runs ${rel.IMAGE_VERSION}, newer than ${r.version} (pass --allow-downgrade to go back)`);
+      const p = releaseProblem(rel, r, o.allowDowngrade);
+      if (p) problems.push(`${shown(host)}: ${p}`);
     }
     if (!Object.keys(pre.stats).length) problems.push('the inventory has no hosts');
     if (problems.length) {
@@ -191,6 +190,14 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
 async function closeConnections(dir: string): Promise<void> {
   const socks = existsSync(dir) ? readdirSync(dir) : [];
   await Promise.all(socks.map((s) => exec('ssh', ['-o', `ControlPath=${join(dir, s)}`, '-O', 'exit', 'kiln-apply'], { allowFailure: true })));
+}
+
+/** Why a host running `current` (its /etc/release) must not get release r, or undefined. */
+export function releaseProblem(current: Record<string, string>, r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean): string | undefined {
+  if (current.IMAGE_ID && current.IMAGE_ID !== r.name) return `runs image ${current.IMAGE_ID}, not ${r.name}`;
+  const cmp = current.IMAGE_VERSION ? compareVersions(current.IMAGE_VERSION, r.version) : undefined;
+  if (cmp !== undefined && cmp > 0 && !allowDowngrade) return `runs ${current.IMAGE_VERSION}, newer than ${r.version} (pass --allow-downgrade to go back)`;
+  return undefined;
 }
 
 /** /etc/release of each host, decoded from the preflight's slurp results. */

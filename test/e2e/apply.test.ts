@@ -101,16 +101,6 @@ describe('kiln apply', () => {
     assert.match(r.stderr, /would change: demo_app : Write the demo configuration\n\s+demo_app : Write the demo configuration:\n\s+--- \/etc\/kiln-demo\.conf\n\s+\+\+\+ \/etc\/kiln-demo\.conf \(release-0\.2\.0\)\n(\s+ .*\n)+\s+-debug = true/);
     assert.deepEqual(await state(), before, 'check mode changed the host');
   });
-
-  test('--allow-downgrade lets an older release through the preflight (here in check mode)', async () => {
-    const before = await state();
-    const r = await apply('web@release-0.1.0', '--allow-downgrade', '--check', '--json');
-    assert.equal(r.code, 0, r.stderr.slice(-4000));
-    const h = (JSON.parse(r.stdout) as ApplyJson).hosts[0];
-    assert.deepEqual([h.from, h.to, h.status], ['release-0.2.0', 'release-0.1.0', 'drift']);
-    assert.ok(h.changed.includes('demo_app : Install the pinned kiln-demo-app'), h.changed.join(', '));
-    assert.deepEqual(await state(), before);
-  });
 });
 
 describe('kiln apply refuses, changing nothing', () => {

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
 import { compareVersions } from '../../src/apply/version-order.js';
-import { sshReason } from '../../src/apply/index.js';
+import { releaseProblem, sshReason } from '../../src/apply/index.js';
 import { KilnError } from '../../src/errors.js';
 
 test('--host user@address:port gives the user, address, port and a colon-free inventory name', () => {
@@ -45,4 +45,14 @@ test("an unreachable host is reported in ssh's own words", () => {
     'ssh: connect to host 127.0.0.1 port 1: Connection refused');
   assert.equal(sshReason('Failed to connect to the host via ssh: kiln@h: Permission denied (publickey).'), 'kiln@h: Permission denied (publickey).');
   assert.equal(sshReason(undefined), 'no answer');
+});
+
+test('the preflight refuses another image, and a newer version unless --allow-downgrade', () => {
+  const r = { name: 'web', version: 'release-0.1.0' };
+  const at = (v: string, id = 'web') => ({ IMAGE_ID: id, IMAGE_VERSION: v });
+  assert.equal(releaseProblem(at('release-0.2.0'), r, false), 'runs release-0.2.0, newer than release-0.1.0 (pass --allow-downgrade to go back)');
+  assert.equal(releaseProblem(at('release-0.2.0'), r, true), undefined);
+  assert.equal(releaseProblem(at('release-0.1.0'), r, false), undefined, 'the same version may be re-applied');
+  assert.equal(releaseProblem(at('release-0.0.9'), r, false), undefined);
+  assert.equal(releaseProblem(at('release-0.0.9', 'db'), r, true), 'runs image db, not web');
 });
