@@ -90,7 +90,8 @@ function writeInventory(o: ApplyOptions, tmp: string): Inventory {
   const args: string[] = [];
   if (o.hosts.length) {
     const f = join(tmp, 'hosts.ini');
-    writeFileSync(f, ['[kiln_apply]', ...o.hosts.map((h) => inventoryLine(h)), ''].join('\n'));
+    // The group the build's chroot inventory uses, so a playbook written for `hosts: kiln_image` applies too.
+    writeFileSync(f, ['[kiln_image]', ...o.hosts.map((h) => inventoryLine(h)), ''].join('\n'));
     args.push('-i', f);
   }
   if (o.inventory) {
@@ -158,14 +159,17 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     // 2. The release's own playbook, from its commit.
     const extraVars = { ...t.config.provision.vars, kiln_image_name: r.name, kiln_image_version: r.version, kiln_image_commit: r.commit, kiln_build: false };
     const main = await run(t.playbook, t.dir, { extraVars, check: o.check, diff: o.diff });
-    const outcomes: HostOutcome[] = Object.keys(main.stats).sort().map((host) => {
+    const outcomes: HostOutcome[] = [...new Set([...Object.keys(pre.stats), ...Object.keys(main.stats)])].sort().map((host) => {
+      const to = r.version;
+      const from = current.get(host)?.IMAGE_VERSION;
+      if (!main.stats[host]) return { host: shown(host), id: host, from, to, status: 'failed' as const, changed: [], failed: ["no play of the playbook targets this host (its hosts: patterns); --host hosts are in the group kiln_image, as at build time"] };
       const mine = main.results.filter((x) => x.host === host);
       const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
       const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
       const s = main.stats[host];
       const status: HostStatus = failed.length || s.failures || s.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
       const diffs = o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed').map((x) => ({ ...x, host: shown(host) })) : undefined;
-      return { host: shown(host), id: host, from: current.get(host)?.IMAGE_VERSION, to: r.version, status, changed, failed, totals: s, diffs };
+      return { host: shown(host), id: host, from, to, status, changed, failed, totals: s, diffs };
     });
 
     // 3. Stamp the version on the hosts that took it.

@@ -11,7 +11,7 @@ import { parse, type Command } from './command.js';
 export const applyCommand: Command = {
   name: 'apply',
   summary: "Upgrade running machines to a release: apply that release's playbook over SSH, then stamp the version",
-  usage: 'kiln apply <name@version> (--host user@addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--known-hosts FILE | --insecure-host-keys] [--store S] [--json] [-v]',
+  usage: 'kiln apply <name@version> (--host [user@]addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--known-hosts FILE | --insecure-host-keys] [--store S] [--json] [-v]',
   async run(argv) {
     const { values, positionals } = parse('apply', this.usage, argv, {
       host: { type: 'string', multiple: true },

@@ -1,19 +1,24 @@
 /** What `kiln apply` refuses before contacting any host (no SSH, no VM needed). */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parseHost } from '../../src/apply/hosts.js';
 import { applyRelease, type ApplyOptions } from '../../src/apply/index.js';
+import { KilnError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
+import { freePort } from '../../src/vm/qemu.js';
+
+const EXAMPLE = resolve(new URL('../../../examples/debian-web', import.meta.url).pathname);
 
 function repo(): { dir: string; commit: string } {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-apply-u-'));
   const g = (...a: string[]) => execFileSync('git', ['-C', dir, '-c', 'user.email=a@b', '-c', 'user.name=n', ...a], { encoding: 'utf8' }).trim();
   g('init', '-q');
-  writeFileSync(join(dir, 'kiln.yaml'), 'name: web\n');
+  // The example's kiln.yaml and playbook: the release's template is loaded before hosts are contacted.
+  for (const f of ['kiln.yaml', 'playbook.yml']) copyFileSync(join(EXAMPLE, f), join(dir, f));
   g('add', '-A');
   g('commit', '-qm', 'one');
   g('tag', 'release-0.1.0');
@@ -47,4 +52,17 @@ test('no hosts, or a key file that does not exist, are usage errors', async () =
   const { dir, commit } = repo();
   await assert.rejects(applyRelease(options(dir, commit, { hosts: [] })), /no hosts: pass --host/);
   await assert.rejects(applyRelease(options(dir, commit, { keyFile: join(dir, 'nope') })), /key file not found/);
+});
+
+test('hosts of an --inventory file go through the same preflight as --host (closed ports: nothing runs)', async () => {
+  const { dir, commit } = repo();
+  const closed = await freePort();
+  const inv = join(dir, 'hosts.ini');
+  writeFileSync(inv, `[web]\nweb-1 ansible_host=127.0.0.1 ansible_port=${closed} ansible_user=kiln\n`);
+  const err = await applyRelease(options(dir, commit, { inventory: inv })).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof KilnError, String(err));
+  assert.match(err.message, /^nothing was changed: 2 problem\(s\) found before applying web@release-0\.1\.0$/);
+  assert.match(err.detail ?? '', new RegExp(`^web-1: unreachable: ssh: connect to host 127\\.0\\.0\\.1 port ${closed}: Connection refused$`, 'm'));
+  assert.match(err.detail ?? '', /^127\.0\.0\.1:1: unreachable: ssh: connect to host 127\.0\.0\.1 port 1: Connection refused$/m);
+  assert.equal(err.hint, 'check the address and port, and that sshd runs on the host');
 });
