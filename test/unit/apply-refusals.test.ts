@@ -1,10 +1,10 @@
 /** What `kiln apply` refuses before contacting any host (no SSH, no VM needed). */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { parseHost } from '../../src/apply/hosts.js';
 import { applyRelease, type ApplyOptions } from '../../src/apply/index.js';
 import { KilnError } from '../../src/errors.js';
@@ -13,8 +13,12 @@ import { freePort } from '../../src/vm/qemu.js';
 
 const EXAMPLE = resolve(new URL('../../../examples/debian-web', import.meta.url).pathname);
 
+const made: string[] = [];
+after(() => { for (const d of made) rmSync(d, { recursive: true, force: true }); });
+
 function repo(): { dir: string; commit: string } {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-apply-u-'));
+  made.push(dir);
   const g = (...a: string[]) => execFileSync('git', ['-C', dir, '-c', 'user.email=a@b', '-c', 'user.name=n', ...a], { encoding: 'utf8' }).trim();
   g('init', '-q');
   // The example's kiln.yaml and playbook: the release's template is loaded before hosts are contacted.
