@@ -22,6 +22,7 @@ export const hostTools = [
   ['docker-registry', 'docker-registry', 'a local OCI registry for tests'],
   ['htpasswd', 'apache2-utils', 'bcrypt password files for the test registry with basic auth'],
   ['dpkg-deb', 'dpkg', 'build test packages'],
+  ['dpkg-scanpackages', 'dpkg-dev', 'index the local apt repository of the upgrade test'],
   ['curl', 'curl', 'fetch the archive Release file'],
   ['xorriso', 'xorriso', 'build the NoCloud seed for booted machines'],
   ['xz', 'xz-utils', 'decompress package indexes'],

@@ -4,14 +4,14 @@
  * first (reachable, key accepted, which image and version it runs); if any check fails nothing is
  * changed anywhere. On success each host's /etc/release and os-release carry the new version.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec, output } from '../exec.js';
 import type { Logger } from '../log.js';
 import { parseKeyValues, releaseFile } from '../image/stamp.js';
-import { eventStatus, runPlaybook } from '../provision/run.js';
+import { eventStatus, runPlaybook, type PlaybookRun } from '../provision/run.js';
 import type { HostStats, TaskResult } from '../provision/results.js';
 import { loadTemplate } from '../template/load.js';
 import { inventoryLine, type ApplyHost } from './hosts.js';
@@ -34,11 +34,14 @@ export interface ApplyOptions {
   knownHosts?: string;
   insecureHostKeys: boolean;
   logger: Logger;
+  /** One-line live status (the task running now). */
   onStatus?: (msg: string) => void;
+  /** Each task result of the release's playbook, as it arrives (host is the name shown to the user). */
+  onTask?: (result: TaskResult) => void;
 }
 
 export type HostStatus = 'upgraded' | 'unchanged' | 'drift' | 'in sync' | 'failed';
-export interface HostOutcome { host: string; from?: string; to: string; status: HostStatus; changed: string[]; failed: string[]; totals?: HostStats; diffs?: TaskResult[] }
+export interface HostOutcome { host: string; /** The inventory name. */ id: string; from?: string; to: string; status: HostStatus; changed: string[]; failed: string[]; totals?: HostStats; diffs?: TaskResult[] }
 
 const PREFLIGHT = `- name: kiln preflight
   hosts: all
@@ -66,95 +69,139 @@ function stampPlaybook(r: ApplyRelease): string {
 }
 
 /** Checks that the release's commit is the one its tag names now, and checks it out. */
-async function checkoutRelease(o: ApplyOptions, dir: string): Promise<string> {
+async function checkoutRelease(o: ApplyOptions, dir: string): Promise<void> {
   const r = o.release;
   const has = await exec('git', ['-C', o.repoDir, 'cat-file', '-e', `${r.commit}^{commit}`], { allowFailure: true });
   if (has.code !== 0) throw new KilnError(`commit ${r.commit.slice(0, 12)} of ${r.name}@${r.version} is not in the repository at ${o.repoDir}`, { hint: 'run kiln apply inside the image repository (git fetch --tags first)' });
   if (r.tag) {
     const t = await exec('git', ['-C', o.repoDir, 'rev-parse', '--verify', '-q', `refs/tags/${r.tag}^{commit}`], { allowFailure: true });
     if (t.code === 0 && t.stdout.trim() !== r.commit) {
-      throw new KilnError(`tag ${r.tag} now points to ${t.stdout.trim().slice(0, 12)}, but release ${r.name}@${r.version} was built from ${r.commit.slice(0, 12)}`, {
-        hint: 'releases are immutable: a moved tag is a new version. Tag the new commit with a new version and build it',
+      throw new KilnError(`nothing was changed: tag ${r.tag} now points to ${t.stdout.trim().slice(0, 12)}, but release ${r.name}@${r.version} was built from ${r.commit.slice(0, 12)}`, {
+        hint: 'releases are immutable: a moved tag is a new version. Put the tag back, or tag the new commit with a new version and build it',
       });
     }
   }
   await exec('git', ['-C', o.repoDir, 'worktree', 'add', '--detach', '--force', dir, r.commit], { logger: o.logger });
-  return dir;
 }
 
-function writeInventory(o: ApplyOptions, tmp: string): string[] {
-  const invs: string[] = [];
+interface Inventory { args: string[]; names: Map<string, string> }
+
+function writeInventory(o: ApplyOptions, tmp: string): Inventory {
+  const args: string[] = [];
   if (o.hosts.length) {
     const f = join(tmp, 'hosts.ini');
-    writeFileSync(f, ['[kiln_apply]', ...o.hosts.map((h) => inventoryLine(h, o.keyFile)), ''].join('\n'));
-    invs.push(f);
+    // The group the build's chroot inventory uses, so a playbook written for `hosts: kiln_image` applies too.
+    writeFileSync(f, ['[kiln_image]', ...o.hosts.map((h) => inventoryLine(h)), ''].join('\n'));
+    args.push('-i', f);
   }
-  if (o.inventory) invs.push(resolve(o.inventory));
-  if (!invs.length) throw new KilnError('no hosts: pass --host user@address (repeatable) or --inventory FILE', { exitCode: 2 });
-  return invs;
+  if (o.inventory) {
+    if (!existsSync(o.inventory)) throw new KilnError(`inventory not found: ${o.inventory}`, { exitCode: 2 });
+    args.push('-i', resolve(o.inventory));
+  }
+  if (!args.length) throw new KilnError('no hosts: pass --host user@address[:port] (repeatable) or --inventory FILE', { exitCode: 2 });
+  return { args, names: new Map(o.hosts.map((h) => [h.id, h.name])) };
 }
 
 export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
+  if (o.keyFile && !existsSync(o.keyFile)) throw new KilnError(`key file not found: ${o.keyFile}`, { exitCode: 2 });
   const tmp = mkdtempSync(join(tmpdir(), 'kiln-apply-'));
   const tree = join(tmp, 'tree');
+  const controlDir = join(tmp, 'cp');
+  mkdirSync(controlDir);
   const r = o.release;
   try {
-    const invs = writeInventory(o, tmp);
-    const sshArgs = o.insecureHostKeys ? '-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR' : o.knownHosts ? `-o UserKnownHostsFile=${resolve(o.knownHosts)} -o StrictHostKeyChecking=yes` : '-o StrictHostKeyChecking=yes';
-    const env = { ANSIBLE_HOST_KEY_CHECKING: o.insecureHostKeys ? 'False' : 'True', ANSIBLE_SSH_ARGS: `-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes ${sshArgs}`, ANSIBLE_TIMEOUT: '15', ANSIBLE_FORKS: '10' };
-    const run = (playbook: string, cwd: string, extra: Partial<Parameters<typeof runPlaybook>[0]> = {}) => runPlaybook({
-      playbook, cwd, inventory: invs[0], extraArgs: invs.slice(1).flatMap((i) => ['-i', i]), tmpDir: tmp, extraVars: {}, env, logger: o.logger,
-      onEvent: (e) => { const s = eventStatus(e); if (s) o.onStatus?.(s); }, ...extra,
+    const inv = writeInventory(o, tmp);
+    const shown = (id: string) => inv.names.get(id) ?? id;
+    // A moved tag is refused before any host is contacted.
+    await checkoutRelease(o, tree);
+    const t = loadTemplate(join(tree, r.template));
+
+    const hostKeys = o.insecureHostKeys ? '-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR'
+      : o.knownHosts ? `-o UserKnownHostsFile=${resolve(o.knownHosts)} -o StrictHostKeyChecking=yes` : '-o StrictHostKeyChecking=yes';
+    const env = {
+      ANSIBLE_HOST_KEY_CHECKING: o.insecureHostKeys ? 'False' : 'True',
+      // One connection per host for the three runs, in our own directory (closed at the end): a
+      // master shared with another run could outlive a key change.
+      ANSIBLE_SSH_ARGS: `-o ControlMaster=auto -o ControlPersist=120s -o BatchMode=yes${o.keyFile ? ' -o IdentitiesOnly=yes' : ''} ${hostKeys}`,
+      ANSIBLE_SSH_CONTROL_PATH_DIR: controlDir,
+      ANSIBLE_TIMEOUT: '15', ANSIBLE_FORKS: '20',
+    };
+    const keyArgs = o.keyFile ? ['--private-key', resolve(o.keyFile)] : [];
+    const run = (playbook: string, cwd: string, { quiet, extraArgs, ...extra }: Partial<PlaybookRun> & { quiet?: boolean } = {}) => runPlaybook({
+      playbook, cwd, inventory: inv.args[1], extraArgs: [...inv.args.slice(2), ...keyArgs, ...(extraArgs ?? [])], tmpDir: tmp, extraVars: {}, env, logger: o.logger,
+      onEvent: (e) => {
+        const s = eventStatus(e);
+        if (s) o.onStatus?.(s);
+        if (!quiet && e.kind === 'result' && e.result) o.onTask?.({ ...e.result, host: shown(e.result.host) });
+      },
+      ...extra,
     });
 
     // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
     writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
-    const pre = await run(join(tmp, 'preflight.yml'), tmp);
+    const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true });
     const current = new Map<string, Record<string, string>>();
     const problems: string[] = [];
-    for (const t of pre.results) {
-      if (t.status === 'unreachable') problems.push(`${t.host}: unreachable: ${oneLine(t.msg)}`);
-      else if (t.status === 'failed') problems.push(`${t.host}: cannot read /etc/release: ${oneLine(t.msg)}`);
+    for (const x of pre.results) {
+      if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${sshReason(x.msg)}`);
+      else if (x.status === 'failed') problems.push(`${shown(x.host)}: cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
     }
     for (const [host, content] of slurped(pre.results)) current.set(host, content);
     for (const [host, rel] of current) {
-      if (rel.IMAGE_ID && rel.IMAGE_ID !== r.name) problems.push(`${host}: runs image ${rel.IMAGE_ID}, not ${r.name}`);
-      const cmp = rel.IMAGE_VERSION ? compareVersions(rel.IMAGE_VERSION, r.version) : undefined;
-      if (cmp !== undefined && cmp > 0 && !o.allowDowngrade) problems.push(`${host}: runs ${rel.IMAGE_VERSION}, newer than ${r.version} (pass --allow-downgrade to go back)`);
+      const p = releaseProblem(rel, r, o.allowDowngrade);
+      if (p) problems.push(`${shown(host)}: ${p}`);
     }
+    if (!Object.keys(pre.stats).length) problems.push('the inventory has no hosts');
     if (problems.length) {
-      throw new KilnError(`nothing was changed: ${problems.length} host(s) failed the preflight check`, { detail: problems.join('\n'), hint: unreachableHint(problems) });
+      throw new KilnError(`nothing was changed: ${problems.length} problem(s) found before applying ${r.name}@${r.version}`, { detail: problems.join('\n'), hint: preflightHint(problems) });
     }
 
     // 2. The release's own playbook, from its commit.
-    await checkoutRelease(o, tree);
-    const t = loadTemplate(join(tree, r.template));
     const extraVars = { ...t.config.provision.vars, kiln_image_name: r.name, kiln_image_version: r.version, kiln_image_commit: r.commit, kiln_build: false };
     const main = await run(t.playbook, t.dir, { extraVars, check: o.check, diff: o.diff });
-    const outcomes: HostOutcome[] = Object.keys(main.stats).sort().map((host) => {
+    const outcomes: HostOutcome[] = [...new Set([...Object.keys(pre.stats), ...Object.keys(main.stats)])].sort().map((host) => {
+      const to = r.version;
+      const from = current.get(host)?.IMAGE_VERSION;
+      if (!main.stats[host]) return { host: shown(host), id: host, from, to, status: 'failed' as const, changed: [], failed: ["no play of the playbook targets this host (its hosts: patterns); --host hosts are in the group kiln_image, as at build time"] };
       const mine = main.results.filter((x) => x.host === host);
       const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
       const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
       const s = main.stats[host];
       const status: HostStatus = failed.length || s.failures || s.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
-      return { host, from: current.get(host)?.IMAGE_VERSION, to: r.version, status, changed, failed, totals: s, diffs: o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed') : undefined };
+      const diffs = o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed').map((x) => ({ ...x, host: shown(host) })) : undefined;
+      return { host: shown(host), id: host, from, to, status, changed, failed, totals: s, diffs };
     });
 
     // 3. Stamp the version on the hosts that took it.
-    const ok = outcomes.filter((x) => x.status !== 'failed').map((x) => x.host);
+    const ok = outcomes.filter((x) => x.status !== 'failed').map((x) => x.id);
     if (!o.check && ok.length) {
       writeFileSync(join(tmp, 'stamp.yml'), stampPlaybook(r));
-      const st = await run(join(tmp, 'stamp.yml'), tmp, { extraArgs: [...invs.slice(1).flatMap((i) => ['-i', i]), '--limit', ok.join(',')] });
+      const st = await run(join(tmp, 'stamp.yml'), tmp, { quiet: true, extraArgs: ['--limit', ok.join(',')] });
       for (const x of st.results.filter((y) => y.status === 'failed' || y.status === 'unreachable')) {
-        const h = outcomes.find((y) => y.host === x.host);
+        const h = outcomes.find((y) => y.id === x.host);
         if (h) { h.status = 'failed'; h.failed.push(`stamp: ${oneLine(x.msg)}`); }
       }
     }
     return outcomes;
   } finally {
+    await closeConnections(controlDir);
     await exec('git', ['-C', o.repoDir, 'worktree', 'remove', '--force', tree], { allowFailure: true });
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Ends the SSH master connections of this run (they would otherwise linger for ControlPersist). */
+async function closeConnections(dir: string): Promise<void> {
+  const socks = existsSync(dir) ? readdirSync(dir) : [];
+  await Promise.all(socks.map((s) => exec('ssh', ['-o', `ControlPath=${join(dir, s)}`, '-O', 'exit', 'kiln-apply'], { allowFailure: true })));
+}
+
+/** Why a host running `current` (its /etc/release) must not get release r, or undefined. */
+export function releaseProblem(current: Record<string, string>, r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean): string | undefined {
+  if (current.IMAGE_ID && current.IMAGE_ID !== r.name) return `runs image ${current.IMAGE_ID}, not ${r.name}`;
+  const cmp = current.IMAGE_VERSION ? compareVersions(current.IMAGE_VERSION, r.version) : undefined;
+  if (cmp !== undefined && cmp > 0 && !allowDowngrade) return `runs ${current.IMAGE_VERSION}, newer than ${r.version} (pass --allow-downgrade to go back)`;
+  return undefined;
 }
 
 /** /etc/release of each host, decoded from the preflight's slurp results. */
@@ -166,13 +213,19 @@ function slurped(results: TaskResult[]): Map<string, Record<string, string>> {
   return m;
 }
 
+/** ssh's own words, without Ansible's preamble ("Data could not be sent to remote host ... over ssh: "). */
+export function sshReason(msg?: string): string {
+  return oneLine(msg).replace(/^.*?(?:reached over ssh|Failed to connect to the host via ssh): /, '') || 'no answer';
+}
+
 function oneLine(s?: string): string {
   return (s ?? '').split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? '';
 }
 
-function unreachableHint(problems: string[]): string | undefined {
-  if (problems.some((p) => /Permission denied/.test(p))) return 'the SSH key was refused: pass the right one with --key';
+function preflightHint(problems: string[]): string | undefined {
+  if (problems.some((p) => /Permission denied/.test(p))) return 'the SSH key was refused: pass the right one with --key (and the user as user@address)';
   if (problems.some((p) => /unreachable/.test(p))) return 'check the address and port, and that sshd runs on the host';
+  if (problems.some((p) => /newer than/.test(p))) return 'apply a newer release, or pass --allow-downgrade if going back is intended';
   return undefined;
 }
 

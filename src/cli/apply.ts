@@ -1,14 +1,17 @@
-import { applyRelease, repoRoot, type HostOutcome } from '../apply/index.js';
-import { parseHost } from '../apply/hosts.js';
+import { parseHost, uniqueHosts } from '../apply/hosts.js';
+import { applyRelease, repoRoot } from '../apply/index.js';
+import { summaryLines, taskLine } from '../apply/report.js';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { storeFromFlags, storeOptions } from '../store/from-cli.js';
+import type { ReleaseRecord } from '../store/index.js';
+import type { ReleaseStore } from '../store/release-store.js';
 import { parse, type Command } from './command.js';
 
 export const applyCommand: Command = {
   name: 'apply',
   summary: "Upgrade running machines to a release: apply that release's playbook over SSH, then stamp the version",
-  usage: 'kiln apply <name@version> (--host user@addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--known-hosts FILE | --insecure-host-keys] [--store S] [--json] [-v]',
+  usage: 'kiln apply <name@version> (--host [user@]addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--known-hosts FILE | --insecure-host-keys] [--store S] [--json] [-v]',
   async run(argv) {
     const { values, positionals } = parse('apply', this.usage, argv, {
       host: { type: 'string', multiple: true },
@@ -26,50 +29,36 @@ export const applyCommand: Command = {
     });
     if (positionals.length !== 1) throw new KilnError('kiln apply takes one release, name@version', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
+    const hosts = uniqueHosts((values.host ?? []).map((h) => parseHost(h, { port: values.port ? Number(values.port) : undefined })));
     const store = await storeFromFlags(values);
-    const resolved = await store.resolve(positionals[0]);
-    const entry = await store.entry(`${resolved.name}@${resolved.version}`);
-    const rec = entry.record;
-    if (!rec.template) throw new KilnError(`release ${resolved.name}@${resolved.version} does not record its kiln.yaml path`);
-    const hosts = (values.host ?? []).map((h) => parseHost(h, { port: values.port ? Number(values.port) : undefined }));
+    const rec = await releaseToApply(store, positionals[0]);
+    const check = Boolean(values.check);
+    const diff = Boolean(values.diff);
     const isTTY = Boolean(process.stderr.isTTY);
-    logger.info(`applying ${rec.name}@${rec.version} (commit ${rec.git.commit.slice(0, 12)})${values.check ? ' in check mode: nothing will change' : ''}`);
+    const clear = () => { if (isTTY) process.stderr.write('\r\x1b[K'); };
+    logger.info(`applying ${rec.name}@${rec.version} (commit ${rec.git.commit.slice(0, 12)})${check ? ' in check mode: nothing will change' : ''}`);
     const outcomes = await applyRelease({
-      release: { name: rec.name, version: rec.version, commit: rec.git.commit, tag: rec.git.tag, template: rec.template, sourceDateEpoch: rec.sourceDateEpoch },
+      release: { name: rec.name, version: rec.version, commit: rec.git.commit, tag: rec.git.tag, template: rec.template!, sourceDateEpoch: rec.sourceDateEpoch },
       repoDir: await repoRoot(process.cwd()),
-      hosts, inventory: values.inventory, keyFile: values.key, check: Boolean(values.check), diff: Boolean(values.diff),
+      hosts, inventory: values.inventory, keyFile: values.key, check, diff,
       allowDowngrade: Boolean(values['allow-downgrade']), knownHosts: values['known-hosts'], insecureHostKeys: Boolean(values['insecure-host-keys']),
       logger,
-      onStatus: (s) => { if (isTTY) process.stderr.write(`\r\x1b[K  ${s.slice(0, 100)}`); else if (values.verbose) logger.info(`  ${s}`); },
-    });
-    if (isTTY) process.stderr.write('\r\x1b[K');
-    printOutcomes(outcomes, logger.info, Boolean(values.diff));
-    if (values.json) process.stdout.write(JSON.stringify({ release: `${rec.name}@${rec.version}`, check: Boolean(values.check), hosts: outcomes }, null, 2) + '\n');
+      onStatus: (s) => { if (isTTY) process.stderr.write(`\r\x1b[K  ${s.slice(0, 100)}`); },
+      onTask: (t) => { if (t.status !== 'skipped' || values.verbose) { clear(); logger.info(taskLine(t)); } },
+    }).finally(clear);
+    for (const l of summaryLines(outcomes, { check, diff })) logger.info(l);
+    if (values.json) process.stdout.write(JSON.stringify({ release: `${rec.name}@${rec.version}`, check, hosts: outcomes }, null, 2) + '\n');
     return outcomes.some((o) => o.status === 'failed') ? 1 : 0;
   },
 };
 
-function printOutcomes(outcomes: HostOutcome[], info: (m: string) => void, diff: boolean): void {
-  for (const o of outcomes) {
-    const t = o.totals;
-    info(`${o.host}: ${o.status} (${o.from ?? 'unknown'} -> ${o.to})${t ? `  ok=${t.ok} changed=${t.changed} failed=${t.failures} unreachable=${t.unreachable}` : ''}`);
-    for (const c of o.changed) info(`    ${o.status === 'drift' ? 'would change' : 'changed'}: ${c}`);
-    for (const f of o.failed) info(`    failed: ${f}`);
-    if (diff) {
-      for (const d of o.diffs ?? []) {
-        for (const part of ([] as { before?: string; after?: string; before_header?: string; after_header?: string }[]).concat(d.diff as never)) {
-          if (part && (part.before !== undefined || part.after !== undefined)) info(`    --- ${part.before_header ?? 'before'}\n    +++ ${part.after_header ?? 'after'}\n${indentDiff(String(part.before ?? ''), String(part.after ?? ''))}`);
-        }
-      }
-    }
-  }
-}
-
-function indentDiff(before: string, after: string): string {
-  const b = before.split('\n');
-  const a = after.split('\n');
-  const out: string[] = [];
-  for (const l of b) if (!a.includes(l)) out.push(`    -${l}`);
-  for (const l of a) if (!b.includes(l)) out.push(`    +${l}`);
-  return out.join('\n');
+/** The release record, refused when its signature does not satisfy the trust policy or it is revoked. */
+async function releaseToApply(store: ReleaseStore, ref: string): Promise<ReleaseRecord> {
+  const e = await store.entry(ref);
+  const d = await store.details(e);
+  const problem = store.trustProblem(d);
+  if (problem) throw new KilnError(`refusing ${e.name}@${e.version}: ${problem}`, { hint: 'run kiln verify for details' });
+  if (d.revocation) throw new KilnError(`${e.name}@${e.version} is revoked: ${d.revocation.reason}`, { hint: 'apply a newer release' });
+  if (!e.record.template) throw new KilnError(`release ${e.name}@${e.version} does not record its kiln.yaml path`);
+  return e.record;
 }

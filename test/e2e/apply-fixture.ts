@@ -1,0 +1,131 @@
+/**
+ * The upgrade scenario's pieces: a tiny application package `kiln-demo-app` in two versions, a flat
+ * apt repository serving them on 127.0.0.1, and an image repository (the example web role plus a
+ * `demo_app` role that pins the package version and manages /etc/kiln-demo.conf).
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { exampleRepo } from './fixture.js';
+
+/** Builds kiln-demo-app_<v>_all.deb for each version into dir, and indexes them (Packages). */
+export function buildAptRepo(dir: string, versions: string[]): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const v of versions) {
+    const root = join(dir, '..', `pkg-${v}`);
+    rmSync(root, { recursive: true, force: true });
+    mkdirSync(join(root, 'DEBIAN'), { recursive: true });
+    mkdirSync(join(root, 'usr/share/kiln-demo-app'), { recursive: true });
+    writeFileSync(join(root, 'DEBIAN/control'), [
+      'Package: kiln-demo-app', `Version: ${v}`, 'Architecture: all', 'Maintainer: Kiln tests <e2e@kiln.test>',
+      'Section: misc', 'Priority: optional', 'Description: Kiln upgrade demo application', ' Installs its version in /usr/share/kiln-demo-app/VERSION.', '',
+    ].join('\n'));
+    writeFileSync(join(root, 'usr/share/kiln-demo-app/VERSION'), `${v}\n`);
+    execFileSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, join(dir, `kiln-demo-app_${v}_all.deb`)], { stdio: 'pipe' });
+    rmSync(root, { recursive: true, force: true });
+  }
+  const packages = execFileSync('dpkg-scanpackages', ['--multiversion', '.', '/dev/null'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  writeFileSync(join(dir, 'Packages'), packages);
+}
+
+export interface AptServer { port: number; stop(): Promise<void> }
+
+/** Serves dir over HTTP on 127.0.0.1:port until stop(). */
+export async function serveAptRepo(dir: string, port: number): Promise<AptServer> {
+  const child: ChildProcess = spawn('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', dir, String(port)], { stdio: 'ignore' });
+  let exited = false;
+  child.on('exit', () => { exited = true; });
+  const stop = async () => {
+    if (exited) return;
+    child.kill('SIGTERM');
+    for (let i = 0; i < 50 && !exited; i++) await new Promise((r) => setTimeout(r, 100));
+    if (!exited) child.kill('SIGKILL');
+  };
+  for (let i = 0; i < 100; i++) {
+    if (exited) throw new Error('python3 -m http.server exited at start');
+    if (await listening(port)) return { port, stop };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await stop();
+  throw new Error(`the apt repository server did not listen on 127.0.0.1:${port}`);
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = connect(port, '127.0.0.1');
+    s.on('connect', () => { s.destroy(); res(true); });
+    s.on('error', () => res(false));
+  });
+}
+
+const DEMO_TASKS = `# The application, pinned: applying a release with another app_version replaces it.
+- name: Add the demo apt repository
+  ansible.builtin.copy:
+    dest: /etc/apt/sources.list.d/kiln-demo.list
+    content: "deb [trusted=yes] http://{{ demo_repo_host }}:{{ demo_repo_port }} ./\\n"
+    mode: "0644"
+  register: demo_source
+
+- name: Install the pinned kiln-demo-app
+  ansible.builtin.apt:
+    name: "kiln-demo-app={{ app_version }}"
+    state: present
+    # Pinned means exactly this version: applying an older release goes back to its version.
+    allow_downgrade: true
+    update_cache: "{{ demo_source is changed }}"
+
+- name: Write the demo configuration
+  ansible.builtin.template:
+    src: kiln-demo.conf.j2
+    dest: /etc/kiln-demo.conf
+    owner: root
+    group: root
+    mode: "0644"
+`;
+
+const demoDefaults = (v: string) => `app_version: "${v}"
+# At build time the chroot shares the host's network (127.0.0.1); a QEMU user-net guest reaches the host as 10.0.2.2.
+demo_repo_host: "{{ '127.0.0.1' if kiln_build | default(false) else '10.0.2.2' }}"
+`;
+
+const DEMO_CONF = `# Managed by Kiln (demo_app role): local edits are drift.
+app_version = {{ app_version }}
+release = {{ kiln_image_version | default('unversioned') }}
+`;
+
+function edit(file: string, from: string | RegExp, to: string): void {
+  const s = readFileSync(file, 'utf8');
+  const t = s.replace(from, to);
+  if (t === s) throw new Error(`fixture edit of ${file} changed nothing`);
+  writeFileSync(file, t);
+}
+
+/** Sets the pinned application version of the demo role. */
+export function setAppVersion(dir: string, version: string): void {
+  edit(join(dir, 'roles/demo_app/defaults/main.yml'), /^app_version: .*$/m, `app_version: "${version}"`);
+}
+
+/**
+ * The image repository for the upgrade test, committed and tagged. Raw only, BIOS only (the test
+ * boots BIOS), and no fact gathering: over SSH to a TCG guest it costs 10-20 s per run.
+ */
+export function upgradeRepo(name: string, opts: { repoPort: number; tag: string; appVersion: string }): string {
+  return exampleRepo(name, {
+    tag: opts.tag,
+    edit: (d) => {
+      edit(join(d, 'kiln.yaml'), /^formats: .*$/m, 'formats: [raw]');
+      edit(join(d, 'kiln.yaml'), /^  firmware: .*$/m, '  firmware: [bios]');
+      edit(join(d, 'kiln.yaml'), '  idempotence: fail\n', `  idempotence: fail\n  vars:\n    demo_repo_port: ${opts.repoPort}\n`);
+      edit(join(d, 'playbook.yml'), '  become: true\n', '  become: true\n  gather_facts: false\n');
+      edit(join(d, 'playbook.yml'), '    - role: web\n', '    - role: web\n    - role: demo_app\n');
+      // Without facts ansible_is_chroot is unknown: Kiln's kiln_build says whether this is a build.
+      edit(join(d, 'roles/web/handlers/main.yml'), 'when: not ansible_is_chroot | default(false)', 'when: not kiln_build | default(false)');
+      for (const sub of ['tasks', 'defaults', 'templates']) mkdirSync(join(d, 'roles/demo_app', sub), { recursive: true });
+      writeFileSync(join(d, 'roles/demo_app/tasks/main.yml'), DEMO_TASKS);
+      writeFileSync(join(d, 'roles/demo_app/defaults/main.yml'), demoDefaults(opts.appVersion));
+      writeFileSync(join(d, 'roles/demo_app/templates/kiln-demo.conf.j2'), DEMO_CONF);
+    },
+  });
+}

@@ -1,0 +1,154 @@
+/**
+ * `kiln apply` upgrades a running machine: release-0.1.0 pins kiln-demo-app 1.0 from a local apt
+ * repository; a VM boots from it; release-0.2.0 pins 2.0, and applying it upgrades the VM and stamps
+ * the version. Re-applying changes nothing; --check --diff reports a hand edit; bad hosts, keys,
+ * releases, downgrades and moved tags are refused before anything changes.
+ */
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { bootVm, freePort, type RunningVm } from '../../src/vm/qemu.js';
+import { buildAptRepo, serveAptRepo, setAppVersion, upgradeRepo, type AptServer } from './apply-fixture.js';
+import { E2E_DIR, git, kiln, RUN_ID, type BuildRecordLite, type KilnRun } from './fixture.js';
+
+interface ApplyJson { release: string; check: boolean; hosts: { host: string; from?: string; to: string; status: string; changed: string[]; totals: { changed: number; failures: number } }[] }
+
+let server: AptServer | undefined;
+let vm: RunningVm | undefined;
+let dir: string;
+let commit2: string;
+
+/** What an apply may change on the VM: the package, the stamp, the managed file. */
+async function state(): Promise<{ app: string; release: string; osRelease: string; conf: string }> {
+  const r = await vm!.ssh("dpkg-query -W -f='${Version}' kiln-demo-app; echo; echo ==; cat /etc/release; echo ==; grep ^IMAGE_ /etc/os-release; echo ==; cat /etc/kiln-demo.conf");
+  const [app, release, osRelease, conf] = r.stdout.split('==\n');
+  return { app: app.trim(), release, osRelease, conf };
+}
+
+function apply(ref: string, ...extra: string[]): Promise<KilnRun> {
+  return kiln(['apply', ref, '--host', `kiln@127.0.0.1:${vm!.sshPort}`, '--key', vm!.keyFile, '--insecure-host-keys', ...extra], { cwd: dir });
+}
+
+before(async () => {
+  const base = join(E2E_DIR, RUN_ID);
+  const port = await freePort();
+  buildAptRepo(join(base, 'apt-repo'), ['1.0', '2.0']);
+  server = await serveAptRepo(join(base, 'apt-repo'), port);
+  dir = upgradeRepo('upgrade', { repoPort: port, tag: 'release-0.1.0', appVersion: '1.0' });
+  const b1 = await kiln(['build', '--json'], { cwd: dir });
+  assert.equal(b1.code, 0, `build of release-0.1.0 failed:\n${b1.stderr.slice(-4000)}`);
+  const raw = (JSON.parse(b1.stdout) as BuildRecordLite).artifacts[0].file;
+  // release-0.2.0 pins 2.0; it is built while the VM of release-0.1.0 boots.
+  setAppVersion(dir, '2.0');
+  git(dir, 'commit', '-qam', 'kiln-demo-app 2.0');
+  git(dir, 'tag', 'release-0.2.0');
+  commit2 = git(dir, 'rev-parse', 'HEAD');
+  const [booted, b2] = await Promise.allSettled([bootVm({ image: raw, firmware: 'bios' }), kiln(['build'], { cwd: dir })]);
+  if (booted.status === 'fulfilled') vm = booted.value;
+  else throw booted.reason;
+  assert.ok(b2.status === 'fulfilled' && b2.value.code === 0, `build of release-0.2.0 failed:\n${b2.status === 'fulfilled' ? b2.value.stderr.slice(-4000) : String(b2.reason)}`);
+});
+
+after(async () => {
+  await vm?.stop();
+  await server?.stop();
+});
+
+describe('kiln apply', () => {
+  test('upgrades the running VM to the pinned version of the release and stamps the release', async () => {
+    const s0 = await state();
+    assert.equal(s0.app, '1.0');
+    assert.match(s0.release, /^IMAGE_VERSION=release-0\.1\.0$/m);
+    const r = await apply('web@release-0.2.0');
+    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    const host = `127.0.0.1:${vm!.sshPort}`;
+    // Per-task results, per host, as they arrive; then the summary.
+    assert.match(r.stderr, new RegExp(`^  ${host}  changed +demo_app : Install the pinned kiln-demo-app$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^  ${host}  ok +web : Create the application user$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^  ${host}  upgraded +release-0\\.1\\.0 -> release-0\\.2\\.0  ok=\\d+ changed=\\d+ failed=0 unreachable=0$`, 'm'));
+    const s = await state();
+    assert.equal(s.app, '2.0');
+    assert.equal((await vm!.ssh('cat /usr/share/kiln-demo-app/VERSION')).stdout, '2.0\n');
+    assert.match(s.release, /^IMAGE_ID=web$/m);
+    assert.match(s.release, /^IMAGE_VERSION=release-0\.2\.0$/m);
+    assert.match(s.release, new RegExp(`^IMAGE_COMMIT=${commit2}$`, 'm'));
+    assert.match(s.osRelease, /^IMAGE_VERSION="release-0\.2\.0"$/m);
+    assert.match(s.conf, /^app_version = 2\.0$/m);
+    assert.match((await vm!.ssh('cat /var/www/html/index.html')).stdout, /<p id="version">release-0\.2\.0<\/p>/);
+  });
+
+  test('a second apply changes nothing, on several hosts in parallel with a summary per host', async () => {
+    const p = vm!.sshPort;
+    const r = await kiln(['apply', 'web@release-0.2.0', '--host', `kiln@127.0.0.1:${p}`, '--host', `kiln@localhost:${p}`, '--key', vm!.keyFile, '--insecure-host-keys', '--json'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    const j = JSON.parse(r.stdout) as ApplyJson;
+    assert.deepEqual(j.hosts.map((h) => [h.host, h.status, h.totals.changed]), [[`127.0.0.1:${p}`, 'unchanged', 0], [`localhost:${p}`, 'unchanged', 0]]);
+    assert.match(r.stderr, /summary \(2 hosts\):/);
+    assert.match(r.stderr, new RegExp(`^  localhost:${p} +unchanged +release-0\\.2\\.0 -> release-0\\.2\\.0  ok=\\d+ changed=0 failed=0`, 'm'));
+  });
+
+  test('--check --diff reports a hand-edited managed file as drift, and changes nothing', async () => {
+    await vm!.ssh("echo 'debug = true' | sudo tee -a /etc/kiln-demo.conf >/dev/null");
+    const before = await state();
+    const r = await apply('web@release-0.2.0', '--check', '--diff', '--json');
+    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    const j = JSON.parse(r.stdout) as ApplyJson;
+    assert.equal(j.hosts[0].status, 'drift');
+    assert.deepEqual(j.hosts[0].changed, ['demo_app : Write the demo configuration']);
+    assert.match(r.stderr, /in check mode: nothing will change/);
+    assert.match(r.stderr, /would change: demo_app : Write the demo configuration\n\s+demo_app : Write the demo configuration:\n\s+--- \/etc\/kiln-demo\.conf\n\s+\+\+\+ \/etc\/kiln-demo\.conf \(release-0\.2\.0\)\n(\s+ .*\n)+\s+-debug = true/);
+    assert.deepEqual(await state(), before, 'check mode changed the host');
+  });
+});
+
+describe('kiln apply refuses, changing nothing', () => {
+  async function refused(r: KilnRun, message: RegExp, unchanged: Awaited<ReturnType<typeof state>>): Promise<void> {
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /summary|\n {4}at /, 'no playbook ran and no stack trace');
+    assert.deepEqual(await state(), unchanged);
+  }
+
+  test('an unreachable host (and the good host given with it is not touched either)', async () => {
+    const s = await state();
+    const closed = await freePort();
+    const r = await kiln(['apply', 'web@release-0.2.0', '--host', `kiln@127.0.0.1:${vm!.sshPort}`, '--host', `kiln@127.0.0.1:${closed}`, '--key', vm!.keyFile, '--insecure-host-keys'], { cwd: dir });
+    await refused(r, new RegExp(`error: nothing was changed: 1 problem\\(s\\) found before applying web@release-0\\.2\\.0\n  \\| 127\\.0\\.0\\.1:${closed}: unreachable: ssh: connect to host 127\\.0\\.0\\.1 port ${closed}: Connection refused`), s);
+    assert.match(r.stderr, /hint: check the address and port/);
+    assert.match(s.conf, /debug = true/, 'the drift of the good host was not repaired');
+  });
+
+  test('a wrong key', async () => {
+    const s = await state();
+    const wrong = join(E2E_DIR, RUN_ID, 'wrong_key');
+    rmSync(wrong, { force: true });
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', wrong]);
+    const r = await kiln(['apply', 'web@release-0.2.0', '--host', `kiln@127.0.0.1:${vm!.sshPort}`, '--key', wrong, '--insecure-host-keys'], { cwd: dir });
+    await refused(r, /nothing was changed: .*\n.*unreachable: kiln@127\.0\.0\.1: Permission denied \(publickey/, s);
+    assert.match(r.stderr, /hint: the SSH key was refused: pass the right one with --key/);
+  });
+
+  test('a release that does not exist', async () => {
+    const s = await state();
+    await refused(await apply('web@release-9.9.9'), /error: no release web@release-9\.9\.9 in .*\.kiln\/store/, s);
+  });
+
+  test('a host that runs a newer release than the one applied, without --allow-downgrade', async () => {
+    const s = await state();
+    await refused(await apply('web@release-0.1.0'), new RegExp(`127\\.0\\.0\\.1:${vm!.sshPort}: runs release-0\\.2\\.0, newer than release-0\\.1\\.0 \\(pass --allow-downgrade to go back\\)`), s);
+    assert.equal(s.app, '2.0');
+  });
+
+  test('a release whose tag now points to another commit', async () => {
+    const s = await state();
+    git(dir, 'commit', '-q', '--allow-empty', '-m', 'after the release');
+    git(dir, 'tag', '-f', 'release-0.2.0');
+    try {
+      await refused(await apply('web@release-0.2.0'), /nothing was changed: tag release-0\.2\.0 now points to [0-9a-f]{12}, but release web@release-0\.2\.0 was built from [0-9a-f]{12}/, s);
+    } finally {
+      git(dir, 'tag', '-f', 'release-0.2.0', commit2);
+    }
+  });
+});

@@ -1,0 +1,58 @@
+import { strict as assert } from 'node:assert';
+import { test } from 'node:test';
+import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
+import { compareVersions } from '../../src/apply/version-order.js';
+import { releaseProblem, sshReason } from '../../src/apply/index.js';
+import { KilnError } from '../../src/errors.js';
+
+test('--host user@address:port gives the user, address, port and a colon-free inventory name', () => {
+  assert.deepEqual(parseHost('kiln@127.0.0.1:2222'), { name: '127.0.0.1:2222', id: '127.0.0.1_2222', user: 'kiln', address: '127.0.0.1', port: 2222 });
+  assert.deepEqual(parseHost('web1.example.org'), { name: 'web1.example.org:22', id: 'web1.example.org_22', user: 'root', address: 'web1.example.org', port: 22 });
+  assert.equal(parseHost('admin@10.0.0.5', { port: 2200 }).port, 2200);
+  assert.equal(parseHost('admin@10.0.0.5:22', { port: 2200 }).port, 22, 'an explicit port wins over --port');
+  const v6 = parseHost('ops@[fd00::5]:2022');
+  assert.equal(v6.address, 'fd00::5');
+  assert.equal(v6.name, '[fd00::5]:2022');
+  assert.doesNotMatch(v6.id, /:/);
+});
+
+test('malformed --host values and out-of-range ports are usage errors', () => {
+  for (const bad of ['', 'a@b@c', 'host:port', 'host:70000', 'user@']) {
+    assert.throws(() => parseHost(bad), (e: unknown) => e instanceof KilnError && e.exitCode === 2, bad);
+  }
+});
+
+test('the same host twice under one name is refused; two names for one machine are not', () => {
+  assert.throws(() => uniqueHosts([parseHost('a@h:1'), parseHost('b@h:1')]), /given twice/);
+  assert.equal(uniqueHosts([parseHost('k@127.0.0.1:5'), parseHost('k@localhost:5')]).length, 2);
+});
+
+test('an inventory line carries the connection settings', () => {
+  const line = inventoryLine(parseHost('kiln@127.0.0.1:2222'));
+  assert.equal(line, '127.0.0.1_2222 ansible_host=127.0.0.1 ansible_port=2222 ansible_user=kiln ansible_python_interpreter=/usr/bin/python3');
+});
+
+test('versions compare by their numbers, so a downgrade is detected', () => {
+  assert.ok(compareVersions('release-0.2.0', 'release-0.1.0')! > 0);
+  assert.ok(compareVersions('release-0.9.1', 'release-0.10.0')! < 0);
+  assert.equal(compareVersions('release-1.0', 'release-1.0.0'), 0);
+  assert.equal(compareVersions('release-0.1.0', 'release-0.1.0'), 0);
+  assert.equal(compareVersions('stable', 'release-0.1.0'), undefined);
+});
+
+test("an unreachable host is reported in ssh's own words", () => {
+  assert.equal(sshReason('Data could not be sent to remote host "127.0.0.1". Make sure this host can be reached over ssh: ssh: connect to host 127.0.0.1 port 1: Connection refused\r\n'),
+    'ssh: connect to host 127.0.0.1 port 1: Connection refused');
+  assert.equal(sshReason('Failed to connect to the host via ssh: kiln@h: Permission denied (publickey).'), 'kiln@h: Permission denied (publickey).');
+  assert.equal(sshReason(undefined), 'no answer');
+});
+
+test('the preflight refuses another image, and a newer version unless --allow-downgrade', () => {
+  const r = { name: 'web', version: 'release-0.1.0' };
+  const at = (v: string, id = 'web') => ({ IMAGE_ID: id, IMAGE_VERSION: v });
+  assert.equal(releaseProblem(at('release-0.2.0'), r, false), 'runs release-0.2.0, newer than release-0.1.0 (pass --allow-downgrade to go back)');
+  assert.equal(releaseProblem(at('release-0.2.0'), r, true), undefined);
+  assert.equal(releaseProblem(at('release-0.1.0'), r, false), undefined, 'the same version may be re-applied');
+  assert.equal(releaseProblem(at('release-0.0.9'), r, false), undefined);
+  assert.equal(releaseProblem(at('release-0.0.9', 'db'), r, true), 'runs image db, not web');
+});
