@@ -33,8 +33,10 @@ if [ ! -L "$root/etc/resolv.conf" ]; then
   mount --bind "$root/run/systemd/resolve/stub-resolv.conf" "$root/etc/resolv.conf"
 fi
 if [ -n "\${KILN_LOCKED_APT:-}" ]; then
-  # A locked build: apt sees only the local repository of the locked .debs, with its own lists.
+  # A locked build: apt sees only the local repository of the locked .debs, with its own lists and
+  # download dir (the .debs are cached already; concurrent builds do not share apt's lock).
   lists="$KILN_LOCKED_APT/lists"
+  archives="$KILN_LOCKED_APT/archives"
   [ -e "$root/etc/apt/sources.list" ] || : > "$root/etc/apt/sources.list"
   mount --bind "$KILN_LOCKED_APT/sources.list" "$root/etc/apt/sources.list"
   mount --bind "$KILN_LOCKED_APT/sources.list.d" "$root/etc/apt/sources.list.d"
@@ -92,6 +94,7 @@ export function prepareChroot(root: string, workDir: string, cacheDir: string, o
     const dir = join(workDir, 'locked-apt');
     mkdirSync(join(dir, 'sources.list.d'), { recursive: true });
     mkdirSync(join(dir, 'lists', 'partial'), { recursive: true });
+    mkdirSync(join(dir, 'archives', 'partial'), { recursive: true });
     writeFileSync(join(dir, 'sources.list'), `${opts.lockedSourcesLine}\n`);
     env.KILN_LOCKED_APT = dir;
   }
