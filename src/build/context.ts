@@ -4,6 +4,7 @@ import type { BuildVersion } from '../version/git.js';
 import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../source/debian.js';
 import type { ChrootEnv } from '../provision/chroot.js';
 import type { HostStats, TaskResult } from '../provision/results.js';
+import type { LockState } from '../lock/step.js';
 
 export interface BuildOptions {
   snapshot: boolean;
@@ -12,6 +13,10 @@ export interface BuildOptions {
   outDir?: string;
   /** Skip releasing to the store even for a release build. */
   noRelease?: boolean;
+  /** 'ignore': resolve packages from the mirror even when kiln.lock exists (`kiln lock`). Default 'use'. */
+  lock?: 'use' | 'ignore';
+  /** Cache directory; default KILN_CACHE_DIR, else .kiln/cache beside kiln.yaml. */
+  cacheDir?: string;
 }
 
 export interface ArtifactRecord { format: string; file: string; size: number; sha256: string; mediaType: string }
@@ -41,6 +46,8 @@ export interface BuildContext {
   startedAt: number;
   version?: BuildVersion;
   trust?: ArchiveTrust;
+  /** Set when kiln.lock is used: the locked set and its local repository. */
+  lock?: LockState;
   source?: SourceRecord;
   chroot?: ChrootEnv;
   provision?: ProvisionRecord;

@@ -47,7 +47,7 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
   const workDir = join(kilnDir, 'work', buildId);
   return {
     template, options, logger, kilnDir,
-    cacheDir: process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache'),
+    cacheDir: options.cacheDir ?? process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache'),
     workDir, root: join(workDir, 'root'), stagingDir: join(workDir, 'out'),
     buildId, startedAt: Date.now(), artifacts: [],
   };

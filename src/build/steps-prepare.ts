@@ -8,6 +8,7 @@ import { humanSeconds } from '../log.js';
 import { chrootRun, prepareChroot, provisionChroot, releaseChroot } from '../provision/chroot.js';
 import { eventStatus } from '../provision/run.js';
 import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
+import { compareInstalled, explainLockedFailure, lockedBase, trustFromLock } from '../lock/step.js';
 import { resolveVersion } from '../version/git.js';
 import { publishOutputs } from './outputs.js';
 import type { Step, StepProgress } from '../pipeline/runner.js';
@@ -41,10 +42,12 @@ export const fetchSourceStep: Step<BuildContext> = {
   describe: 'Debian from the signed archive (mmdebstrap), verified against the archive keyring',
   async run(ctx, p) {
     const d = ctx.template.config.source.debian;
-    ctx.trust = await verifyArchive(d, ctx.workDir, ctx.logger);
-    p.log(ctx.trust.verified ? `InRelease ${ctx.trust.inReleaseSha256.slice(0, 16)}… signed by ${ctx.trust.signingKeyFingerprint}` : 'InRelease NOT verified (source.debian.verify: false)');
+    // A locked build trusts the signed index the lock was resolved from; it needs no live archive state.
+    ctx.trust = ctx.lock ? trustFromLock(ctx.lock.lock) : await verifyArchive(d, ctx.workDir, ctx.logger);
+    const signed = ctx.trust.verified ? `InRelease ${ctx.trust.inReleaseSha256.slice(0, 16)}… signed by ${ctx.trust.signingKeyFingerprint}` : 'InRelease NOT verified (source.debian.verify: false)';
+    p.log(ctx.lock ? `packages from kiln.lock (resolved from ${signed})` : signed);
     const t0 = Date.now();
-    const base = await baseTarball(d, ctx.trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')));
+    const base = await baseTarball(d, ctx.trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')), ctx.lock ? lockedBase(ctx.lock) : undefined);
     p.log(base.cached ? `base tree from cache (${base.key.slice(0, 12)})` : `base tree built by mmdebstrap in ${humanSeconds(Date.now() - t0)}`);
     await extractTree(base.tar, ctx.root, ctx.logger);
     const packages = await installedPackages(ctx.root);
@@ -52,7 +55,7 @@ export const fetchSourceStep: Step<BuildContext> = {
       type: 'debian', mirror: d.mirror, suite: d.suite, components: d.components, verified: ctx.trust.verified,
       inReleaseSha256: ctx.trust.inReleaseSha256, archiveDate: ctx.trust.archiveDate,
       signingKeyFingerprint: ctx.trust.signingKeyFingerprint, keyring: d.keyring, keyringSha256: ctx.trust.keyringSha256,
-      packages, baseKey: base.key,
+      packages, baseKey: base.key, ...(ctx.lock ? { lockSha256: ctx.lock.sha256 } : {}),
     };
   },
 };
@@ -71,13 +74,18 @@ export const provisionStep: Step<BuildContext> = {
   async run(ctx, p) {
     const t = ctx.template;
     const v = ctx.version!;
-    ctx.chroot = prepareChroot(ctx.root, ctx.workDir, ctx.cacheDir);
+    ctx.chroot = prepareChroot(ctx.root, ctx.workDir, ctx.cacheDir, { sourceDateEpoch: v.sourceDateEpoch, lockedSourcesLine: ctx.lock?.repo.sourcesLine });
     try {
       await provisionTree(ctx, p);
     } catch (e) {
       // --on-error=keep leaves the tree as the failing task saw it, for the debugging shell.
       if (ctx.options.onError !== 'keep') releaseChroot(ctx.root);
-      throw e;
+      throw ctx.lock ? explainLockedFailure(e, ctx.lock) : e;
+    }
+    if (ctx.lock) {
+      const { unlocked, unused } = compareInstalled(await installedPackages(ctx.root), ctx.lock.lock);
+      if (unlocked.length) throw new KilnError(`the image has ${unlocked.length} package(s) that are not in kiln.lock: ${unlocked.slice(0, 5).join(', ')}`, { detail: unlocked.join('\n'), hint: 'run `kiln lock --update` and commit kiln.lock' });
+      if (unused.length) p.log(`warning: ${unused.length} locked package(s) are not installed (\`kiln lock --update\` drops them): ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
     }
     // policy-rc.d and Ansible's temp dir must not reach the image.
     releaseChroot(ctx.root);

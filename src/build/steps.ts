@@ -3,12 +3,14 @@ import type { BuildContext } from './context.js';
 import { auditStep, diskStep, formatsStep, sealStep } from './steps-image.js';
 import { fetchSourceStep, imageLayerStep, provisionStep, publishStep, resolveVersionStep, stampStep, workAreaStep } from './steps-prepare.js';
 import { releaseCheckStep, releaseStep } from './steps-release.js';
+import { lockStep } from '../lock/step.js';
 
 /** What `kiln build` does, in order. Each step's cleanup runs in reverse on failure or Ctrl-C. */
 export const buildSteps: Step<BuildContext>[] = [
   resolveVersionStep, // git tag at HEAD -> version, commit, SOURCE_DATE_EPOCH
   releaseCheckStep, //   a released version is never rebuilt in place
   workAreaStep, //       .kiln/work/<build>: removed on success and failure
+  lockStep, //           kiln.lock: the locked .debs, verified, as the only repository
   fetchSourceStep, //    signed Debian archive -> verified base tree + source record
   imageLayerStep, //     Kiln's layer: DHCP on any NIC, cloud-init for users and keys
   provisionStep, //      the Ansible playbook over chroot, twice (idempotence)

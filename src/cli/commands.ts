@@ -14,10 +14,14 @@ import { revokeCommand } from './revoke.js';
 import { channelCommand } from './channel.js';
 import { pushCommand } from './push.js';
 import { pullCommand } from './pull.js';
+import { lockCommand } from './lock.js';
+import { rebuildCommand } from './rebuild.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
   buildCommand,
+  lockCommand,
+  rebuildCommand,
   bootCommand,
   validateCommand,
   schemaCommand,

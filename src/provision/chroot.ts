@@ -32,6 +32,15 @@ if [ ! -L "$root/etc/resolv.conf" ]; then
   [ -e "$root/etc/resolv.conf" ] || : > "$root/etc/resolv.conf"
   mount --bind "$root/run/systemd/resolve/stub-resolv.conf" "$root/etc/resolv.conf"
 fi
+if [ -n "\${KILN_LOCKED_APT:-}" ]; then
+  # A locked build: apt sees only the local repository of the locked .debs, with its own lists and
+  # download dir (the .debs are cached already; concurrent builds do not share apt's lock).
+  lists="$KILN_LOCKED_APT/lists"
+  archives="$KILN_LOCKED_APT/archives"
+  [ -e "$root/etc/apt/sources.list" ] || : > "$root/etc/apt/sources.list"
+  mount --bind "$KILN_LOCKED_APT/sources.list" "$root/etc/apt/sources.list"
+  mount --bind "$KILN_LOCKED_APT/sources.list.d" "$root/etc/apt/sources.list.d"
+fi
 mkdir -p "$archives/partial" "$lists/partial"
 mount --bind "$archives" "$root/var/cache/apt/archives"
 mount --bind "$lists" "$root/var/lib/apt/lists"
@@ -42,9 +51,31 @@ export interface ChrootEnv {
   root: string;
   /** The command prefix that runs a command with the chroot's mounts in a private namespace. */
   wrap: string[];
+  /** Environment of every command in the tree (apt, Ansible and the tools its modules run). */
+  env: Record<string, string>;
 }
 
-export function prepareChroot(root: string, workDir: string, cacheDir: string): ChrootEnv {
+export interface ChrootOptions {
+  /**
+   * Exported as SOURCE_DATE_EPOCH: tools that write dates into files (useradd's shadow lastchg,
+   * dpkg, initramfs-tools, ...) write this one instead of the day of the build.
+   */
+  sourceDateEpoch?: number;
+  /** `deb ...` line of a locked build's local repository: apt in the tree sees only it. */
+  lockedSourcesLine?: string;
+}
+
+/** The environment that makes what runs in the tree independent of the build host and time. */
+export function chrootEnvironment(o: ChrootOptions): Record<string, string> {
+  return {
+    DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C.UTF-8', TZ: 'UTC',
+    // Modules imported by Ansible must not leave new .pyc files (their bytes are not reproducible).
+    PYTHONDONTWRITEBYTECODE: '1',
+    ...(o.sourceDateEpoch !== undefined ? { SOURCE_DATE_EPOCH: String(o.sourceDateEpoch) } : {}),
+  };
+}
+
+export function prepareChroot(root: string, workDir: string, cacheDir: string, opts: ChrootOptions = {}): ChrootEnv {
   for (const need of ['bin/sh', 'usr/bin/python3', 'bin/dd']) {
     if (!existsSync(join(root, need))) throw new KilnError(`the image tree has no /${need}; Ansible's chroot connection needs it`, { hint: 'add the package providing it to source.debian.packages' });
   }
@@ -58,8 +89,17 @@ export function prepareChroot(root: string, workDir: string, cacheDir: string): 
   const policy = join(root, 'usr/sbin/policy-rc.d');
   writeFileSync(policy, '#!/bin/sh\n# kiln: no services start while the image is built\nexit 101\n');
   chmodSync(policy, 0o755);
+  const env = chrootEnvironment(opts);
+  if (opts.lockedSourcesLine) {
+    const dir = join(workDir, 'locked-apt');
+    mkdirSync(join(dir, 'sources.list.d'), { recursive: true });
+    mkdirSync(join(dir, 'lists', 'partial'), { recursive: true });
+    mkdirSync(join(dir, 'archives', 'partial'), { recursive: true });
+    writeFileSync(join(dir, 'sources.list'), `${opts.lockedSourcesLine}\n`);
+    env.KILN_LOCKED_APT = dir;
+  }
   return {
-    root,
+    root, env,
     wrap: ['unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', '--', 'sh', script, root, archives, lists, '--'],
   };
 }
@@ -72,7 +112,7 @@ export function releaseChroot(root: string): void {
 
 export async function chrootRun(env: ChrootEnv, cmd: string[], logger: Logger): Promise<void> {
   const [c, ...a] = env.wrap;
-  await exec(c, [...a, 'chroot', env.root, ...cmd], { logger, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C.UTF-8' } });
+  await exec(c, [...a, 'chroot', env.root, ...cmd], { logger, env: { ...process.env, ...env.env } });
 }
 
 export interface ProvisionOptions {
@@ -94,7 +134,7 @@ export async function provisionChroot(o: ProvisionOptions): Promise<PlaybookOutc
   ].join('\n'));
   const outcome = await runPlaybook({
     playbook: o.playbook, cwd: o.cwd, inventory, tmpDir: o.tmpDir, extraVars: o.extraVars, wrap: o.env.wrap,
-    env: { DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C.UTF-8' }, logger: o.logger, onEvent: o.onEvent,
+    env: o.env.env, logger: o.logger, onEvent: o.onEvent,
   });
   const failures = describeFailures(outcome.results);
   if (outcome.totals.failures > 0 || outcome.totals.unreachable > 0 || failures.length) {

@@ -36,6 +36,18 @@ export interface SourceRecord {
   packages: InstalledPackage[];
   /** Cache key of the base tree. */
   baseKey: string;
+  /** sha256 of kiln.lock, when the build installed exactly its package set. */
+  lockSha256?: string;
+}
+
+/** A locked base: mmdebstrap installs from the local repository of the locked .debs. */
+export interface LockedBase {
+  /** `deb [trusted=yes] http://127.0.0.1:PORT/ ./` */
+  sourcesLine: string;
+  /** Digest of the locked package set (the cache key input instead of the live InRelease). */
+  packageSet: string;
+  /** The lock's archive date: SOURCE_DATE_EPOCH of the base tree. */
+  sourceDateEpoch: number;
 }
 
 export function sha256(data: string | Buffer): string {
@@ -87,30 +99,45 @@ export function baseKey(d: KilnConfig['source']['debian'], trust: ArchiveTrust):
   return sha256(JSON.stringify({ v: 1, mirror: d.mirror, suite: d.suite, components: d.components, packages: basePackages(d), inRelease: trust.inReleaseSha256, verify: d.verify, keyring: trust.keyringSha256 ?? null }));
 }
 
+/** The locked base's key: the locked set, not the archive's state today. */
+export function lockedBaseKey(d: KilnConfig['source']['debian'], locked: LockedBase): string {
+  return sha256(JSON.stringify({ v: 2, mirror: d.mirror, suite: d.suite, components: d.components, packages: basePackages(d), packageSet: locked.packageSet, sde: locked.sourceDateEpoch, verify: d.verify }));
+}
+
+/** The sources.list every image gets (also when a lock's local repository installed it). */
+export function mirrorSourcesLine(d: KilnConfig['source']['debian']): string {
+  return `deb${d.verify ? '' : ' [trusted=yes]'} ${d.mirror} ${d.suite} ${d.components.join(' ')}`;
+}
+
 /** Builds (or reuses from the cache) the base tree tarball; returns its path. */
-export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void): Promise<{ tar: string; key: string; cached: boolean }> {
-  const key = baseKey(d, trust);
+export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedBase): Promise<{ tar: string; key: string; cached: boolean }> {
+  const key = locked ? lockedBaseKey(d, locked) : baseKey(d, trust);
   const dir = join(cacheDir, 'base');
   mkdirSync(dir, { recursive: true });
   const tar = join(dir, `${key}.tar`);
   if (existsSync(tar)) return { tar, key, cached: true };
   const tmp = join(workDir, 'base.tar');
-  const sources = `deb${d.verify ? '' : ' [trusted=yes]'} ${d.mirror} ${d.suite} ${d.components.join(' ')}`;
+  const sources = mirrorSourcesLine(d);
+  const insecure = ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"'];
   const args = [
     '--mode=root', '--variant=apt', '--format=tar',
     `--include=${basePackages(d).join(',')}`,
     `--components=${d.components.join(',')}`,
-    ...(d.verify ? [`--keyring=${d.keyring}`] : ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"']),
+    ...(d.verify ? (locked ? [] : [`--keyring=${d.keyring}`]) : insecure),
     '--aptopt=Acquire::Retries "3"',
-    d.suite, tmp, sources,
+    // Installed from the lock's local repository, the image still names the real mirror.
+    ...(locked ? [`--customize-hook=printf '%s\\n' '${sources}' > "$1/etc/apt/sources.list"`] : []),
+    d.suite, tmp, locked ? locked.sourcesLine : sources,
   ];
   await exec('mmdebstrap', args, {
     logger, onStderrLine: onLine,
-    env: { ...process.env, SOURCE_DATE_EPOCH: String(trust.archiveDate), LC_ALL: 'C.UTF-8' },
-    hint: 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',
+    env: { ...process.env, SOURCE_DATE_EPOCH: String(locked ? locked.sourceDateEpoch : trust.archiveDate), LC_ALL: 'C.UTF-8' },
+    hint: locked
+      ? 'mmdebstrap could not install the base from kiln.lock: a package in source.debian (or one it needs) is probably not locked; run `kiln lock --update`'
+      : 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',
   });
   renameSync(tmp, tar);
-  writeFileSync(join(dir, `${key}.json`), JSON.stringify({ mirror: d.mirror, suite: d.suite, packages: basePackages(d), created: new Date().toISOString() }, null, 2));
+  writeFileSync(join(dir, `${key}.json`), JSON.stringify({ mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() }, null, 2));
   return { tar, key, cached: false };
 }
 

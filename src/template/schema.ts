@@ -39,6 +39,7 @@ export const kilnSchema = {
             packages: { ...strList('Extra packages in the base tree (before the playbook runs).'), default: [] },
             keyring: str('OpenPGP keyring that signs the archive Release file.', { default: '/usr/share/keyrings/debian-archive-keyring.gpg' }),
             verify: { type: 'boolean', default: true, description: 'Verify the Release signature. false is an explicit, recorded opt-out.' },
+            snapshot: str('snapshot.debian.org-style mirror (same pool layout) that locked builds download from when the mirror no longer has a locked version, e.g. https://snapshot.debian.org/archive/debian/20250101T000000Z/.', { pattern: '^(https?|file)://' }),
           },
         },
       },
@@ -109,7 +110,7 @@ export interface KilnConfig {
   source: {
     debian: {
       suite: string; mirror: string; components: string[]; kernel: string; packages: string[];
-      keyring: string; verify: boolean;
+      keyring: string; verify: boolean; snapshot?: string;
     };
   };
   provision: { playbook: string; vars: Record<string, unknown>; idempotence: 'fail' | 'warn' | 'off' };

@@ -1,0 +1,38 @@
+import { formatChange } from '../lock/file.js';
+import { resolveLock } from '../lock/resolve.js';
+import { createLogger } from '../log.js';
+import { syntaxCheck } from '../provision/ansible.js';
+import { findTemplate, loadTemplate } from '../template/load.js';
+import { parse, type Command } from './command.js';
+
+export const lockCommand: Command = {
+  name: 'lock',
+  summary: 'Write kiln.lock: the exact Debian packages (version, sha256) the image installs; builds then install exactly those',
+  usage: 'kiln lock [--update] [--file kiln.yaml] [--verbose] [--json]',
+  async run(argv) {
+    const { values } = parse('lock', this.usage, argv, {
+      update: { type: 'boolean' },
+      file: { type: 'string', short: 'f' },
+      verbose: { type: 'boolean', short: 'v' },
+      json: { type: 'boolean' },
+    }, false);
+    const logger = createLogger({ verbose: values.verbose });
+    const template = loadTemplate(findTemplate(values.file ?? '.'));
+    await syntaxCheck(template);
+    const r = await resolveLock(template, logger, { update: Boolean(values.update) });
+    logger.info('');
+    if (!r.previous) {
+      logger.info(`wrote ${r.file}: ${r.lock.packages.length} packages. Commit it: builds now install exactly these.`);
+    } else if (!r.changes.length) {
+      logger.info(`${r.file} is up to date: ${r.lock.packages.length} packages, nothing changed`);
+    } else {
+      const n = (k: string) => r.changes.filter((c) => c.kind === k).length;
+      logger.info(`updated ${r.file}: ${n('added')} added, ${n('removed')} removed, ${n('upgraded')} upgraded, ${n('downgraded')} downgraded${n('changed') ? `, ${n('changed')} rebuilt` : ''}`);
+      for (const c of r.changes) logger.info(`  ${formatChange(c)}`);
+      logger.info('review and commit kiln.lock');
+    }
+    if (values.json) process.stdout.write(JSON.stringify({ file: r.file, packages: r.lock.packages.length, changes: r.changes, written: r.written }, null, 2) + '\n');
+    return 0;
+  },
+};
+

@@ -1,0 +1,217 @@
+/**
+ * kiln.lock: the exact Debian package set of an image, one package per entry, sorted. Every sha256
+ * is the one the archive's signed Packages index gave for that .deb when `kiln lock` ran. The text
+ * is produced here byte for byte (one flow mapping per line), so a lock diff is a package diff.
+ */
+import { createHash } from 'node:crypto';
+import { parse as parseYaml } from 'yaml';
+import { KilnError } from '../errors.js';
+
+export const LOCK_FILE = 'kiln.lock';
+export const LOCK_FORMAT = 1;
+
+export interface LockedPackage {
+  name: string;
+  version: string;
+  architecture: string;
+  /** sha256 of the .deb, from the signed Packages index. */
+  sha256: string;
+  /** Path of the .deb in the archive (pool/...), the same on the mirror and on snapshot mirrors. */
+  filename: string;
+  size: number;
+}
+
+export interface LockArchive {
+  mirror: string;
+  suite: string;
+  components: string[];
+  /** The Date: of the InRelease the index came from; the base tree's SOURCE_DATE_EPOCH. */
+  date: number;
+  /** sha256 of that InRelease, and the key that signed it (absent when source.debian.verify was false). */
+  inRelease: string;
+  signedBy?: string;
+  verified: boolean;
+}
+
+export interface LockFile {
+  lock: number;
+  image: string;
+  archive: LockArchive;
+  packages: LockedPackage[];
+}
+
+export function packageKey(p: { name: string; architecture: string }): string {
+  return `${p.name}:${p.architecture}`;
+}
+
+export function sortPackages(ps: LockedPackage[]): LockedPackage[] {
+  return [...ps].sort((a, b) => cmp(a.name, b.name) || cmp(a.architecture, b.architecture));
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function isoFromEpoch(s: number): string {
+  return new Date(s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** The lock as text: stable field order, sorted packages, JSON-quoted strings (valid YAML). */
+export function formatLock(l: LockFile): string {
+  const q = JSON.stringify;
+  const a = l.archive;
+  const lines = [
+    `# kiln.lock: the exact Debian packages of image ${q(l.image)}. Written by \`kiln lock\`; commit it.`,
+    '# Builds install exactly these; `kiln lock --update` re-resolves and shows what changed.',
+    `# Each sha256 is the one the archive's signed Packages index gave for that .deb.`,
+    `lock: ${l.lock}`,
+    `image: ${q(l.image)}`,
+    'archive:',
+    `  mirror: ${q(a.mirror)}`,
+    `  suite: ${q(a.suite)}`,
+    `  components: [${a.components.map((c) => q(c)).join(', ')}]`,
+    `  date: ${q(isoFromEpoch(a.date))}`,
+    `  inRelease: ${q(a.inRelease)}`,
+    ...(a.signedBy ? [`  signedBy: ${q(a.signedBy)}`] : []),
+    `  verified: ${a.verified}`,
+    `packages: # ${l.packages.length}`,
+    ...sortPackages(l.packages).map((p) =>
+      `  - { name: ${q(p.name)}, version: ${q(p.version)}, architecture: ${q(p.architecture)}, sha256: ${q(p.sha256)}, size: ${p.size}, filename: ${q(p.filename)} }`),
+    '',
+  ];
+  return lines.join('\n');
+}
+
+/** Parses and checks a lock file; errors name the file and the entry. */
+export function parseLock(text: string, file = LOCK_FILE): LockFile {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new KilnError(`${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`, { where: { file }, hint: 'regenerate it with `kiln lock --update`' });
+  }
+  const bad = (what: string): never => { throw new KilnError(`${file}: ${what}`, { where: { file }, hint: 'kiln.lock is written by `kiln lock`; regenerate it with `kiln lock --update`' }); };
+  if (!doc || typeof doc !== 'object') bad('not a lock file');
+  const d = doc as Record<string, unknown>;
+  if (d.lock !== LOCK_FORMAT) bad(`unsupported lock format ${String(d.lock)} (this Kiln reads format ${LOCK_FORMAT})`);
+  const a = d.archive as Record<string, unknown> | undefined;
+  if (!a || typeof a.mirror !== 'string' || typeof a.suite !== 'string' || !Array.isArray(a.components)) bad('archive: mirror, suite and components are required');
+  const date = Date.parse(String(a!.date));
+  if (!Number.isFinite(date)) bad(`archive.date is not a date: ${String(a!.date)}`);
+  if (!Array.isArray(d.packages) || d.packages.length === 0) bad('packages: the list is missing or empty');
+  const seen = new Set<string>();
+  const packages = (d.packages as Record<string, unknown>[]).map((p, i) => {
+    const where = `packages[${i}]${p && typeof p.name === 'string' ? ` (${p.name})` : ''}`;
+    for (const f of ['name', 'version', 'architecture', 'sha256', 'filename']) if (typeof p?.[f] !== 'string' || !p[f]) bad(`${where}: ${f} is missing`);
+    if (!/^[0-9a-f]{64}$/.test(p.sha256 as string)) bad(`${where}: sha256 must be 64 lower-case hex digits`);
+    if (!Number.isSafeInteger(p.size) || (p.size as number) < 0) bad(`${where}: size must be a byte count`);
+    if ((p.filename as string).includes('..') || (p.filename as string).startsWith('/')) bad(`${where}: filename must be a path inside the archive`);
+    const pkg: LockedPackage = { name: p.name as string, version: p.version as string, architecture: p.architecture as string, sha256: p.sha256 as string, size: p.size as number, filename: p.filename as string };
+    const k = packageKey(pkg);
+    if (seen.has(k)) bad(`${where}: ${k} is listed twice`);
+    seen.add(k);
+    return pkg;
+  });
+  return {
+    lock: LOCK_FORMAT,
+    image: String(d.image ?? ''),
+    archive: {
+      mirror: a!.mirror as string, suite: a!.suite as string, components: (a!.components as unknown[]).map(String), date: Math.floor(date / 1000),
+      inRelease: String(a!.inRelease ?? ''), signedBy: typeof a!.signedBy === 'string' ? a!.signedBy : undefined, verified: a!.verified === true,
+    },
+    packages: sortPackages(packages),
+  };
+}
+
+/** Digest of the locked package set alone (not the comments or archive metadata): the base tree's cache key input. */
+export function packageSetDigest(l: LockFile): string {
+  const h = createHash('sha256');
+  for (const p of sortPackages(l.packages)) h.update(`${p.name}\t${p.version}\t${p.architecture}\t${p.sha256}\n`);
+  return h.digest('hex');
+}
+
+export interface LockChange {
+  kind: 'added' | 'removed' | 'upgraded' | 'downgraded' | 'changed';
+  name: string;
+  architecture: string;
+  from?: string;
+  to?: string;
+}
+
+/** What changed between two locks, package by package, sorted by name. */
+export function diffLocks(before: LockFile | undefined, after: LockFile, compareVersions: (a: string, b: string) => number = naiveVersionCompare): LockChange[] {
+  const old = new Map((before?.packages ?? []).map((p) => [packageKey(p), p]));
+  const cur = new Map(after.packages.map((p) => [packageKey(p), p]));
+  const out: LockChange[] = [];
+  for (const [k, p] of cur) {
+    const o = old.get(k);
+    if (!o) out.push({ kind: 'added', name: p.name, architecture: p.architecture, to: p.version });
+    else if (o.version !== p.version) out.push({ kind: compareVersions(o.version, p.version) < 0 ? 'upgraded' : 'downgraded', name: p.name, architecture: p.architecture, from: o.version, to: p.version });
+    else if (o.sha256 !== p.sha256) out.push({ kind: 'changed', name: p.name, architecture: p.architecture, from: o.version, to: p.version });
+  }
+  for (const [k, o] of old) if (!cur.has(k)) out.push({ kind: 'removed', name: o.name, architecture: o.architecture, from: o.version });
+  return out.sort((a, b) => cmp(a.name, b.name) || cmp(a.architecture, b.architecture));
+}
+
+export function formatChange(c: LockChange): string {
+  const pkg = `${c.name} (${c.architecture})`;
+  switch (c.kind) {
+    case 'added': return `+ ${pkg} ${c.to}`;
+    case 'removed': return `- ${pkg} ${c.from}`;
+    case 'changed': return `! ${pkg} ${c.to}: same version, different .deb (sha256)`;
+    default: return `~ ${pkg} ${c.from} -> ${c.to}${c.kind === 'downgraded' ? ' (downgrade)' : ''}`;
+  }
+}
+
+/**
+ * Debian version order (epoch, upstream, revision; "~" sorts before everything), enough to tell an
+ * upgrade from a downgrade in a lock diff.
+ */
+export function naiveVersionCompare(a: string, b: string): number {
+  const split = (v: string): [number, string, string] => {
+    const e = /^(\d+):(.*)$/.exec(v);
+    const epoch = e ? Number(e[1]) : 0;
+    const rest = e ? e[2] : v;
+    const i = rest.lastIndexOf('-');
+    return [epoch, i >= 0 ? rest.slice(0, i) : rest, i >= 0 ? rest.slice(i + 1) : '0'];
+  };
+  const [ea, ua, ra] = split(a);
+  const [eb, ub, rb] = split(b);
+  return ea - eb || debCompare(ua, ub) || debCompare(ra, rb);
+}
+
+function order(c: string): number {
+  if (c === '~') return -1;
+  if (/[A-Za-z]/.test(c)) return c.charCodeAt(0);
+  return c.charCodeAt(0) + 256;
+}
+
+function debCompare(a: string, b: string): number {
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    let diff = 0;
+    while ((i < a.length && !/\d/.test(a[i])) || (j < b.length && !/\d/.test(b[j]))) {
+      const ac = i < a.length && !/\d/.test(a[i]) ? order(a[i]) : 0;
+      const bc = j < b.length && !/\d/.test(b[j]) ? order(b[j]) : 0;
+      if (ac !== bc) return ac - bc;
+      i++; j++;
+    }
+    while (a[i] === '0') i++;
+    while (b[j] === '0') j++;
+    while (i < a.length && /\d/.test(a[i]) && j < b.length && /\d/.test(b[j])) {
+      if (!diff) diff = a.charCodeAt(i) - b.charCodeAt(j);
+      i++; j++;
+    }
+    if (i < a.length && /\d/.test(a[i])) return 1;
+    if (j < b.length && /\d/.test(b[j])) return -1;
+    if (diff) return diff;
+  }
+  return 0;
+}
+
+/** A snapshot.debian.org URL from the lock's archive date (what to suggest when the mirror moved on). */
+export function snapshotUrlFor(l: LockFile): string {
+  const t = isoFromEpoch(l.archive.date).replace(/[-:]/g, '');
+  return `https://snapshot.debian.org/archive/debian/${t}/`;
+}

@@ -1,0 +1,65 @@
+/**
+ * The local flat apt repository of a locked build: exactly the locked .debs, served on 127.0.0.1 to
+ * mmdebstrap and to apt in the provisioning chroot (which shares the host's network), so nothing
+ * else can be installed. Its sources line is `[trusted=yes]`: no signature is needed because every
+ * .deb in it was checked against kiln.lock's sha256, which came from the signed archive index.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { output } from '../exec.js';
+import { packageSetDigest, type LockFile } from './file.js';
+import { debPath } from './fetch.js';
+import { repoRelease, repoStanza } from './packages-index.js';
+
+/** Packages index of the locked set, cached by the set's digest (dpkg-deb -f on each .deb once). */
+export async function lockedPackagesIndex(lock: LockFile, cacheDir: string): Promise<string> {
+  const dir = join(cacheDir, 'lock-index');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${packageSetDigest(lock)}.Packages`);
+  if (existsSync(file)) return readFileSync(file, 'utf8');
+  const stanzas: string[] = [];
+  for (const p of lock.packages) {
+    const control = await output('dpkg-deb', ['-f', debPath(cacheDir, p)]);
+    stanzas.push(repoStanza(control, p, `debs/${p.sha256}.deb`));
+  }
+  const text = stanzas.join('\n');
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+  return text;
+}
+
+export interface LockedRepo {
+  /** e.g. http://127.0.0.1:41234/ (a flat repository: `deb [trusted=yes] <url> ./`). */
+  url: string;
+  sourcesLine: string;
+  close(): Promise<void>;
+}
+
+/** Serves Packages, Release and the locked .debs (and nothing else) until close(). */
+export async function serveLockedRepo(lock: LockFile, cacheDir: string, packages: string): Promise<LockedRepo> {
+  const pk = Buffer.from(packages);
+  const release = Buffer.from(repoRelease(createHash('sha256').update(pk).digest('hex'), pk.length, lock.archive.date));
+  const debs = new Map(lock.packages.map((p) => [`/debs/${p.sha256}.deb`, debPath(cacheDir, p)]));
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0].replace(/^\/\.\//, '/');
+    const send = (body: Buffer) => { res.writeHead(200, { 'content-length': body.length }); res.end(req.method === 'HEAD' ? undefined : body); };
+    if (path === '/Packages') return send(pk);
+    if (path === '/Release') return send(release);
+    const file = debs.get(path);
+    if (!file) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'content-length': statSync(file).size, 'content-type': 'application/vnd.debian.binary-package' });
+    if (req.method === 'HEAD') { res.end(); return; }
+    createReadStream(file).pipe(res);
+  });
+  await new Promise<void>((ok, fail) => { server.once('error', fail); server.listen(0, '127.0.0.1', () => ok()); });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://127.0.0.1:${port}/`;
+  return {
+    url,
+    sourcesLine: `deb [trusted=yes] ${url} ./`,
+    close: () => new Promise<void>((ok) => { server.closeAllConnections(); server.close(() => ok()); }),
+  };
+}

@@ -1,0 +1,106 @@
+/**
+ * The build's lock step: when kiln.lock exists beside kiln.yaml, the build installs exactly its
+ * package set. The step gets the locked .debs into the cache (verified), indexes them and serves
+ * them as a local repository that the source and provision steps install from instead of the mirror.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../errors.js';
+import type { Step } from '../pipeline/runner.js';
+import type { ArchiveTrust, InstalledPackage, LockedBase } from '../source/debian.js';
+import type { BuildContext } from '../build/context.js';
+import { LOCK_FILE, packageKey, packageSetDigest, parseLock, type LockFile } from './file.js';
+import { fetchLockedDebs } from './fetch.js';
+import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from './repo.js';
+
+export interface LockState {
+  file: string;
+  sha256: string;
+  lock: LockFile;
+  repo: LockedRepo;
+}
+
+export function lockPath(templateDir: string): string {
+  return join(templateDir, LOCK_FILE);
+}
+
+export function readLock(file: string): { lock: LockFile; sha256: string } {
+  const text = readFileSync(file);
+  return { lock: parseLock(text.toString('utf8'), file), sha256: createHash('sha256').update(text).digest('hex') };
+}
+
+export const lockStep: Step<BuildContext> = {
+  name: 'lock',
+  describe: 'kiln.lock: get the locked .debs (sha256-verified) and serve them as the only repository',
+  skip: (ctx) => ctx.options.lock === 'ignore' || !existsSync(lockPath(ctx.template.dir)),
+  async run(ctx, p) {
+    const file = lockPath(ctx.template.dir);
+    const { lock, sha256 } = readLock(file);
+    const d = ctx.template.config.source.debian;
+    if (lock.archive.suite !== d.suite) {
+      throw new KilnError(`kiln.lock was written for ${lock.archive.suite}, but kiln.yaml builds ${d.suite}`, { where: { file }, hint: 'run `kiln lock --update`' });
+    }
+    const got = await fetchLockedDebs(lock, { cacheDir: ctx.cacheDir, mirror: d.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus: (s) => p.status(s) });
+    p.status('indexing the locked packages');
+    const index = await lockedPackagesIndex(lock, ctx.cacheDir);
+    const repo = await serveLockedRepo(lock, ctx.cacheDir, index);
+    ctx.lock = { file, sha256, lock, repo };
+    const fetched = got.fromMirror + got.fromSnapshot.length;
+    p.log(`${lock.packages.length} locked packages (kiln.lock ${sha256.slice(0, 12)}): ${got.cached + got.reused} cached, ${fetched} downloaded${got.fromSnapshot.length ? `, ${got.fromSnapshot.length} from the snapshot mirror` : ''}`);
+  },
+  async cleanup(ctx) {
+    await ctx.lock?.repo.close();
+  },
+};
+
+/** What the source step trusts in a locked build: the signed index the lock was resolved from. */
+export function trustFromLock(lock: LockFile): ArchiveTrust {
+  return { verified: lock.archive.verified, inReleaseSha256: lock.archive.inRelease, archiveDate: lock.archive.date, signingKeyFingerprint: lock.archive.signedBy };
+}
+
+export function lockedBase(s: LockState): LockedBase {
+  return { sourcesLine: s.repo.sourcesLine, packageSet: packageSetDigest(s.lock), sourceDateEpoch: s.lock.archive.date };
+}
+
+/**
+ * Turns apt's "not available" failures in a locked build into an error naming the package and the
+ * lock. Other errors are returned as they are.
+ */
+export function explainLockedFailure(e: unknown, s: LockState): unknown {
+  if (!(e instanceof KilnError)) return e;
+  const text = `${e.message}\n${e.detail ?? ''}`;
+  const m = /No package matching '([^']+)' is available/.exec(text)
+    ?? /Unable to locate package ([^\s'"]+)/.exec(text)
+    ?? /Package '?([^\s']+)'? has no installation candidate/.exec(text)
+    ?? /Version '[^']+' for '([^']+)' was not found/.exec(text);
+  if (!m) {
+    if (/unmet dependencies|Depends: /.test(text)) {
+      return new KilnError(`${e.message} (a locked build installs only what kiln.lock lists; a dependency is not locked)`, { where: e.where, detail: e.detail, hint: 'run `kiln lock --update` to add it to kiln.lock, then commit kiln.lock' });
+    }
+    return e;
+  }
+  const name = m[1];
+  const locked = s.lock.packages.filter((p) => p.name === name.split('=')[0]);
+  const what = locked.length ? `${name}: kiln.lock has ${locked.map((p) => `${p.name} ${p.version}`).join(', ')}, not the version asked for` : `package '${name}' is not in kiln.lock`;
+  return new KilnError(`the playbook asked for a package outside the lock: ${what}`, {
+    where: e.where,
+    detail: `${e.message}\n${e.detail ?? ''}`.trim(),
+    hint: 'a build with kiln.lock installs exactly the locked packages: run `kiln lock --update` to re-resolve (it shows what changes), then commit kiln.lock',
+  });
+}
+
+/** Installed packages that are not the locked version (must be none), and locked packages not installed. */
+export function compareInstalled(installed: InstalledPackage[], lock: LockFile): { unlocked: string[]; unused: string[] } {
+  const locked = new Map(lock.packages.map((p) => [packageKey(p), p]));
+  const seen = new Set<string>();
+  const unlocked: string[] = [];
+  for (const i of installed) {
+    const k = `${i.name}:${i.arch}`;
+    seen.add(k);
+    const l = locked.get(k);
+    if (!l || l.version !== i.version) unlocked.push(`${i.name} ${i.version} (${i.arch})`);
+  }
+  const unused = lock.packages.filter((p) => !seen.has(packageKey(p))).map((p) => `${p.name} ${p.version}`);
+  return { unlocked, unused };
+}

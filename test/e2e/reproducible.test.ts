@@ -1,0 +1,113 @@
+/**
+ * Reproducibility: the example, locked, built twice from the same tag in two separate repository
+ * directories (at different times, sharing the cache) gives bit-identical artifacts in every
+ * format; `kiln rebuild` says "identical" for the release; changing one template variable changes
+ * the image; a playbook asking for a package outside kiln.lock fails naming it.
+ * Formats are restricted to raw, qcow2, vmdk, vhd to keep the file's runtime down.
+ */
+import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { E2E_DIR, RUN_ID, exampleRepo, kiln, type BuildRecordLite } from './fixture.js';
+
+const FORMATS = 'formats: [raw, qcow2, vmdk, vhd]';
+const DATE = '2026-11-01T12:00:00Z';
+
+function setFormats(dir: string, formats = FORMATS): void {
+  const f = join(dir, 'kiln.yaml');
+  const s = readFileSync(f, 'utf8');
+  const t = s.replace(/^formats: .*$/m, formats);
+  assert.notEqual(t, s);
+  writeFileSync(f, t);
+}
+
+async function buildJson(dir: string, args: string[]): Promise<BuildRecordLite & { source: { lockSha256?: string } }> {
+  const r = await kiln(['build', '--json', ...args], { cwd: dir });
+  assert.equal(r.code, 0, `build in ${dir} failed:\n${r.stderr.slice(-4000)}`);
+  return JSON.parse(r.stdout) as BuildRecordLite & { source: { lockSha256?: string } };
+}
+
+const shaOf = (rec: BuildRecordLite) => Object.fromEntries(rec.artifacts.map((a) => [a.format, a.sha256]));
+
+describe('reproducible builds from a lock', () => {
+  let lockText = '';
+  let first: BuildRecordLite & { source: { lockSha256?: string } };
+  let repoA = '';
+
+  test('kiln lock writes the sorted package set with sha256s', async () => {
+    const dir = exampleRepo('repro-lock', { date: DATE, edit: (d) => setFormats(d) });
+    const r = await kiln(['lock'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr.slice(-3000));
+    lockText = readFileSync(join(dir, 'kiln.lock'), 'utf8');
+    const entries = lockText.split('\n').filter((l) => l.startsWith('  - '));
+    assert.ok(entries.length > 150, `a Debian image has >150 packages, the lock has ${entries.length}`);
+    for (const n of ['nginx', 'openssh-server', 'linux-image-cloud-amd64', 'systemd']) assert.match(lockText, new RegExp(`name: "${n}", version: "[^"]+", architecture: "(amd64|all)", sha256: "[0-9a-f]{64}"`), n);
+    const names = entries.map((l) => /name: "([^"]+)"/.exec(l)![1]);
+    assert.deepEqual(names, [...names].sort(), 'entries are sorted by name');
+    const again = await kiln(['lock', '--update'], { cwd: dir });
+    assert.equal(again.code, 0, again.stderr.slice(-2000));
+    assert.match(again.stderr, /is up to date: \d+ packages, nothing changed/);
+  });
+
+  test('two builds of the same tag in two directories give identical artifacts in every format', async () => {
+    assert.ok(lockText, 'needs the lock');
+    const withLock = (d: string) => { setFormats(d); writeFileSync(join(d, 'kiln.lock'), lockText); };
+    repoA = exampleRepo('repro-a', { tag: 'release-0.1.0', date: DATE, edit: withLock });
+    const repoB = exampleRepo('repro-b', { tag: 'release-0.1.0', date: DATE, edit: withLock });
+    first = await buildJson(repoA, []);
+    assert.ok(first.release, 'the first build is released');
+    const second = await buildJson(repoB, ['--no-release', '--out', join(E2E_DIR, RUN_ID, 'repro-b-out')]);
+    assert.equal(first.commit, second.commit, 'same content and date: the same commit');
+    assert.deepEqual(first.artifacts.map((a) => a.format).sort(), ['qcow2', 'raw', 'vhd', 'vmdk']);
+    assert.deepEqual(shaOf(second), shaOf(first), 'every artifact is bit-identical');
+    const lockSha = createHash('sha256').update(lockText).digest('hex');
+    assert.equal(first.source.lockSha256, lockSha, 'the build record names the lock it installed');
+    const step = (r: BuildRecordLite, n: string) => r.steps.find((s) => s.name === n)?.status;
+    assert.equal(step(second, 'lock'), 'ok');
+  });
+
+  test('kiln rebuild reports the release identical', async () => {
+    assert.ok(first?.release, 'needs the released build');
+    const r = await kiln(['rebuild', 'web@release-0.1.0', '--json'], { cwd: repoA });
+    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    assert.match(r.stderr, /identical: web@release-0\.1\.0 rebuilt from [0-9a-f]{12}/);
+    const report = JSON.parse(r.stdout) as { identical: boolean; artifacts: { format: string; released: string; rebuilt: string }[]; lockSha256: { released: string; rebuilt: string } };
+    assert.equal(report.identical, true);
+    assert.equal(report.artifacts.length, 4);
+    for (const a of report.artifacts) assert.equal(a.rebuilt, shaOf(first)[a.format]);
+    assert.equal(report.lockSha256.released, report.lockSha256.rebuilt);
+  });
+
+  test('changing one template variable changes the image', async () => {
+    assert.ok(first, 'needs the first build');
+    const dir = exampleRepo('repro-var', {
+      tag: 'release-0.1.0', date: DATE,
+      edit: (d) => {
+        setFormats(d, 'formats: [raw]');
+        writeFileSync(join(d, 'kiln.lock'), lockText);
+        const f = join(d, 'roles/web/defaults/main.yml');
+        writeFileSync(f, readFileSync(f, 'utf8').replace('web_title: "Kiln example"', 'web_title: "Kiln example, changed"'));
+      },
+    });
+    const changed = await buildJson(dir, ['--no-release', '--out', join(E2E_DIR, RUN_ID, 'repro-var-out')]);
+    assert.notEqual(shaOf(changed).raw, shaOf(first).raw, 'a different input gives a different raw disk');
+  });
+
+  test('a playbook asking for a package outside the lock fails, naming it', async () => {
+    assert.ok(lockText, 'needs the lock');
+    const dir = exampleRepo('repro-outside', {
+      date: DATE,
+      edit: (d) => {
+        writeFileSync(join(d, 'kiln.lock'), lockText);
+        const f = join(d, 'roles/web/tasks/main.yml');
+        writeFileSync(f, `${readFileSync(f, 'utf8')}\n- name: Install tree\n  ansible.builtin.apt:\n    name: tree\n    state: present\n`);
+      },
+    });
+    const r = await kiln(['build', '--snapshot', '--no-release'], { cwd: dir });
+    assert.equal(r.code, 1, r.stderr.slice(-3000));
+    assert.match(r.stderr, /outside the lock: package 'tree' is not in kiln\.lock/);
+    assert.match(r.stderr, /kiln lock --update/);
+  });
+});

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { diffLocks, formatChange, formatLock, naiveVersionCompare, packageSetDigest, parseLock, snapshotUrlFor, type LockFile, type LockedPackage } from '../../src/lock/file.js';
+import { KilnError } from '../../src/errors.js';
+
+const pkg = (name: string, version: string, architecture = 'amd64', c = 'a'): LockedPackage => ({
+  name, version, architecture, sha256: c.repeat(64), size: 1000 + name.length, filename: `pool/main/${name[0]}/${name}/${name}_${version.replace(/^\d+:/, '')}_${architecture}.deb`,
+});
+
+const lockOf = (packages: LockedPackage[]): LockFile => ({
+  lock: 1, image: 'web',
+  archive: { mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: 'b'.repeat(64), signedBy: 'ABCD', verified: true },
+  packages,
+});
+
+test('a lock is written sorted, one package per line, and reads back to the same lock', () => {
+  const l = lockOf([pkg('zlib1g', '1:1.2.13.dfsg-1'), pkg('adduser', '3.134', 'all'), pkg('libc6', '2.36-9+deb12u13')]);
+  const text = formatLock(l);
+  const lines = text.split('\n').filter((x) => x.startsWith('  - '));
+  assert.deepEqual(lines.map((x) => /name: "([^"]+)"/.exec(x)?.[1]), ['adduser', 'libc6', 'zlib1g']);
+  assert.match(text, /date: "2026-07-11T10:16:37Z"/);
+  const back = parseLock(text);
+  assert.deepEqual(back.packages, [...l.packages].sort((a, b) => a.name.localeCompare(b.name)));
+  assert.equal(back.archive.date, l.archive.date);
+  assert.equal(back.archive.signedBy, 'ABCD');
+  assert.equal(formatLock(back), text, 'format(parse(text)) is the same text');
+});
+
+test('the package-set digest ignores order and metadata but not a sha256', () => {
+  const a = lockOf([pkg('a', '1'), pkg('b', '2')]);
+  const b = { ...lockOf([pkg('b', '2'), pkg('a', '1')]), image: 'other' };
+  assert.equal(packageSetDigest(a), packageSetDigest(b));
+  assert.notEqual(packageSetDigest(a), packageSetDigest(lockOf([pkg('a', '1', 'amd64', 'c'), pkg('b', '2')])));
+});
+
+test('bad locks are rejected with the entry named', () => {
+  const good = formatLock(lockOf([pkg('nginx', '1.22.1-9')]));
+  assert.throws(() => parseLock(good.replace(/sha256: "a+"/, 'sha256: "xyz"')), (e: unknown) => e instanceof KilnError && /packages\[0\] \(nginx\): sha256/.test(e.message));
+  assert.throws(() => parseLock(good.replace('lock: 1', 'lock: 9')), /unsupported lock format 9/);
+  assert.throws(() => parseLock(good.replace(/filename: "[^"]+"/, 'filename: "../../etc/passwd"')), /filename must be a path inside the archive/);
+  const twice = good.replace(/(  - .*\n)/, '$1$1');
+  assert.throws(() => parseLock(twice), /nginx:amd64 is listed twice/);
+  assert.throws(() => parseLock('packages: [\n'), /not valid YAML/);
+});
+
+test('diffLocks lists added, removed, upgraded, downgraded and rebuilt packages by name', () => {
+  const before = lockOf([pkg('nginx', '1.22.1-9+deb12u8'), pkg('curl', '7.88.1-10'), pkg('old', '1.0'), pkg('same', '1'), pkg('rebuilt', '2')]);
+  const after = lockOf([pkg('nginx', '1.22.1-9+deb12u9'), pkg('curl', '7.88.1-10~bpo'), pkg('new', '2.0', 'all'), pkg('same', '1'), pkg('rebuilt', '2', 'amd64', 'f')]);
+  const changes = diffLocks(before, after);
+  assert.deepEqual(changes.map(formatChange), [
+    '~ curl (amd64) 7.88.1-10 -> 7.88.1-10~bpo (downgrade)',
+    '+ new (all) 2.0',
+    '~ nginx (amd64) 1.22.1-9+deb12u8 -> 1.22.1-9+deb12u9',
+    '- old (amd64) 1.0',
+    '! rebuilt (amd64) 2: same version, different .deb (sha256)',
+  ]);
+  assert.deepEqual(diffLocks(after, after), []);
+  assert.equal(diffLocks(undefined, after).every((c) => c.kind === 'added'), true);
+});
+
+test('Debian version order: epochs, tildes, numeric parts', () => {
+  const lt = (a: string, b: string) => assert.ok(naiveVersionCompare(a, b) < 0 && naiveVersionCompare(b, a) > 0, `${a} < ${b}`);
+  lt('1.0', '1.1');
+  lt('1.9', '1.10');
+  lt('1.0~rc1', '1.0');
+  lt('2.0', '1:0.1');
+  lt('1.22.1-9+deb12u8', '1.22.1-9+deb12u9');
+  lt('1.2.13.dfsg-1', '1.2.13.dfsg-1+b1');
+  assert.equal(naiveVersionCompare('1.0-1', '1.0-1'), 0);
+});
+
+test('the suggested snapshot URL is the lock archive date', () => {
+  assert.equal(snapshotUrlFor(lockOf([pkg('a', '1')])), 'https://snapshot.debian.org/archive/debian/20260711T101637Z/');
+});
