@@ -63,7 +63,7 @@ export function setDescriptorCid(descriptor: Buffer, cid: string): Buffer {
   if (!/^[0-9a-f]{8}$/.test(cid)) throw new Error(`bad VMDK CID ${cid}`);
   const text = descriptor.toString('latin1');
   const m = /(^|\n)CID=([0-9a-fA-F]{8})\n/.exec(text);
-  if (!m) throw new Error('VMDK descriptor has no CID line');
+  if (!m) throw new Error(`VMDK descriptor has no CID line (descriptor starts: ${JSON.stringify(text.slice(0, 160))})`);
   const at = m.index + m[1].length + 'CID='.length;
   const out = Buffer.from(descriptor);
   out.write(cid, at, 'latin1');
