@@ -58,14 +58,21 @@ export function parseVmdkDescriptor(text: string): VmdkDescriptor {
   return d;
 }
 
-/** Returns a copy of the descriptor bytes with its CID line set to `cid` (8 lowercase hex digits). */
+/**
+ * Returns a copy of the descriptor bytes with its CID line set to `cid` (8 lowercase hex digits).
+ * qemu-img writes the CID with `%x`, so it has 1 to 8 digits; the text after it moves, and the
+ * descriptor keeps its size (it is zero-padded to whole sectors).
+ */
 export function setDescriptorCid(descriptor: Buffer, cid: string): Buffer {
   if (!/^[0-9a-f]{8}$/.test(cid)) throw new Error(`bad VMDK CID ${cid}`);
-  const text = descriptor.toString('latin1');
-  const m = /(^|\n)CID=([0-9a-fA-F]{8})\n/.exec(text);
+  const end = descriptor.indexOf(0);
+  const text = descriptor.toString('latin1', 0, end < 0 ? descriptor.length : end);
+  const m = /(^|\n)CID=([0-9a-fA-F]{1,8})\n/.exec(text);
   if (!m) throw new Error(`VMDK descriptor has no CID line (descriptor starts: ${JSON.stringify(text.slice(0, 160))})`);
   const at = m.index + m[1].length + 'CID='.length;
-  const out = Buffer.from(descriptor);
-  out.write(cid, at, 'latin1');
+  const patched = text.slice(0, at) + cid + text.slice(at + m[2].length);
+  if (patched.length > descriptor.length) throw new Error('VMDK descriptor has no room for the CID');
+  const out = Buffer.alloc(descriptor.length);
+  out.write(patched, 0, 'latin1');
   return out;
 }
