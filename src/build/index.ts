@@ -3,9 +3,8 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KilnError } from '../errors.js';
 import { humanBytes, humanSeconds, type Logger } from '../log.js';
-import { runSteps, StepFailure, type Step, type StepRecord } from '../pipeline/runner.js';
+import { runSteps, type Step, type StepRecord } from '../pipeline/runner.js';
 import type { LoadedTemplate } from '../template/load.js';
 import { KILN_VERSION } from '../version.js';
 import type { BuildContext, BuildOptions } from './context.js';
@@ -55,21 +54,14 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
 
 export async function build(template: LoadedTemplate, options: BuildOptions, logger: Logger, steps: Step<BuildContext>[] = buildSteps): Promise<BuildRecord> {
   const ctx = newContext(template, options, logger);
-  let result;
-  try {
-    result = await runSteps(steps, ctx, {
-      logger,
-      keepOnError: options.onError === 'keep',
-      onFailure: (step) => {
-        if (options.onError === 'keep') printKeepHelp(ctx, step, logger);
-      },
-    });
-  } catch (e) {
-    if (e instanceof StepFailure) throw e;
-    throw e;
-  }
-  const record = recordOf(ctx, result.steps, result.durationMs);
-  return record;
+  const result = await runSteps(steps, ctx, {
+    logger,
+    keepOnError: options.onError === 'keep',
+    onFailure: (step) => {
+      if (options.onError === 'keep') printKeepHelp(ctx, step, logger);
+    },
+  });
+  return recordOf(ctx, result.steps, result.durationMs);
 }
 
 function recordOf(ctx: BuildContext, steps: StepRecord[], durationMs: number): BuildRecord {
@@ -108,4 +100,3 @@ export function printSummary(r: BuildRecord, logger: Logger): void {
   if (r.release) logger.info(`released: ${r.release.ref} (${r.release.digest}) in ${r.release.store}`);
 }
 
-export { KilnError };

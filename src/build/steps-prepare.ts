@@ -72,7 +72,6 @@ export const provisionStep: Step<BuildContext> = {
   name: 'provision',
   describe: 'apply the Ansible playbook over the chroot connection',
   async run(ctx, p) {
-    const t = ctx.template;
     const v = ctx.version!;
     ctx.chroot = prepareChroot(ctx.root, ctx.workDir, ctx.cacheDir, { sourceDateEpoch: v.sourceDateEpoch, lockedSourcesLine: ctx.lock?.repo.sourcesLine });
     try {
@@ -98,9 +97,9 @@ export const provisionStep: Step<BuildContext> = {
 async function provisionTree(ctx: BuildContext, p: StepProgress): Promise<void> {
   const t = ctx.template;
   const v = ctx.version!;
-  ctx.chroot = ctx.chroot!;
+  const chroot = ctx.chroot!;
   p.status('apt-get update');
-  await chrootRun(ctx.chroot, ['apt-get', '-q', 'update'], ctx.logger);
+  await chrootRun(chroot, ['apt-get', '-q', 'update'], ctx.logger);
   const extraVars = {
     ...t.config.provision.vars,
     kiln_image_name: t.config.name, kiln_image_version: v.version, kiln_image_commit: v.commit, kiln_build: true,
@@ -113,14 +112,14 @@ async function provisionTree(ctx: BuildContext, p: StepProgress): Promise<void> 
     if (e.kind === 'result' && e.result && e.result.status !== 'ok' && e.result.status !== 'skipped') p.log(s);
     else p.status(s, e.kind === 'task-start');
   };
-  const first = await provisionChroot({ env: ctx.chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent });
+  const first = await provisionChroot({ env: chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent });
   const tt = first.totals;
   p.log(`ok=${tt.ok} changed=${tt.changed} failed=${tt.failures} skipped=${tt.skipped}`);
   ctx.provision = { tasks: first.results, totals: first.totals };
   const mode = t.config.provision.idempotence;
   if (mode !== 'off') {
     p.status('idempotence: running the playbook again');
-    const second = await provisionChroot({ env: ctx.chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent: (e) => { const s = eventStatus(e); if (s) p.status(`idempotence: ${s}`); } });
+    const second = await provisionChroot({ env: chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent: (e) => { const s = eventStatus(e); if (s) p.status(`idempotence: ${s}`); } });
     const changed = second.results.filter((r) => r.status === 'changed').map((r) => `${r.task}${r.path ? ` (${r.path})` : ''}`);
     ctx.provision.idempotence = { mode, changed, totals: second.totals };
     if (changed.length) {

@@ -1,7 +1,6 @@
 /** File helpers shared by the writers: hashing, sparse copies, in-place patches. */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
 

@@ -4,7 +4,7 @@
  * of the steps already started, in reverse order.
  */
 import { InterruptedError, KilnError } from '../errors.js';
-import { killAllChildren } from '../exec.js';
+import { killAllChildren, runningChildren } from '../exec.js';
 import { humanSeconds, type Logger } from '../log.js';
 
 export interface Step<C> {
@@ -139,7 +139,6 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
 }
 
 async function waitForChildren(ms: number): Promise<void> {
-  const { runningChildren } = await import('../exec.js');
   const end = Date.now() + ms;
   while (runningChildren() > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
   if (runningChildren() > 0) killAllChildren('SIGKILL');

@@ -4,12 +4,12 @@
  * process started in the tree (a daemon a postinst started despite policy-rc.d) when the namespace's
  * last process exits: also on failure, Ctrl-C, and kill -9 of Kiln itself. The host is untouched.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
-import { describeFailures, eventStatus, runPlaybook, type PlaybookOutcome } from './run.js';
+import { describeFailures, runPlaybook, type PlaybookOutcome } from './run.js';
 import type { PlaybookEvent } from './results.js';
 
 /** Inside the image: Ansible's remote temp dir, removed after provisioning (and caught by the seal if not). */
@@ -151,11 +151,4 @@ export async function provisionChroot(o: ProvisionOptions): Promise<PlaybookOutc
 function parsePath(p: string): { file: string; line?: number } {
   const m = /^(.*):(\d+)$/.exec(p);
   return m ? { file: m[1], line: Number(m[2]) } : { file: p };
-}
-
-export { eventStatus };
-
-/** True when the path is a directory we could chroot into (used by --on-error=keep messages). */
-export function isTree(root: string): boolean {
-  try { return lstatSync(join(root, 'bin/sh')) !== undefined; } catch { return false; }
 }

@@ -1,5 +1,4 @@
 import { KilnError } from '../errors.js';
-import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
 
 /** ssh options for throwaway test VMs: a per-boot key, no host key persistence. */
