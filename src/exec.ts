@@ -8,10 +8,21 @@ import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { CommandError, KilnError } from './errors.js';
 import { silentLogger, type Logger } from './log.js';
+import { hostEnv } from './sandbox/env.js';
 
 export interface ExecOptions {
   cwd?: string;
-  env?: NodeJS.ProcessEnv;
+  /**
+   * Variables for this command, on top of the minimal host environment (`hostEnv`). Kiln's own
+   * environment is never passed on as a whole: see src/sandbox/env.ts.
+   */
+  env?: Record<string, string | undefined>;
+  /** Further variables of Kiln's environment this command needs (e.g. SSH_AUTH_SOCK). */
+  passEnv?: readonly string[];
+  /** Called once the child exists (to learn its pid). */
+  onSpawn?: (child: ChildProcess) => void;
+  /** Extra pipes: the child's fd 3, 4, ... (readable/writable streams on the returned child). */
+  extraFds?: number;
   /** Data written to the child's stdin, then closed. */
   input?: string | Buffer;
   /** Called with each complete line of stdout as it arrives (output is still captured). */
@@ -66,9 +77,9 @@ export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {
   logger.debug(line);
   const spawnOpts: SpawnOptions = {
     cwd: opts.cwd,
-    env: opts.env ?? process.env,
+    env: hostEnv(opts.env, opts.passEnv),
     detached: !opts.interactive,
-    stdio: opts.interactive ? 'inherit' : ['pipe', 'pipe', 'pipe'],
+    stdio: opts.interactive ? 'inherit' : ['pipe', 'pipe', 'pipe', ...Array<'pipe'>(opts.extraFds ?? 0).fill('pipe')],
   };
   const max = opts.maxCapture ?? 4 * 1024 * 1024;
   return new Promise((resolve, reject) => {
@@ -80,6 +91,7 @@ export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {
       return;
     }
     running.add(child);
+    opts.onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     const lineSplitter = (cb?: (l: string) => void) => {

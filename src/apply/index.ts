@@ -128,7 +128,7 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     };
     const keyArgs = o.keyFile ? ['--private-key', resolve(o.keyFile)] : [];
     const run = (playbook: string, cwd: string, { quiet, extraArgs, ...extra }: Partial<PlaybookRun> & { quiet?: boolean } = {}) => runPlaybook({
-      playbook, cwd, inventory: inv.args[1], extraArgs: [...inv.args.slice(2), ...keyArgs, ...(extraArgs ?? [])], tmpDir: tmp, extraVars: {}, env, logger: o.logger,
+      playbook, cwd, inventory: inv.args[1], extraArgs: [...inv.args.slice(2), ...keyArgs, ...(extraArgs ?? [])], tmpDir: tmp, extraVars: {}, env, passEnv: ['SSH_AUTH_SOCK'], logger: o.logger,
       onEvent: (e) => {
         const s = eventStatus(e);
         if (s) o.onStatus?.(s);

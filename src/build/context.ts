@@ -2,7 +2,8 @@ import type { LoadedTemplate } from '../template/load.js';
 import type { Logger } from '../log.js';
 import type { BuildVersion } from '../version/git.js';
 import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../source/debian.js';
-import type { ChrootEnv } from '../provision/chroot.js';
+import type { ProvisionSandbox } from '../provision/chroot.js';
+import type { Controller } from '../sandbox/tools.js';
 import type { HostStats, TaskResult } from '../provision/results.js';
 import type { LockState } from '../lock/step.js';
 
@@ -22,6 +23,8 @@ export interface BuildOptions {
 export interface ArtifactRecord { format: string; file: string; size: number; sha256: string; mediaType: string }
 
 export interface ProvisionRecord {
+  /** The Ansible that ran (ansible-core version and where it came from). */
+  controller?: string;
   tasks: TaskResult[];
   totals: HostStats;
   idempotence?: { mode: 'fail' | 'warn' | 'off'; changed: string[]; totals?: HostStats };
@@ -49,7 +52,10 @@ export interface BuildContext {
   /** Set when kiln.lock is used: the locked set and its local repository. */
   lock?: LockState;
   source?: SourceRecord;
-  chroot?: ChrootEnv;
+  /** The Ansible controller (tools tree or host) the sandbox runs. */
+  controller?: Controller;
+  /** The provisioning sandbox while the provision step runs (kept on --on-error=keep until the shell command is printed). */
+  sandbox?: ProvisionSandbox;
   provision?: ProvisionRecord;
   packages?: InstalledPackage[];
   sealReport?: unknown;

@@ -74,14 +74,11 @@ function recordOf(ctx: BuildContext, steps: StepRecord[], durationMs: number): B
 }
 
 function printKeepHelp(ctx: BuildContext, step: string, logger: Logger): void {
-  const script = join(ctx.workDir, 'kiln-enter-chroot.sh');
-  const archives = join(ctx.cacheDir, 'apt-archives');
-  const lists = join(ctx.cacheDir, 'apt-lists');
   logger.info('');
   logger.info(`--on-error=keep: stopped at step '${step}'; the work tree is kept at ${ctx.workDir}`);
-  if (existsSync(script) && existsSync(join(ctx.root, 'bin/sh'))) {
-    logger.info('open a shell inside the image tree (mounts live only as long as the shell):');
-    logger.info(`  unshare --mount --propagation private --pid --fork --kill-child -- sh ${script} ${ctx.root} ${archives} ${lists} -- chroot ${ctx.root} /bin/bash`);
+  if (existsSync(join(ctx.workDir, 'sandbox.json')) && existsSync(join(ctx.root, 'bin/sh'))) {
+    logger.info('open a shell in the image tree, in the same build sandbox as the playbook had (add `-- command` to run one):');
+    logger.info(`  kiln shell ${ctx.workDir}`);
   } else if (existsSync(ctx.root)) {
     logger.info(`the image tree is at ${ctx.root}`);
   }

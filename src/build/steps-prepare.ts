@@ -5,7 +5,9 @@ import { KilnError } from '../errors.js';
 import { applyImageLayer } from '../image/layer.js';
 import { stampTree } from '../image/stamp.js';
 import { humanSeconds } from '../log.js';
-import { chrootRun, prepareChroot, provisionChroot, releaseChroot } from '../provision/chroot.js';
+import { ProvisionSandbox, releaseTree, repositoryFiles, signingKeyFiles } from '../provision/chroot.js';
+import type { PlaybookEvent } from '../provision/results.js';
+import { controllerFor, describeController, hostController, type Controller } from '../sandbox/tools.js';
 import { eventStatus } from '../provision/run.js';
 import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
 import { compareInstalled, explainLockedFailure, lockedBase, trustFromLock } from '../lock/step.js';
@@ -68,18 +70,37 @@ export const imageLayerStep: Step<BuildContext> = {
   },
 };
 
+export const toolsStep: Step<BuildContext> = {
+  name: 'tools',
+  describe: "the Ansible controller: a tools tree built with mmdebstrap and cached (provision.ansible), or the host's",
+  async run(ctx, p) {
+    const t0 = Date.now();
+    ctx.controller = await controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')));
+    p.log(`${describeController(ctx.controller)}${ctx.controller.tools && !ctx.controller.tools.cached ? `, built in ${humanSeconds(Date.now() - t0)}` : ''}`);
+  },
+};
+
 export const provisionStep: Step<BuildContext> = {
   name: 'provision',
-  describe: 'apply the Ansible playbook over the chroot connection',
+  describe: 'apply the Ansible playbook over the chroot connection, in the build sandbox',
   async run(ctx, p) {
     const v = ctx.version!;
-    ctx.chroot = prepareChroot(ctx.root, ctx.workDir, ctx.cacheDir, { sourceDateEpoch: v.sourceDateEpoch, lockedSourcesLine: ctx.lock?.repo.sourcesLine });
+    const t = ctx.template;
+    const controller = ctx.controller ?? await hostController();
+    p.status('starting the build sandbox');
+    ctx.sandbox = await ProvisionSandbox.open({
+      tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
+      repo: { root: v.repoRoot, files: await repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
+      network: ctx.lock ? 'none' : 'outbound', hostname: t.config.disk.hostname, sourceDateEpoch: v.sourceDateEpoch,
+      locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined, logger: ctx.logger,
+    });
     try {
-      await provisionTree(ctx, p);
+      await provisionTree(ctx, ctx.sandbox, controller, p);
     } catch (e) {
-      // --on-error=keep leaves the tree as the failing task saw it, for the debugging shell.
-      if (ctx.options.onError !== 'keep') releaseChroot(ctx.root);
       throw ctx.lock ? explainLockedFailure(e, ctx.lock) : e;
+    } finally {
+      // --on-error=keep leaves the tree as the failing task saw it; the debug shell opens a new sandbox on it.
+      await ctx.sandbox.sandbox.stop();
     }
     if (ctx.lock) {
       const { unlocked, unused } = compareInstalled(await installedPackages(ctx.root), ctx.lock.lock);
@@ -87,39 +108,39 @@ export const provisionStep: Step<BuildContext> = {
       if (unused.length) p.log(`warning: ${unused.length} locked package(s) are not installed (\`kiln lock --update\` drops them): ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
     }
     // policy-rc.d and Ansible's temp dir must not reach the image.
-    releaseChroot(ctx.root);
+    releaseTree(ctx.root);
   },
   async cleanup(ctx) {
-    if (existsSync(ctx.root)) releaseChroot(ctx.root);
+    await ctx.sandbox?.sandbox.stop();
+    if (ctx.options.onError !== 'keep' && existsSync(ctx.root)) releaseTree(ctx.root);
   },
 };
 
-async function provisionTree(ctx: BuildContext, p: StepProgress): Promise<void> {
+async function provisionTree(ctx: BuildContext, box: ProvisionSandbox, controller: Controller, p: StepProgress): Promise<void> {
   const t = ctx.template;
   const v = ctx.version!;
-  const chroot = ctx.chroot!;
+  p.status('ansible-playbook --syntax-check');
+  await box.syntaxCheck(t.playbook, t.dir);
   p.status('apt-get update');
-  await chrootRun(chroot, ['apt-get', '-q', 'update'], ctx.logger);
+  await box.runInImage(['apt-get', '-q', 'update']);
   const extraVars = {
     ...t.config.provision.vars,
     kiln_image_name: t.config.name, kiln_image_version: v.version, kiln_image_commit: v.commit, kiln_build: true,
   };
-  const tmpDir = join(ctx.workDir, 'ansible');
-  mkdirSync(tmpDir, { recursive: true });
-  const onEvent = (e: Parameters<NonNullable<Parameters<typeof provisionChroot>[0]['onEvent']>>[0]) => {
+  const onEvent = (e: PlaybookEvent) => {
     const s = eventStatus(e);
     if (!s) return;
     if (e.kind === 'result' && e.result && e.result.status !== 'ok' && e.result.status !== 'skipped') p.log(s);
     else p.status(s, e.kind === 'task-start');
   };
-  const first = await provisionChroot({ env: chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent });
+  const first = await box.provision({ playbook: t.playbook, cwd: t.dir, extraVars, onEvent });
   const tt = first.totals;
   p.log(`ok=${tt.ok} changed=${tt.changed} failed=${tt.failures} skipped=${tt.skipped}`);
-  ctx.provision = { tasks: first.results, totals: first.totals };
+  ctx.provision = { controller: describeController(controller), tasks: first.results, totals: first.totals };
   const mode = t.config.provision.idempotence;
   if (mode !== 'off') {
     p.status('idempotence: running the playbook again');
-    const second = await provisionChroot({ env: chroot, playbook: t.playbook, cwd: t.dir, tmpDir, extraVars, logger: ctx.logger, onEvent: (e) => { const s = eventStatus(e); if (s) p.status(`idempotence: ${s}`); } });
+    const second = await box.provision({ playbook: t.playbook, cwd: t.dir, extraVars, onEvent: (e) => { const s = eventStatus(e); if (s) p.status(`idempotence: ${s}`); } });
     const changed = second.results.filter((r) => r.status === 'changed').map((r) => `${r.task}${r.path ? ` (${r.path})` : ''}`);
     ctx.provision.idempotence = { mode, changed, totals: second.totals };
     if (changed.length) {

@@ -1,7 +1,7 @@
 import type { Step } from '../pipeline/runner.js';
 import type { BuildContext } from './context.js';
 import { auditStep, diskStep, formatsStep, sealStep } from './steps-image.js';
-import { fetchSourceStep, imageLayerStep, provisionStep, publishStep, resolveVersionStep, stampStep, workAreaStep } from './steps-prepare.js';
+import { fetchSourceStep, imageLayerStep, provisionStep, publishStep, resolveVersionStep, stampStep, toolsStep, workAreaStep } from './steps-prepare.js';
 import { releaseCheckStep, releaseStep } from './steps-release.js';
 import { lockStep } from '../lock/step.js';
 
@@ -12,8 +12,9 @@ export const buildSteps: Step<BuildContext>[] = [
   workAreaStep, //       .kiln/work/<build>: removed on success and failure
   lockStep, //           kiln.lock: the locked .debs, verified, as the only repository
   fetchSourceStep, //    signed Debian archive -> verified base tree + source record
+  toolsStep, //          the Ansible controller: a cached tools tree (or the host's Ansible)
   imageLayerStep, //     Kiln's layer: DHCP on any NIC, cloud-init for users and keys
-  provisionStep, //      the Ansible playbook over chroot, twice (idempotence)
+  provisionStep, //      the Ansible playbook over chroot, in the build sandbox, twice (idempotence)
   sealStep, //           scrub identities and leftovers; first-boot units
   stampStep, //          /etc/release, os-release IMAGE_ID/IMAGE_VERSION
   diskStep, //           tree -> raw GPT disk, BIOS + UEFI, without mounts

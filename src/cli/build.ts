@@ -4,7 +4,6 @@ import { build, printSummary } from '../build/index.js';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { findTemplate, loadTemplate } from '../template/load.js';
-import { syntaxCheck } from '../provision/ansible.js';
 import { parse, type Command } from './command.js';
 
 export const buildCommand: Command = {
@@ -25,7 +24,6 @@ export const buildCommand: Command = {
     if (onError !== 'cleanup' && onError !== 'keep') throw new KilnError(`--on-error must be cleanup or keep, not ${onError}`, { exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
     const template = loadTemplate(findTemplate(values.file ?? '.'));
-    await syntaxCheck(template);
     const record = await build(template, { snapshot: Boolean(values.snapshot), onError, outDir: values.out, noRelease: values['no-release'] }, logger);
     if (record.outDir) writeFileSync(join(record.outDir, 'build.json'), JSON.stringify(record, null, 2) + '\n');
     printSummary(record, logger);

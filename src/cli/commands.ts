@@ -16,12 +16,14 @@ import { pushCommand } from './push.js';
 import { pullCommand } from './pull.js';
 import { lockCommand } from './lock.js';
 import { rebuildCommand } from './rebuild.js';
+import { shellCommand } from './shell.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
   buildCommand,
   lockCommand,
   rebuildCommand,
+  shellCommand,
   bootCommand,
   validateCommand,
   schemaCommand,

@@ -39,7 +39,7 @@ export const doctorCommand: Command = {
     }
     process.stderr.write(`installing: ${pkgs.join(' ')}\n`);
     await exec('apt-get', ['update', '-q'], { interactive: true });
-    await exec('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...pkgs], { interactive: true, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    await exec('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...pkgs], { interactive: true, env: { DEBIAN_FRONTEND: 'noninteractive' } });
     const still = await missingTools();
     for (const t of still) process.stderr.write(`still missing: ${t.check} (package ${t.pkg})\n`);
     return still.length ? 1 : 0;

@@ -1,7 +1,6 @@
 import { formatChange } from '../lock/file.js';
 import { resolveLock } from '../lock/resolve.js';
 import { createLogger } from '../log.js';
-import { syntaxCheck } from '../provision/ansible.js';
 import { findTemplate, loadTemplate } from '../template/load.js';
 import { parse, type Command } from './command.js';
 
@@ -18,7 +17,6 @@ export const lockCommand: Command = {
     }, false);
     const logger = createLogger({ verbose: values.verbose });
     const template = loadTemplate(findTemplate(values.file ?? '.'));
-    await syntaxCheck(template);
     const r = await resolveLock(template, logger, { update: Boolean(values.update) });
     logger.info('');
     if (!r.previous) {

@@ -1,3 +1,4 @@
+import { createLogger } from '../log.js';
 import { findTemplate, loadTemplate } from '../template/load.js';
 import { parse, type Command } from './command.js';
 
@@ -10,7 +11,7 @@ export const validateCommand: Command = {
     const t = loadTemplate(findTemplate(values.file ?? '.'));
     if (!values['syntax-only']) {
       const { syntaxCheck } = await import('../provision/ansible.js');
-      await syntaxCheck(t);
+      await syntaxCheck(t, createLogger({}));
     }
     process.stderr.write(`${t.file}: ok (${t.config.name}, formats: ${t.config.formats.join(', ')})\n`);
     return 0;

@@ -29,7 +29,7 @@ function byteOrder(a: string, b: string): number {
 }
 
 export async function buildEsp(image: string, sizeBytes: number, serial: string, files: EspFile[], sde: number, logger: Logger = silentLogger): Promise<void> {
-  const env: NodeJS.ProcessEnv = { ...process.env, SOURCE_DATE_EPOCH: String(sde), TZ: 'UTC', LC_ALL: 'C', MTOOLS_SKIP_CHECK: '1' };
+  const env = { SOURCE_DATE_EPOCH: String(sde), TZ: 'UTC', LC_ALL: 'C', MTOOLS_SKIP_CHECK: '1' };
   await exec('mkfs.vfat', ['-C', '--invariant', '-i', serial, '-F', '32', '-n', 'ESP', image, String(sizeBytes / 1024)], { env, logger });
   const dirs = espDirectories(files);
   if (dirs.length > 0) await exec('mmd', ['-i', image, ...dirs.map((d) => `::/${d}`)], { env, logger });

@@ -102,8 +102,7 @@ export interface Ext4Result { native: boolean; fixedInodes: number }
 export async function buildExt4(spec: Ext4Spec, workDir: string, logger: Logger = silentLogger): Promise<Ext4Result> {
   const conf = join(workDir, 'mke2fs.conf');
   await writeFile(conf, MKE2FS_CONF);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
+  const env = {
     MKE2FS_CONFIG: conf,
     E2FSPROGS_FAKE_TIME: String(spec.sourceDateEpoch),
     SOURCE_DATE_EPOCH: String(spec.sourceDateEpoch),

@@ -32,5 +32,5 @@ export async function buildGrubImage(target: GrubTarget, output: string, rootFsU
   await grubModuleDir(target);
   const cfg = join(workDir, 'grub-early.cfg');
   await writeFile(cfg, earlyConfig(rootFsUuid));
-  await exec('grub-mkimage', grubMkimageArgs(target, output, cfg), { logger, env: { ...process.env, LC_ALL: 'C' } });
+  await exec('grub-mkimage', grubMkimageArgs(target, output, cfg), { logger, env: { LC_ALL: 'C' } });
 }

@@ -143,7 +143,7 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
 
     await part('partition table', async () => {
       await createSparse(partial, plan.sizeBytes);
-      await exec('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', partial], { input: sfdiskScript(plan), logger: log, env: { ...process.env, LC_ALL: 'C' } });
+      await exec('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', partial], { input: sfdiskScript(plan), logger: log, env: { LC_ALL: 'C' } });
     });
     await part('write partitions', async () => {
       await copyIntoSparse(espImg, partial, plan.esp.startLba * SECTOR);

@@ -1,6 +1,6 @@
 /**
  * The local flat apt repository of a locked build: exactly the locked .debs, served on 127.0.0.1 to
- * mmdebstrap and to apt in the provisioning chroot (which shares the host's network), so nothing
+ * mmdebstrap, and as files to apt in the build sandbox (which has no network in a locked build), so nothing
  * else can be installed. Its sources line is `[trusted=yes]`: no signature is needed because every
  * .deb in it was checked against kiln.lock's sha256, which came from the signed archive index.
  */
@@ -32,16 +32,26 @@ export async function lockedPackagesIndex(lock: LockFile, cacheDir: string): Pro
 }
 
 export interface LockedRepo {
-  /** e.g. http://127.0.0.1:41234/ (a flat repository: `deb [trusted=yes] <url> ./`). */
+  /** e.g. http://127.0.0.1:41234/ (a flat repository: `deb [trusted=yes] <url> ./`), for mmdebstrap on the host. */
   url: string;
   sourcesLine: string;
+  /** The same repository as files, for apt in the build sandbox (which has no route to the host): Packages and Release. */
+  dir: string;
+  /** The .debs it names (debs/<sha256>.deb relative to dir; bound there in the sandbox). */
+  debsDir: string;
   close(): Promise<void>;
 }
 
-/** Serves Packages, Release and the locked .debs (and nothing else) until close(). */
-export async function serveLockedRepo(lock: LockFile, cacheDir: string, packages: string): Promise<LockedRepo> {
+/**
+ * Serves Packages, Release and the locked .debs (and nothing else) until close(), and writes
+ * Packages and Release into dir for the sandbox.
+ */
+export async function serveLockedRepo(lock: LockFile, cacheDir: string, packages: string, dir: string): Promise<LockedRepo> {
   const pk = Buffer.from(packages);
   const release = Buffer.from(repoRelease(createHash('sha256').update(pk).digest('hex'), pk.length, lock.archive.date));
+  mkdirSync(join(dir, 'debs'), { recursive: true });
+  writeFileSync(join(dir, 'Packages'), pk);
+  writeFileSync(join(dir, 'Release'), release);
   const debs = new Map(lock.packages.map((p) => [`/debs/${p.sha256}.deb`, debPath(cacheDir, p)]));
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0].replace(/^\/\.\//, '/');
@@ -60,6 +70,7 @@ export async function serveLockedRepo(lock: LockFile, cacheDir: string, packages
   return {
     url,
     sourcesLine: `deb [trusted=yes] ${url} ./`,
+    dir, debsDir: join(cacheDir, 'debs'),
     close: () => new Promise<void>((ok) => { server.closeAllConnections(); server.close(() => ok()); }),
   };
 }

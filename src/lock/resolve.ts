@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from '../build/index.js';
-import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, workAreaStep } from '../build/steps-prepare.js';
+import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, toolsStep, workAreaStep } from '../build/steps-prepare.js';
 import type { BuildContext } from '../build/context.js';
 import { KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -64,7 +64,7 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
     },
   };
   await build(template, { snapshot: true, onError: 'cleanup', noRelease: true, lock: 'ignore' }, logger,
-    [resolveVersionStep, workAreaStep, fetchSourceStep, imageLayerStep, provisionStep, collect]);
+    [resolveVersionStep, workAreaStep, fetchSourceStep, toolsStep, imageLayerStep, provisionStep, collect]);
   const changes = diffLocks(previous, lock!);
   const text = formatLock(lock!);
   const written = !existsSync(file) || readFileSync(file, 'utf8') !== text;

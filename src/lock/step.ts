@@ -44,7 +44,7 @@ export const lockStep: Step<BuildContext> = {
     const got = await fetchLockedDebs(lock, { cacheDir: ctx.cacheDir, mirror: d.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus: (s) => p.status(s) });
     p.status('indexing the locked packages');
     const index = await lockedPackagesIndex(lock, ctx.cacheDir);
-    const repo = await serveLockedRepo(lock, ctx.cacheDir, index);
+    const repo = await serveLockedRepo(lock, ctx.cacheDir, index, join(ctx.workDir, 'locked-repo'));
     ctx.lock = { file, sha256, lock, repo };
     const fetched = got.fromMirror + got.fromSnapshot.length;
     p.log(`${lock.packages.length} locked packages (kiln.lock ${sha256.slice(0, 12)}): ${got.cached + got.reused} cached, ${fetched} downloaded${got.fromSnapshot.length ? `, ${got.fromSnapshot.length} from the snapshot mirror` : ''}`);

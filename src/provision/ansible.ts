@@ -3,28 +3,53 @@
  * machine-readable results (ansible.posix.jsonl), deciding the outcome from the stats, not the
  * exit code alone (a YAML error exits 4 like an unreachable host does).
  */
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
+import { silentLogger, type Logger } from '../log.js';
+import { Sandbox } from '../sandbox/index.js';
+import { controllerLayout } from '../sandbox/layout.js';
+import { controllerFor } from '../sandbox/tools.js';
 import type { LoadedTemplate } from '../template/load.js';
+import { copyRepository, REPO, repositoryFiles, sandboxedSyntaxCheck, signingKeyFiles } from './chroot.js';
 
-export async function syntaxCheck(t: LoadedTemplate): Promise<void> {
-  const r = await exec('ansible-playbook', ['--syntax-check', '-i', 'localhost,', t.playbook], {
-    cwd: t.dir, allowFailure: true,
-    env: { ...process.env, ANSIBLE_NOCOLOR: '1', ANSIBLE_LOCALHOST_WARNING: 'False', ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False' },
-  });
-  if (r.code === 0) return;
-  throw playbookError(t.playbook, r.stderr || r.stdout);
+/**
+ * `kiln validate`'s syntax check: the build's own Ansible (provision.ansible) in a sandbox that
+ * holds a copy of the repository and nothing else (no network, no image).
+ */
+export async function syntaxCheck(t: LoadedTemplate, logger: Logger = silentLogger): Promise<void> {
+  const kilnDir = join(t.dir, '.kiln');
+  const work = join(kilnDir, 'work', `validate-${process.pid}`);
+  mkdirSync(work, { recursive: true });
+  let box: Sandbox | undefined;
+  try {
+    const cacheDir = process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache');
+    const controller = await controllerFor(t.config, cacheDir, work, logger);
+    const top = await exec('git', ['-C', t.dir, 'rev-parse', '--show-toplevel'], { allowFailure: true });
+    const root = top.code === 0 ? top.stdout.trim() : t.dir;
+    const files = top.code === 0 ? await repositoryFiles(root) : readdirSync(t.dir, { recursive: true, encoding: 'utf8' }).filter((f) => !f.startsWith('.kiln'));
+    const copy = join(work, 'repo');
+    copyRepository(root, files, copy, signingKeyFiles(t.config, t.dir));
+    box = await Sandbox.start({ dir: join(work, 'sandbox'), layout: [...controllerLayout(controller.root), { kind: 'bind', mode: 'ro', src: copy, dst: REPO }], network: 'none', hostname: 'kiln-validate', logger });
+    const inside = (p: string) => `${REPO}/${relative(root, p)}`.replace(/\/$/, '');
+    const outside = (p: string) => (p.startsWith(`${REPO}/`) ? join(root, p.slice(REPO.length)) : p);
+    await sandboxedSyntaxCheck(box, inside(t.playbook), inside(t.dir), outside);
+  } finally {
+    await box?.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 /** Turns ansible's "ERROR! ... The error appears to be in 'FILE': line N, column M" into a located KilnError. */
-export function playbookError(playbook: string, text: string): KilnError {
+export function playbookError(playbook: string, text: string, mapPath: (p: string) => string = (p) => p): KilnError {
   const m = /appears to be in '([^']+)': line (\d+), column (\d+)/.exec(text);
   const first = (/ERROR! (.*)/.exec(text)?.[1] ?? text.trim().split('\n')[0] ?? 'syntax error').trim();
   if (/the playbook: .* could not be found/.test(text)) {
-    return new KilnError(`playbook not found: ${playbook}`, { where: { file: playbook } });
+    return new KilnError(`playbook not found: ${mapPath(playbook)}`, { where: { file: mapPath(playbook) } });
   }
   return new KilnError(`playbook syntax error: ${first}`, {
-    where: m ? { file: m[1], line: Number(m[2]), column: Number(m[3]) } : { file: playbook },
+    where: m ? { file: mapPath(m[1]), line: Number(m[2]), column: Number(m[3]) } : { file: mapPath(playbook) },
     detail: text.split('\n').filter((l) => l.trim() && !l.startsWith('[WARNING]')).slice(0, 20).join('\n'),
     exitCode: 2,
   });

@@ -18,6 +18,8 @@ export interface TaskResult {
   diff?: unknown;
   /** base64 file content returned by slurp (used by `kiln apply`'s preflight). */
   content?: string;
+  /** Warnings the module returned (e.g. a service action a chroot ignored). */
+  warnings?: string[];
 }
 
 export interface HostStats { ok: number; changed: number; failures: number; unreachable: number; skipped: number; rescued: number; ignored: number }
@@ -38,6 +40,9 @@ export class PlaybookEventParser {
   stats?: Record<string, HostStats>;
   /** Lines that were not JSON (warnings, deprecations): kept for error messages. */
   readonly otherLines: string[] = [];
+
+  /** mapPath turns a task path as Ansible reports it into the one the user knows (the build runs in a sandbox). */
+  constructor(private readonly mapPath: (p: string) => string = (p) => p) {}
 
   /** Feeds one stdout line; returns the event it carried, if any. */
   push(line: string): PlaybookEvent | undefined {
@@ -72,13 +77,14 @@ export class PlaybookEventParser {
           host,
           action: String(r.action ?? ''),
           status: statusOf(ev._event, r),
-          path: ev.task?.path,
+          path: ev.task?.path ? this.mapPath(ev.task.path) : undefined,
         };
         const msg = r.msg ?? (Array.isArray(r.results) ? (r.results as { msg?: string }[]).find((x) => x.msg)?.msg : undefined);
         if (typeof msg === 'string' && msg) result.msg = msg;
         if (typeof r.stderr === 'string' && r.stderr) result.stderr = r.stderr;
         if (r.diff !== undefined) result.diff = r.diff;
         if (typeof r.content === 'string') result.content = r.content;
+        if (Array.isArray(r.warnings) && r.warnings.length) result.warnings = r.warnings.map(String);
         if (r.ignore_errors === true && result.status === 'failed') result.status = 'ok';
         this.results.push(result);
         return { kind: 'result', result };

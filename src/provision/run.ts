@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
-import { exec } from '../exec.js';
+import { exec, type ExecOptions, type ExecResult } from '../exec.js';
 import type { Logger } from '../log.js';
 import { playbookError } from './ansible.js';
 import { PlaybookEventParser, totals, type HostStats, type PlaybookEvent, type TaskResult } from './results.js';
@@ -16,18 +16,43 @@ export interface PlaybookRun {
   /** Directory ansible-playbook runs in (the image repository, so its ansible.cfg and roles/ apply). */
   cwd: string;
   inventory: string;
-  /** Scratch directory on the host for Ansible's local temp files and the vars file. */
+  /** Scratch directory for Ansible's local temp files (as ansible-playbook sees it). */
   tmpDir: string;
+  /** Where the extra-vars file is written (host path) and how ansible-playbook reaches it; default: tmpDir. */
+  varsFile?: { host: string; inside: string };
   extraVars: Record<string, unknown>;
   check?: boolean;
   diff?: boolean;
-  /** Prefix that runs ansible-playbook inside an environment (e.g. the private namespace for chroot builds). */
-  wrap?: string[];
-  env?: NodeJS.ProcessEnv;
+  /**
+   * Runs ansible-playbook with these arguments (the build runs it in its sandbox). Default: the
+   * host's ansible-playbook in `cwd`, with the `env` below on top of the minimal host environment.
+   */
+  run?: (args: string[], env: Record<string, string>, opts: ExecOptions) => Promise<ExecResult>;
+  /** Ansible settings on top of ANSIBLE_ENV. */
+  env?: Record<string, string>;
+  /** Variables of Kiln's environment the host's ansible-playbook needs (SSH_AUTH_SOCK for apply). */
+  passEnv?: string[];
   extraArgs?: string[];
+  /** Maps a path Ansible reports (a task's file) to the one the user knows. */
+  mapPath?: (p: string) => string;
   logger: Logger;
   onEvent?: (e: PlaybookEvent) => void;
 }
+
+/** Ansible's output settings Kiln relies on: one JSON event per line, no colour, no retry files. */
+export const ANSIBLE_ENV: Record<string, string> = {
+  ANSIBLE_STDOUT_CALLBACK: 'ansible.posix.jsonl',
+  ANSIBLE_JSON_INDENT: '0',
+  ANSIBLE_NOCOLOR: '1',
+  ANSIBLE_FORCE_COLOR: '0',
+  ANSIBLE_RETRY_FILES_ENABLED: 'False',
+  ANSIBLE_HOST_KEY_CHECKING: 'False',
+  ANSIBLE_DEPRECATION_WARNINGS: 'False',
+  ANSIBLE_SYSTEM_WARNINGS: 'False',
+  ANSIBLE_LOCALHOST_WARNING: 'False',
+  ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False',
+  ANSIBLE_PYTHON_INTERPRETER: 'auto_silent',
+};
 
 export interface PlaybookOutcome {
   results: TaskResult[];
@@ -37,35 +62,21 @@ export interface PlaybookOutcome {
 }
 
 export async function runPlaybook(run: PlaybookRun): Promise<PlaybookOutcome> {
-  const varsFile = join(run.tmpDir, 'kiln-vars.json');
-  writeFileSync(varsFile, JSON.stringify(run.extraVars));
-  const args = ['-i', run.inventory, '-e', `@${varsFile}`, ...(run.check ? ['--check'] : []), ...(run.diff ? ['--diff'] : []), ...(run.extraArgs ?? []), run.playbook];
-  const parser = new PlaybookEventParser();
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    ANSIBLE_STDOUT_CALLBACK: 'ansible.posix.jsonl',
-    ANSIBLE_JSON_INDENT: '0',
-    ANSIBLE_NOCOLOR: '1',
-    ANSIBLE_FORCE_COLOR: '0',
-    ANSIBLE_RETRY_FILES_ENABLED: 'False',
-    ANSIBLE_LOCAL_TEMP: join(run.tmpDir, 'ansible-local'),
-    ANSIBLE_PIPELINING: 'True',
-    ANSIBLE_HOST_KEY_CHECKING: 'False',
-    ANSIBLE_DEPRECATION_WARNINGS: 'False',
-    ANSIBLE_SYSTEM_WARNINGS: 'False',
-    ANSIBLE_LOCALHOST_WARNING: 'False',
-    ANSIBLE_PYTHON_INTERPRETER: 'auto_silent',
-    ...run.env,
-  };
-  const [cmd, ...pre] = run.wrap && run.wrap.length ? run.wrap : ['ansible-playbook'];
-  const fullArgs = run.wrap && run.wrap.length ? [...pre, 'ansible-playbook', ...args] : args;
-  const r = await exec(cmd, fullArgs, {
-    cwd: run.cwd, env, allowFailure: true, logger: run.logger,
+  const vars = run.varsFile ?? { host: join(run.tmpDir, 'kiln-vars.json'), inside: join(run.tmpDir, 'kiln-vars.json') };
+  writeFileSync(vars.host, JSON.stringify(run.extraVars));
+  const args = ['-i', run.inventory, '-e', `@${vars.inside}`, ...(run.check ? ['--check'] : []), ...(run.diff ? ['--diff'] : []), ...(run.extraArgs ?? []), run.playbook];
+  const parser = new PlaybookEventParser(run.mapPath);
+  const env = { ...ANSIBLE_ENV, ANSIBLE_LOCAL_TEMP: join(run.tmpDir, 'ansible-local'), ANSIBLE_PIPELINING: 'True', ...run.env };
+  const opts: ExecOptions = {
+    allowFailure: true, logger: run.logger,
     onStdoutLine: (line) => { const e = parser.push(line); if (e) run.onEvent?.(e); },
-  });
+  };
+  const r = run.run
+    ? await run.run(args, env, opts)
+    : await exec('ansible-playbook', args, { ...opts, cwd: run.cwd, env, passEnv: run.passEnv });
   if (!parser.stats) {
     if (r.signal) throw new KilnError(`ansible-playbook was killed by ${r.signal}`);
-    throw playbookError(run.playbook, [r.stderr, ...parser.otherLines].join('\n'));
+    throw playbookError(run.playbook, [r.stderr, ...parser.otherLines].join('\n'), run.mapPath);
   }
   const outcome: PlaybookOutcome = { results: parser.results, stats: parser.stats, totals: totals(parser.stats), code: r.code };
   return outcome;

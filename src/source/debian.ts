@@ -57,9 +57,9 @@ export function sha256(data: string | Buffer): string {
 export interface ArchiveTrust { verified: boolean; inReleaseSha256: string; archiveDate: number; signingKeyFingerprint?: string; keyringSha256?: string }
 
 /** Fetches and verifies dists/<suite>/InRelease. An unverifiable archive is an error unless verify is off. */
-export async function verifyArchive(d: KilnConfig['source']['debian'], workDir: string, logger: Logger): Promise<ArchiveTrust> {
+export async function verifyArchive(d: KilnConfig['source']['debian'], workDir: string, logger: Logger, fileName = 'InRelease'): Promise<ArchiveTrust> {
   const url = `${d.mirror.replace(/\/$/, '')}/dists/${d.suite}/InRelease`;
-  const file = join(workDir, 'InRelease');
+  const file = join(workDir, fileName);
   const got = await exec('curl', ['-fsSL', '--retry', '2', '--connect-timeout', '20', '-o', file, url], { allowFailure: true, logger });
   if (got.code !== 0) {
     throw new KilnError(`cannot fetch ${url}: ${got.stderr.trim().replace(/^curl: \(\d+\) /, '')}`, {
@@ -131,7 +131,7 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
   ];
   await exec('mmdebstrap', args, {
     logger, onStderrLine: onLine,
-    env: { ...process.env, SOURCE_DATE_EPOCH: String(locked ? locked.sourceDateEpoch : trust.archiveDate), LC_ALL: 'C.UTF-8' },
+    env: { SOURCE_DATE_EPOCH: String(locked ? locked.sourceDateEpoch : trust.archiveDate), LC_ALL: 'C.UTF-8' },
     hint: locked
       ? 'mmdebstrap could not install the base from kiln.lock: a package in source.debian (or one it needs) is probably not locked; run `kiln lock --update`'
       : 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',

@@ -91,7 +91,7 @@ export async function loadSigner(keyFile: string, passphrase = process.env.KILN_
     return {
       kind, identity,
       async sign(payload) {
-        const r = await exec('ssh-keygen', ['-Y', 'sign', '-q', '-f', keyFile, '-n', SSH_NAMESPACE], { input: payload, hint: 'the SSH signing key must be unencrypted or loaded in ssh-agent' });
+        const r = await exec('ssh-keygen', ['-Y', 'sign', '-q', '-f', keyFile, '-n', SSH_NAMESPACE], { input: payload, passEnv: ['SSH_AUTH_SOCK'], hint: 'the SSH signing key must be unencrypted or loaded in ssh-agent' });
         return { kind, mediaType: MT.sshSignature, signature: Buffer.from(r.stdout), signer: identity };
       },
     };

@@ -98,7 +98,7 @@ test('the local repository serves exactly the locked .debs with a matching index
   const index = await lockedPackagesIndex(lock, cache);
   const parsed = parsePackagesIndex(index);
   assert.deepEqual([...parsed.keys()].sort(), ['hello-kiln:all=1.0-1', 'world-kiln:all=2.0-1']);
-  const repo = await serveLockedRepo(lock, cache, index);
+  const repo = await serveLockedRepo(lock, cache, index, join(base, 'repo-files'));
   try {
     assert.match(repo.sourcesLine, /^deb \[trusted=yes\] http:\/\/127\.0\.0\.1:\d+\/ \.\/$/);
     assert.equal(await (await fetch(`${repo.url}Packages`)).text(), index);

@@ -1,0 +1,110 @@
+/**
+ * The tools tree: the Ansible controller's root filesystem, a Debian tree Kiln builds with
+ * mmdebstrap from a suite kiln.yaml names (mkosi's ToolsTree is the model). A build then runs the
+ * same Ansible on any build host, and a role that needs ansible-core 2.16+ runs on a Debian 12 host.
+ * It comes from the signed archive like the image's base (InRelease checked with gpgv, every
+ * package by apt), is cached under a key of its inputs, and is only ever mounted read-only.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { exec } from '../exec.js';
+import type { Logger } from '../log.js';
+import { installedPackages, verifyArchive, type ArchiveTrust, type InstalledPackage } from '../source/debian.js';
+import type { KilnConfig } from '../template/schema.js';
+
+/** What the controller needs: Ansible with its collections (chroot connection, jsonl callback) and umount. */
+export const TOOLS_PACKAGES = ['ansible', 'mount'] as const;
+/** Suites a tools tree can be built from, and the ansible-core each ships. */
+export const TOOLS_SUITES = { trixie: '2.19', bookworm: '2.14' } as const;
+export type ToolsSuite = keyof typeof TOOLS_SUITES;
+
+export interface ToolsSpec { suite: ToolsSuite; mirror: string; keyring: string; verify: boolean }
+
+export interface ToolsTree {
+  /** The tree (read-only in the sandbox). */
+  root: string;
+  key: string;
+  suite: ToolsSuite;
+  cached: boolean;
+  trust: ArchiveTrust;
+  packages: InstalledPackage[];
+}
+
+export function toolsKey(s: ToolsSpec, trust: ArchiveTrust): string {
+  return createHash('sha256').update(JSON.stringify({
+    v: 1, suite: s.suite, mirror: s.mirror, packages: [...TOOLS_PACKAGES], inRelease: trust.inReleaseSha256, verify: s.verify, keyring: trust.keyringSha256 ?? null,
+  })).digest('hex');
+}
+
+/** The tools tree for spec, built once per key into <cacheDir>/tools/<key>. */
+export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void): Promise<ToolsTree> {
+  const trust = await verifyArchive({ ...s, components: ['main'], kernel: '', packages: [] }, workDir, logger, 'tools-InRelease');
+  const key = toolsKey(s, trust);
+  const dir = join(cacheDir, 'tools');
+  const root = join(dir, key);
+  const record = join(dir, `${key}.json`);
+  if (existsSync(record) && existsSync(join(root, 'usr/bin/ansible-playbook'))) {
+    const packages = (JSON.parse(readFileSync(record, 'utf8')) as { packages: InstalledPackage[] }).packages;
+    return { root, key, suite: s.suite, cached: true, trust, packages };
+  }
+  mkdirSync(dir, { recursive: true });
+  const tmp = join(dir, `${key}.partial-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    await exec('mmdebstrap', [
+      '--mode=root', '--variant=apt', '--format=directory', `--include=${TOOLS_PACKAGES.join(',')}`,
+      ...(s.verify ? [`--keyring=${s.keyring}`] : ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"']),
+      '--aptopt=Acquire::Retries "3"', '--dpkgopt=path-exclude=/usr/share/doc/*', '--dpkgopt=path-exclude=/usr/share/man/*',
+      // apt's lists and caches are not needed to run Ansible.
+      '--customize-hook=rm -rf "$1/var/lib/apt/lists" "$1/var/cache/apt"',
+      s.suite, tmp, `deb ${s.mirror} ${s.suite} main`,
+    ], {
+      logger, onStderrLine: onLine, env: { SOURCE_DATE_EPOCH: String(trust.archiveDate), LC_ALL: 'C.UTF-8' },
+      hint: `mmdebstrap could not build the ${s.suite} tools tree (Ansible for the build): check source.debian.mirror and the network`,
+    });
+    const packages = await installedPackages(tmp);
+    // Another build may have finished the same tree meanwhile (it may be using it): keep theirs.
+    if (!existsSync(join(root, 'usr/bin/ansible-playbook'))) {
+      rmSync(root, { recursive: true, force: true });
+      renameSync(tmp, root);
+    }
+    writeFileSync(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, created: new Date().toISOString() }, null, 2));
+    return { root, key, suite: s.suite, cached: false, trust, packages };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The version of ansible-core in a controller root (a tools tree, or "/" for the host). */
+export function ansibleCoreVersion(packages: InstalledPackage[]): string | undefined {
+  return packages.find((p) => p.name === 'ansible-core')?.version;
+}
+
+/** The Ansible controller a build runs in its sandbox: a tools tree, or the build host's /usr and /etc. */
+export interface Controller {
+  /** Root filesystem of the controller (read-only in the sandbox). */
+  root: string;
+  /** ansible-core's version there. */
+  ansibleCore?: string;
+  /** The tools tree, when the controller is one. */
+  tools?: ToolsTree;
+}
+
+export async function hostController(): Promise<Controller> {
+  const r = await exec('dpkg-query', ['-W', '-f', '${Version}', 'ansible-core'], { allowFailure: true });
+  return { root: '/', ansibleCore: r.code === 0 ? r.stdout.trim() : undefined };
+}
+
+/** The controller kiln.yaml's provision.ansible names, building (or reusing) its tools tree. */
+export async function controllerFor(c: KilnConfig, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void): Promise<Controller> {
+  if (c.provision.ansible === 'host') return hostController();
+  const d = c.source.debian;
+  const tools = await toolsTree({ suite: c.provision.ansible, mirror: d.mirror, keyring: d.keyring, verify: d.verify }, cacheDir, workDir, logger, onLine);
+  return { root: tools.root, ansibleCore: ansibleCoreVersion(tools.packages), tools };
+}
+
+export function describeController(c: Controller): string {
+  const core = c.ansibleCore ? `ansible-core ${c.ansibleCore}` : 'Ansible';
+  return c.tools ? `${core} from the ${c.tools.suite} tools tree (${c.tools.key.slice(0, 12)}${c.tools.cached ? ', cached' : ''})` : `${core} of the build host`;
+}
