@@ -4,7 +4,7 @@ import type { BuildVersion } from '../version/git.js';
 import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../source/debian.js';
 import type { ProvisionSandbox } from '../provision/chroot.js';
 import type { Controller } from '../sandbox/tools.js';
-import type { HostStats, TaskResult } from '../provision/results.js';
+import type { DeferredAction, HostStats, TaskResult } from '../provision/results.js';
 import type { LockState } from '../lock/step.js';
 
 export interface BuildOptions {
@@ -27,6 +27,8 @@ export interface ProvisionRecord {
   controller?: string;
   tasks: TaskResult[];
   totals: HostStats;
+  /** Service starts, restarts and reloads the playbook asked for: nothing runs at build time, the image does them at boot. */
+  deferred?: DeferredAction[];
   idempotence?: { mode: 'fail' | 'warn' | 'off'; changed: string[]; totals?: HostStats };
 }
 

@@ -1,12 +1,12 @@
 /** The first half of a build: version, trusted source, Kiln's layer, the playbook, the stamp. */
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { applyImageLayer } from '../image/layer.js';
 import { stampTree } from '../image/stamp.js';
 import { humanSeconds } from '../log.js';
 import { ProvisionSandbox, releaseTree, repositoryFiles, signingKeyFiles } from '../provision/chroot.js';
-import type { PlaybookEvent } from '../provision/results.js';
+import { deferredServiceActions, type PlaybookEvent } from '../provision/results.js';
 import { controllerFor, describeController, hostController, type Controller } from '../sandbox/tools.js';
 import { eventStatus } from '../provision/run.js';
 import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
@@ -31,6 +31,7 @@ export const workAreaStep: Step<BuildContext> = {
   name: 'work area',
   describe: 'create the scratch directory for this build',
   async run(ctx) {
+    removeStaleWorkAreas(join(ctx.workDir, '..'));
     mkdirSync(ctx.stagingDir, { recursive: true });
     mkdirSync(ctx.root, { recursive: true });
   },
@@ -38,6 +39,22 @@ export const workAreaStep: Step<BuildContext> = {
     rmSync(ctx.workDir, { recursive: true, force: true });
   },
 };
+
+/**
+ * Work areas of builds whose process is gone (kill -9, a crash, a reboot): their sandboxes died
+ * with them, only files remain. Named <time>-<pid>; a live pid's area is left alone.
+ */
+export function removeStaleWorkAreas(dir: string): void {
+  for (const name of existsSync(dir) ? readdirSync(dir) : []) {
+    const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || processAlive(pid)) continue;
+    rmSync(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
 
 export const fetchSourceStep: Step<BuildContext> = {
   name: 'source',
@@ -136,7 +153,9 @@ async function provisionTree(ctx: BuildContext, box: ProvisionSandbox, controlle
   const first = await box.provision({ playbook: t.playbook, cwd: t.dir, extraVars, onEvent });
   const tt = first.totals;
   p.log(`ok=${tt.ok} changed=${tt.changed} failed=${tt.failures} skipped=${tt.skipped}`);
-  ctx.provision = { controller: describeController(controller), tasks: first.results, totals: first.totals };
+  const deferred = deferredServiceActions(first.results);
+  ctx.provision = { controller: describeController(controller), tasks: first.results, totals: first.totals, deferred };
+  if (deferred.length) p.log(`deferred to first boot (nothing runs while an image is built): ${deferred.map((d) => `${d.action} ${d.service}`).join(', ')}`);
   const mode = t.config.provision.idempotence;
   if (mode !== 'off') {
     p.status('idempotence: running the playbook again');

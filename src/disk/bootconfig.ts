@@ -40,11 +40,22 @@ export function grubConfig(rootFsUuid: string, extraCmdline = ''): string {
   ].join('\n');
 }
 
-export function fstab(rootFsUuid: string): string {
+/**
+ * /etc/fstab: the root by filesystem UUID, then every entry the tree already had for another mount
+ * point (a playbook's /tmp or /var/tmp with hardening options, a swap file, ...), in its order.
+ */
+export function fstab(rootFsUuid: string, existing = ''): string {
+  const kept = existing.split('\n').filter((l) => {
+    const t = l.trim();
+    if (!t) return false;
+    if (t.startsWith('#')) return !/^# (\/etc\/fstab: written by kiln|<file system>|UNCONFIGURED FSTAB)/.test(t);
+    return t.split(/\s+/)[1] !== '/';
+  });
   return [
     '# /etc/fstab: written by kiln',
     '# <file system> <mount point> <type> <options> <dump> <pass>',
     `UUID=${rootFsUuid} / ext4 errors=remount-ro 0 1`,
+    ...kept,
     '',
   ].join('\n');
 }

@@ -16,7 +16,7 @@ import { GptError, MIB, OVERHEAD_MIB, SECTOR, gptBytesNeeded, parseGpt, parseGpt
 import { GRUB_LIB, buildGrubImage, grubModuleDir } from './grub.js';
 import { diskIds, fatSerialForFstab } from './ids.js';
 import { copyIntoSparse, readAt, writeAt } from './sparse.js';
-import { clampAndMeasure, requiredRootBytes, writeTreeFile } from './tree.js';
+import { clampAndMeasure, readTreeFile, requiredRootBytes, writeTreeFile } from './tree.js';
 
 export { diskIds } from './ids.js';
 export type { DiskIds } from './ids.js';
@@ -110,7 +110,7 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
   try {
     await part('boot files', async () => {
       await writeTreeFile(spec.root, 'boot/grub/grub.cfg', grubConfig(ids.rootFsUuid, spec.kernelCmdline));
-      await writeTreeFile(spec.root, 'etc/fstab', fstab(ids.rootFsUuid));
+      await writeTreeFile(spec.root, 'etc/fstab', fstab(ids.rootFsUuid, await readTreeFile(spec.root, 'etc/fstab')));
       for (const k of ['vmlinuz', 'initrd.img']) {
         if (!(await stat(join(spec.root, k)).catch(() => undefined))) log.warn(`the root tree has no /${k}: the disk will not boot a kernel`);
       }

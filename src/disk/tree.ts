@@ -2,7 +2,7 @@
  * Preparing the root tree for mke2fs -d: writing the files the disk needs, clamping mtimes to
  * SOURCE_DATE_EPOCH (mke2fs copies them as they are), and measuring what the tree needs.
  */
-import { lstat, lutimes, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { lstat, lutimes, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export interface TreeStats {
@@ -20,6 +20,13 @@ export async function writeTreeFile(root: string, relPath: string, content: stri
   await mkdir(dirname(path), { recursive: true, mode: 0o755 });
   await rm(path, { force: true });
   await writeFile(path, content, { mode });
+}
+
+/** A regular file's text in the tree, or '' (a link is not followed: it could point out of the tree). */
+export async function readTreeFile(root: string, relPath: string): Promise<string> {
+  const path = join(root, relPath);
+  const st = await lstat(path).catch(() => undefined);
+  return st?.isFile() ? readFile(path, 'utf8') : '';
 }
 
 const BLOCK = 4096;

@@ -20,6 +20,23 @@ export interface TaskResult {
   content?: string;
   /** Warnings the module returned (e.g. a service action a chroot ignored). */
   warnings?: string[];
+  /** For service modules: the unit and the state asked for. */
+  service?: { name: string; state?: string };
+}
+
+const SERVICE_ACTIONS = /(^|\.)(service|systemd|systemd_service|sysvinit)$/;
+
+/** A service action a build cannot take (nothing runs while an image is built): it happens at first boot. */
+export interface DeferredAction { service: string; action: 'start' | 'restart' | 'reload'; task: string; path?: string }
+
+/** The start/restart/reload requests of service tasks and handlers, which the image carries out at boot. */
+export function deferredServiceActions(results: readonly TaskResult[]): DeferredAction[] {
+  const verbs: Record<string, DeferredAction['action']> = { started: 'start', restarted: 'restart', reloaded: 'reload' };
+  return results.flatMap((r) => {
+    const action = r.service?.state ? verbs[r.service.state] : undefined;
+    if (!r.service || !action || (r.status !== 'ok' && r.status !== 'changed')) return [];
+    return [{ service: r.service.name, action, task: r.task, ...(r.path ? { path: r.path } : {}) }];
+  });
 }
 
 export interface HostStats { ok: number; changed: number; failures: number; unreachable: number; skipped: number; rescued: number; ignored: number }
@@ -85,6 +102,12 @@ export class PlaybookEventParser {
         if (r.diff !== undefined) result.diff = r.diff;
         if (typeof r.content === 'string') result.content = r.content;
         if (Array.isArray(r.warnings) && r.warnings.length) result.warnings = r.warnings.map(String);
+        if (SERVICE_ACTIONS.test(result.action)) {
+          const args = ((r.invocation as { module_args?: Record<string, unknown> } | undefined)?.module_args ?? {});
+          const name = args.name ?? r.name;
+          const state = args.state ?? r.state;
+          if (typeof name === 'string') result.service = { name, ...(typeof state === 'string' ? { state } : {}) };
+        }
         if (r.ignore_errors === true && result.status === 'failed') result.status = 'ok';
         this.results.push(result);
         return { kind: 'result', result };

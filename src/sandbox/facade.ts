@@ -23,6 +23,7 @@ import { IMAGE_KILN } from './layout.js';
 export const FACADE = `${IMAGE_KILN.slice('/image'.length)}/facade`;
 export const FACADE_PYTHON = `${FACADE}/python3`;
 const STATE = `${IMAGE_KILN.slice('/image'.length)}/state`;
+const TMP = `${IMAGE_KILN.slice('/image'.length)}/tmp`;
 
 /** String.raw for shell text: `\${...}` is the shell's own expansion, `${...}` a TypeScript value. */
 function sh(s: TemplateStringsArray, ...v: unknown[]): string {
@@ -39,7 +40,10 @@ export const PYTHON_WRAPPER = sh`#!/bin/sh
 # Kiln build sandbox: the interpreter Ansible runs its modules with while an image is built.
 PATH=${FACADE}/bin:\${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 PYTHONPATH=${FACADE}/python\${PYTHONPATH:+:$PYTHONPATH}
-export PATH PYTHONPATH
+# Modules unpack themselves into the temp dir: keep that out of the image (and out from under a task
+# that mounts over /tmp).
+TMPDIR=${TMP}
+export PATH PYTHONPATH TMPDIR
 exec /usr/bin/python3 "$@"
 `;
 

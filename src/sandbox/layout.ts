@@ -14,7 +14,7 @@ export type SpecLine =
   | { kind: 'dev'; dst: string }
   | { kind: 'copy'; src: string; dst: string }
   | { kind: 'file'; mode: string; src: string; dst: string }
-  | { kind: 'mkdir'; dst: string };
+  | { kind: 'mkdir'; mode: string; dst: string };
 
 /** Where the image tree is inside the sandbox, and the chroot connection's target. */
 export const IMAGE = '/image';
@@ -37,7 +37,7 @@ export function specText(lines: readonly SpecLine[]): string {
       case 'dev': checkPath(l.dst, l.dst, true); return f('dev', '-', '-', l.dst);
       case 'copy': checkPath(l.src, l.src, true); checkPath(l.dst, l.dst, true); return f('copy', '-', l.src, l.dst);
       case 'file': checkPath(l.src, l.src, true); checkPath(l.dst, l.dst, true); return f('file', l.mode, l.src, l.dst);
-      case 'mkdir': checkPath(l.dst, l.dst, true); return f('mkdir', '-', '-', l.dst);
+      case 'mkdir': checkPath(l.dst, l.dst, true); return f('mkdir', l.mode, '-', l.dst);
     }
   }).join('\n') + '\n';
 }
@@ -77,9 +77,10 @@ export function imageLayout(o: ImageLayoutOptions): SpecLine[] {
     { kind: 'bind', mode: 'rw', src: o.tree, dst: IMAGE },
     { kind: 'dev', dst: `${IMAGE}/dev` },
     { kind: 'tmpfs', mode: '0755', dst: `${IMAGE}/run` },
-    { kind: 'mkdir', dst: `${IMAGE}/run/lock` },
+    { kind: 'mkdir', mode: '1777', dst: `${IMAGE}/run/lock` },
     { kind: 'copy', src: '/proc/sys', dst: `${IMAGE_KILN}/sysctl` },
-    { kind: 'mkdir', dst: `${IMAGE_KILN}/state` },
+    { kind: 'mkdir', mode: '0755', dst: `${IMAGE_KILN}/state` },
+    { kind: 'mkdir', mode: '1777', dst: `${IMAGE_KILN}/tmp` },
     { kind: 'file', mode: '0644', src: o.emptyFile, dst: `${IMAGE_KILN}/state/modules` },
     { kind: 'bind', mode: 'ro', src: o.facade, dst: `${IMAGE_KILN}/facade` },
   ];

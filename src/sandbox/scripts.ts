@@ -25,7 +25,7 @@
  *   dev    -   -       <dst>    a minimal /dev: null zero full random urandom tty, pts, ptmx, shm, fd
  *   copy   -   <src>   <dst>    a copy of a host directory, owned by the sandbox's root
  *   file   <mode> <src> <dst>   a copy of a host file, owned by the sandbox's root
- *   mkdir  -   -       <dst>    a directory (owned by the sandbox's root)
+ *   mkdir  <mode> -    <dst>    a directory (owned by the sandbox's root)
  */
 export const PHASE_A = String.raw`set -eu
 holder=$1 base=$2 spec=$3 R=$4
@@ -56,10 +56,12 @@ while IFS='	' read -r kind opt src dst; do
     file)
       mkdir -p "$(dirname "$R$dst")"; cp "$src" "$R$dst"; chmod "$opt" "$R$dst"; chown "$base:$base" "$R$dst" ;;
     mkdir)
-      mkdir -p "$R$dst"; chown "$base:$base" "$R$dst" ;;
+      mkdir -p "$R$dst"; chmod "$opt" "$R$dst"; chown "$base:$base" "$R$dst" ;;
     *) echo "kiln sandbox: unknown spec line: $kind" >&2; exit 2 ;;
   esac
 done < "$spec"
+# pid 1's script, readable by the sandbox's root (and a short command line in ps)
+printf '%s\n' "$KILN_PHASE_B" > "$R/.kiln-init"
 # The sandbox's root moves to a fresh tmpfs over /tmp (in this namespace only), so its path can be
 # walked by the sandbox's root, which is not the host's root and may not search the work area's parents.
 exec 5<"$R"
@@ -67,7 +69,7 @@ mount -t tmpfs -o mode=0755,size=1m kiln-sandbox-top /tmp
 mkdir /tmp/root
 mount --move /proc/self/fd/5 /tmp/root
 exec 5<&-
-exec nsenter --target "$holder" --user -- setpriv --pdeathsig KILL -- unshare --mount --propagation private --pid --net --uts --ipc --cgroup --fork --kill-child -- sh -c "$KILN_PHASE_B"
+exec nsenter --target "$holder" --user -- setpriv --pdeathsig KILL -- unshare --mount --propagation private --pid --net --uts --ipc --cgroup --fork --kill-child -- sh /tmp/root/.kiln-init
 `;
 
 /**

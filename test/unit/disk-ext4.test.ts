@@ -86,3 +86,15 @@ test('ESP directories are created parents first in byte order', () => {
   assert.deepEqual(espDirectories([{ source: 'x', target: 'EFI/BOOT/BOOTX64.EFI' }, { source: 'y', target: 'EFI/Debian/a' }, { source: 'z', target: 'top' }]),
     ['EFI', 'EFI/BOOT', 'EFI/Debian']);
 });
+
+test("fstab keeps the tree's other entries (a playbook's /tmp) and replaces any root entry", () => {
+  const existing = '# UNCONFIGURED FSTAB FOR BASE SYSTEM\n/dev/sda1 / ext4 defaults 0 1\ntmpfs /tmp tmpfs nodev,nosuid,noexec,mode=1777 0 0\n# swap, added by the playbook\n/swapfile none swap sw 0 0\n';
+  const text = fstab('abc', existing);
+  assert.deepEqual(text.split('\n').filter((l) => l && !l.startsWith('# /etc/fstab') && !l.startsWith('# <file')), [
+    'UUID=abc / ext4 errors=remount-ro 0 1',
+    'tmpfs /tmp tmpfs nodev,nosuid,noexec,mode=1777 0 0',
+    '# swap, added by the playbook',
+    '/swapfile none swap sw 0 0',
+  ]);
+  assert.equal(fstab('abc', fstab('old')), fstab('abc'), 'writing it again changes only the root UUID');
+});
