@@ -26,6 +26,11 @@ export const hostTools = [
   ['curl', 'curl', 'fetch the archive Release file'],
   ['xorriso', 'xorriso', 'build the NoCloud seed for booted machines'],
   ['xz', 'xz-utils', 'decompress package indexes'],
-  ['unshare', 'util-linux', 'private mount and PID namespaces for provisioning'],
+  ['unshare', 'util-linux', 'the build sandbox\'s namespaces (unshare, nsenter, setpriv, mount)'],
+  ['slirp4netns', 'slirp4netns', 'outbound network for the build sandbox without touching the host\'s interfaces or firewall'],
+  ['python3', 'python3', 'idmapped mounts for the build sandbox (one syscall util-linux 2.38 lacks)'],
+  ['ip', 'iproute2', 'the build sandbox\'s loopback interface'],
+  ['hostname', 'hostname', 'the build sandbox\'s host name'],
+  ['/bin/busybox', 'busybox-static', 'a one-binary image tree for the sandbox unit tests'],
 ];
 export const hostPackages = [...new Set(hostTools.map((t) => t[1]))];

@@ -10,7 +10,7 @@ import { deferredServiceActions, type PlaybookEvent } from '../provision/results
 import { controllerFor, describeController, hostController, type Controller } from '../sandbox/tools.js';
 import { eventStatus } from '../provision/run.js';
 import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
-import { compareInstalled, explainLockedFailure, lockedBase, trustFromLock } from '../lock/step.js';
+import { compareInstalled, explainLockedFailure, lockedBase, lockedController, trustFromLock } from '../lock/step.js';
 import { resolveVersion } from '../version/git.js';
 import { publishOutputs } from './outputs.js';
 import type { Step, StepProgress } from '../pipeline/runner.js';
@@ -92,7 +92,8 @@ export const toolsStep: Step<BuildContext> = {
   describe: "the Ansible controller: a tools tree built with mmdebstrap and cached (provision.ansible), or the host's",
   async run(ctx, p) {
     const t0 = Date.now();
-    ctx.controller = await controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')));
+    const status = (l: string) => p.status(l.replace(/^I: /, ''));
+    ctx.controller = ctx.lock ? await lockedController(ctx, status) : await controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status);
     p.log(`${describeController(ctx.controller)}${ctx.controller.tools && !ctx.controller.tools.cached ? `, built in ${humanSeconds(Date.now() - t0)}` : ''}`);
   },
 };

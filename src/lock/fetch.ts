@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
-import { snapshotUrlFor, type LockedPackage, type LockFile } from './file.js';
+import { snapshotUrlFor, type LockedPackage, type LockedSet } from './file.js';
 
 export function debPath(cacheDir: string, p: { sha256: string }): string {
   return join(cacheDir, 'debs', `${p.sha256}.deb`);
@@ -29,7 +29,7 @@ function aptArchiveName(p: LockedPackage): string {
 export interface FetchReport { cached: number; reused: number; fromMirror: number; fromSnapshot: string[] }
 
 /** Ensures every locked .deb is in the cache, verified; throws naming the packages it could not get. */
-export async function fetchLockedDebs(lock: LockFile, o: { cacheDir: string; mirror: string; snapshot?: string; logger: Logger; onStatus?: (s: string) => void }): Promise<FetchReport> {
+export async function fetchLockedDebs(lock: LockedSet, o: { cacheDir: string; mirror: string; snapshot?: string; logger: Logger; onStatus?: (s: string) => void }): Promise<FetchReport> {
   const dir = join(o.cacheDir, 'debs');
   mkdirSync(dir, { recursive: true });
   const report: FetchReport = { cached: 0, reused: 0, fromMirror: 0, fromSnapshot: [] };

@@ -33,11 +33,17 @@ export interface LockArchive {
   verified: boolean;
 }
 
-export interface LockFile {
-  lock: number;
-  image: string;
+/** Packages from one signed archive: the image's, or the tools tree's. */
+export interface LockedSet {
   archive: LockArchive;
   packages: LockedPackage[];
+}
+
+export interface LockFile extends LockedSet {
+  lock: number;
+  image: string;
+  /** The tools tree the build runs Ansible from (provision.ansible), absent for the host's Ansible. */
+  tools?: LockedSet;
 }
 
 export function packageKey(p: { name: string; architecture: string }): string {
@@ -59,24 +65,30 @@ function isoFromEpoch(s: number): string {
 /** The lock as text: stable field order, sorted packages, JSON-quoted strings (valid YAML). */
 export function formatLock(l: LockFile): string {
   const q = JSON.stringify;
-  const a = l.archive;
+  const archive = (a: LockArchive, indent: string) => [
+    `${indent}archive:`,
+    `${indent}  mirror: ${q(a.mirror)}`,
+    `${indent}  suite: ${q(a.suite)}`,
+    `${indent}  components: [${a.components.map((c) => q(c)).join(', ')}]`,
+    `${indent}  date: ${q(isoFromEpoch(a.date))}`,
+    `${indent}  inRelease: ${q(a.inRelease)}`,
+    ...(a.signedBy ? [`${indent}  signedBy: ${q(a.signedBy)}`] : []),
+    `${indent}  verified: ${a.verified}`,
+  ];
+  const packages = (ps: LockedPackage[], indent: string) => [
+    `${indent}packages: # ${ps.length}`,
+    ...sortPackages(ps).map((p) =>
+      `${indent}  - { name: ${q(p.name)}, version: ${q(p.version)}, architecture: ${q(p.architecture)}, sha256: ${q(p.sha256)}, size: ${p.size}, filename: ${q(p.filename)} }`),
+  ];
   const lines = [
     `# kiln.lock: the exact Debian packages of image ${q(l.image)}. Written by \`kiln lock\`; commit it.`,
     '# Builds install exactly these; `kiln lock --update` re-resolves and shows what changed.',
     `# Each sha256 is the one the archive's signed Packages index gave for that .deb.`,
     `lock: ${l.lock}`,
     `image: ${q(l.image)}`,
-    'archive:',
-    `  mirror: ${q(a.mirror)}`,
-    `  suite: ${q(a.suite)}`,
-    `  components: [${a.components.map((c) => q(c)).join(', ')}]`,
-    `  date: ${q(isoFromEpoch(a.date))}`,
-    `  inRelease: ${q(a.inRelease)}`,
-    ...(a.signedBy ? [`  signedBy: ${q(a.signedBy)}`] : []),
-    `  verified: ${a.verified}`,
-    `packages: # ${l.packages.length}`,
-    ...sortPackages(l.packages).map((p) =>
-      `  - { name: ${q(p.name)}, version: ${q(p.version)}, architecture: ${q(p.architecture)}, sha256: ${q(p.sha256)}, size: ${p.size}, filename: ${q(p.filename)} }`),
+    ...archive(l.archive, ''),
+    ...packages(l.packages, ''),
+    ...(l.tools ? ['# The tools tree: the Debian packages Ansible runs from at build time (provision.ansible).', 'tools:', ...archive(l.tools.archive, '  '), ...packages(l.tools.packages, '  ')] : []),
     '',
   ];
   return lines.join('\n');
@@ -94,14 +106,33 @@ export function parseLock(text: string, file = LOCK_FILE): LockFile {
   if (!doc || typeof doc !== 'object') bad('not a lock file');
   const d = doc as Record<string, unknown>;
   if (d.lock !== LOCK_FORMAT) bad(`unsupported lock format ${String(d.lock)} (this Kiln reads format ${LOCK_FORMAT})`);
-  const a = d.archive as Record<string, unknown> | undefined;
-  if (!a || typeof a.mirror !== 'string' || typeof a.suite !== 'string' || !Array.isArray(a.components)) bad('archive: mirror, suite and components are required');
+  const archive = parseArchive(d.archive, 'archive', bad);
+  const packages = parsePackages(d.packages, 'packages', bad);
+  let tools: LockedSet | undefined;
+  if (d.tools !== undefined) {
+    const t = d.tools as Record<string, unknown> | null;
+    if (!t || typeof t !== 'object') bad('tools: must hold archive and packages');
+    tools = { archive: parseArchive(t!.archive, 'tools.archive', bad), packages: parsePackages(t!.packages, 'tools.packages', bad) };
+  }
+  return { lock: LOCK_FORMAT, image: String(d.image ?? ''), archive, packages, ...(tools ? { tools } : {}) };
+}
+
+function parseArchive(v: unknown, where: string, bad: (what: string) => never): LockArchive {
+  const a = v as Record<string, unknown> | undefined;
+  if (!a || typeof a.mirror !== 'string' || typeof a.suite !== 'string' || !Array.isArray(a.components)) bad(`${where}: mirror, suite and components are required`);
   const date = Date.parse(String(a!.date));
-  if (!Number.isFinite(date)) bad(`archive.date is not a date: ${String(a!.date)}`);
-  if (!Array.isArray(d.packages) || d.packages.length === 0) bad('packages: the list is missing or empty');
+  if (!Number.isFinite(date)) bad(`${where}.date is not a date: ${String(a!.date)}`);
+  return {
+    mirror: a!.mirror as string, suite: a!.suite as string, components: (a!.components as unknown[]).map(String), date: Math.floor(date / 1000),
+    inRelease: String(a!.inRelease ?? ''), signedBy: typeof a!.signedBy === 'string' ? a!.signedBy : undefined, verified: a!.verified === true,
+  };
+}
+
+function parsePackages(v: unknown, list: string, bad: (what: string) => never): LockedPackage[] {
+  if (!Array.isArray(v) || v.length === 0) bad(`${list}: the list is missing or empty`);
   const seen = new Set<string>();
-  const packages = (d.packages as Record<string, unknown>[]).map((p, i) => {
-    const where = `packages[${i}]${p && typeof p.name === 'string' ? ` (${p.name})` : ''}`;
+  const packages = (v as Record<string, unknown>[]).map((p, i) => {
+    const where = `${list}[${i}]${p && typeof p.name === 'string' ? ` (${p.name})` : ''}`;
     for (const f of ['name', 'version', 'architecture', 'sha256', 'filename']) if (typeof p?.[f] !== 'string' || !p[f]) bad(`${where}: ${f} is missing`);
     if (!/^[0-9a-f]{64}$/.test(p.sha256 as string)) bad(`${where}: sha256 must be 64 lower-case hex digits`);
     if (!Number.isSafeInteger(p.size) || (p.size as number) < 0) bad(`${where}: size must be a byte count`);
@@ -112,19 +143,11 @@ export function parseLock(text: string, file = LOCK_FILE): LockFile {
     seen.add(k);
     return pkg;
   });
-  return {
-    lock: LOCK_FORMAT,
-    image: String(d.image ?? ''),
-    archive: {
-      mirror: a!.mirror as string, suite: a!.suite as string, components: (a!.components as unknown[]).map(String), date: Math.floor(date / 1000),
-      inRelease: String(a!.inRelease ?? ''), signedBy: typeof a!.signedBy === 'string' ? a!.signedBy : undefined, verified: a!.verified === true,
-    },
-    packages: sortPackages(packages),
-  };
+  return sortPackages(packages);
 }
 
 /** Digest of the locked package set alone (not the comments or archive metadata): the base tree's cache key input. */
-export function packageSetDigest(l: LockFile): string {
+export function packageSetDigest(l: { packages: LockedPackage[] }): string {
   const h = createHash('sha256');
   for (const p of sortPackages(l.packages)) h.update(`${p.name}\t${p.version}\t${p.architecture}\t${p.sha256}\n`);
   return h.digest('hex');
@@ -136,12 +159,21 @@ export interface LockChange {
   architecture: string;
   from?: string;
   to?: string;
+  /** Set for a change of the tools tree's pins. */
+  tools?: true;
 }
 
 /** What changed between two locks, package by package, sorted by name. */
 export function diffLocks(before: LockFile | undefined, after: LockFile, compareVersions: (a: string, b: string) => number = naiveVersionCompare): LockChange[] {
-  const old = new Map((before?.packages ?? []).map((p) => [packageKey(p), p]));
-  const cur = new Map(after.packages.map((p) => [packageKey(p), p]));
+  return [
+    ...diffSets(before?.packages ?? [], after.packages, compareVersions),
+    ...diffSets(before?.tools?.packages ?? [], after.tools?.packages ?? [], compareVersions).map((c) => ({ ...c, tools: true as const })),
+  ];
+}
+
+function diffSets(before: LockedPackage[], after: LockedPackage[], compareVersions: (a: string, b: string) => number): LockChange[] {
+  const old = new Map(before.map((p) => [packageKey(p), p]));
+  const cur = new Map(after.map((p) => [packageKey(p), p]));
   const out: LockChange[] = [];
   for (const [k, p] of cur) {
     const o = old.get(k);
@@ -154,7 +186,7 @@ export function diffLocks(before: LockFile | undefined, after: LockFile, compare
 }
 
 export function formatChange(c: LockChange): string {
-  const pkg = `${c.name} (${c.architecture})`;
+  const pkg = `${c.tools ? 'tools: ' : ''}${c.name} (${c.architecture})`;
   switch (c.kind) {
     case 'added': return `+ ${pkg} ${c.to}`;
     case 'removed': return `- ${pkg} ${c.from}`;
@@ -211,7 +243,7 @@ function debCompare(a: string, b: string): number {
 }
 
 /** A snapshot.debian.org URL from the lock's archive date (what to suggest when the mirror moved on). */
-export function snapshotUrlFor(l: LockFile): string {
+export function snapshotUrlFor(l: LockedSet): string {
   const t = isoFromEpoch(l.archive.date).replace(/[-:]/g, '');
   return `https://snapshot.debian.org/archive/debian/${t}/`;
 }

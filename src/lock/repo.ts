@@ -10,12 +10,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { output } from '../exec.js';
-import { packageSetDigest, type LockFile } from './file.js';
+import { packageSetDigest, type LockedSet } from './file.js';
 import { debPath } from './fetch.js';
 import { repoRelease, repoStanza } from './packages-index.js';
 
 /** Packages index of the locked set, cached by the set's digest (dpkg-deb -f on each .deb once). */
-export async function lockedPackagesIndex(lock: LockFile, cacheDir: string): Promise<string> {
+export async function lockedPackagesIndex(lock: LockedSet, cacheDir: string): Promise<string> {
   const dir = join(cacheDir, 'lock-index');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${packageSetDigest(lock)}.Packages`);
@@ -46,7 +46,7 @@ export interface LockedRepo {
  * Serves Packages, Release and the locked .debs (and nothing else) until close(), and writes
  * Packages and Release into dir for the sandbox.
  */
-export async function serveLockedRepo(lock: LockFile, cacheDir: string, packages: string, dir: string): Promise<LockedRepo> {
+export async function serveLockedRepo(lock: LockedSet, cacheDir: string, packages: string, dir: string): Promise<LockedRepo> {
   const pk = Buffer.from(packages);
   const release = Buffer.from(repoRelease(createHash('sha256').update(pk).digest('hex'), pk.length, lock.archive.date));
   mkdirSync(join(dir, 'debs'), { recursive: true });

@@ -14,7 +14,9 @@ import type { Logger } from '../log.js';
 import type { Step } from '../pipeline/runner.js';
 import { installedPackages } from '../source/debian.js';
 import type { LoadedTemplate } from '../template/load.js';
-import { diffLocks, formatLock, LOCK_FORMAT, type LockChange, type LockFile } from './file.js';
+import { diffLocks, formatLock, LOCK_FORMAT, type LockChange, type LockedSet, type LockFile } from './file.js';
+import { signedPackagesIndex } from './archive-index.js';
+import type { ToolsTree } from '../sandbox/tools.js';
 import { aptListName, lockEntries, parsePackagesIndex } from './packages-index.js';
 import { lockPath, readLock } from './step.js';
 
@@ -33,6 +35,7 @@ export async function lockOfTree(ctx: BuildContext): Promise<LockFile> {
     parsePackagesIndex(readFileSync(f, 'utf8'), index);
   }
   const packages = lockEntries(await installedPackages(ctx.root), index);
+  const tools = ctx.controller?.tools;
   return {
     lock: LOCK_FORMAT,
     image: ctx.template.config.name,
@@ -43,6 +46,20 @@ export async function lockOfTree(ctx: BuildContext): Promise<LockFile> {
       signedBy: ctx.trust?.signingKeyFingerprint, verified: Boolean(ctx.trust?.verified),
     },
     packages,
+    ...(tools ? { tools: await lockOfTools(tools, d.mirror, ctx.workDir, ctx.logger) } : {}),
+  };
+}
+
+/** The tools tree's pins: its installed packages, each with the sha256 the signed index gives. */
+export async function lockOfTools(tools: ToolsTree, mirror: string, workDir: string, logger: Logger): Promise<LockedSet> {
+  if (!tools.inReleaseFile) throw new KilnError('the tools tree was built from kiln.lock; `kiln lock` resolves against the archive');
+  const index = await signedPackagesIndex({ mirror, suite: tools.suite, components: ['main'], inReleaseFile: tools.inReleaseFile, inReleaseSha256: tools.trust.inReleaseSha256, workDir, logger });
+  return {
+    archive: {
+      mirror, suite: tools.suite, components: ['main'], date: tools.trust.archiveDate, inRelease: tools.trust.inReleaseSha256,
+      signedBy: tools.trust.signingKeyFingerprint, verified: tools.trust.verified,
+    },
+    packages: lockEntries(tools.packages, index),
   };
 }
 

@@ -10,7 +10,8 @@ import { KilnError } from '../errors.js';
 import type { Step } from '../pipeline/runner.js';
 import type { ArchiveTrust, InstalledPackage, LockedBase } from '../source/debian.js';
 import type { BuildContext } from '../build/context.js';
-import { LOCK_FILE, packageKey, packageSetDigest, parseLock, type LockFile } from './file.js';
+import { LOCK_FILE, packageKey, packageSetDigest, parseLock, type LockedSet, type LockFile } from './file.js';
+import { controllerFor, hostController, type Controller } from '../sandbox/tools.js';
 import { fetchLockedDebs } from './fetch.js';
 import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from './repo.js';
 
@@ -55,7 +56,7 @@ export const lockStep: Step<BuildContext> = {
 };
 
 /** What the source step trusts in a locked build: the signed index the lock was resolved from. */
-export function trustFromLock(lock: LockFile): ArchiveTrust {
+export function trustFromLock(lock: LockedSet): ArchiveTrust {
   return { verified: lock.archive.verified, inReleaseSha256: lock.archive.inRelease, archiveDate: lock.archive.date, signingKeyFingerprint: lock.archive.signedBy };
 }
 
@@ -91,7 +92,7 @@ export function explainLockedFailure(e: unknown, s: LockState): unknown {
 }
 
 /** Installed packages that are not the locked version (must be none), and locked packages not installed. */
-export function compareInstalled(installed: InstalledPackage[], lock: LockFile): { unlocked: string[]; unused: string[] } {
+export function compareInstalled(installed: InstalledPackage[], lock: LockedSet): { unlocked: string[]; unused: string[] } {
   const locked = new Map(lock.packages.map((p) => [packageKey(p), p]));
   const seen = new Set<string>();
   const unlocked: string[] = [];
@@ -103,4 +104,37 @@ export function compareInstalled(installed: InstalledPackage[], lock: LockFile):
   }
   const unused = lock.packages.filter((p) => !seen.has(packageKey(p))).map((p) => `${p.name} ${p.version}`);
   return { unlocked, unused };
+}
+
+/**
+ * A locked build's tools tree: the pinned .debs (fetched and sha256-checked like the image's),
+ * served to mmdebstrap as the only repository, and the result compared with the pins.
+ */
+export async function lockedController(ctx: BuildContext, onStatus: (s: string) => void): Promise<Controller> {
+  const c = ctx.template.config;
+  const lock = ctx.lock!;
+  const pins = lock.lock.tools;
+  if (c.provision.ansible === 'host') return hostController();
+  if (!pins) {
+    throw new KilnError(`kiln.lock pins no tools tree, but kiln.yaml runs Ansible from a ${c.provision.ansible} tools tree`, {
+      where: { file: lock.file }, hint: 'run `kiln lock --update` (it pins the tools tree too) and commit kiln.lock, or set provision.ansible: host',
+    });
+  }
+  if (pins.archive.suite !== c.provision.ansible) {
+    throw new KilnError(`kiln.lock pins a ${pins.archive.suite} tools tree, but kiln.yaml asks for ${c.provision.ansible} (provision.ansible)`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });
+  }
+  const d = c.source.debian;
+  await fetchLockedDebs(pins, { cacheDir: ctx.cacheDir, mirror: pins.archive.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus });
+  const index = await lockedPackagesIndex(pins, ctx.cacheDir);
+  const repo = await serveLockedRepo(pins, ctx.cacheDir, index, join(ctx.workDir, 'locked-tools-repo'));
+  try {
+    const controller = await controllerFor(c, ctx.cacheDir, ctx.workDir, ctx.logger, onStatus, {
+      sourcesLine: repo.sourcesLine, packageSet: packageSetDigest(pins), trust: trustFromLock(pins),
+    });
+    const { unlocked } = compareInstalled(controller.tools!.packages, pins);
+    if (unlocked.length) throw new KilnError(`the tools tree has ${unlocked.length} package(s) kiln.lock does not pin: ${unlocked.slice(0, 5).join(', ')}`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });
+    return controller;
+  } finally {
+    await repo.close();
+  }
 }

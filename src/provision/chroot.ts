@@ -199,9 +199,12 @@ export class ProvisionSandbox {
       run: (args, env, x) => this.sandbox.exec(['ansible-playbook', ...args], { ...x, cwd: this.inside(o.cwd), env: sandboxEnv({ ...chrootEnvironment(this.o), ...env }) }),
       mapPath: (p) => this.outside(p),
     });
-    const failures = describeFailures(outcome.results);
-    if (outcome.totals.failures > 0 || outcome.totals.unreachable > 0 || failures.length) {
-      const first = outcome.results.find((r) => r.status === 'failed' || r.status === 'unreachable');
+    if (outcome.totals.failures > 0 || outcome.totals.unreachable > 0) {
+      // A failure that stopped a host is its last one (earlier ones were ignore_errors or rescued).
+      const stopped = Object.entries(outcome.stats).filter(([, s]) => s.failures || s.unreachable).map(([h]) => h);
+      const fatal = stopped.map((h) => outcome.results.filter((r) => r.host === h && (r.status === 'failed' || r.status === 'unreachable')).at(-1)).filter((r): r is TaskResult => Boolean(r));
+      const first = fatal[0];
+      const failures = describeFailures(fatal);
       throw new KilnError(`task failed: ${first?.task ?? '?'}: ${(first?.msg ?? first?.stderr ?? 'see the details').split('\n')[0]}`, {
         where: first?.path ? parsePath(first.path) : { file: o.playbook },
         detail: failures.join('\n'),
@@ -246,7 +249,7 @@ export function releaseTree(root: string): void {
 
 function failureHint(first: TaskResult | undefined): string {
   const text = `${first?.msg ?? ''}\n${first?.stderr ?? ''}`;
-  if (/Read-only file system/.test(text)) {
+  if (/Read-only file system|not writable/.test(text)) {
     return 'tasks on the controller (delegate_to: localhost, local_action, connection: local, hosts: localhost) run in Kiln\'s build sandbox, whose root is read-only: they cannot change the build host. Target the image instead, or run such a task outside the build';
   }
   return 'fix the task and build again; `--on-error=keep` keeps the tree and prints a shell command to look inside it';

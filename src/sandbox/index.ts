@@ -113,7 +113,10 @@ export class Sandbox {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // pid 1 first: its parent (the sandbox helper) reaps it and exits; then the holder and the network.
     kill(this.pid);
+    const box = this.helpers[1];
+    await Promise.race([box?.done, new Promise((r) => setTimeout(r, 5000))]);
     await stopHelpers(this.helpers);
   }
 

@@ -92,9 +92,10 @@ for r in . image; do
 done
 if [ -d image/run/kiln/sysctl ]; then
   # The image's /proc/sys is a writable copy of the host's settings: sysctl tasks change it, not the kernel.
-  # hostname and domainname stay the real ones: they belong to the sandbox's UTS namespace.
+  # Its host and domain names start as the sandbox's own (not the build host's).
   mount --bind image/run/kiln/sysctl image/proc/sys
-  for k in hostname domainname; do mount --bind "proc/sys/kernel/$k" "image/proc/sys/kernel/$k"; done
+  printf '%s\n' "$KILN_HOSTNAME" > image/proc/sys/kernel/hostname
+  printf '(none)\n' > image/proc/sys/kernel/domainname
 fi
 if [ -e image/proc/modules ] && [ -f image/run/kiln/state/modules ]; then
   mount --bind image/run/kiln/state/modules image/proc/modules

@@ -28,7 +28,19 @@ export interface ToolsTree {
   suite: ToolsSuite;
   cached: boolean;
   trust: ArchiveTrust;
+  /** The InRelease gpgv checked (absent when built from kiln.lock): `kiln lock` resolves the pins from it. */
+  inReleaseFile?: string;
   packages: InstalledPackage[];
+}
+
+/** A tools tree from kiln.lock: exactly the pinned .debs, from Kiln's local repository of them. */
+export interface LockedTools {
+  /** `deb [trusted=yes] http://127.0.0.1:PORT/ ./` (every .deb in it was checked against the lock's sha256). */
+  sourcesLine: string;
+  /** Digest of the pinned package set (the cache key). */
+  packageSet: string;
+  /** What the lock recorded of the archive the pins came from. */
+  trust: ArchiveTrust;
 }
 
 export function toolsKey(s: ToolsSpec, trust: ArchiveTrust): string {
@@ -38,15 +50,18 @@ export function toolsKey(s: ToolsSpec, trust: ArchiveTrust): string {
 }
 
 /** The tools tree for spec, built once per key into <cacheDir>/tools/<key>. */
-export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void): Promise<ToolsTree> {
-  const trust = await verifyArchive({ ...s, components: ['main'], kernel: '', packages: [] }, workDir, logger, 'tools-InRelease');
-  const key = toolsKey(s, trust);
+export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools): Promise<ToolsTree> {
+  const inReleaseFile = locked ? undefined : join(workDir, 'tools-InRelease');
+  const trust = locked ? locked.trust : await verifyArchive({ ...s, components: ['main'], kernel: '', packages: [] }, workDir, logger, 'tools-InRelease');
+  const key = locked
+    ? createHash('sha256').update(JSON.stringify({ v: 2, suite: s.suite, packageSet: locked.packageSet, sde: trust.archiveDate })).digest('hex')
+    : toolsKey(s, trust);
   const dir = join(cacheDir, 'tools');
   const root = join(dir, key);
   const record = join(dir, `${key}.json`);
   if (existsSync(record) && existsSync(join(root, 'usr/bin/ansible-playbook'))) {
     const packages = (JSON.parse(readFileSync(record, 'utf8')) as { packages: InstalledPackage[] }).packages;
-    return { root, key, suite: s.suite, cached: true, trust, packages };
+    return { root, key, suite: s.suite, cached: true, trust, inReleaseFile, packages };
   }
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, `${key}.partial-${process.pid}`);
@@ -54,11 +69,11 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
   try {
     await exec('mmdebstrap', [
       '--mode=root', '--variant=apt', '--format=directory', `--include=${TOOLS_PACKAGES.join(',')}`,
-      ...(s.verify ? [`--keyring=${s.keyring}`] : ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"']),
+      ...(locked ? [] : s.verify ? [`--keyring=${s.keyring}`] : ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"']),
       '--aptopt=Acquire::Retries "3"', '--dpkgopt=path-exclude=/usr/share/doc/*', '--dpkgopt=path-exclude=/usr/share/man/*',
       // apt's lists and caches are not needed to run Ansible.
       '--customize-hook=rm -rf "$1/var/lib/apt/lists" "$1/var/cache/apt"',
-      s.suite, tmp, `deb ${s.mirror} ${s.suite} main`,
+      s.suite, tmp, locked ? locked.sourcesLine : `deb ${s.mirror} ${s.suite} main`,
     ], {
       logger, onStderrLine: onLine, env: { SOURCE_DATE_EPOCH: String(trust.archiveDate), LC_ALL: 'C.UTF-8' },
       hint: `mmdebstrap could not build the ${s.suite} tools tree (Ansible for the build): check source.debian.mirror and the network`,
@@ -70,7 +85,7 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
       renameSync(tmp, root);
     }
     writeFileSync(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, created: new Date().toISOString() }, null, 2));
-    return { root, key, suite: s.suite, cached: false, trust, packages };
+    return { root, key, suite: s.suite, cached: false, trust, inReleaseFile, packages };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -97,10 +112,10 @@ export async function hostController(): Promise<Controller> {
 }
 
 /** The controller kiln.yaml's provision.ansible names, building (or reusing) its tools tree. */
-export async function controllerFor(c: KilnConfig, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void): Promise<Controller> {
+export async function controllerFor(c: KilnConfig, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools): Promise<Controller> {
   if (c.provision.ansible === 'host') return hostController();
   const d = c.source.debian;
-  const tools = await toolsTree({ suite: c.provision.ansible, mirror: d.mirror, keyring: d.keyring, verify: d.verify }, cacheDir, workDir, logger, onLine);
+  const tools = await toolsTree({ suite: c.provision.ansible, mirror: d.mirror, keyring: d.keyring, verify: d.verify }, cacheDir, workDir, logger, onLine, locked);
   return { root: tools.root, ansibleCore: ansibleCoreVersion(tools.packages), tools };
 }
 

@@ -7,25 +7,14 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { findRootPartition } from '../../src/disk/index.js';
 import { bootVm, type RunningVm } from '../../src/vm/qemu.js';
-import { artifact, builtExample, kiln, mountsUnder, type BuiltExample } from './fixture.js';
+import { artifact, builtExample, kiln, listOnDisk, mountsUnder, readFromDisk, type BuiltExample } from './fixture.js';
 
 let built: BuiltExample;
 
 before(async () => { built = await builtExample(); });
 
 /** Reads a file from the ext4 root of a raw disk without booting or mounting it. */
-async function readFromDisk(raw: string, path: string): Promise<string> {
-  const { offset } = await findRootPartition(raw);
-  return execFileSync('debugfs', ['-R', `cat ${path}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-}
-async function listOnDisk(raw: string, dir: string): Promise<string[]> {
-  const { offset } = await findRootPartition(raw);
-  const out = execFileSync('debugfs', ['-R', `ls -l ${dir}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  return out.split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '').filter((n) => n && n !== '.' && n !== '..');
-}
-
 describe('kiln build of the example', () => {
   test('records the version, the verified source, the tasks and the artifacts', () => {
     const r = built.record;

@@ -6,6 +6,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { findRootPartition } from '../../src/disk/index.js';
 
 export const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
 export const KILN = join(ROOT, 'bin/kiln.js');
@@ -80,4 +81,27 @@ export function artifact(b: BuiltExample, format: string): string {
   const a = b.record.artifacts.find((x) => x.format === format);
   if (!a) throw new Error(`no ${format} artifact in the build`);
   return a.file;
+}
+
+/** A file of the root filesystem of a raw disk (debugfs reads it; nothing is mounted). */
+export async function readFromDisk(raw: string, path: string): Promise<string> {
+  const { offset } = await findRootPartition(raw);
+  return execFileSync('debugfs', ['-R', `cat ${path}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+}
+
+export async function listOnDisk(raw: string, dir: string): Promise<string[]> {
+  const { offset } = await findRootPartition(raw);
+  const out = execFileSync('debugfs', ['-R', `ls -l ${dir}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return out.split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '').filter((n) => n && n !== '.' && n !== '..');
+}
+
+/** Processes a build's sandbox runs (none may outlive a build). */
+export function sandboxProcesses(): string[] {
+  return execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n')
+    .filter((l) => /slirp4netns .*tap0|\/tmp\/root\/\.kiln-init|sleep infinity|nsenter --target=|ansible-playbook/.test(l));
+}
+
+/** Network namespaces on the host (a build's must be gone when it ends). */
+export function netNamespaces(): string[] {
+  return execFileSync('lsns', ['-t', 'net', '-n', '-o', 'NS'], { encoding: 'utf8' }).split('\n').filter(Boolean).sort();
 }

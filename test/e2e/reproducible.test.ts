@@ -44,7 +44,9 @@ describe('reproducible builds from a lock', () => {
     const entries = lockText.split('\n').filter((l) => l.startsWith('  - '));
     assert.ok(entries.length > 150, `a Debian image has >150 packages, the lock has ${entries.length}`);
     for (const n of ['nginx', 'openssh-server', 'linux-image-cloud-amd64', 'systemd']) assert.match(lockText, new RegExp(`name: "${n}", version: "[^"]+", architecture: "(amd64|all)", sha256: "[0-9a-f]{64}"`), n);
-    const names = entries.map((l) => /name: "([^"]+)"/.exec(l)![1]);
+    assert.match(lockText, /^tools:\n {2}archive:\n {4}mirror: "[^"]+"\n {4}suite: "trixie"/m, 'the tools tree Ansible runs from is pinned too');
+    assert.match(lockText.slice(lockText.indexOf('\ntools:')), /name: "ansible-core", version: "2\.19\.[^"]+", architecture: "all", sha256: "[0-9a-f]{64}"/);
+    const names = lockText.slice(0, lockText.indexOf('\ntools:')).split('\n').filter((l) => l.startsWith('  - ')).map((l) => /name: "([^"]+)"/.exec(l)![1]);
     assert.deepEqual(names, [...names].sort(), 'entries are sorted by name');
     const again = await kiln(['lock', '--update'], { cwd: dir });
     assert.equal(again.code, 0, again.stderr.slice(-2000));

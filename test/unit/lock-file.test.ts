@@ -72,3 +72,16 @@ test('Debian version order: epochs, tildes, numeric parts', () => {
 test('the suggested snapshot URL is the lock archive date', () => {
   assert.equal(snapshotUrlFor(lockOf([pkg('a', '1')])), 'https://snapshot.debian.org/archive/debian/20260711T101637Z/');
 });
+
+test('the tools tree pins round-trip, are checked like the image\'s, and show in a diff', async () => {
+  const { formatLock, parseLock, diffLocks, formatChange } = await import('../../src/lock/file.js');
+  const archive = { mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], date: 1700000000, inRelease: 'a'.repeat(64), signedBy: undefined, verified: true };
+  const pkg = (name: string, version: string) => ({ name, version, architecture: 'all', sha256: name.length.toString(16).padStart(64, '0'), size: 1, filename: `pool/main/${name}.deb` });
+  const lock = { lock: 1, image: 'web', archive, packages: [pkg('base-files', '12')], tools: { archive: { ...archive, suite: 'trixie' }, packages: [pkg('ansible-core', '2.19.1-1')] } };
+  const text = formatLock(lock);
+  assert.match(text, /^tools:\n {2}archive:\n {4}mirror: "http:\/\/deb\.debian\.org\/debian"\n {4}suite: "trixie"/m);
+  assert.deepEqual(parseLock(text), lock);
+  assert.throws(() => parseLock(text.replace(/(tools:[\s\S]*?sha256: )"[0-9a-f]+"/, '$1"nothex"')), /tools\.packages\[0\] \(ansible-core\): sha256 must be 64 lower-case hex digits/);
+  const newer = { ...lock, tools: { ...lock.tools, packages: [pkg('ansible-core', '2.19.2-1')] } };
+  assert.deepEqual(diffLocks(lock, newer).map(formatChange), ['~ tools: ansible-core (all) 2.19.1-1 -> 2.19.2-1']);
+});

@@ -103,3 +103,19 @@ test('diffTrees lists content, mode, type and presence differences in path order
     rmSync(base, { recursive: true, force: true });
   }
 });
+
+test('the signed text of an InRelease and the index hashes it gives', async () => {
+  const { signedText, releaseHashes } = await import('../../src/lock/archive-index.js');
+  const inRelease = [
+    '-----BEGIN PGP SIGNED MESSAGE-----', 'Hash: SHA512', '',
+    'Origin: Debian', 'SHA256:', ` ${'1'.repeat(64)}   123 main/binary-amd64/Packages.xz`, ` ${'2'.repeat(64)}   456 main/binary-amd64/Packages`,
+    '- -dash escaped line', '-----BEGIN PGP SIGNATURE-----', 'xyz', '-----END PGP SIGNATURE-----',
+    // Text after the signature is not signed and must not count.
+    'SHA256:', ` ${'9'.repeat(64)}   1 main/binary-amd64/Packages.xz`, '',
+  ].join('\n');
+  const text = signedText(inRelease);
+  assert.match(text, /^-dash escaped line$/m);
+  assert.doesNotMatch(text, /9{64}/);
+  assert.deepEqual(releaseHashes(text).get('main/binary-amd64/Packages.xz'), { sha256: '1'.repeat(64), size: 123 });
+  assert.throws(() => signedText('Origin: Debian\n'), /not a clearsigned message/);
+});
