@@ -109,7 +109,7 @@ export const provisionStep: Step<BuildContext> = {
     ctx.sandbox = await ProvisionSandbox.open({
       tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
       repo: { root: v.repoRoot, files: await repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
-      network: ctx.lock ? 'none' : 'outbound', hostname: t.config.disk.hostname, sourceDateEpoch: v.sourceDateEpoch,
+      network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname, sourceDateEpoch: v.sourceDateEpoch,
       locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined, logger: ctx.logger,
     });
     try {

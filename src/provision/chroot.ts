@@ -17,7 +17,7 @@ import { Sandbox } from '../sandbox/index.js';
 import { controllerLayout, IMAGE, IMAGE_KILN, imageLayout, prepareMountPoints, type SpecLine } from '../sandbox/layout.js';
 import { playbookError } from './ansible.js';
 import { ANSIBLE_ENV, describeFailures, runPlaybook, type PlaybookOutcome } from './run.js';
-import type { PlaybookEvent, TaskResult } from './results.js';
+import { fatalFailures, type PlaybookEvent, type TaskResult } from './results.js';
 
 /** Inside the image: Ansible's remote temp dir, removed after provisioning (and caught by the seal if not). */
 export const REMOTE_TMP = '/var/tmp/.kiln-ansible';
@@ -58,6 +58,8 @@ export interface ProvisionSandboxOptions {
   /** Files the sandbox must never see even if they are in the repository (signing keys). */
   exclude?: string[];
   network: 'none' | 'outbound';
+  /** Host loopback ports the build may reach (provision.host_ports). */
+  hostPorts?: number[];
   hostname: string;
   sourceDateEpoch?: number;
   locked?: LockedApt;
@@ -143,7 +145,7 @@ export class ProvisionSandbox {
       { kind: 'bind', mode: 'ro', src: ioDir, dst: IO },
       ...image,
     ];
-    const sandbox = await Sandbox.start({ dir, layout, network: o.network, hostname: o.hostname, logger: o.logger });
+    const sandbox = await Sandbox.start({ dir, layout, network: o.network, hostPorts: o.hostPorts, hostname: o.hostname, logger: o.logger });
     return new ProvisionSandbox(sandbox, o, ioDir);
   }
 
@@ -200,9 +202,7 @@ export class ProvisionSandbox {
       mapPath: (p) => this.outside(p),
     });
     if (outcome.totals.failures > 0 || outcome.totals.unreachable > 0) {
-      // A failure that stopped a host is its last one (earlier ones were ignore_errors or rescued).
-      const stopped = Object.entries(outcome.stats).filter(([, s]) => s.failures || s.unreachable).map(([h]) => h);
-      const fatal = stopped.map((h) => outcome.results.filter((r) => r.host === h && (r.status === 'failed' || r.status === 'unreachable')).at(-1)).filter((r): r is TaskResult => Boolean(r));
+      const fatal = fatalFailures(outcome.results, outcome.stats);
       const first = fatal[0];
       const failures = describeFailures(fatal);
       throw new KilnError(`task failed: ${first?.task ?? '?'}: ${(first?.msg ?? first?.stderr ?? 'see the details').split('\n')[0]}`, {
@@ -247,7 +247,8 @@ export function releaseTree(root: string): void {
   rmSync(join(root, REMOTE_TMP.slice(1)), { recursive: true, force: true });
 }
 
-function failureHint(first: TaskResult | undefined): string {
+/** What to say about a failed task: a controller task that tried to write is the sandbox at work. */
+export function failureHint(first: TaskResult | undefined): string {
   const text = `${first?.msg ?? ''}\n${first?.stderr ?? ''}`;
   if (/Read-only file system|not writable/.test(text)) {
     return 'tasks on the controller (delegate_to: localhost, local_action, connection: local, hosts: localhost) run in Kiln\'s build sandbox, whose root is read-only: they cannot change the build host. Target the image instead, or run such a task outside the build';

@@ -128,6 +128,17 @@ function statusOf(event: string, r: Record<string, unknown>): TaskStatus {
   return r.changed === true ? 'changed' : 'ok';
 }
 
+/**
+ * The failures that stopped a host: its last failed or unreachable result. Earlier ones were
+ * ignore_errors or rescued (the jsonl events do not say which), and the stats count only these.
+ */
+export function fatalFailures(results: readonly TaskResult[], stats: Record<string, HostStats>): TaskResult[] {
+  return Object.entries(stats).filter(([, s]) => s.failures || s.unreachable).flatMap(([host]) => {
+    const last = results.filter((r) => r.host === host && (r.status === 'failed' || r.status === 'unreachable')).at(-1);
+    return last ? [last] : [];
+  });
+}
+
 export function totals(stats: Record<string, HostStats> | undefined): HostStats {
   const t: HostStats = { ok: 0, changed: 0, failures: 0, unreachable: 0, skipped: 0, rescued: 0, ignored: 0 };
   for (const s of Object.values(stats ?? {})) for (const k of Object.keys(t) as (keyof HostStats)[]) t[k] += s[k] ?? 0;

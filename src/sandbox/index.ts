@@ -23,6 +23,7 @@ import { commandLine, exec, type ExecOptions, type ExecResult } from '../exec.js
 import { silentLogger, type Logger } from '../log.js';
 import { IDMAP_PY, PHASE_A, PHASE_B } from './scripts.js';
 import { specText, type SpecLine } from './layout.js';
+import { PORTS_DIR, RELAY_PY, serveHostPorts, type HostPorts } from './ports.js';
 
 /** uid and gid 0 inside the sandbox are this id on the host (the last 64K block of systemd's container range). */
 export const SANDBOX_UID_BASE = 1879003136;
@@ -34,6 +35,8 @@ export interface SandboxOptions {
   /** What the sandbox is made of, in order (src/sandbox/layout.ts). */
   layout: SpecLine[];
   network: 'none' | 'outbound';
+  /** TCP ports of the host's loopback the sandbox may reach, as 127.0.0.1:PORT inside (ports.ts). */
+  hostPorts?: number[];
   hostname: string;
   logger?: Logger;
 }
@@ -55,13 +58,16 @@ export class Sandbox {
     readonly pid: number,
     private readonly helpers: Helper[],
     readonly network: 'none' | 'outbound',
+    private readonly ports?: HostPorts,
   ) {}
 
   static async start(o: SandboxOptions): Promise<Sandbox> {
     const logger = o.logger ?? silentLogger;
     mkdirSync(o.dir, { recursive: true });
+    const ports = o.hostPorts?.length ? await serveHostPorts(join(o.dir, 'ports'), o.hostPorts) : undefined;
+    const layout: SpecLine[] = [...o.layout, ...(ports ? [{ kind: 'bind' as const, mode: 'ro' as const, src: ports.dir, dst: PORTS_DIR }] : [])];
     const spec = join(o.dir, 'spec');
-    writeFileSync(spec, specText(o.layout));
+    writeFileSync(spec, specText(layout));
     const staging = join(o.dir, 'root');
     mkdirSync(staging, { recursive: true });
     const helpers: Helper[] = [];
@@ -88,9 +94,14 @@ export class Sandbox {
         await help('the network (slirp4netns)', ['setpriv', '--pdeathsig', 'KILL', '--', 'slirp4netns', '--configure', '--mtu=65520',
           '--disable-host-loopback', '--enable-sandbox', '--enable-seccomp', '--exit-fd=3', '--ready-fd=4', String(pid), 'tap0'], { readyFd: 4 }).ready;
       }
-      return new Sandbox(pid, helpers, o.network);
+      const sandbox = new Sandbox(pid, helpers, o.network, ports);
+      if (ports) {
+        await help('the host port relay', sandbox.enter(['python3', '-c', RELAY_PY, PORTS_DIR, ...o.hostPorts!.map(String)], '/', { PATH: '/usr/bin:/bin' })).ready;
+      }
+      return sandbox;
     } catch (e) {
       await stopHelpers(helpers);
+      await ports?.close();
       throw e;
     }
   }
@@ -118,6 +129,7 @@ export class Sandbox {
     const box = this.helpers[1];
     await Promise.race([box?.done, new Promise((r) => setTimeout(r, 5000))]);
     await stopHelpers(this.helpers);
+    await this.ports?.close();
   }
 
   /** What `kiln build --verbose` shows for a sandboxed command. */

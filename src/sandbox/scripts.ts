@@ -30,19 +30,23 @@
 export const PHASE_A = String.raw`set -eu
 holder=$1 base=$2 spec=$3 R=$4
 userns=/proc/$holder/ns/user
-idmap() { python3 -c "$KILN_IDMAP" "$userns" "$@"; }
+binds=''
+# Consecutive binds are made by one python3 run (it starts in ~50 ms); any other line flushes them first.
+flush() { if [ -n "$binds" ]; then printf '%s' "$binds" | python3 -c "$KILN_IDMAP" "$userns"; binds=''; fi; }
 mountpoint_for() { # $1 = source; creates $2 as a file or a directory to mount it on
   if [ -d "$1" ]; then mkdir -p "$2"; else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || : > "$2"; fi
 }
 mount -t tmpfs -o mode=0755,size=16m kiln-sandbox "$R"
 mkdir -p "$R/.oldroot" "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/run" "$R/var/tmp" "$R/root"
 while IFS='	' read -r kind opt src dst; do
+  [ "$kind" = bind ] || flush
   case $kind in
     root)
       for d in usr etc; do mkdir -p "$R/$d"; mount --rbind "$src/$d" "$R/$d"; mount -o remount,bind,ro "$R/$d"; done
       for l in bin sbin lib lib32 lib64 libx32; do if [ -L "$src/$l" ]; then ln -s "$(readlink "$src/$l")" "$R/$l"; fi; done ;;
     bind)
-      mountpoint_for "$src" "$R$dst"; idmap "$src" "$R$dst" "$opt" ;;
+      mountpoint_for "$src" "$R$dst"; binds="$binds$opt	$src	$R$dst
+" ;;
     tmpfs)
       mkdir -p "$R$dst"; mount -t tmpfs -o "mode=$opt,uid=$base,gid=$base,nosuid,nodev,size=50%" kiln-tmpfs "$R$dst" ;;
     dev)
@@ -60,6 +64,7 @@ while IFS='	' read -r kind opt src dst; do
     *) echo "kiln sandbox: unknown spec line: $kind" >&2; exit 2 ;;
   esac
 done < "$spec"
+flush
 # pid 1's script, readable by the sandbox's root (and a short command line in ps)
 printf '%s\n' "$KILN_PHASE_B" > "$R/.kiln-init"
 # The sandbox's root moves to a fresh tmpfs over /tmp (in this namespace only), so its path can be
@@ -111,10 +116,10 @@ while :; do sleep 3600; done
 `;
 
 /**
- * An idmapped bind mount (open_tree + mount_setattr + move_mount): files owned by uid N on disk
+ * Idmapped bind mounts (open_tree + mount_setattr + move_mount): files owned by uid N on disk
  * are owned by uid N inside the user namespace, whose root is an unprivileged uid on the host. So
  * the image tree keeps its real owners while nothing in the sandbox runs as the host's root.
- * Arguments: userns-file source target ro|rw.
+ * Argument: the user namespace file. Stdin: one "ro|rw<TAB>source<TAB>target" line per mount, in order.
  */
 export const IDMAP_PY = String.raw`
 import ctypes, os, sys
@@ -127,12 +132,15 @@ class MountAttr(ctypes.Structure):
 def call(what, *args):
     if libc.syscall(*args) < 0:
         sys.exit('kiln sandbox: %s: %s' % (what, os.strerror(ctypes.get_errno())))
-userns, src, dst, mode = sys.argv[1:5]
-fd = libc.syscall(SYS_open_tree, -100, src.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
-if fd < 0:
-    sys.exit('kiln sandbox: open_tree %s: %s' % (src, os.strerror(ctypes.get_errno())))
-attr = MountAttr(MOUNT_ATTR_IDMAP | (MOUNT_ATTR_RDONLY if mode == 'ro' else 0), 0, 0, os.open(userns, os.O_RDONLY))
-call('idmapped mount of %s (the filesystem must support idmapped mounts: ext4, xfs, btrfs, tmpfs on Linux 6.3+)' % src,
-     SYS_mount_setattr, fd, b'', AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr))
-call('move_mount to %s' % dst, SYS_move_mount, fd, b'', -100, dst.encode(), MOVE_MOUNT_F_EMPTY_PATH)
+userns = os.open(sys.argv[1], os.O_RDONLY)
+for line in sys.stdin.read().splitlines():
+    mode, src, dst = line.split('\t')
+    fd = libc.syscall(SYS_open_tree, -100, src.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+    if fd < 0:
+        sys.exit('kiln sandbox: open_tree %s: %s' % (src, os.strerror(ctypes.get_errno())))
+    attr = MountAttr(MOUNT_ATTR_IDMAP | (MOUNT_ATTR_RDONLY if mode == 'ro' else 0), 0, 0, userns)
+    call('idmapped mount of %s (the filesystem must support idmapped mounts: ext4, xfs, btrfs, tmpfs on Linux 6.3+)' % src,
+         SYS_mount_setattr, fd, b'', AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr))
+    call('move_mount to %s' % dst, SYS_move_mount, fd, b'', -100, dst.encode(), MOVE_MOUNT_F_EMPTY_PATH)
+    os.close(fd)
 `;

@@ -51,6 +51,10 @@ export const kilnSchema = {
         playbook: str('Playbook path, relative to kiln.yaml.'),
         vars: { type: 'object', description: 'Extra variables (-e) for the playbook.', default: {} },
         idempotence: str('Run the playbook twice; what to do when the second run changes anything.', { enum: ['fail', 'warn', 'off'], default: 'fail' }),
+        host_ports: {
+          type: 'array', items: { type: 'integer', minimum: 1, maximum: 65535 }, uniqueItems: true, default: [],
+          description: "TCP ports of the build host's loopback the playbook may reach at build time, as 127.0.0.1:PORT (a local apt repository, a package proxy). Kiln relays exactly these; nothing else of the host is reachable from the build sandbox.",
+        },
         ansible: str('The Ansible controller: a tools tree Kiln builds from this Debian suite (trixie: ansible-core 2.19, bookworm: 2.14), or "host" for the build host\'s own ansible-playbook. It runs in the build sandbox either way.', { enum: ['trixie', 'bookworm', 'host'], default: 'trixie' }),
       },
     },
@@ -114,7 +118,7 @@ export interface KilnConfig {
       keyring: string; verify: boolean; snapshot?: string;
     };
   };
-  provision: { playbook: string; vars: Record<string, unknown>; idempotence: 'fail' | 'warn' | 'off'; ansible: 'trixie' | 'bookworm' | 'host' };
+  provision: { playbook: string; vars: Record<string, unknown>; idempotence: 'fail' | 'warn' | 'off'; host_ports: number[]; ansible: 'trixie' | 'bookworm' | 'host' };
   seal: { disable: string[]; keep: string[] };
   disk: { size: string; firmware: ('bios' | 'uefi')[]; hostname: string; kernel_cmdline: string };
   vm: { cpus: number; memory_mib: number };

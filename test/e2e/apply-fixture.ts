@@ -86,7 +86,7 @@ const DEMO_TASKS = `# The application, pinned: applying a release with another a
 `;
 
 const demoDefaults = (v: string) => `app_version: "${v}"
-# At build time the chroot shares the host's network (127.0.0.1); a QEMU user-net guest reaches the host as 10.0.2.2.
+# At build time Kiln relays provision.host_ports to 127.0.0.1 in its sandbox; a QEMU user-net guest reaches the host as 10.0.2.2.
 demo_repo_host: "{{ '127.0.0.1' if kiln_build | default(false) else '10.0.2.2' }}"
 `;
 
@@ -117,11 +117,10 @@ export function upgradeRepo(name: string, opts: { repoPort: number; tag: string;
     edit: (d) => {
       edit(join(d, 'kiln.yaml'), /^formats: .*$/m, 'formats: [raw]');
       edit(join(d, 'kiln.yaml'), /^  firmware: .*$/m, '  firmware: [bios]');
-      edit(join(d, 'kiln.yaml'), '  idempotence: fail\n', `  idempotence: fail\n  vars:\n    demo_repo_port: ${opts.repoPort}\n`);
+      // The build sandbox reaches no host service but the ones kiln.yaml names (host_ports).
+      edit(join(d, 'kiln.yaml'), '  idempotence: fail\n', `  idempotence: fail\n  host_ports: [${opts.repoPort}]\n  vars:\n    demo_repo_port: ${opts.repoPort}\n`);
       edit(join(d, 'playbook.yml'), '  become: true\n', '  become: true\n  gather_facts: false\n');
       edit(join(d, 'playbook.yml'), '    - role: web\n', '    - role: web\n    - role: demo_app\n');
-      // Without facts ansible_is_chroot is unknown: Kiln's kiln_build says whether this is a build.
-      edit(join(d, 'roles/web/handlers/main.yml'), 'when: not ansible_is_chroot | default(false)', 'when: not kiln_build | default(false)');
       for (const sub of ['tasks', 'defaults', 'templates']) mkdirSync(join(d, 'roles/demo_app', sub), { recursive: true });
       writeFileSync(join(d, 'roles/demo_app/tasks/main.yml'), DEMO_TASKS);
       writeFileSync(join(d, 'roles/demo_app/defaults/main.yml'), demoDefaults(opts.appVersion));

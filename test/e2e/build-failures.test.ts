@@ -6,7 +6,8 @@ import { strict as assert } from 'node:assert';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { exampleRepo, git, kiln, mountsUnder } from './fixture.js';
+import { execFileSync } from 'node:child_process';
+import { exampleRepo, git, kiln, mountsUnder, sandboxProcesses } from './fixture.js';
 
 function assertNothingLeft(dir: string): void {
   assert.deepEqual(mountsUnder(dir), [], 'no mounts remain under the repository');
@@ -118,24 +119,33 @@ describe('failed builds leave nothing behind', () => {
     assert.equal(on.inReleaseSha256, off.inReleaseSha256);
   });
 
-  test('--on-error=keep keeps the tree and prints the shell command and the cleanup', async () => {
+  test('--on-error=keep keeps the tree and prints the command that opens it in the same sandbox, and the cleanup', async () => {
     const dir = exampleRepo('keep', {
       tag: 'release-0.1.0',
       edit: (d) => edit(d, 'roles/web/tasks/main.yml', /^/, '- name: Break on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n\n'),
     });
     const r = await kiln(['build', '--on-error=keep'], { cwd: dir });
     assert.equal(r.code, 1);
-    const shell = /^\s+(unshare .* chroot (\S+) \/bin\/bash)$/m.exec(r.stderr);
-    assert.ok(shell, `prints the chroot command:\n${r.stderr.slice(-2000)}`);
-    assert.ok(existsSync(join(shell[2], 'etc/debian_version')), 'the kept tree is there');
+    const shell = /^\s+kiln shell (\S+)$/m.exec(r.stderr);
+    assert.ok(shell, `prints the shell command:\n${r.stderr.slice(-2000)}`);
+    assert.ok(existsSync(join(shell[1], 'root/etc/debian_version')), 'the kept tree is there');
     assert.deepEqual(mountsUnder(dir), [], 'keeping the tree keeps no mounts');
+    assert.deepEqual(sandboxProcesses(), [], 'nor a sandbox');
     const cleanup = /^\s+rm -rf (\S+)$/m.exec(r.stderr);
     assert.ok(cleanup);
-    // The printed command really opens the tree (run non-interactively).
-    const { execFileSync } = await import('node:child_process');
-    const cmd = shell[1].replace(/ \/bin\/bash$/, ' /bin/cat /etc/debian_version');
-    assert.match(execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }), /^12\./);
+    // The printed command really opens the tree, in the sandbox with the locked apt, /dev and /run the playbook had.
+    const inside = await kiln(['shell', shell[1], '--', '/bin/sh', '-c', 'cat /etc/debian_version; ls /dev | tr "\\n" " "; test -x /run/kiln/facade/python3 && echo facade; id -u'], { cwd: dir });
+    assert.equal(inside.code, 0, inside.stderr);
+    const [version, dev, facade, uid] = inside.stdout.trim().split('\n');
+    assert.match(version, /^12\./);
+    assert.doesNotMatch(dev, /\b(sd|vd|nvme|xvd)[a-z0-9]*\b/, 'no host disk');
+    assert.equal(facade, 'facade');
+    assert.equal(uid, '0');
+    const bad = await kiln(['shell', join(dir, 'nowhere')], { cwd: dir });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /is not the work area of a build that reached provisioning/);
     assert.deepEqual(mountsUnder(dir), []);
+    assert.deepEqual(sandboxProcesses(), []);
     execFileSync('sh', ['-c', `rm -rf ${cleanup[1]}`]);
     assert.equal(existsSync(cleanup[1]), false);
   });
@@ -161,6 +171,7 @@ describe('failed builds leave nothing behind', () => {
       assertNothingLeft(dir);
       const ps = (await import('node:child_process')).execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
       assert.doesNotMatch(ps, new RegExp(`sleep 600`), 'no process from the build survives');
+      assert.deepEqual(sandboxProcesses(), [], 'no sandbox, network helper or Ansible survives');
       if (signal === 'SIGTERM') {
         edit(dir, 'kiln.yaml', 'vars: { kiln_slow: true }', 'vars: { kiln_slow: false }');
         git(dir, 'commit', '-qam', 'not slow');

@@ -48,3 +48,27 @@ test('failures are described with task, host, location and message', () => {
     'unreachable: Ping [web2]: Failed to connect',
   ]);
 });
+
+test('the failure that stopped a host is its last one, not an ignored one before it', async () => {
+  const { fatalFailures, deferredServiceActions } = await import('../../src/provision/results.js');
+  const r = (task: string, status: 'ok' | 'failed' | 'changed', extra = {}) => ({ play: 'p', task, host: 'image', action: 'x', status, ...extra });
+  const stats = { image: { ok: 2, changed: 0, failures: 1, unreachable: 0, skipped: 0, rescued: 0, ignored: 1 } };
+  const results = [r('ignored one', 'failed'), r('fine', 'ok'), r('the real one', 'failed')];
+  assert.deepEqual(fatalFailures(results, stats).map((x) => x.task), ['the real one']);
+  assert.deepEqual(fatalFailures(results, { image: { ...stats.image, failures: 0 } }), []);
+  const services = [
+    r('Start it', 'ok', { action: 'ansible.builtin.service', service: { name: 'ssh', state: 'started' } }),
+    r('Restart handler', 'ok', { action: 'ansible.builtin.systemd', service: { name: 'nginx', state: 'restarted' } }),
+    r('Enable only', 'changed', { action: 'ansible.builtin.service', service: { name: 'cron' } }),
+    r('Stop it', 'ok', { action: 'ansible.builtin.service', service: { name: 'exim4', state: 'stopped' } }),
+  ];
+  assert.deepEqual(deferredServiceActions(services).map((d) => `${d.action} ${d.service}`), ['start ssh', 'restart nginx']);
+});
+
+test('a controller task refused by the read-only sandbox gets a hint saying so', async () => {
+  const { failureHint } = await import('../../src/provision/chroot.js');
+  const t = (msg: string) => ({ play: 'p', task: 't', host: 'image', action: 'copy', status: 'failed' as const, msg });
+  assert.match(failureHint(t('Destination /etc not writable')), /delegate_to: localhost.*read-only/);
+  assert.match(failureHint(t("[Errno 30] Read-only file system: '/etc/x'")), /cannot change the build host/);
+  assert.match(failureHint(t('No package matching foo')), /--on-error=keep/);
+});

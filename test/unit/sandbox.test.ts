@@ -238,3 +238,22 @@ describe('mount points in a hostile image tree', () => {
     rmSync(tree, { recursive: true, force: true });
   });
 });
+
+describe('host ports', () => {
+  test('only the declared port of the host\'s loopback is reachable, as 127.0.0.1:PORT inside', async () => {
+    const open = createServer((_q, s) => s.end('kiln-canary-declared'));
+    const other = createServer((_q, s) => s.end('kiln-canary-undeclared'));
+    await Promise.all([open, other].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))));
+    const [p1, p2] = [open, other].map((s) => (s.address() as AddressInfo).port);
+    const box = await Sandbox.start({ dir: join(mkdtempSync(join(tmpdir(), 'kiln-sandbox-ports-')), 'sb'), layout: controllerLayout('/'), network: 'none', hostPorts: [p1], hostname: 'kiln-ports' });
+    try {
+      const probe = (port: number) => box.exec(['python3', '-c', `import urllib.request\ntry:\n  print(urllib.request.urlopen('http://127.0.0.1:${port}/', timeout=5).read().decode())\nexcept Exception as e:\n  print('refused', type(e).__name__)`], { env, allowFailure: true });
+      assert.equal((await probe(p1)).stdout.trim(), 'kiln-canary-declared');
+      assert.match((await probe(p2)).stdout, /^refused/);
+    } finally {
+      await box.stop();
+      open.close();
+      other.close();
+    }
+  });
+});

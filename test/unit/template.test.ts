@@ -30,6 +30,7 @@ test('a valid kiln.yaml loads with defaults filled in', () => {
   assert.deepEqual(t.config.disk.firmware, ['bios', 'uefi']);
   assert.equal(t.config.version.tag_pattern, 'release-*');
   assert.equal(t.config.provision.idempotence, 'fail');
+  assert.equal(t.config.provision.ansible, 'trixie', 'Ansible runs from a trixie tools tree unless kiln.yaml says otherwise');
   assert.deepEqual(t.config.formats, ['raw', 'qcow2', 'ova']);
   assert.equal(t.playbook, join(d, 'playbook.yml'));
 });
@@ -85,4 +86,12 @@ test('malformed YAML is reported with its position', () => {
 test('all problems are reported at once, in file order', () => {
   const p = problems('name: Web!\nbogus: 1\nsource:\n  debian: {}\nprovision:\n  playbook: playbook.yml\n');
   assert.deepEqual(p.map((x) => x.line), [1, 2]);
+});
+
+test('provision.ansible names a tools suite or the host; anything else is located', () => {
+  for (const v of ['trixie', 'bookworm', 'host']) assert.equal(parseTemplate(good.replace('  playbook: playbook.yml', `  playbook: playbook.yml\n  ansible: ${v}`), join(repo(), 'kiln.yaml')).config.provision.ansible, v);
+  const p = problems(good.replace('  playbook: playbook.yml', '  playbook: playbook.yml\n  ansible: sid'));
+  assert.equal(p.length, 1);
+  assert.equal(p[0].line, 7);
+  assert.match(p[0].message, /trixie.*bookworm.*host/);
 });
