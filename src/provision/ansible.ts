@@ -41,10 +41,15 @@ export async function syntaxCheck(t: LoadedTemplate, logger: Logger = silentLogg
   }
 }
 
-/** Turns ansible's "ERROR! ... The error appears to be in 'FILE': line N, column M" into a located KilnError. */
+/**
+ * Turns Ansible's error into a located KilnError: ansible-core 2.14's "ERROR! ... The error appears
+ * to be in 'FILE': line N, column M", or 2.19's "[ERROR]: ...\nOrigin: FILE:N:M".
+ */
 export function playbookError(playbook: string, text: string, mapPath: (p: string) => string = (p) => p): KilnError {
-  const m = /appears to be in '([^']+)': line (\d+), column (\d+)/.exec(text);
-  const first = (/ERROR! (.*)/.exec(text)?.[1] ?? text.trim().split('\n')[0] ?? 'syntax error').trim();
+  const old = /appears to be in '([^']+)': line (\d+), column (\d+)/.exec(text);
+  const origin = /^Origin: (.+?):(\d+):(\d+)\s*$/m.exec(text);
+  const m = old ?? origin;
+  const first = (/ERROR! (.*)/.exec(text)?.[1] ?? /\[ERROR\]: (.*)/.exec(text)?.[1] ?? text.trim().split('\n')[0] ?? 'syntax error').trim();
   if (/the playbook: .* could not be found/.test(text)) {
     return new KilnError(`playbook not found: ${mapPath(playbook)}`, { where: { file: mapPath(playbook) } });
   }

@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
-import { exampleRepo, git, kiln, mountsUnder, sandboxProcesses } from './fixture.js';
+import { exampleRepo, git, kiln, mountsUnder, netNamespaces, sandboxProcesses } from './fixture.js';
 
 function assertNothingLeft(dir: string): void {
   assert.deepEqual(mountsUnder(dir), [], 'no mounts remain under the repository');
@@ -161,6 +161,7 @@ describe('failed builds leave nothing behind', () => {
         },
       });
       let sent = false;
+      const netnsBefore = netNamespaces();
       const r = await kiln(['build'], {
         cwd: dir, timeoutMs: 600_000,
         onStderr: (_c, child) => { if (!sent && /Take a while/.test(_c)) { sent = true; setTimeout(() => child.kill(signal), 1500); } },
@@ -172,6 +173,7 @@ describe('failed builds leave nothing behind', () => {
       const ps = (await import('node:child_process')).execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
       assert.doesNotMatch(ps, new RegExp(`sleep 600`), 'no process from the build survives');
       assert.deepEqual(sandboxProcesses(), [], 'no sandbox, network helper or Ansible survives');
+      assert.deepEqual(netNamespaces(), netnsBefore, 'no network namespace is left');
       if (signal === 'SIGTERM') {
         edit(dir, 'kiln.yaml', 'vars: { kiln_slow: true }', 'vars: { kiln_slow: false }');
         git(dir, 'commit', '-qam', 'not slow');

@@ -72,3 +72,15 @@ test('a controller task refused by the read-only sandbox gets a hint saying so',
   assert.match(failureHint(t("[Errno 30] Read-only file system: '/etc/x'")), /cannot change the build host/);
   assert.match(failureHint(t('No package matching foo')), /--on-error=keep/);
 });
+
+test("Ansible's syntax errors are located, in 2.14's and 2.19's words, at the repository's path", async () => {
+  const { playbookError } = await import('../../src/provision/ansible.js');
+  const outside = (p: string) => p.replace(/^\/repo\//, '/srv/web/');
+  const v219 = playbookError('/repo/playbook.yml', '[ERROR]: YAML parsing failed: While parsing a block mapping did not find expected key.\nOrigin: /repo/roles/web/tasks/main.yml:4:4\n\n4    bad indent: [\n', outside);
+  assert.equal(v219.message, 'playbook syntax error: YAML parsing failed: While parsing a block mapping did not find expected key.');
+  assert.deepEqual(v219.where, { file: '/srv/web/roles/web/tasks/main.yml', line: 4, column: 4 });
+  assert.equal(v219.exitCode, 2);
+  const v214 = playbookError('/repo/playbook.yml', "ERROR! We were unable to read either as JSON nor YAML\n\nThe error appears to be in '/repo/roles/web/tasks/main.yml': line 4, column 4, but may\n", outside);
+  assert.match(v214.message, /^playbook syntax error: We were unable to read/);
+  assert.deepEqual(v214.where, { file: '/srv/web/roles/web/tasks/main.yml', line: 4, column: 4 });
+});
