@@ -118,7 +118,7 @@ export const provisionStep: Step<BuildContext> = {
       throw ctx.lock ? explainLockedFailure(e, ctx.lock) : e;
     } finally {
       // --on-error=keep leaves the tree as the failing task saw it; the debug shell opens a new sandbox on it.
-      await ctx.sandbox.sandbox.stop();
+      await ctx.sandbox.stop();
     }
     if (ctx.lock) {
       const { unlocked, unused } = compareInstalled(await installedPackages(ctx.root), ctx.lock.lock);
@@ -129,7 +129,7 @@ export const provisionStep: Step<BuildContext> = {
     releaseTree(ctx.root);
   },
   async cleanup(ctx) {
-    await ctx.sandbox?.sandbox.stop();
+    await ctx.sandbox?.stop();
     if (ctx.options.onError !== 'keep' && existsSync(ctx.root)) releaseTree(ctx.root);
   },
 };

@@ -16,7 +16,7 @@ export const shellCommand: Command = {
     try {
       return await box.shell(dash >= 0 ? argv.slice(dash + 1) : undefined);
     } finally {
-      await box.sandbox.stop();
+      await box.stop();
     }
   },
 };

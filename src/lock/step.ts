@@ -11,7 +11,7 @@ import type { Step } from '../pipeline/runner.js';
 import type { ArchiveTrust, InstalledPackage, LockedBase } from '../source/debian.js';
 import type { BuildContext } from '../build/context.js';
 import { LOCK_FILE, packageKey, packageSetDigest, parseLock, type LockedSet, type LockFile } from './file.js';
-import { controllerFor, hostController, type Controller } from '../sandbox/tools.js';
+import { ansibleCoreVersion, cachedToolsFor, controllerFor, hostController, type Controller } from '../sandbox/tools.js';
 import { fetchLockedDebs } from './fetch.js';
 import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from './repo.js';
 
@@ -123,6 +123,8 @@ export async function lockedController(ctx: BuildContext, onStatus: (s: string) 
   if (pins.archive.suite !== c.provision.ansible) {
     throw new KilnError(`kiln.lock pins a ${pins.archive.suite} tools tree, but kiln.yaml asks for ${c.provision.ansible} (provision.ansible)`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });
   }
+  const cached = cachedToolsFor(ctx.cacheDir, c.provision.ansible, pins);
+  if (cached) return { root: cached.root, ansibleCore: ansibleCoreVersion(cached.packages), tools: cached };
   const d = c.source.debian;
   await fetchLockedDebs(pins, { cacheDir: ctx.cacheDir, mirror: pins.archive.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus });
   const index = await lockedPackagesIndex(pins, ctx.cacheDir);

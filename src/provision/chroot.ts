@@ -14,7 +14,7 @@ import type { KilnConfig } from '../template/schema.js';
 import { sandboxEnv } from '../sandbox/env.js';
 import { FACADE_PYTHON, writeFacade } from '../sandbox/facade.js';
 import { Sandbox } from '../sandbox/index.js';
-import { controllerLayout, IMAGE, IMAGE_KILN, imageLayout, prepareMountPoints, type SpecLine } from '../sandbox/layout.js';
+import { controllerLayout, IMAGE, IMAGE_KILN, imageLayout, KILN_RUN, prepareMountPoints, treePath, type SpecLine } from '../sandbox/layout.js';
 import { playbookError } from './ansible.js';
 import { ANSIBLE_ENV, describeFailures, runPlaybook, type PlaybookOutcome } from './run.js';
 import { fatalFailures, type PlaybookEvent, type TaskResult } from './results.js';
@@ -73,7 +73,7 @@ type SavedOptions = Omit<ProvisionSandboxOptions, 'logger' | 'reuseRepoCopy'>;
 const SAVED = 'sandbox.json';
 
 /** The `deb` line of a locked build's repository as apt in the image sees it. */
-export const LOCKED_SOURCES_LINE = `deb [trusted=yes] file:${IMAGE_KILN.slice(IMAGE.length)}/locked-repo ./`;
+export const LOCKED_SOURCES_LINE = `deb [trusted=yes] file:${KILN_RUN}/locked-repo ./`;
 
 /** The sandbox a build provisions in, with the image at /image and the repository at /repo. */
 export class ProvisionSandbox {
@@ -106,7 +106,7 @@ export class ProvisionSandbox {
     const ioDir = join(o.workDir, 'ansible-io');
     mkdirSync(ioDir, { recursive: true });
     // Services must not start: invoke-rc.d asks policy-rc.d, 101 = action forbidden.
-    const policy = join(o.tree, 'usr/sbin/policy-rc.d');
+    const policy = join(treePath(o.tree, 'usr/sbin', 'dir', 'Kiln writes policy-rc.d there'), 'policy-rc.d');
     if (lstatSafe(policy)?.isSymbolicLink()) rmSync(policy);
     writeFileSync(policy, '#!/bin/sh\n# kiln: no services start while the image is built\nexit 101\n');
     chmodSync(policy, 0o755);
@@ -219,10 +219,9 @@ export class ProvisionSandbox {
     await sandboxedSyntaxCheck(this.sandbox, this.inside(playbook), this.inside(cwd), (p) => this.outside(p));
   }
 
-  /** Stops the sandbox and removes what provisioning put in the tree. */
-  async close(): Promise<void> {
-    await this.sandbox.stop();
-    releaseTree(this.o.tree);
+  /** Ends the sandbox (the tree stays as the playbook left it: `releaseTree` tidies it for the image). */
+  stop(): Promise<void> {
+    return this.sandbox.stop();
   }
 }
 

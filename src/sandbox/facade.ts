@@ -17,13 +17,13 @@
  */
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { IMAGE_KILN } from './layout.js';
+import { KILN_RUN } from './layout.js';
 
 /** Inside the image: the facade, and the interpreter Ansible runs modules with. */
-export const FACADE = `${IMAGE_KILN.slice('/image'.length)}/facade`;
+export const FACADE = `${KILN_RUN}/facade`;
 export const FACADE_PYTHON = `${FACADE}/python3`;
-const STATE = `${IMAGE_KILN.slice('/image'.length)}/state`;
-const TMP = `${IMAGE_KILN.slice('/image'.length)}/tmp`;
+const STATE = `${KILN_RUN}/state`;
+const TMP = `${KILN_RUN}/tmp`;
 
 /** String.raw for shell text: `\${...}` is the shell's own expansion, `${...}` a TypeScript value. */
 function sh(s: TemplateStringsArray, ...v: unknown[]): string {

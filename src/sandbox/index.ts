@@ -19,7 +19,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
-import { commandLine, exec, type ExecOptions, type ExecResult } from '../exec.js';
+import { exec, type ExecOptions, type ExecResult } from '../exec.js';
 import { silentLogger, type Logger } from '../log.js';
 import { IDMAP_PY, PHASE_A, PHASE_B } from './scripts.js';
 import { specText, type SpecLine } from './layout.js';
@@ -130,11 +130,6 @@ export class Sandbox {
     await Promise.race([box?.done, new Promise((r) => setTimeout(r, 5000))]);
     await stopHelpers(this.helpers);
     await this.ports?.close();
-  }
-
-  /** What `kiln build --verbose` shows for a sandboxed command. */
-  static describe(cmd: string[]): string {
-    return commandLine(cmd[0], cmd.slice(1));
   }
 }
 

@@ -18,8 +18,10 @@ export type SpecLine =
 
 /** Where the image tree is inside the sandbox, and the chroot connection's target. */
 export const IMAGE = '/image';
-/** Kiln's sandbox-only directory inside the image (on a tmpfs: nothing of it reaches the image). */
-export const IMAGE_KILN = `${IMAGE}/run/kiln`;
+/** Kiln's sandbox-only directory in the image, as the image sees it (on a tmpfs: nothing of it reaches the image). */
+export const KILN_RUN = '/run/kiln';
+/** The same directory as the controller sees it. */
+export const IMAGE_KILN = `${IMAGE}${KILN_RUN}`;
 
 function checkPath(p: string, what: string, absolute: boolean): void {
   if (/[\t\n\r\0]/.test(p)) throw new KilnError(`the build sandbox cannot use a path with a tab, newline or NUL: ${JSON.stringify(p)}`, { hint: `rename ${what}` });
@@ -92,6 +94,36 @@ export function imageLayout(o: ImageLayoutOptions): SpecLine[] {
 }
 
 /**
+ * A path in the image tree that the host's root may write or mount on: every component must be a
+ * real directory (the last a directory or a file, by `last`), never a symlink (a hostile tree's
+ * /run -> /etc would otherwise send the host's root out of the tree). Missing components are
+ * created, without following links. Returns the host path.
+ */
+export function treePath(tree: string, rel: string, last: 'dir' | 'file', why: string): string {
+  const parts = rel.split('/').filter(Boolean);
+  let p = tree;
+  parts.forEach((name, i) => {
+    p = join(p, name);
+    const isLast = i === parts.length - 1;
+    let st;
+    try { st = lstatSync(p); } catch { st = undefined; }
+    const shown = `/${parts.slice(0, i + 1).join('/')}`;
+    if (st?.isSymbolicLink()) {
+      throw new KilnError(`the image tree's ${shown} is a symlink: ${why}, and Kiln does not follow links out of the tree`, {
+        hint: 'an image must have real directories at /proc, /sys, /dev, /run, /usr/sbin and the apt cache paths',
+      });
+    }
+    if (!st) {
+      if (isLast && last === 'file') writeFileSync(p, '', { flag: 'wx', mode: 0o644 });
+      else mkdirSync(p, { mode: 0o755 });
+    } else if (!isLast && !st.isDirectory()) {
+      throw new KilnError(`the image tree's ${shown} is not a directory`, { hint: `${why}, below it` });
+    }
+  });
+  return p;
+}
+
+/**
  * Mount points inside the image tree that phase A (the host's root) will mount on: every one must
  * be a real directory or file in the tree, never a symlink (a hostile tree's /run -> /etc would
  * otherwise have the host's root write and mount outside it). Missing ones are created, as root
@@ -102,25 +134,7 @@ export function prepareMountPoints(tree: string, lines: readonly SpecLine[], ext
   const check = (dst: string, file: boolean) => {
     if (dst === IMAGE || !dst.startsWith(`${IMAGE}/`)) return;
     if (ours.some((o) => dst === o || dst.startsWith(`${o}/`))) return;
-    const parts = dst.slice(IMAGE.length + 1).split('/');
-    let p = tree;
-    parts.forEach((name, i) => {
-      p = join(p, name);
-      const last = i === parts.length - 1;
-      let st;
-      try { st = lstatSync(p); } catch { st = undefined; }
-      if (st?.isSymbolicLink()) {
-        throw new KilnError(`the image tree's /${parts.slice(0, i + 1).join('/')} is a symlink: the build sandbox mounts there and does not follow links out of the tree`, {
-          hint: 'an image must have real directories at /proc, /sys, /dev, /run and the apt cache paths',
-        });
-      }
-      if (!st) {
-        if (last && file) writeFileSync(p, '', { flag: 'wx', mode: 0o644 });
-        else mkdirSync(p, { mode: 0o755 });
-      } else if (!last && !st.isDirectory()) {
-        throw new KilnError(`the image tree's /${parts.slice(0, i + 1).join('/')} is not a directory`, { hint: 'the build sandbox mounts below it' });
-      }
-    });
+    treePath(tree, dst.slice(IMAGE.length + 1), file ? 'file' : 'dir', 'the build sandbox mounts there');
   };
   for (const e of extra) check(`${IMAGE}${e}`, false);
   for (const l of lines) {

@@ -6,7 +6,7 @@
  * package by apt), is cached under a key of its inputs, and is only ever mounted read-only.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
@@ -89,6 +89,27 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * A cached tools tree that is already the pinned one: built from the same signed InRelease, with
+ * exactly the pinned packages installed (so from the pinned .debs, whose sha256 that InRelease's
+ * index gives). A locked build then needs neither the .debs nor a second mmdebstrap run.
+ */
+export function cachedToolsFor(cacheDir: string, suite: ToolsSuite, pins: { archive: { inRelease: string; date: number; verified: boolean; signedBy?: string }; packages: { name: string; version: string; architecture: string }[] }): ToolsTree | undefined {
+  const dir = join(cacheDir, 'tools');
+  const want = [...pins.packages].map((p) => `${p.name}:${p.architecture}=${p.version}`).sort().join('\n');
+  for (const f of existsSync(dir) ? readdirSync(dir).filter((n) => n.endsWith('.json')) : []) {
+    const key = f.slice(0, -'.json'.length);
+    let rec: { suite?: string; inRelease?: string; packages?: InstalledPackage[] };
+    try { rec = JSON.parse(readFileSync(join(dir, f), 'utf8')); } catch { continue; }
+    if (rec.suite !== suite || rec.inRelease !== pins.archive.inRelease || !existsSync(join(dir, key, 'usr/bin/ansible-playbook'))) continue;
+    const have = (rec.packages ?? []).map((p) => `${p.name}:${p.arch}=${p.version}`).sort().join('\n');
+    if (have !== want) continue;
+    const trust: ArchiveTrust = { verified: pins.archive.verified, inReleaseSha256: pins.archive.inRelease, archiveDate: pins.archive.date, signingKeyFingerprint: pins.archive.signedBy };
+    return { root: join(dir, key), key, suite, cached: true, trust, packages: rec.packages! };
+  }
+  return undefined;
 }
 
 /** The version of ansible-core in a controller root (a tools tree, or "/" for the host). */

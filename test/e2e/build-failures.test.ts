@@ -134,7 +134,7 @@ describe('failed builds leave nothing behind', () => {
     const cleanup = /^\s+rm -rf (\S+)$/m.exec(r.stderr);
     assert.ok(cleanup);
     // The printed command really opens the tree, in the sandbox with the locked apt, /dev and /run the playbook had.
-    const inside = await kiln(['shell', shell[1], '--', '/bin/sh', '-c', 'cat /etc/debian_version; ls /dev | tr "\\n" " "; test -x /run/kiln/facade/python3 && echo facade; id -u'], { cwd: dir });
+    const inside = await kiln(['shell', shell[1], '--', '/bin/sh', '-c', 'cat /etc/debian_version; echo $(ls /dev); test -x /run/kiln/facade/python3 && echo facade; id -u'], { cwd: dir });
     assert.equal(inside.code, 0, inside.stderr);
     const [version, dev, facade, uid] = inside.stdout.trim().split('\n');
     assert.match(version, /^12\./);

@@ -30,7 +30,9 @@ describe('kiln build of the example', () => {
     assert.ok(!r.source.packages.some((p) => p.name === 'nginx'), 'the base did not have nginx');
     const tasks = r.provision.tasks.map((t) => `${t.task}=${t.status}`);
     assert.ok(tasks.some((t) => /Install nginx.*=changed/.test(t)), tasks.join('\n'));
-    assert.ok(tasks.includes('web : Reload nginx=skipped'), 'handlers do not run in the chroot');
+    assert.ok(tasks.includes('web : Reload nginx=ok'), 'the handler runs without a guard; nothing is started at build time');
+    assert.deepEqual((r.provision as { deferred?: { action: string; service: string }[] }).deferred?.map((d) => `${d.action} ${d.service}`), ['reload nginx'], 'and the reload is recorded as deferred to first boot');
+    assert.match((r.provision as { controller?: string }).controller ?? '', /^ansible-core 2\.19\.\S+ from the trixie tools tree/);
     assert.deepEqual(r.provision.idempotence?.changed, []);
     for (const a of r.artifacts) {
       assert.ok(existsSync(a.file), a.file);

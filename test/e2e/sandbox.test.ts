@@ -2,7 +2,7 @@
  * Issue 10 on real builds: a hardening role written for live hosts (sysctl now, hostnamectl,
  * iptables, a bridge, domainname, mount, modprobe, services and a restarting handler) builds without
  * guards, lands in the image and takes effect when it boots, while the build host stays as it was;
- * tasks aimed at the controller cannot write the host; an interrupted build leaves nothing running.
+ * tasks aimed at the controller cannot write the host; a kill -9 of Kiln leaves nothing running.
  *
  * Canaries only: distinctive, harmless values (a sysctl, a firewall rule for 192.0.2.77 with a
  * comment, a bridge link, marker files, the domain name). Each is read before and after, and
@@ -14,7 +14,7 @@ import { cpSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bootVm, type RunningVm } from '../../src/vm/qemu.js';
-import { exampleRepo, git, kiln, listOnDisk, mountsUnder, netNamespaces, readFromDisk, ROOT, sandboxProcesses, type BuildRecordLite } from './fixture.js';
+import { exampleRepo, kiln, listOnDisk, mountsUnder, netNamespaces, readFromDisk, ROOT, sandboxProcesses, type BuildRecordLite } from './fixture.js';
 
 const SECRETS = { KILN_REGISTRY_PASSWORD: 'kiln-canary-registry', KILN_SIGNING_PASSPHRASE: 'kiln-canary-passphrase', AWS_SECRET_ACCESS_KEY: 'kiln-canary-aws' };
 const MARKERS = ['/etc/kiln-canary-delegated', '/etc/kiln-canary-local-action', '/etc/kiln-canary-play', '/run/kiln-canary-started'];
@@ -76,8 +76,9 @@ describe('a hardening role written for live hosts, built in the sandbox', () => 
   after(() => { if (hostBefore) restore(hostBefore); });
 
   test('every live-host task succeeded, and the second run changed nothing', () => {
-    const failed = record.provision.tasks.filter((t) => t.status === 'failed');
-    assert.deepEqual(failed, []);
+    assert.equal(record.provision.totals.failures, 0);
+    const failed = record.provision.tasks.filter((t) => t.status === 'failed').map((t) => t.task);
+    assert.deepEqual(failed, ['Delegated to localhost', 'A local action', "Write the controller's /etc"], 'only the controller tasks failed (ignore_errors), as they must');
     assert.deepEqual(record.provision.idempotence?.changed, []);
     assert.match(record.provision.controller ?? '', /^ansible-core 2\.19\.\S+ from the trixie tools tree/);
     const changed = new Set(record.provision.tasks.filter((t) => t.status === 'changed').map((t) => t.task.replace(/^hardening : /, '')));
@@ -93,6 +94,7 @@ describe('a hardening role written for live hosts, built in the sandbox', () => 
 
   test('the build host is as it was: settings, firewall, links, names, files, processes, mounts, namespaces', () => {
     assert.deepEqual(restore(hostBefore), [], 'no canary changed on the build host');
+    for (const m of MARKERS) assert.equal(existsSync(m), false, `${m}: delegate_to: localhost, local_action and a hosts: localhost play cannot write the host`);
     assert.deepEqual(sandboxProcesses(), []);
     assert.deepEqual(mountsUnder(dir), []);
     assert.deepEqual(netNamespaces(), netnsBefore, 'no network namespace is left');
@@ -128,55 +130,8 @@ describe('a hardening role written for live hosts, built in the sandbox', () => 
   });
 });
 
-describe('tasks aimed at the controller cannot reach the build host', () => {
-  test('delegate_to: localhost, local_action and a hosts: localhost play fail on a read-only root; no marker appears', async () => {
-    const before = hostState();
-    const dir = exampleRepo('localhost-tasks', {
-      tag: 'release-0.1.0',
-      edit: (d) => {
-        writeFileSync(join(d, 'kiln.yaml'), readFileSync(join(d, 'kiln.yaml'), 'utf8').replace(/^formats: .*$/m, 'formats: [raw]'));
-        writeFileSync(join(d, 'playbook.yml'), `${readFileSync(join(d, 'playbook.yml'), 'utf8')}
-- name: controller tasks
-  hosts: all
-  tasks:
-    - name: Delegated to localhost
-      ansible.builtin.copy: { dest: /etc/kiln-canary-delegated, content: "x\\n", mode: "0644" }
-      delegate_to: localhost
-      register: delegated
-      ignore_errors: true
-    - name: A local action
-      local_action: { module: ansible.builtin.file, path: /etc/kiln-canary-local-action, state: touch, mode: "0644" }
-      register: local
-      ignore_errors: true
-- name: a play on localhost
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  tasks:
-    - name: Write the controller's /etc
-      ansible.builtin.copy: { dest: /etc/kiln-canary-play, content: "x\\n", mode: "0644" }
-      register: play
-      ignore_errors: true
-    - name: Every one failed on a read-only file system
-      ansible.builtin.assert:
-        that:
-          - hostvars['image'].delegated is failed
-          - hostvars['image'].local is failed
-          - play is failed
-          - hostvars['image'].delegated.msg is search('not writable|Read-only file system')
-          - play.msg is search('not writable|Read-only file system')
-`);
-      },
-    });
-    const r = await kiln(['build', '--no-release'], { cwd: dir });
-    assert.equal(r.code, 0, r.stderr.slice(-4000));
-    assert.deepEqual(restore(before), [], 'no marker file or other change on the host');
-    for (const m of MARKERS) assert.equal(existsSync(m), false, m);
-  });
-});
-
 describe('kill -9 of kiln during provisioning', () => {
-  test('leaves no process, mount or network namespace; the next build cleans up and succeeds', async () => {
+  test('leaves no process, mount or network namespace', async () => {
     const netnsBefore = netNamespaces();
     const dir = exampleRepo('kill-9', {
       tag: 'release-0.1.0',
@@ -202,13 +157,6 @@ describe('kill -9 of kiln during provisioning', () => {
     assert.doesNotMatch(sh('ps', ['-eo', 'args']), /sleep 600/);
     assert.deepEqual(mountsUnder(dir), []);
     assert.deepEqual(netNamespaces(), netnsBefore);
-    const stale = readdirSync(join(dir, '.kiln/work'));
-    assert.equal(stale.length, 1, 'kill -9 leaves the work area (no code runs after it)');
-    writeFileSync(join(dir, 'kiln.yaml'), readFileSync(join(dir, 'kiln.yaml'), 'utf8').replace('vars: { kiln_slow: true }', 'vars: { kiln_slow: false }'));
-    git(dir, 'commit', '-qam', 'not slow');
-    git(dir, 'tag', '-f', 'release-0.1.0');
-    const again = await kiln(['build', '--no-release'], { cwd: dir });
-    assert.equal(again.code, 0, again.stderr.slice(-3000));
-    assert.deepEqual(readdirSync(join(dir, '.kiln/work')), [], 'the next build removed the dead build\'s work area');
+    assert.equal(readdirSync(join(dir, '.kiln/work')).length, 1, 'kill -9 leaves the work area\'s files (no code runs after it); the next build removes them (unit-tested)');
   });
 });

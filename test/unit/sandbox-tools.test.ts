@@ -1,0 +1,38 @@
+/** The tools tree cache: a locked build reuses a cached tree only when it is exactly the pinned one. */
+import { strict as assert } from 'node:assert';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { removeStaleWorkAreas } from '../../src/build/steps-prepare.js';
+import { cachedToolsFor } from '../../src/sandbox/tools.js';
+
+test('a cached tools tree is the pinned one only with the same InRelease and exactly the pinned packages', () => {
+  const cache = mkdtempSync(join(tmpdir(), 'kiln-tools-'));
+  const key = 'k'.repeat(64);
+  mkdirSync(join(cache, 'tools', key, 'usr/bin'), { recursive: true });
+  writeFileSync(join(cache, 'tools', key, 'usr/bin/ansible-playbook'), '');
+  const installed = [{ name: 'ansible-core', version: '2.19.11-0+deb13u1', arch: 'all' }, { name: 'python3', version: '3.13.5-1', arch: 'amd64' }];
+  writeFileSync(join(cache, 'tools', `${key}.json`), JSON.stringify({ suite: 'trixie', inRelease: 'a'.repeat(64), packages: installed }));
+  const archive = { inRelease: 'a'.repeat(64), date: 1, verified: true, signedBy: 'F' };
+  const pins = installed.map((p) => ({ name: p.name, version: p.version, architecture: p.arch }));
+  const hit = cachedToolsFor(cache, 'trixie', { archive, packages: [...pins].reverse() });
+  assert.equal(hit?.root, join(cache, 'tools', key));
+  assert.equal(hit?.trust.inReleaseSha256, 'a'.repeat(64));
+  assert.equal(cachedToolsFor(cache, 'trixie', { archive: { ...archive, inRelease: 'b'.repeat(64) }, packages: pins }), undefined, 'another InRelease');
+  assert.equal(cachedToolsFor(cache, 'trixie', { archive, packages: [pins[0], { ...pins[1], version: '3.13.5-2' }] }), undefined, 'another version');
+  assert.equal(cachedToolsFor(cache, 'trixie', { archive, packages: [pins[0]] }), undefined, 'a package more in the tree');
+  assert.equal(cachedToolsFor(cache, 'bookworm', { archive, packages: pins }), undefined, 'another suite');
+});
+
+test('work areas of builds whose process is gone are removed; a live one stays', () => {
+  const work = mkdtempSync(join(tmpdir(), 'kiln-work-'));
+  const dead = join(work, '20261130T010101-999999999');
+  const live = join(work, `20261130T010101-${process.pid}`);
+  const parent = join(work, `validate-${process.ppid}`);
+  for (const d of [dead, live, parent]) mkdirSync(join(d, 'root/etc'), { recursive: true });
+  removeStaleWorkAreas(work);
+  assert.equal(existsSync(dead), false);
+  assert.equal(existsSync(live), true);
+  assert.equal(existsSync(parent), true);
+});
