@@ -72,34 +72,48 @@ describe('kiln build of the example', () => {
   });
 });
 
-for (const [firmware, format] of [['bios', 'raw'], ['uefi', 'qcow2']] as const) {
-  describe(`the example boots under ${firmware.toUpperCase()} (${format})`, () => {
-    let vm: RunningVm;
-    before(async () => { vm = await bootVm({ image: artifact(built, format), firmware, timeoutSec: 420 }); });
-    after(async () => { await vm?.stop(); });
-
-    test('the version is in /etc/release and os-release', async () => {
-      const rel = (await vm.ssh('cat /etc/release')).stdout;
-      assert.match(rel, /^IMAGE_ID=web$/m);
-      assert.match(rel, /^IMAGE_VERSION=release-0\.1\.0$/m);
-      assert.match((await vm.ssh('. /etc/os-release && echo "$IMAGE_ID $IMAGE_VERSION $VERSION_CODENAME"')).stdout, /^web release-0\.1\.0 bookworm$/m);
-    });
-
-    test('nginx serves the version page and the user app exists', async () => {
-      const page = await vm.ssh(`python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1/").read().decode())'`);
-      assert.match(page.stdout, /<p id="version">release-0\.1\.0<\/p>/);
-      assert.match((await vm.ssh('systemctl is-active nginx')).stdout, /^active$/m);
-      assert.match((await vm.ssh('id app')).stdout, /uid=\d+\(app\)/);
-    });
-
-    test('host keys and machine-id were made at first boot', async () => {
-      const fp = (await vm.ssh('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')).stdout;
-      assert.match(fp, /SHA256:\S+/);
-      assert.match((await vm.ssh('cat /etc/machine-id')).stdout, /^[0-9a-f]{32}$/m);
-      assert.match((await vm.ssh('test -d /sys/firmware/efi && echo uefi || echo bios')).stdout.trim(), new RegExp(`^${firmware}$`));
-    });
+// Both VMs boot at once, one vCPU each: TCG runs a vCPU per host core, so two boots take the time of one.
+describe('the example boots under BIOS and UEFI', () => {
+  const vms: Partial<Record<'bios' | 'uefi', RunningVm>> = {};
+  before(async () => {
+    const [bios, uefi] = await Promise.allSettled([
+      bootVm({ image: artifact(built, 'raw'), firmware: 'bios', cpus: 1, timeoutSec: 480 }),
+      bootVm({ image: artifact(built, 'qcow2'), firmware: 'uefi', cpus: 1, timeoutSec: 480 }),
+    ]);
+    if (bios.status === 'fulfilled') vms.bios = bios.value;
+    if (uefi.status === 'fulfilled') vms.uefi = uefi.value;
+    for (const r of [bios, uefi]) if (r.status === 'rejected') throw r.reason;
   });
-}
+  after(async () => { await Promise.all(Object.values(vms).map((v) => v.stop())); });
+
+  for (const [firmware, format] of [['bios', 'raw'], ['uefi', 'qcow2']] as const) {
+    describe(`under ${firmware.toUpperCase()} (${format})`, () => {
+      let vm: RunningVm;
+      before(() => { vm = vms[firmware]!; });
+
+      test('the version is in /etc/release and os-release', async () => {
+        const rel = (await vm.ssh('cat /etc/release')).stdout;
+        assert.match(rel, /^IMAGE_ID=web$/m);
+        assert.match(rel, /^IMAGE_VERSION=release-0\.1\.0$/m);
+        assert.match((await vm.ssh('. /etc/os-release && echo "$IMAGE_ID $IMAGE_VERSION $VERSION_CODENAME"')).stdout, /^web release-0\.1\.0 bookworm$/m);
+      });
+
+      test('nginx serves the version page and the user app exists', async () => {
+        const page = await vm.ssh(`python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1/").read().decode())'`);
+        assert.match(page.stdout, /<p id="version">release-0\.1\.0<\/p>/);
+        assert.match((await vm.ssh('systemctl is-active nginx')).stdout, /^active$/m);
+        assert.match((await vm.ssh('id app')).stdout, /uid=\d+\(app\)/);
+      });
+
+      test('host keys and machine-id were made at first boot', async () => {
+        const fp = (await vm.ssh('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')).stdout;
+        assert.match(fp, /SHA256:\S+/);
+        assert.match((await vm.ssh('cat /etc/machine-id')).stdout, /^[0-9a-f]{32}$/m);
+        assert.match((await vm.ssh('test -d /sys/firmware/efi && echo uefi || echo bios')).stdout.trim(), new RegExp(`^${firmware}$`));
+      });
+    });
+  }
+});
 
 test('kiln boot resolves name@version through the store, runs a command, returns its output and status', async () => {
   const r = await kiln(['boot', '--firmware', 'bios', 'web@release-0.1.0', '--', 'cat /etc/release; exit 3'], { cwd: built.dir });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { extractOvaDisk, listOva, parseVhdFooter, readOvaMember, validateOvf } from '../../src/formats/index.js';
-import { bootVm } from '../../src/vm/qemu.js';
+import { bootVm, type RunningVm } from '../../src/vm/qemu.js';
 import { artifact, builtExample, type BuiltExample } from './fixture.js';
 
 let built: BuiltExample;
@@ -56,18 +56,22 @@ describe('one build, every format', () => {
 });
 
 describe('the VMDK from the OVA and the VHD boot', () => {
+  // Both boot at once, one vCPU each (TCG: a vCPU per host core).
+  let vmdk: Promise<RunningVm>;
+  let vhd: Promise<RunningVm>;
+  before(() => {
+    vmdk = extractOvaDisk(artifact(built, 'ova'), scratch).then((f) => bootVm({ image: f, format: 'vmdk', firmware: 'bios', cpus: 1, timeoutSec: 480 }));
+    vhd = bootVm({ image: artifact(built, 'vhd'), format: 'vpc', firmware: 'uefi', cpus: 1, timeoutSec: 480 });
+    vmdk.catch(() => {});
+    vhd.catch(() => {});
+  });
+  after(async () => { await Promise.allSettled([vmdk, vhd].map(async (p) => (await p).stop())); });
+
   test('the VMDK taken out of the OVA boots to SSH with the version', async () => {
-    const vmdk = await extractOvaDisk(artifact(built, 'ova'), scratch);
-    const vm = await bootVm({ image: vmdk, format: 'vmdk', firmware: 'bios', timeoutSec: 420 });
-    try {
-      assert.match((await vm.ssh('cat /etc/release')).stdout, /IMAGE_VERSION=release-0\.1\.0/);
-    } finally { await vm.stop(); }
+    assert.match((await (await vmdk).ssh('cat /etc/release')).stdout, /IMAGE_VERSION=release-0\.1\.0/);
   });
 
   test('the fixed VHD boots to SSH under UEFI', async () => {
-    const vm = await bootVm({ image: artifact(built, 'vhd'), format: 'vpc', firmware: 'uefi', timeoutSec: 420 });
-    try {
-      assert.match((await vm.ssh('cat /etc/release; test -d /sys/firmware/efi && echo efi')).stdout, /IMAGE_VERSION=release-0\.1\.0[\s\S]*efi/);
-    } finally { await vm.stop(); }
+    assert.match((await (await vhd).ssh('cat /etc/release; test -d /sys/firmware/efi && echo efi')).stdout, /IMAGE_VERSION=release-0\.1\.0[\s\S]*efi/);
   });
 });
