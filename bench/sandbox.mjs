@@ -103,7 +103,11 @@ if (!skipAnchors) {
   if (!existsSync('/usr/bin/packer')) sh('bash', ['./install.sh']);
   const key = '/tmp/anchors/keys/id_ed25519';
   if (!existsSync(key)) { mkdirSync(dirname(key), { recursive: true }); execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]); }
-  if (!existsSync('/tmp/anchors/base/debian-12-base.qcow2')) sh('bash', ['./build-base.sh'], { SSH_PUBKEY: `${key}.pub` });
+  // build-base.sh derives its mirror from /etc/apt/sources.list, which a deb822-only host lacks: name it.
+  if (!existsSync('/tmp/anchors/base/debian-12-base.qcow2')) {
+    const b = sh('bash', ['./build-base.sh'], { SSH_PUBKEY: `${key}.pub`, MIRROR: process.env.MIRROR ?? 'http://deb.debian.org/debian' });
+    if (b.status !== 0) { console.error(`anchors/build-base.sh failed:\n${(b.stderr || b.stdout).slice(-2000)}`); process.exit(1); }
+  }
   const r = sh('bash', ['./run-packer.sh', 'sandbox-bench']);
   const timings = existsSync('/tmp/anchors/runs/packer-sandbox-bench/timings.txt') ? readFileSync('/tmp/anchors/runs/packer-sandbox-bench/timings.txt', 'utf8') : r.stdout;
   const prov = /^phase provisioning \(ansible\): ([0-9.]+)s$/m.exec(timings);
