@@ -3,16 +3,16 @@ import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import { createLogger } from '../log.js';
 import { bootVm, type Accel, type Firmware } from '../vm/qemu.js';
-import { parse, type Command } from './command.js';
+import { parse, splitAtDashes, type Command } from './command.js';
 
 export const bootCommand: Command = {
   name: 'boot',
   summary: 'Boot an image in QEMU (KVM or TCG), inject an SSH key, run a command or open a shell',
   usage: 'kiln boot <image|name@version> [--firmware bios|uefi] [--format F] [--accel auto|kvm|tcg] [--memory MiB] [--cpus N] [--mac MAC] [--timeout SEC] [--console] [-- command...]',
   async run(argv) {
-    const dash = argv.indexOf('--');
-    const own = dash >= 0 ? argv.slice(0, dash) : argv;
-    const command = dash >= 0 ? argv.slice(dash + 1) : [];
+    const split = splitAtDashes(argv);
+    const own = split.own;
+    const command = split.command ?? [];
     const { values, positionals } = parse('boot', this.usage, own, {
       firmware: { type: 'string', default: 'bios' },
       format: { type: 'string' },

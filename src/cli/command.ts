@@ -19,3 +19,9 @@ export function parse<O extends Options>(cmd: string, usage: string, argv: strin
     throw new KilnError(`kiln ${cmd}: ${(e as Error).message}`, { hint: `usage: ${usage}`, exitCode: 2 });
   }
 }
+
+/** Splits `kiln cmd [options] -- command ...` into the command's own arguments and the one to run (if any). */
+export function splitAtDashes(argv: string[]): { own: string[]; command?: string[] } {
+  const dash = argv.indexOf('--');
+  return dash >= 0 ? { own: argv.slice(0, dash), command: argv.slice(dash + 1) } : { own: argv };
+}
