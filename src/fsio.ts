@@ -1,4 +1,5 @@
 /** Positional reads and in-place patches of files (disk images, format headers). */
+import { renameSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 export async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
@@ -20,4 +21,14 @@ export async function writeAt(path: string, patches: { offset: number; data: Uin
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Writes a file so that readers see the old content or the new, never a part: concurrent builds
+ * share the cache, and each writes its own temporary file before the atomic rename.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
 }

@@ -44,8 +44,8 @@ export async function fetchLockedDebs(lock: LockedSet, o: { cacheDir: string; mi
   for (const p of need) {
     const f = join(aptCache, aptArchiveName(p));
     if (existsSync(f) && (await fileSha256(f)) === p.sha256) {
-      copyFileSync(f, `${debPath(o.cacheDir, p)}.tmp`);
-      renameSync(`${debPath(o.cacheDir, p)}.tmp`, debPath(o.cacheDir, p));
+      copyFileSync(f, `${debPath(o.cacheDir, p)}.${process.pid}.tmp`);
+      renameSync(`${debPath(o.cacheDir, p)}.${process.pid}.tmp`, debPath(o.cacheDir, p));
       report.reused++;
     } else {
       still.push(p);

@@ -5,7 +5,7 @@
  * .deb in it was checked against kiln.lock's sha256, which came from the signed archive index.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { output } from '../exec.js';
 import { packageSetDigest, type LockedSet } from './file.js';
 import { debPath } from './fetch.js';
 import { repoRelease, repoStanza } from './packages-index.js';
+import { writeFileAtomic } from '../fsio.js';
 
 /** Packages index of the locked set, cached by the set's digest (dpkg-deb -f on each .deb once). */
 export async function lockedPackagesIndex(lock: LockedSet, cacheDir: string): Promise<string> {
@@ -26,8 +27,7 @@ export async function lockedPackagesIndex(lock: LockedSet, cacheDir: string): Pr
     stanzas.push(repoStanza(control, p, `debs/${p.sha256}.deb`));
   }
   const text = stanzas.join('\n');
-  writeFileSync(`${file}.tmp`, text);
-  renameSync(`${file}.tmp`, file);
+  writeFileAtomic(file, text);
   return text;
 }
 

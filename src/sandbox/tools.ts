@@ -6,12 +6,13 @@
  * package by apt), is cached under a key of its inputs, and is only ever mounted read-only.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
 import { installedPackages, verifyArchive, type ArchiveTrust, type InstalledPackage } from '../source/debian.js';
 import type { KilnConfig } from '../template/schema.js';
+import { writeFileAtomic } from '../fsio.js';
 
 /** What the controller needs: Ansible with its collections (chroot connection, jsonl callback) and umount. */
 export const TOOLS_PACKAGES = ['ansible', 'mount'] as const;
@@ -82,9 +83,14 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
     // Another build may have finished the same tree meanwhile (it may be using it): keep theirs.
     if (!existsSync(join(root, 'usr/bin/ansible-playbook'))) {
       rmSync(root, { recursive: true, force: true });
-      renameSync(tmp, root);
+      try {
+        renameSync(tmp, root);
+      } catch (e) {
+        // Lost the race to a concurrent build between the check and the rename: theirs is the same tree.
+        if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      }
     }
-    writeFileSync(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, created: new Date().toISOString() }, null, 2));
+    writeFileAtomic(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, created: new Date().toISOString() }, null, 2));
     return { root, key, suite: s.suite, cached: false, trust, inReleaseFile, packages };
   } finally {
     rmSync(tmp, { recursive: true, force: true });

@@ -5,12 +5,13 @@
  * keyring hash and the installed package list. The base tree is cached under a key of its inputs.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec, output } from '../exec.js';
 import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
+import { writeFileAtomic } from '../fsio.js';
 
 /** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
 export const BASE_PACKAGES = [
@@ -137,7 +138,7 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
       : 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',
   });
   renameSync(tmp, tar);
-  writeFileSync(join(dir, `${key}.json`), JSON.stringify({ mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() }, null, 2));
+  writeFileAtomic(join(dir, `${key}.json`), JSON.stringify({ mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() }, null, 2));
   return { tar, key, cached: false };
 }
 
