@@ -1,31 +1,48 @@
 /**
- * auditImage: audit a disk image without booting it. Non-raw formats become a temporary raw
- * (qemu-img convert), the root ext4 partition is found from the GPT, and debugfs copies the
- * filesystem out read-only (`rdump` through `?offset=`, no loop device, no mount). Temporary
- * files are removed whatever happens.
+ * auditImage: audit a disk image without booting it. The file is classified from its own bytes
+ * first (src/image/disk-file.ts: anything naming another file is refused); other formats become a
+ * temporary raw (qemu-img convert, backing chains off); the root ext4 partition is found from the
+ * GPT; and the filesystem is read losslessly through fuse2fs in a mount namespace of its own
+ * (src/image/mount.ts): no loop device, no mount on the host, nothing written outside the scratch
+ * directory, setuid bits, capabilities and hard links as they ship. Temporary files are removed
+ * whatever happens.
  */
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
-import { exec, output } from '../exec.js';
+import { exec } from '../exec.js';
 import { silentLogger } from '../log.js';
 import type { Finding } from '../seal/types.js';
 import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, SECTOR, type GptEntry } from '../disk/gpt.js';
+import { inspectDiskFile, qemuSource, type DiskFileFacts } from '../image/disk-file.js';
+import { withMountedFilesystem } from '../image/mount.js';
 import { isExtSuperblock, rootCandidates } from './gpt.js';
 import { auditTree, type AuditOptions } from './tree.js';
 
 export interface ImageAuditOptions extends AuditOptions {
-  /** qemu-img format name (raw, qcow2, vmdk, vpc, vhdx); detected when absent. A fixed VHD is detected as raw, which reads correctly. */
+  /** qemu-img format name (raw, qcow2, vmdk, vpc, vhdx) the caller expects; checked against the file's own header. */
   format?: string;
   /** Where temporary files go (default: the OS temp dir). */
   workDir?: string;
 }
 
-export async function detectFormat(image: string, logger = silentLogger): Promise<string> {
-  const info = JSON.parse(await output('qemu-img', ['info', '--output=json', image], { logger, hint: 'is this a disk image?' })) as { format?: string };
-  if (!info.format) throw new KilnError(`cannot tell the format of ${image}`, { hint: 'pass --format (raw, qcow2, vmdk, vpc, vhdx)' });
-  return info.format;
+/** The file's format from its header, checked against what the caller said it is. */
+export function diskFormat(path: string, shown: string, expected?: string): DiskFileFacts {
+  const facts = inspectDiskFile(path, shown);
+  // A fixed VHD is a raw disk with a footer: `--format vpc` names it, and raw reads it.
+  const same = !expected || expected === facts.format || (expected === 'vpc' && facts.format === 'raw' && facts.detail.startsWith('fixed VHD'));
+  if (!same) throw new KilnError(`${shown} is ${facts.detail}, not ${expected}`, { hint: 'leave out --format: Kiln reads the format from the file' });
+  return facts;
+}
+
+/** A raw disk holding the image's bytes: the file itself, or a conversion in work that opens nothing else. */
+export async function rawOf(path: string, facts: DiskFileFacts, work: string, logger = silentLogger): Promise<string> {
+  if (facts.format === 'raw') return path;
+  const raw = join(work, 'disk.raw');
+  logger.debug(`converting ${facts.detail} to raw`);
+  await exec('qemu-img', ['convert', '-O', 'raw', qemuSource(path, facts.format), raw], { logger, hint: `is ${path} a complete ${facts.format} image?` });
+  return raw;
 }
 
 function readAt(fd: number, offset: number, length: number): Buffer {
@@ -67,26 +84,14 @@ export async function auditImage(image: string, opts: ImageAuditOptions = {}): P
   const logger = opts.logger ?? silentLogger;
   const path = resolve(image);
   if (!existsSync(path) || !statSync(path).isFile()) throw new KilnError(`no such image: ${image}`);
+  const facts = diskFormat(path, image, opts.format);
   const base = opts.workDir ?? tmpdir();
   mkdirSync(base, { recursive: true });
   const work = mkdtempSync(join(base, 'kiln-audit-'));
   try {
-    const format = opts.format ?? await detectFormat(path, logger);
-    let raw = path;
-    if (format !== 'raw') {
-      raw = join(work, 'disk.raw');
-      logger.debug(`audit: converting ${format} to raw`);
-      await exec('qemu-img', ['convert', '-f', format, '-O', 'raw', path, raw], { logger, hint: `is ${image} really ${format}?` });
-    }
+    const raw = await rawOf(path, facts, work, logger);
     const offset = rootOffset(raw);
-    const tree = join(work, 'root');
-    mkdirSync(tree);
-    // debugfs opens read-only without -w and exits 0 even when it fails, so judge by what it wrote.
-    const r = await exec('debugfs', ['-R', `rdump / ${tree}`, `${raw}?offset=${offset}`], { logger });
-    if (readdirSync(tree).length === 0) {
-      throw new KilnError(`could not read the root filesystem of ${image} (offset ${offset})`, { where: { command: 'debugfs rdump' }, detail: r.stderr });
-    }
-    return await auditTree(tree, opts);
+    return await withMountedFilesystem(raw, offset, work, async (t) => auditTree(t.root, opts), logger);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import { syntaxCheck } from '../provision/ansible.js';
 import type { ReleaseStore } from '../store/index.js';
 import { loadTemplate } from '../template/load.js';
-import { diffTrees, extractRootTree, firstDifferingBytes, type TreeDifference } from './treediff.js';
+import { diffRootTrees, firstDifferingBytes, type TreeDifference } from './treediff.js';
 
 export interface ArtifactComparison { format: string; released: string; rebuilt?: string; same: boolean }
 
@@ -83,12 +83,8 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
       if (!existsSync(raw.location)) {
         o.logger.warn(`the released raw disk is not a local file (${raw.location}): pull the release to list the differing files`);
       } else {
-        o.onStatus?.('extracting both root trees to list the differing files');
-        const a = join(work, 'tree-release');
-        const b = join(work, 'tree-rebuild');
-        await extractRootTree(raw.location, a, o.logger);
-        await extractRootTree(rawRebuilt.file, b, o.logger);
-        report.files = await diffTrees(a, b, { limit: o.limit ?? 20 });
+        o.onStatus?.('reading both root trees to list the differing files');
+        report.files = await diffRootTrees(raw.location, rawRebuilt.file, join(work, 'trees'), { limit: o.limit ?? 20, logger: o.logger });
         if (!report.files.length) report.rawBytes = await firstDifferingBytes(raw.location, rawRebuilt.file);
       }
     }
@@ -96,7 +92,7 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
     return report;
   } finally {
     await exec('git', ['-C', repo, 'worktree', 'remove', '--force', tree], { allowFailure: true });
-    if (o.keep) for (const d of ['src', 'tree-release', 'tree-rebuild']) rmSync(join(work, d), { recursive: true, force: true });
+    if (o.keep) for (const d of ['src', 'trees']) rmSync(join(work, d), { recursive: true, force: true });
     else rmSync(work, { recursive: true, force: true });
   }
 }

@@ -1,13 +1,16 @@
 /**
- * Where two builds differ: the root file trees of two raw disks, extracted without mounting
- * (debugfs rdump keeps owner, mode and times), compared entry by entry.
+ * Where two builds differ: the root file trees of two raw disks, read losslessly through fuse2fs
+ * (src/image/mount.ts: owners, modes with setuid bits, times, device numbers, hard links and
+ * extended attributes such as security.capability, exactly as they ship), compared entry by entry.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, readdir, readlink, rm } from 'node:fs/promises';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { findRootPartition } from '../disk/index.js';
-import { exec } from '../exec.js';
+import { exec, output } from '../exec.js';
+import { inspectDiskFile } from '../image/disk-file.js';
+import { withMountedFilesystem } from '../image/mount.js';
 import type { Logger } from '../log.js';
 
 export interface TreeDifference {
@@ -27,13 +30,53 @@ function kind(st: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink():
   return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'special';
 }
 
+/**
+ * Extended attributes of every entry below root that has any ({path: {name: hex}}). Node has no
+ * xattr API; python3 (a host tool Kiln already needs) lists them without following links.
+ */
+export async function treeXattrs(root: string): Promise<Record<string, Record<string, string>>> {
+  const script = `
+import json, os, sys
+root = sys.argv[1]
+out = {}
+def visit(rel):
+    p = root + rel
+    try:
+        names = os.listxattr(p, follow_symlinks=False)
+    except OSError:
+        names = []
+    if names:
+        vals = {}
+        for n in sorted(names):
+            try: vals[n] = os.getxattr(p, n, follow_symlinks=False).hex()
+            except OSError as e: vals[n] = 'unreadable:' + str(e.errno)
+        out[rel or '/'] = vals
+    if os.path.isdir(p) and not os.path.islink(p):
+        try: entries = sorted(os.listdir(p))
+        except OSError: return
+        for e in entries: visit(rel + '/' + e)
+visit('')
+json.dump(out, sys.stdout)
+`;
+  return JSON.parse(await output('python3', ['-c', script, root])) as Record<string, Record<string, string>>;
+}
+
 /** Every difference between trees a and b, sorted by path (directories before their contents). */
 export async function diffTrees(a: string, b: string, opts: { limit?: number } = {}): Promise<TreeDifference[]> {
   const limit = opts.limit ?? Infinity;
   const out: TreeDifference[] = [];
+  const [xa, xb] = await Promise.all([treeXattrs(a), treeXattrs(b)]);
+  const list = (root: string, rel: string, side: string) => readdir(join(root, rel)).then(
+    (names) => ({ names, error: undefined as string | undefined }),
+    (e: NodeJS.ErrnoException) => ({ names: [] as string[], error: `unreadable in the ${side} (${e.code ?? e.message})` }),
+  );
   const walk = async (rel: string): Promise<void> => {
     if (out.length >= limit) return;
-    const [ea, eb] = await Promise.all([readdir(join(a, rel)).catch(() => [] as string[]), readdir(join(b, rel)).catch(() => [] as string[])]);
+    const [la, lb] = await Promise.all([list(a, rel, 'release'), list(b, rel, 'rebuild')]);
+    // What cannot be read is a difference: it could hold anything.
+    if (la.error || lb.error) { out.push({ path: rel || '/', what: [la.error, lb.error].filter((x): x is string => Boolean(x)) }); return; }
+    const ea = la.names;
+    const eb = lb.names;
     const names = [...new Set([...ea, ...eb])].sort();
     const sa = new Set(ea);
     const sb = new Set(eb);
@@ -48,14 +91,19 @@ export async function diffTrees(a: string, b: string, opts: { limit?: number } =
       else {
         if (x.mode !== y.mode) what.push(`mode ${(Number(x.mode) & 0o7777).toString(8)} -> ${(Number(y.mode) & 0o7777).toString(8)}`);
         if (x.uid !== y.uid || x.gid !== y.gid) what.push(`owner ${x.uid}:${x.gid} -> ${y.uid}:${y.gid}`);
-        // debugfs rdump cannot date symlinks or keep directory times (it writes into them): files only.
-        if (x.isFile() && x.mtimeMs / 1000n !== y.mtimeMs / 1000n) what.push(`mtime ${x.mtimeMs / 1000n} -> ${y.mtimeMs / 1000n}`);
+        if (x.mtimeMs / 1000n !== y.mtimeMs / 1000n) what.push(`mtime ${x.mtimeMs / 1000n} -> ${y.mtimeMs / 1000n}`);
+        if (!x.isDirectory() && x.nlink !== y.nlink) what.push(`links ${x.nlink} -> ${y.nlink}`);
+        if (kind(x) === 'special' && x.rdev !== y.rdev) what.push(`device ${x.rdev} -> ${y.rdev}`);
         if (x.isSymbolicLink()) {
           const [ta, tb] = await Promise.all([readlink(join(a, p)), readlink(join(b, p))]);
           if (ta !== tb) what.push(`target ${ta} -> ${tb}`);
         } else if (x.isFile()) {
           if (x.size !== y.size) what.push(`size ${x.size} -> ${y.size}`);
           else if ((await sha(join(a, p))) !== (await sha(join(b, p)))) what.push('content');
+        }
+        const [fa, fb] = [xa[p] ?? {}, xb[p] ?? {}];
+        for (const k of [...new Set([...Object.keys(fa), ...Object.keys(fb)])].sort()) {
+          if (fa[k] !== fb[k]) what.push(`xattr ${k} ${fa[k] === undefined ? 'added' : fb[k] === undefined ? 'removed' : 'changed'}`);
         }
       }
       if (what.length) out.push({ path: p, what });
@@ -66,12 +114,18 @@ export async function diffTrees(a: string, b: string, opts: { limit?: number } =
   return out;
 }
 
-/** Extracts the root filesystem of a raw disk into dir (debugfs rdump: no mount, owners and modes kept). */
-export async function extractRootTree(raw: string, dir: string, logger?: Logger): Promise<void> {
-  const { offset } = await findRootPartition(raw);
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  await exec('debugfs', ['-R', `rdump / ${dir}`, `${raw}?offset=${offset}`], { logger });
+/** The differences between the root trees of two raw disks, each read through its own fuse2fs view. */
+export async function diffRootTrees(rawA: string, rawB: string, scratch: string, opts: { limit?: number; logger?: Logger } = {}): Promise<TreeDifference[]> {
+  for (const f of [rawA, rawB]) {
+    const facts = inspectDiskFile(f);
+    if (facts.format !== 'raw') throw new Error(`${f} is ${facts.detail}, not a raw disk`);
+  }
+  const [{ offset: oa }, { offset: ob }] = await Promise.all([findRootPartition(rawA), findRootPartition(rawB)]);
+  return withMountedFilesystem(rawA, oa, scratch, (a) => withMountedFilesystem(rawB, ob, scratch, async (b) => {
+    const d = await diffTrees(a.root, b.root, opts);
+    a.check();
+    return d;
+  }, opts.logger), opts.logger);
 }
 
 /** The first byte offsets where two files differ (cmp -l), for a difference the file trees do not show. */

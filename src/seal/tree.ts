@@ -12,8 +12,10 @@ import type { SealContext } from './types.js';
 export interface TreeEntry {
   /** Image path, e.g. /etc/passwd. */
   path: string;
-  kind: 'file' | 'dir' | 'symlink' | 'other';
+  kind: 'file' | 'dir' | 'symlink' | 'other' | 'unreadable';
   size: number;
+  /** Why an unreadable entry could not be read (e.g. EIO from a damaged or hostile directory). */
+  error?: string;
 }
 
 /** Top-level directories the audit does not walk: packaged code, kernel trees, API filesystems. */
@@ -160,17 +162,28 @@ function stamp(host: string, ctx: SealContext): void {
   if (ctx.sourceDateEpoch !== undefined) lutimesSync(host, ctx.sourceDateEpoch, ctx.sourceDateEpoch);
 }
 
-/** Every entry of the scanned part of the tree, depth first, symlinks not followed. */
+const why = (e: unknown) => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+
+/**
+ * Every entry of the scanned part of the tree, depth first, symlinks not followed. A directory or
+ * entry that cannot be read is an entry of kind 'unreadable', never skipped: the audit fails closed.
+ */
 export function walk(root: string): TreeEntry[] {
   const out: TreeEntry[] = [];
   const visit = (dir: string) => {
     let names: string[];
-    try { names = readdirSync(hostPath(root, dir)).sort(); } catch { return; }
+    try { names = readdirSync(hostPath(root, dir)).sort(); } catch (e) {
+      out.push({ path: dir, kind: 'unreadable', size: 0, error: `cannot list the directory (${why(e)})` });
+      return;
+    }
     for (const n of names) {
       const p = child(dir, n);
       if (dir === '/' && SCAN_SKIP.has(n)) continue;
-      const st = lstatOrUndefined(join(root, p));
-      if (!st) continue;
+      let st: Stats;
+      try { st = lstatSync(join(root, p)); } catch (e) {
+        out.push({ path: p, kind: 'unreadable', size: 0, error: `cannot read the entry (${why(e)})` });
+        continue;
+      }
       const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
       out.push({ path: p, kind, size: st.size });
       if (kind === 'dir') visit(p);

@@ -4,7 +4,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { auditImage, detectFormat, rootOffset } from '../../src/audit/image.js';
+import { auditImage, rootOffset } from '../../src/audit/image.js';
+import { inspectDiskFile } from '../../src/image/disk-file.js';
 import type { Finding } from '../../src/seal/types.js';
 import { buildDisk, buildFixture, type Expected } from './seal-fixture.js';
 
@@ -43,7 +44,7 @@ test('auditing the raw fixture disk reports each planted problem with its check 
 test('a qcow2 conversion of the fixture audits the same, detected or named', async () => {
   const qcow2 = join(work, 'disk.qcow2');
   execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
-  assert.equal(await detectFormat(qcow2), 'qcow2');
+  assert.equal(inspectDiskFile(qcow2).format, 'qcow2');
   const scratch = join(work, 'scratch-qcow2');
   mkdirSync(scratch);
   assertExactly(await auditImage(qcow2, { workDir: scratch }), planted);
@@ -54,7 +55,7 @@ test('a qcow2 conversion of the fixture audits the same, detected or named', asy
 test('a fixed VHD is detected as raw and still audits correctly; --format vpc reads it too', async () => {
   const vhd = join(work, 'disk.vhd');
   execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'vpc', '-o', 'subformat=fixed,force_size', raw, vhd]);
-  assert.equal(await detectFormat(vhd), 'raw');
+  assert.equal(inspectDiskFile(vhd).format, 'raw');
   assertExactly(await auditImage(vhd), planted);
   assertExactly(await auditImage(vhd, { format: 'vpc' }), planted);
 });
