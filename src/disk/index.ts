@@ -16,7 +16,8 @@ import { GptError, MIB, OVERHEAD_MIB, SECTOR, gptBytesNeeded, parseGpt, parseGpt
 import { GRUB_LIB, buildGrubImage, grubModuleDir } from './grub.js';
 import { diskIds, fatSerialForFstab } from './ids.js';
 import { copyIntoSparse, readAt, writeAt } from './sparse.js';
-import { clampAndMeasure, readTreeFile, requiredRootBytes, writeTreeFile } from './tree.js';
+import { existsInTree, readTreeFile, writeTreeFile } from '../image/tree.js';
+import { clampAndMeasure, requiredRootBytes } from './tree.js';
 
 export { diskIds } from './ids.js';
 export type { DiskIds } from './ids.js';
@@ -109,10 +110,11 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
   let done = false;
   try {
     await part('boot files', async () => {
-      await writeTreeFile(spec.root, 'boot/grub/grub.cfg', grubConfig(ids.rootFsUuid, spec.kernelCmdline));
-      await writeTreeFile(spec.root, 'etc/fstab', fstab(ids.rootFsUuid, await readTreeFile(spec.root, 'etc/fstab')));
+      // Through the tree helper: a playbook's /boot -> /host-boot link must not reach the build host.
+      writeTreeFile(spec.root, '/boot/grub/grub.cfg', grubConfig(ids.rootFsUuid, spec.kernelCmdline));
+      writeTreeFile(spec.root, '/etc/fstab', fstab(ids.rootFsUuid, readTreeFile(spec.root, '/etc/fstab') ?? ''));
       for (const k of ['vmlinuz', 'initrd.img']) {
-        if (!(await stat(join(spec.root, k)).catch(() => undefined))) log.warn(`the root tree has no /${k}: the disk will not boot a kernel`);
+        if (!existsInTree(spec.root, `/${k}`)) log.warn(`the root tree has no /${k}: the disk will not boot a kernel`);
       }
     });
 

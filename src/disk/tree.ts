@@ -2,8 +2,8 @@
  * Preparing the root tree for mke2fs -d: writing the files the disk needs, clamping mtimes to
  * SOURCE_DATE_EPOCH (mke2fs copies them as they are), and measuring what the tree needs.
  */
-import { lstat, lutimes, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lstat, lutimes, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 
 export interface TreeStats {
   /** Distinct inodes (hard links counted once), directories included. */
@@ -12,21 +12,6 @@ export interface TreeStats {
   dataBlocks: number;
   /** Entries whose mtime was newer than SOURCE_DATE_EPOCH and was clamped. */
   clamped: number;
-}
-
-/** Writes a file into the tree, replacing (never following) whatever is at that path. */
-export async function writeTreeFile(root: string, relPath: string, content: string, mode = 0o644): Promise<void> {
-  const path = join(root, relPath);
-  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
-  await rm(path, { force: true });
-  await writeFile(path, content, { mode });
-}
-
-/** A regular file's text in the tree, or '' (a link is not followed: it could point out of the tree). */
-export async function readTreeFile(root: string, relPath: string): Promise<string> {
-  const path = join(root, relPath);
-  const st = await lstat(path).catch(() => undefined);
-  return st?.isFile() ? readFile(path, 'utf8') : '';
 }
 
 const BLOCK = 4096;

@@ -3,8 +3,7 @@
  * boot into a working, distinct machine. Networking matches NICs by type, never by MAC, so clones
  * with new MACs come up; cloud-init injects users and keys but does not write MAC-bound network config.
  */
-import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { symlinkInTree, writeTreeFile } from './tree.js';
 
 export interface LayerSpec { hostname: string }
 
@@ -29,17 +28,12 @@ locale: false
 `;
 
 function write(root: string, path: string, content: string, mode = 0o644): void {
-  const p = join(root, path);
-  mkdirSync(dirname(p), { recursive: true });
-  writeFileSync(p, content, { mode });
+  writeTreeFile(root, `/${path}`, content, mode);
 }
 
 /** What `systemctl enable` does for a WantedBy= unit: a symlink in <target>.wants. */
 function enable(root: string, unit: string, target: string, unitDir = '/lib/systemd/system', instance = unit): void {
-  const link = join(root, 'etc/systemd/system', `${target}.wants`, instance);
-  mkdirSync(dirname(link), { recursive: true });
-  rmSync(link, { force: true });
-  symlinkSync(`${unitDir}/${unit}`, link);
+  symlinkInTree(root, `/etc/systemd/system/${target}.wants/${instance}`, `${unitDir}/${unit}`);
 }
 
 export function applyImageLayer(root: string, spec: LayerSpec): void {

@@ -3,8 +3,7 @@
  * and IMAGE_ID / IMAGE_VERSION in /etc/os-release (os-release(5)), which replaces the symlink to
  * /usr/lib/os-release with a local file.
  */
-import { lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readTreeFile, writeTreeFile } from './tree.js';
 
 export interface Stamp { name: string; version: string; commit: string; snapshot: boolean; sourceDateEpoch: number }
 
@@ -38,12 +37,13 @@ export function parseKeyValues(text: string): Record<string, string> {
   return out;
 }
 
+/**
+ * Writes /etc/release and a stamped /etc/os-release. Both replace whatever entry was there (a link
+ * to /etc/shadow stays the image's shadow, untouched), and /etc/os-release is read through its
+ * link inside the tree (Debian's -> ../usr/lib/os-release), never from the build host.
+ */
 export function stampTree(root: string, s: Stamp): void {
-  writeFileSync(join(root, 'etc/release'), releaseFile(s), { mode: 0o644 });
-  const etc = join(root, 'etc/os-release');
-  // Never follow a link out of the tree: an absolute link would read the build host's file.
-  const st = lstatSync(etc, { throwIfNoEntry: false });
-  const original = readFileSync(st?.isFile() ? etc : join(root, 'usr/lib/os-release'), 'utf8');
-  if (st && !st.isFile()) rmSync(etc);
-  writeFileSync(etc, stampOsRelease(original, s), { mode: 0o644 });
+  writeTreeFile(root, '/etc/release', releaseFile(s));
+  const original = readTreeFile(root, '/etc/os-release', { follow: true }) ?? readTreeFile(root, '/usr/lib/os-release', { follow: true }) ?? '';
+  writeTreeFile(root, '/etc/os-release', stampOsRelease(original, s));
 }

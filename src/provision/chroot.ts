@@ -15,6 +15,7 @@ import { sandboxEnv } from '../sandbox/env.js';
 import { FACADE_PYTHON, writeFacade } from '../sandbox/facade.js';
 import { Sandbox } from '../sandbox/index.js';
 import { controllerLayout, IMAGE, IMAGE_KILN, imageLayout, KILN_RUN, prepareMountPoints, treePath, type SpecLine } from '../sandbox/layout.js';
+import { existsInTree, removeInTree, statInTree } from '../image/tree.js';
 import { playbookError } from './ansible.js';
 import { ANSIBLE_ENV, describeFailures, runPlaybook, type PlaybookOutcome } from './run.js';
 import { fatalFailures, type PlaybookEvent, type TaskResult } from './results.js';
@@ -85,7 +86,7 @@ export class ProvisionSandbox {
 
   static async open(o: ProvisionSandboxOptions): Promise<ProvisionSandbox> {
     for (const need of ['bin/sh', 'usr/bin/python3', 'bin/dd']) {
-      if (!existsSync(join(o.tree, need))) throw new KilnError(`the image tree has no /${need}; Ansible's chroot connection needs it`, { hint: 'add the package providing it to source.debian.packages' });
+      if (!existsInTree(o.tree, `/${need}`)) throw new KilnError(`the image tree has no /${need}; Ansible's chroot connection needs it`, { hint: 'add the package providing it to source.debian.packages' });
     }
     const dir = join(o.workDir, 'sandbox');
     rmSync(dir, { recursive: true, force: true });
@@ -134,7 +135,7 @@ export class ProvisionSandbox {
         { kind: 'bind', mode: 'rw', src: lists, dst: `${IMAGE}/var/lib/apt/lists` },
       );
     }
-    if (resolvConf && lstatSafe(join(o.tree, 'etc/resolv.conf'))?.isFile()) {
+    if (resolvConf && statInTree(o.tree, '/etc/resolv.conf')?.isFile()) {
       binds.push({ kind: 'bind', mode: 'ro', src: resolvConf, dst: `${IMAGE}/etc/resolv.conf` });
     }
     const image = imageLayout({ tree: o.tree, facade, emptyFile: empty, resolvConf, binds });
@@ -242,8 +243,9 @@ export async function sandboxedSyntaxCheck(box: Sandbox, playbook: string, cwd: 
 
 /** Removes what the provisioning sandbox put in the tree. */
 export function releaseTree(root: string): void {
-  rmSync(join(root, 'usr/sbin/policy-rc.d'), { force: true });
-  rmSync(join(root, REMOTE_TMP.slice(1)), { recursive: true, force: true });
+  // The playbook may have made /usr or /var/tmp a link to anywhere: removals resolve inside the tree.
+  removeInTree(root, '/usr/sbin/policy-rc.d');
+  removeInTree(root, REMOTE_TMP);
 }
 
 /** What to say about a failed task: a controller task that tried to write is the sandbox at work. */

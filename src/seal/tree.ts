@@ -6,7 +6,7 @@
  */
 import { lstatSync, lutimesSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, truncateSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { KilnError } from '../errors.js';
+import { hostPath } from '../image/tree.js';
 import type { SealContext } from './types.js';
 
 export interface TreeEntry {
@@ -25,29 +25,6 @@ export const SCAN_ALSO = ['/usr/local'];
 
 function parts(p: string): string[] {
   return p.split('/').filter((c) => c !== '' && c !== '.');
-}
-
-/** Host path of an image path: symlinks in parent directories resolve inside root; the last component is not followed. */
-export function hostPath(root: string, imagePath: string): string {
-  const all = parts(imagePath);
-  const last = all.pop();
-  const queue = [...all];
-  let cur: string[] = [];
-  let hops = 0;
-  while (queue.length) {
-    const c = queue.shift() as string;
-    if (c === '..') { cur.pop(); continue; }
-    const st = lstatOrUndefined(join(root, ...cur, c));
-    if (st?.isSymbolicLink()) {
-      if (++hops > 40) throw new KilnError(`too many symlinks resolving ${imagePath} in ${root}`);
-      const target = readlinkSync(join(root, ...cur, c));
-      if (target.startsWith('/')) cur = [];
-      queue.unshift(...parts(target));
-      continue;
-    }
-    cur.push(c);
-  }
-  return last === undefined ? join(root, ...cur) : join(root, ...cur, last);
 }
 
 function lstatOrUndefined(p: string): Stats | undefined {

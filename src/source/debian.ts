@@ -12,6 +12,7 @@ import { exec, output } from '../exec.js';
 import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
 import { writeFileAtomic } from '../fsio.js';
+import { resolvedPath } from '../image/tree.js';
 
 /** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
 export const BASE_PACKAGES = [
@@ -149,7 +150,8 @@ export async function extractTree(tar: string, root: string, logger: Logger): Pr
 }
 
 export async function installedPackages(root: string): Promise<InstalledPackage[]> {
-  const out = await output('dpkg-query', [`--admindir=${join(root, 'var/lib/dpkg')}`, '-W', '-f', '${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n']);
+  // The tree's own dpkg database, even if /var is a link in it (never the build host's).
+  const out = await output('dpkg-query', [`--admindir=${resolvedPath(root, '/var/lib/dpkg')}`, '-W', '-f', '${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n']);
   return out.split('\n').filter((l) => l.startsWith('ii')).map((l) => {
     const [, name, version, arch] = l.split('\t');
     return { name, version, arch };

@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
-import { hostPath, isFile, readText, remove, statIn, truncate } from '../tree.js';
+import { hostPath } from '../../image/tree.js';
+import { isFile, readText, remove, statIn, truncate } from '../tree.js';
 import type { Finding, SealOperation } from '../types.js';
 
 /**
