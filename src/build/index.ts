@@ -3,6 +3,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { quoteArg } from '../exec.js';
 import { humanBytes, humanSeconds, type Logger } from '../log.js';
 import { runSteps, type Step, type StepRecord } from '../pipeline/runner.js';
 import type { LoadedTemplate } from '../template/load.js';
@@ -78,12 +79,12 @@ function printKeepHelp(ctx: BuildContext, step: string, logger: Logger): void {
   logger.info(`--on-error=keep: stopped at step '${step}'; the work tree is kept at ${ctx.workDir}`);
   if (existsSync(join(ctx.workDir, 'sandbox.json')) && existsSync(join(ctx.root, 'bin/sh'))) {
     logger.info('open a shell in the image tree, in the same build sandbox as the playbook had (add `-- command` to run one):');
-    logger.info(`  kiln shell ${ctx.workDir}`);
+    logger.info(`  kiln shell ${quoteArg(ctx.workDir)}`);
   } else if (existsSync(ctx.root)) {
     logger.info(`the image tree is at ${ctx.root}`);
   }
   logger.info('clean up afterwards (nothing is mounted outside that shell):');
-  logger.info(`  rm -rf ${ctx.workDir}`);
+  logger.info(`  rm -rf ${quoteArg(ctx.workDir)}`);
 }
 
 export function printSummary(r: BuildRecord, logger: Logger): void {

@@ -126,12 +126,13 @@ describe('failed builds leave nothing behind', () => {
     });
     const r = await kiln(['build', '--on-error=keep'], { cwd: dir });
     assert.equal(r.code, 1);
-    const shell = /^\s+kiln shell (\S+)$/m.exec(r.stderr);
+    // Printed for a shell: the work area's path has a space (fixture.ts), so it is quoted.
+    const shell = /^\s+kiln shell '([^']+)'$/m.exec(r.stderr);
     assert.ok(shell, `prints the shell command:\n${r.stderr.slice(-2000)}`);
     assert.ok(existsSync(join(shell[1], 'root/etc/debian_version')), 'the kept tree is there');
     assert.deepEqual(mountsUnder(dir), [], 'keeping the tree keeps no mounts');
     assert.deepEqual(sandboxProcesses(), [], 'nor a sandbox');
-    const cleanup = /^\s+rm -rf (\S+)$/m.exec(r.stderr);
+    const cleanup = /^\s+rm -rf ('[^']+')$/m.exec(r.stderr);
     assert.ok(cleanup);
     // The printed command really opens the tree, in the sandbox with the locked apt, /dev and /run the playbook had.
     const inside = await kiln(['shell', shell[1], '--', '/bin/sh', '-c', 'cat /etc/debian_version; echo $(ls /dev); test -x /run/kiln/facade/python3 && echo facade; id -u'], { cwd: dir });
@@ -147,7 +148,8 @@ describe('failed builds leave nothing behind', () => {
     assert.deepEqual(mountsUnder(dir), []);
     assert.deepEqual(sandboxProcesses(), []);
     execFileSync('sh', ['-c', `rm -rf ${cleanup[1]}`]);
-    assert.equal(existsSync(cleanup[1]), false);
+    assert.equal(existsSync(shell[1]), false, 'the printed cleanup command removes the work area, and only it');
+    assert.ok(existsSync(dir), 'the repository beside it is still there');
   });
 
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -34,8 +34,9 @@ export function git(dir: string, ...args: string[]): string {
 }
 
 /** A fresh git repository holding a copy of an example, committed (at a fixed date) and optionally tagged. */
+/** Image repositories live in a directory whose name has a space: every build shows that such paths work. */
 export function exampleRepo(name: string, opts: { example?: string; tag?: string; edit?: (dir: string) => void; date?: string } = {}): string {
-  const dir = join(E2E_DIR, RUN_ID, name);
+  const dir = join(E2E_DIR, RUN_ID, 'image repos', name);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   cpSync(join(ROOT, 'examples', opts.example ?? 'debian-web'), dir, { recursive: true });
@@ -74,7 +75,9 @@ export async function builtExample(): Promise<BuiltExample> {
 
 /** Mounts whose mount point is under the given directory (there must be none after any build). */
 export function mountsUnder(dir: string): string[] {
-  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
+  // /proc/mounts writes a space in a path as \040 (and tab, newline, backslash likewise).
+  const decode = (m: string) => m.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => decode(l.split(' ')[1] ?? '')).filter((m) => m && m.startsWith(dir));
 }
 
 export function artifact(b: BuiltExample, format: string): string {
