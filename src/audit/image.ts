@@ -15,7 +15,7 @@ import { exec } from '../exec.js';
 import { silentLogger } from '../log.js';
 import type { Finding } from '../seal/types.js';
 import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, SECTOR, type GptEntry } from '../disk/gpt.js';
-import { inspectDiskFile, qemuSource, type DiskFileFacts } from '../image/disk-file.js';
+import { checkedDiskFormat, qemuSource, type DiskFileFacts } from '../image/disk-file.js';
 import { withMountedFilesystem } from '../image/mount.js';
 import { isExtSuperblock, rootCandidates } from './gpt.js';
 import { auditTree, type AuditOptions } from './tree.js';
@@ -25,15 +25,6 @@ export interface ImageAuditOptions extends AuditOptions {
   format?: string;
   /** Where temporary files go (default: the OS temp dir). */
   workDir?: string;
-}
-
-/** The file's format from its header, checked against what the caller said it is. */
-export function diskFormat(path: string, shown: string, expected?: string): DiskFileFacts {
-  const facts = inspectDiskFile(path, shown);
-  // A fixed VHD is a raw disk with a footer: `--format vpc` names it, and raw reads it.
-  const same = !expected || expected === facts.format || (expected === 'vpc' && facts.format === 'raw' && facts.detail.startsWith('fixed VHD'));
-  if (!same) throw new KilnError(`${shown} is ${facts.detail}, not ${expected}`, { hint: 'leave out --format: Kiln reads the format from the file' });
-  return facts;
 }
 
 /** A raw disk holding the image's bytes: the file itself, or a conversion in work that opens nothing else. */
@@ -84,7 +75,7 @@ export async function auditImage(image: string, opts: ImageAuditOptions = {}): P
   const logger = opts.logger ?? silentLogger;
   const path = resolve(image);
   if (!existsSync(path) || !statSync(path).isFile()) throw new KilnError(`no such image: ${image}`);
-  const facts = diskFormat(path, image, opts.format);
+  const facts = checkedDiskFormat(path, image, opts.format);
   const base = opts.workDir ?? tmpdir();
   mkdirSync(base, { recursive: true });
   const work = mkdtempSync(join(base, 'kiln-audit-'));

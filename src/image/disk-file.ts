@@ -125,6 +125,15 @@ export function inspectDiskFile(path: string, shown = path): DiskFileFacts {
   }
 }
 
+/** The file's format from its header, checked against what the caller said it is. */
+export function checkedDiskFormat(path: string, shown: string, expected?: string): DiskFileFacts {
+  const facts = inspectDiskFile(path, shown);
+  // A fixed VHD is a raw disk with a footer: `--format vpc` names it, and raw reads it.
+  const same = !expected || expected === facts.format || (expected === 'vpc' && facts.format === 'raw' && facts.detail.startsWith('fixed VHD'));
+  if (!same) throw new KilnError(`${shown} is ${facts.detail}, not ${expected}`, { hint: 'leave out --format: Kiln reads the format from the file' });
+  return facts;
+}
+
 /**
  * qemu-img's filename for a classified image: a json: description that opens exactly this file
  * with this driver and no backing chain, so nothing the image names can be opened.

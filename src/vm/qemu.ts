@@ -7,8 +7,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { extname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
+import { checkedDiskFormat } from '../image/disk-file.js';
 import { commandLine, exec } from '../exec.js';
 import { silentLogger, type Logger } from '../log.js';
 import { writeSeed } from './seed.js';
@@ -19,7 +20,7 @@ export type Accel = 'auto' | 'kvm' | 'tcg';
 
 export interface BootOptions {
   image: string;
-  /** qemu-img format of the image; guessed from the extension when absent (.vhd = vpc). */
+  /** qemu-img format the caller expects; checked against the file's own header, which decides. */
   format?: string;
   firmware: Firmware;
   memoryMiB?: number;
@@ -51,11 +52,6 @@ export interface RunningVm {
 
 const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
-
-export function guessFormat(image: string): string {
-  const ext = extname(image).toLowerCase();
-  return ({ '.vhd': 'vpc', '.vmdk': 'vmdk', '.qcow2': 'qcow2', '.vhdx': 'vhdx', '.img': 'raw', '.raw': 'raw' } as Record<string, string>)[ext] ?? 'raw';
-}
 
 export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -122,7 +118,10 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
     const pub = readFileSync(`${keyFile}.pub`, 'utf8');
     const seed = await writeSeed(workDir, { user, publicKey: pub, instanceId: `iid-kiln-${workDir.slice(-6)}`, hostname: 'kiln-vm' }, logger);
     const overlay = join(workDir, 'overlay.qcow2');
-    await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', o.format ?? guessFormat(image), '-b', image, overlay], { logger });
+    // The format comes from the file's own header, and an image that names another file (a
+    // backing file, extents, a parent) is refused: QEMU would open that file for the guest.
+    const facts = checkedDiskFormat(image, o.image, o.format);
+    await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', facts.format, '-b', image, overlay], { logger });
     let vars: string | undefined;
     if (o.firmware === 'uefi') {
       vars = join(workDir, 'OVMF_VARS.fd');

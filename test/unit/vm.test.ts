@@ -1,6 +1,10 @@
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { guessFormat, qemuArgs } from '../../src/vm/qemu.js';
+import { bootVm, qemuArgs } from '../../src/vm/qemu.js';
 import { metaData, userData } from '../../src/vm/seed.js';
 
 test('the NoCloud user-data is cloud-config with the injected key and passwordless sudo', () => {
@@ -26,9 +30,17 @@ test('UEFI boots use q35 and OVMF pflash; BIOS uses the pc machine; SSH is forwa
   assert.match(bios, /-accel tcg -cpu max/);
 });
 
-test('image formats are guessed from the extension (a fixed VHD is vpc, not raw)', () => {
-  assert.equal(guessFormat('a/web.vhd'), 'vpc');
-  assert.equal(guessFormat('web.qcow2'), 'qcow2');
-  assert.equal(guessFormat('web.raw'), 'raw');
-  assert.equal(guessFormat('disk.vmdk'), 'vmdk');
+test('kiln boot refuses an image that names another file, before QEMU opens anything', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-vm-test-'));
+  try {
+    const host = join(dir, 'host-file.raw');
+    writeFileSync(host, Buffer.alloc(1 << 20));
+    const img = join(dir, 'web.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', host, '-F', 'raw', img]);
+    await assert.rejects(bootVm({ image: img, firmware: 'bios', accel: 'tcg' }), /a qcow2 with a backing file/);
+    // The extension does not decide the format either: a raw disk named .qcow2 is refused as raw is not qcow2.
+    await assert.rejects(bootVm({ image: host, firmware: 'bios', accel: 'tcg', format: 'qcow2' }), /is raw \(no known image header\), not qcow2/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
