@@ -11,6 +11,7 @@ import { KilnError } from '../errors.js';
 import { exec, output } from '../exec.js';
 import { silentLogger } from '../log.js';
 import type { Finding } from '../seal/types.js';
+import { dumpExt4 } from '../disk/ext4.js';
 import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, SECTOR, type GptEntry } from '../disk/gpt.js';
 import { isExtSuperblock, rootCandidates } from './gpt.js';
 import { auditTree, type AuditOptions } from './tree.js';
@@ -82,7 +83,7 @@ export async function auditImage(image: string, opts: ImageAuditOptions = {}): P
     const tree = join(work, 'root');
     mkdirSync(tree);
     // debugfs opens read-only without -w and exits 0 even when it fails, so judge by what it wrote.
-    const r = await exec('debugfs', ['-R', `rdump / ${tree}`, `${raw}?offset=${offset}`], { logger });
+    const r = await dumpExt4(raw, offset, tree, logger);
     if (readdirSync(tree).length === 0) {
       throw new KilnError(`could not read the root filesystem of ${image} (offset ${offset})`, { where: { command: 'debugfs rdump' }, detail: r.stderr });
     }

@@ -8,9 +8,9 @@
  * cannot rewrite) and fix hash seed and times with one debugfs pass.
  */
 import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
-import { exec, type ExecOptions } from '../exec.js';
+import { exec, type ExecOptions, type ExecResult } from '../exec.js';
 import { silentLogger, type Logger } from '../log.js';
 import { INODE_RATIO, INODE_SIZE } from './tree.js';
 
@@ -128,4 +128,14 @@ export async function buildExt4(spec: Ext4Spec, workDir: string, logger: Logger 
     });
   }
   return { native, fixedInodes: inodes.length };
+}
+
+/**
+ * Copies the ext4 filesystem at byte `offset` of `image` into `dir`, read-only (owners, modes and
+ * times kept). debugfs splits its request line on spaces itself, so the destination is never in
+ * it: debugfs runs in `dir` and dumps to ".", whatever characters the work area's path holds
+ * (the image is an argument of its own, made absolute since the working directory changes).
+ */
+export function dumpExt4(image: string, offset: number, dir: string, logger?: Logger): Promise<ExecResult> {
+  return exec('debugfs', ['-R', 'rdump / .', `${resolve(image)}?offset=${offset}`], { cwd: dir, logger });
 }

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, readdir, readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { dumpExt4 } from '../disk/ext4.js';
 import { findRootPartition } from '../disk/index.js';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
@@ -71,7 +72,7 @@ export async function extractRootTree(raw: string, dir: string, logger?: Logger)
   const { offset } = await findRootPartition(raw);
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
-  await exec('debugfs', ['-R', `rdump / ${dir}`, `${raw}?offset=${offset}`], { logger });
+  await dumpExt4(raw, offset, dir, logger);
 }
 
 /** The first byte offsets where two files differ (cmp -l), for a difference the file trees do not show. */

@@ -1,8 +1,12 @@
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { earlyConfig, fstab, grubConfig } from '../../src/disk/bootconfig.js';
 import { espDirectories } from '../../src/disk/esp.js';
-import { debugfsFixScript, hasNativeReproducibility, mke2fsArgs, parseE2fsVersion, usedInodes } from '../../src/disk/ext4.js';
+import { debugfsFixScript, dumpExt4, hasNativeReproducibility, mke2fsArgs, parseE2fsVersion, usedInodes } from '../../src/disk/ext4.js';
 import { requiredRootBytes } from '../../src/disk/tree.js';
 
 const spec = { tree: '/t', image: '/w/root.ext4', uuid: 'u-u-i-d', hashSeed: 's-e-e-d', sourceDateEpoch: 1700000000 };
@@ -97,4 +101,22 @@ test("fstab keeps the tree's other entries (a playbook's /tmp) and replaces any 
     '/swapfile none swap sw 0 0',
   ]);
   assert.equal(fstab('abc', fstab('old')), fstab('abc'), 'writing it again changes only the root UUID');
+});
+
+test('a root filesystem is dumped whole into a work area whose path has spaces and quotes', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'kiln ext4 "dump" '));
+  try {
+    mkdirSync(join(base, 'src/etc'), { recursive: true });
+    writeFileSync(join(base, 'src/etc/hostname'), 'web\n');
+    const offset = 1024 * 1024;
+    const image = join(base, 'disk.raw');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-E', `offset=${offset}`, '-d', join(base, 'src'), image, '4M']);
+    const dir = join(base, "it's a tree");
+    mkdirSync(dir);
+    // A relative image path too: debugfs runs in the destination.
+    await dumpExt4(relative(process.cwd(), image), offset, dir);
+    assert.equal(readFileSync(join(dir, 'etc/hostname'), 'utf8'), 'web\n');
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
 });
