@@ -193,17 +193,7 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
     writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
     const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true });
-    const current = new Map<string, Record<string, string>>();
-    const problems: string[] = [];
-    for (const x of pre.results) {
-      if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${sshReason(x.msg)}`);
-      else if (x.status === 'failed') problems.push(`${shown(x.host)}: cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
-    }
-    for (const [host, content] of slurped(pre.results)) current.set(host, content);
-    for (const [host, rel] of current) {
-      const p = releaseProblem(rel, r, o.allowDowngrade);
-      if (p) problems.push(`${shown(host)}: ${p}`);
-    }
+    const { current, problems } = preflightFindings(pre.results, r, o.allowDowngrade, shown);
     if (!Object.keys(pre.stats).length) problems.push('the inventory has no hosts');
     if (problems.length) {
       throw new KilnError(`nothing was changed: ${problems.length} problem(s) found before applying ${r.name}@${r.version}`, { detail: problems.join('\n'), hint: preflightHint(problems) });
@@ -257,13 +247,28 @@ export function releaseProblem(current: Record<string, string>, r: Pick<ApplyRel
   return undefined;
 }
 
-/** /etc/release of each host, decoded from the preflight's slurp results. */
-function slurped(results: TaskResult[]): Map<string, Record<string, string>> {
-  const m = new Map<string, Record<string, string>>();
-  for (const t of results) {
-    if (t.status === 'ok' && t.content) m.set(t.host, parseKeyValues(Buffer.from(t.content, 'base64').toString('utf8')));
+/**
+ * What the preflight's results say: each host's /etc/release, and every reason a host must not get
+ * release r (each line names its host). A host's /etc/release is its own text: one that cannot be
+ * read is that host's problem, and the other hosts are still checked.
+ */
+export function preflightFindings(results: TaskResult[], r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): { current: Map<string, Record<string, string>>; problems: string[] } {
+  const current = new Map<string, Record<string, string>>();
+  const problems: string[] = [];
+  for (const x of results) {
+    if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${sshReason(x.msg)}`);
+    else if (x.status === 'failed') problems.push(`${shown(x.host)}: cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
+    else if (x.status === 'ok' && x.content) {
+      const release = parseKeyValues(Buffer.from(x.content, 'base64').toString('utf8'));
+      if (release.problems.length) problems.push(`${shown(x.host)}: /etc/release is not one Kiln wrote: ${release.problems[0]}`);
+      else current.set(x.host, release.values);
+    }
   }
-  return m;
+  for (const [host, rel] of current) {
+    const p = releaseProblem(rel, r, allowDowngrade);
+    if (p) problems.push(`${shown(host)}: ${p}`);
+  }
+  return { current, problems };
 }
 
 /** ssh's own words, without Ansible's preamble ("Data could not be sent to remote host ... over ssh: "). */

@@ -2,8 +2,10 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
 import { compareVersions } from '../../src/apply/version-order.js';
-import { releaseProblem, sshReason } from '../../src/apply/index.js';
+import { preflightFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
 import { KilnError } from '../../src/errors.js';
+import { parseKeyValues } from '../../src/image/stamp.js';
+import type { TaskResult } from '../../src/provision/results.js';
 
 test('--host user@address:port gives the user, address, port and a colon-free inventory name', () => {
   assert.deepEqual(parseHost('kiln@127.0.0.1:2222'), { name: '127.0.0.1:2222', id: '127.0.0.1_2222', user: 'kiln', address: '127.0.0.1', port: 2222 });
@@ -55,4 +57,32 @@ test('the preflight refuses another image, and a newer version unless --allow-do
   assert.equal(releaseProblem(at('release-0.1.0'), r, false), undefined, 'the same version may be re-applied');
   assert.equal(releaseProblem(at('release-0.0.9'), r, false), undefined);
   assert.equal(releaseProblem(at('release-0.0.9', 'db'), r, true), 'runs image db, not web');
+});
+
+test("IMAGE_VERSION=\"\\\" in a host's /etc/release is a problem of that line, not an exception", () => {
+  const r = parseKeyValues('IMAGE_ID=web\nIMAGE_VERSION="\\"\nIMAGE_COMMIT=abc\n');
+  assert.deepEqual(r.values, { IMAGE_ID: 'web', IMAGE_COMMIT: 'abc' });
+  assert.deepEqual(r.problems, ['line 2: "IMAGE_VERSION=\\"\\\\\\"" is not KEY=value, KEY=\'value\' or KEY="value"']);
+  for (const bad of ['A="x', "A='x", 'A="a"b"', 'A=a b', 'A=$(id)', 'A="x"y']) assert.equal(parseKeyValues(bad).problems.length, 1, bad);
+});
+
+test('/etc/release values are read with os-release quoting', () => {
+  assert.deepEqual(parseKeyValues('A=plain\nB="two words"\nC=\'$literal\'\nD="q\\"uote \\$x \\\\ \\n"\n# comment\n\nE=""\n').values,
+    { A: 'plain', B: 'two words', C: '$literal', D: 'q"uote $x \\ \\n', E: '' });
+});
+
+test("one host's unreadable /etc/release is its own preflight problem; the other hosts are still checked", () => {
+  const slurp = (host: string, text: string): TaskResult => ({ play: 'p', task: 'read /etc/release', host, action: 'ansible.builtin.slurp', status: 'ok', content: Buffer.from(text).toString('base64') });
+  const { current, problems } = preflightFindings([
+    slurp('a_22', 'IMAGE_ID=web\nIMAGE_VERSION="\\"\n'),
+    slurp('b_22', 'IMAGE_ID=web\nIMAGE_VERSION=release-0.2.0\n'),
+    slurp('c_22', 'IMAGE_ID=web\nIMAGE_VERSION=release-0.0.9\n'),
+    { play: 'p', task: 'read /etc/release', host: 'd_22', action: 'ansible.builtin.slurp', status: 'unreachable', msg: 'Failed to connect to the host via ssh: ssh: connect to host d port 22: Connection refused' },
+  ], { name: 'web', version: 'release-0.1.0' }, false, (id) => id.replace('_', ':'));
+  assert.deepEqual(problems, [
+    'a:22: /etc/release is not one Kiln wrote: line 2: "IMAGE_VERSION=\\"\\\\\\"" is not KEY=value, KEY=\'value\' or KEY="value"',
+    'd:22: unreachable: ssh: connect to host d port 22: Connection refused',
+    'b:22: runs release-0.2.0, newer than release-0.1.0 (pass --allow-downgrade to go back)',
+  ]);
+  assert.deepEqual([...current.keys()], ['b_22', 'c_22']);
 });
