@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
-import { exec, output } from '../exec.js';
+import { exec, output, quoteArg } from '../exec.js';
 import type { Logger } from '../log.js';
 import { parseKeyValues, releaseFile } from '../image/stamp.js';
 import { eventStatus, runPlaybook, type PlaybookRun } from '../provision/run.js';
@@ -152,9 +152,27 @@ function writeInventory(o: ApplyOptions, tmp: string): Inventory {
   return { args, names: new Map(o.hosts.map((h) => [h.id, h.name])) };
 }
 
+/**
+ * ANSIBLE_SSH_ARGS: one string, which Ansible splits with Python's shlex, so every word is quoted.
+ * The known_hosts path is also read by ssh's own config parser (whitespace separates files, quotes
+ * and backslashes quote, % and ${} expand), which has no quoting Kiln can rely on: such a path is refused.
+ */
+export function ansibleSshArgs(o: Pick<ApplyOptions, 'keyFile' | 'knownHosts' | 'insecureHostKeys'>): string {
+  let hostKeys = ['-o', 'StrictHostKeyChecking=yes'];
+  if (o.insecureHostKeys) hostKeys = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
+  else if (o.knownHosts) {
+    const file = resolve(o.knownHosts);
+    if (/[\s"'\\%$]/.test(file)) throw new KilnError(`--known-hosts ${JSON.stringify(o.knownHosts)}: ssh cannot take a path with spaces, quotes, backslashes, % or $`, { hint: 'copy the file to a plain path', exitCode: 2 });
+    if (!existsSync(file)) throw new KilnError(`known hosts file not found: ${o.knownHosts}`, { exitCode: 2 });
+    hostKeys = ['-o', `UserKnownHostsFile=${file}`, '-o', 'StrictHostKeyChecking=yes'];
+  }
+  return ['-o', 'ControlMaster=auto', '-o', 'ControlPersist=120s', '-o', 'BatchMode=yes', ...(o.keyFile ? ['-o', 'IdentitiesOnly=yes'] : []), ...hostKeys].map(quoteArg).join(' ');
+}
+
 export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
   checkRelease(o.release);
   if (o.keyFile && !existsSync(o.keyFile)) throw new KilnError(`key file not found: ${o.keyFile}`, { exitCode: 2 });
+  const sshArgs = ansibleSshArgs(o);
   const tmp = mkdtempSync(join(tmpdir(), 'kiln-apply-'));
   const tree = join(tmp, 'tree');
   const controlDir = join(tmp, 'cp');
@@ -169,13 +187,11 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     const t = loadTemplate(fileInTree(tree, r.template, 'kiln.yaml', release));
     fileInTree(tree, t.playbook, 'the playbook', release);
 
-    const hostKeys = o.insecureHostKeys ? '-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR'
-      : o.knownHosts ? `-o UserKnownHostsFile=${resolve(o.knownHosts)} -o StrictHostKeyChecking=yes` : '-o StrictHostKeyChecking=yes';
     const env = {
       ANSIBLE_HOST_KEY_CHECKING: o.insecureHostKeys ? 'False' : 'True',
       // One connection per host for the three runs, in our own directory (closed at the end): a
       // master shared with another run could outlive a key change.
-      ANSIBLE_SSH_ARGS: `-o ControlMaster=auto -o ControlPersist=120s -o BatchMode=yes${o.keyFile ? ' -o IdentitiesOnly=yes' : ''} ${hostKeys}`,
+      ANSIBLE_SSH_ARGS: sshArgs,
       ANSIBLE_SSH_CONTROL_PATH_DIR: controlDir,
       ANSIBLE_TIMEOUT: '15', ANSIBLE_FORKS: '20',
     };

@@ -1,8 +1,13 @@
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
 import { compareVersions } from '../../src/apply/version-order.js';
-import { preflightFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
+import { ansibleSshArgs, preflightFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
+import { applyCommand } from '../../src/cli/apply.js';
 import { KilnError } from '../../src/errors.js';
 import { parseKeyValues } from '../../src/image/stamp.js';
 import type { TaskResult } from '../../src/provision/results.js';
@@ -59,6 +64,31 @@ test('the preflight refuses another image, and a newer version unless --allow-do
   assert.equal(releaseProblem(at('release-0.0.9', 'db'), r, true), 'runs image db, not web');
 });
 
+const usageError = (e: unknown) => e instanceof KilnError && e.exitCode === 2;
+
+test('a --host that ssh would read as an option is refused as bad input (exit code 2)', async () => {
+  for (const bad of ['-oProxyCommand=touch /tmp/kiln-pwned', '-oProxyCommand=x', 'kiln@-oProxyCommand=x', '-oProxyCommand=x@host', '-p', '-:22']) {
+    assert.throws(() => parseHost(bad), (e: unknown) => usageError(e) && /may not start with "-" \(ssh would read it as an option\)/.test((e as Error).message), bad);
+  }
+  // Through the command line too (--host=-x is how parseArgs passes a value starting with "-"), before any store is opened.
+  await assert.rejects(applyCommand.run(['web@release-0.1.0', '--host=-oProxyCommand=touch /tmp/kiln-pwned', '--store', '/nonexistent/kiln-store']), usageError);
+});
+
+test('a --host with whitespace, quotes or another inventory variable in it is refused', () => {
+  for (const bad of ['web 1', 'ad min@web', 'web\tx', 'web\nweb2', 'kiln@web ansible_ssh_common_args=-oProxyCommand=x', 'us"er@web', "web'", 'web;id', 'we$b', 'web/x', '[fd00::5', '[fd00::5] ', '[::1;id]']) {
+    assert.throws(() => parseHost(bad), usageError, JSON.stringify(bad));
+  }
+  assert.throws(() => parseHost('web\nx'), /^KilnError: --host "web\\nx": /, 'a value with a line break is shown quoted');
+});
+
+test('--port and a port in --host are whole numbers from 1 to 65535', async () => {
+  for (const bad of ['web:22.5', 'web:0x16', 'web:-1', 'web:0', 'web:']) assert.throws(() => parseHost(bad), usageError, bad);
+  assert.throws(() => parseHost('web', { port: 22.5 }), usageError);
+  for (const port of ['22.5', '0x16', 'abc', '0', '70000', '']) {
+    await assert.rejects(applyCommand.run(['web@release-0.1.0', '--host', 'web', '--port', port, '--store', '/nonexistent/kiln-store']), usageError, port);
+  }
+});
+
 test("IMAGE_VERSION=\"\\\" in a host's /etc/release is a problem of that line, not an exception", () => {
   const r = parseKeyValues('IMAGE_ID=web\nIMAGE_VERSION="\\"\nIMAGE_COMMIT=abc\n');
   assert.deepEqual(r.values, { IMAGE_ID: 'web', IMAGE_COMMIT: 'abc' });
@@ -85,4 +115,18 @@ test("one host's unreadable /etc/release is its own preflight problem; the other
     'b:22: runs release-0.2.0, newer than release-0.1.0 (pass --allow-downgrade to go back)',
   ]);
   assert.deepEqual([...current.keys()], ['b_22', 'c_22']);
+});
+
+test('ANSIBLE_SSH_ARGS quotes a known_hosts path so shlex gives it back whole; a path ssh would split is refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-kh-;&|()`-'));
+  const file = join(dir, 'known_hosts');
+  writeFileSync(file, '');
+  const args = ansibleSshArgs({ knownHosts: file, insecureHostKeys: false });
+  const words = JSON.parse(execFileSync('python3', ['-c', 'import json, shlex, sys; print(json.dumps(shlex.split(sys.argv[1])))', args], { encoding: 'utf8' })) as string[];
+  assert.deepEqual(words, ['-o', 'ControlMaster=auto', '-o', 'ControlPersist=120s', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${file}`, '-o', 'StrictHostKeyChecking=yes']);
+  for (const bad of ['/tmp/known hosts', '/tmp/kh -oProxyCommand=x', '/tmp/"kh', "/tmp/'kh", '/tmp/kh\\x', '/tmp/%h', '/tmp/${HOME}']) {
+    assert.throws(() => ansibleSshArgs({ knownHosts: bad, insecureHostKeys: false }), usageError, bad);
+  }
+  assert.throws(() => ansibleSshArgs({ knownHosts: join(dir, 'nope'), insecureHostKeys: false }), /known hosts file not found/);
+  rmSync(dir, { recursive: true, force: true });
 });
