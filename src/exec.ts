@@ -63,6 +63,11 @@ export function runningChildren(): number {
   return running.size;
 }
 
+/**
+ * One word for a POSIX shell, and for the shell-like splitters Kiln hands strings to (Python's
+ * shlex in ANSIBLE_SSH_ARGS, Perl's shellwords in mmdebstrap's special hooks). The only quoting
+ * helper: where a string must be split by someone else, each value in it goes through this.
+ */
 export function quoteArg(a: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
 }

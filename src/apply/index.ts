@@ -4,15 +4,16 @@
  * first (reachable, key accepted, which image and version it runs); if any check fails nothing is
  * changed anywhere. On success each host's /etc/release and os-release carry the new version.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
-import { exec, output } from '../exec.js';
+import { exec, output, quoteArg } from '../exec.js';
 import type { Logger } from '../log.js';
 import { parseKeyValues, releaseFile } from '../image/stamp.js';
 import { eventStatus, runPlaybook, type PlaybookRun } from '../provision/run.js';
 import type { HostStats, TaskResult } from '../provision/results.js';
+import { checkCommit, checkName, checkTemplatePath, checkVersion } from '../store/record.js';
 import { loadTemplate } from '../template/load.js';
 import { inventoryLine, type ApplyHost } from './hosts.js';
 import { compareVersions } from './version-order.js';
@@ -68,20 +69,69 @@ function stampPlaybook(r: ApplyRelease): string {
 `;
 }
 
-/** Checks that the release's commit is the one its tag names now, and checks it out. */
+/**
+ * Refuses a record that does not name one full commit, its own tag and a file of the repository.
+ * The record comes from a store; what it names is checked out and its playbook run as root on
+ * every host, so nothing in it reaches git or the file system unchecked.
+ */
+export function checkRelease(r: ApplyRelease): void {
+  checkName(r.name);
+  checkVersion(r.version);
+  const release = `${r.name}@${r.version}`;
+  checkCommit(r.commit, release);
+  // A release's version is the tag it was built from (src/version/git.ts): a record naming another is not one a build wrote.
+  if (r.tag !== undefined && r.tag !== r.version) {
+    throw new KilnError(`release ${release} records tag ${JSON.stringify(r.tag)}, but a release's tag is its version`, { hint: 'this record was not written by kiln build, or was altered: do not use it' });
+  }
+  checkTemplatePath(r.template, release);
+}
+
+/**
+ * Checks that the release's tag names its commit now, and checks it out. The tag is the version
+ * also when the record names none (every release build is tagged with its version): without a tag
+ * to compare with, a record could name any commit of the repository, an unmerged branch
+ * included, and its playbook would run on every host. So a tag that is missing is refused too.
+ */
 async function checkoutRelease(o: ApplyOptions, dir: string): Promise<void> {
   const r = o.release;
   const has = await exec('git', ['-C', o.repoDir, 'cat-file', '-e', `${r.commit}^{commit}`], { allowFailure: true });
   if (has.code !== 0) throw new KilnError(`commit ${r.commit.slice(0, 12)} of ${r.name}@${r.version} is not in the repository at ${o.repoDir}`, { hint: 'run kiln apply inside the image repository (git fetch --tags first)' });
-  if (r.tag) {
-    const t = await exec('git', ['-C', o.repoDir, 'rev-parse', '--verify', '-q', `refs/tags/${r.tag}^{commit}`], { allowFailure: true });
-    if (t.code === 0 && t.stdout.trim() !== r.commit) {
-      throw new KilnError(`nothing was changed: tag ${r.tag} now points to ${t.stdout.trim().slice(0, 12)}, but release ${r.name}@${r.version} was built from ${r.commit.slice(0, 12)}`, {
-        hint: 'releases are immutable: a moved tag is a new version. Put the tag back, or tag the new commit with a new version and build it',
-      });
-    }
+  const tag = r.tag ?? r.version;
+  const t = await exec('git', ['-C', o.repoDir, 'rev-parse', '--verify', '-q', `refs/tags/${tag}^{commit}`], { allowFailure: true });
+  if (t.code !== 0) {
+    throw new KilnError(`nothing was changed: release ${r.name}@${r.version} was built from tag ${tag}, which is not in the repository at ${o.repoDir}`, {
+      hint: 'fetch the tags (git fetch --tags) and run kiln apply again: a release is applied only from the commit its tag names',
+    });
+  }
+  if (t.stdout.trim() !== r.commit) {
+    throw new KilnError(`nothing was changed: tag ${tag} now points to ${t.stdout.trim().slice(0, 12)}, but release ${r.name}@${r.version} was built from ${r.commit.slice(0, 12)}`, {
+      hint: 'releases are immutable: a moved tag is a new version. Put the tag back, or tag the new commit with a new version and build it',
+    });
   }
   await exec('git', ['-C', o.repoDir, 'worktree', 'add', '--detach', '--force', dir, r.commit], { logger: o.logger });
+}
+
+/**
+ * The real path of a file of the checked-out release, refused when it is not inside the worktree:
+ * a committed symlink (kiln.yaml -> /etc/..., a playbook directory -> $HOME) must not carry the
+ * run outside the commit that was checked.
+ */
+export function fileInTree(tree: string, file: string, what: string, release: string): string {
+  const root = realpathSync(tree);
+  const shown = relative(tree, resolve(tree, file));
+  let real: string;
+  try {
+    real = realpathSync(resolve(tree, file));
+  } catch {
+    throw new KilnError(`release ${release}: its commit has no ${what} at ${shown}`, { hint: 'the release record names a file its commit does not have' });
+  }
+  const rel = relative(root, real);
+  if (rel === '' || rel === '..' || rel.startsWith('../') || isAbsolute(rel)) {
+    throw new KilnError(`nothing was changed: release ${release}: ${what} at ${shown} resolves to ${real}, outside the release's commit`, {
+      hint: 'a symlink in the repository points out of it; kiln apply uses only files of the commit it checked',
+    });
+  }
+  return real;
 }
 
 interface Inventory { args: string[]; names: Map<string, string> }
@@ -102,8 +152,27 @@ function writeInventory(o: ApplyOptions, tmp: string): Inventory {
   return { args, names: new Map(o.hosts.map((h) => [h.id, h.name])) };
 }
 
+/**
+ * ANSIBLE_SSH_ARGS: one string, which Ansible splits with Python's shlex, so every word is quoted.
+ * The known_hosts path is also read by ssh's own config parser (whitespace separates files, quotes
+ * and backslashes quote, % and ${} expand), which has no quoting Kiln can rely on: such a path is refused.
+ */
+export function ansibleSshArgs(o: Pick<ApplyOptions, 'keyFile' | 'knownHosts' | 'insecureHostKeys'>): string {
+  let hostKeys = ['-o', 'StrictHostKeyChecking=yes'];
+  if (o.insecureHostKeys) hostKeys = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
+  else if (o.knownHosts) {
+    const file = resolve(o.knownHosts);
+    if (/[\s"'\\%$]/.test(file)) throw new KilnError(`--known-hosts ${JSON.stringify(o.knownHosts)}: ssh cannot take a path with spaces, quotes, backslashes, % or $`, { hint: 'copy the file to a plain path', exitCode: 2 });
+    if (!existsSync(file)) throw new KilnError(`known hosts file not found: ${o.knownHosts}`, { exitCode: 2 });
+    hostKeys = ['-o', `UserKnownHostsFile=${file}`, '-o', 'StrictHostKeyChecking=yes'];
+  }
+  return ['-o', 'ControlMaster=auto', '-o', 'ControlPersist=120s', '-o', 'BatchMode=yes', ...(o.keyFile ? ['-o', 'IdentitiesOnly=yes'] : []), ...hostKeys].map(quoteArg).join(' ');
+}
+
 export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
+  checkRelease(o.release);
   if (o.keyFile && !existsSync(o.keyFile)) throw new KilnError(`key file not found: ${o.keyFile}`, { exitCode: 2 });
+  const sshArgs = ansibleSshArgs(o);
   const tmp = mkdtempSync(join(tmpdir(), 'kiln-apply-'));
   const tree = join(tmp, 'tree');
   const controlDir = join(tmp, 'cp');
@@ -114,15 +183,15 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     const shown = (id: string) => inv.names.get(id) ?? id;
     // A moved tag is refused before any host is contacted.
     await checkoutRelease(o, tree);
-    const t = loadTemplate(join(tree, r.template));
+    const release = `${r.name}@${r.version}`;
+    const t = loadTemplate(fileInTree(tree, r.template, 'kiln.yaml', release));
+    fileInTree(tree, t.playbook, 'the playbook', release);
 
-    const hostKeys = o.insecureHostKeys ? '-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR'
-      : o.knownHosts ? `-o UserKnownHostsFile=${resolve(o.knownHosts)} -o StrictHostKeyChecking=yes` : '-o StrictHostKeyChecking=yes';
     const env = {
       ANSIBLE_HOST_KEY_CHECKING: o.insecureHostKeys ? 'False' : 'True',
       // One connection per host for the three runs, in our own directory (closed at the end): a
       // master shared with another run could outlive a key change.
-      ANSIBLE_SSH_ARGS: `-o ControlMaster=auto -o ControlPersist=120s -o BatchMode=yes${o.keyFile ? ' -o IdentitiesOnly=yes' : ''} ${hostKeys}`,
+      ANSIBLE_SSH_ARGS: sshArgs,
       ANSIBLE_SSH_CONTROL_PATH_DIR: controlDir,
       ANSIBLE_TIMEOUT: '15', ANSIBLE_FORKS: '20',
     };
@@ -140,17 +209,7 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
     writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
     const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true });
-    const current = new Map<string, Record<string, string>>();
-    const problems: string[] = [];
-    for (const x of pre.results) {
-      if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${sshReason(x.msg)}`);
-      else if (x.status === 'failed') problems.push(`${shown(x.host)}: cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
-    }
-    for (const [host, content] of slurped(pre.results)) current.set(host, content);
-    for (const [host, rel] of current) {
-      const p = releaseProblem(rel, r, o.allowDowngrade);
-      if (p) problems.push(`${shown(host)}: ${p}`);
-    }
+    const { current, problems } = preflightFindings(pre.results, r, o.allowDowngrade, shown);
     if (!Object.keys(pre.stats).length) problems.push('the inventory has no hosts');
     if (problems.length) {
       throw new KilnError(`nothing was changed: ${problems.length} problem(s) found before applying ${r.name}@${r.version}`, { detail: problems.join('\n'), hint: preflightHint(problems) });
@@ -204,13 +263,28 @@ export function releaseProblem(current: Record<string, string>, r: Pick<ApplyRel
   return undefined;
 }
 
-/** /etc/release of each host, decoded from the preflight's slurp results. */
-function slurped(results: TaskResult[]): Map<string, Record<string, string>> {
-  const m = new Map<string, Record<string, string>>();
-  for (const t of results) {
-    if (t.status === 'ok' && t.content) m.set(t.host, parseKeyValues(Buffer.from(t.content, 'base64').toString('utf8')));
+/**
+ * What the preflight's results say: each host's /etc/release, and every reason a host must not get
+ * release r (each line names its host). A host's /etc/release is its own text: one that cannot be
+ * read is that host's problem, and the other hosts are still checked.
+ */
+export function preflightFindings(results: TaskResult[], r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): { current: Map<string, Record<string, string>>; problems: string[] } {
+  const current = new Map<string, Record<string, string>>();
+  const problems: string[] = [];
+  for (const x of results) {
+    if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${sshReason(x.msg)}`);
+    else if (x.status === 'failed') problems.push(`${shown(x.host)}: cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
+    else if (x.status === 'ok' && x.content) {
+      const release = parseKeyValues(Buffer.from(x.content, 'base64').toString('utf8'));
+      if (release.problems.length) problems.push(`${shown(x.host)}: /etc/release is not one Kiln wrote: ${release.problems[0]}`);
+      else current.set(x.host, release.values);
+    }
   }
-  return m;
+  for (const [host, rel] of current) {
+    const p = releaseProblem(rel, r, allowDowngrade);
+    if (p) problems.push(`${shown(host)}: ${p}`);
+  }
+  return { current, problems };
 }
 
 /** ssh's own words, without Ansible's preamble ("Data could not be sent to remote host ... over ssh: "). */

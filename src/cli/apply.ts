@@ -29,7 +29,10 @@ export const applyCommand: Command = {
     });
     if (positionals.length !== 1) throw new KilnError('kiln apply takes one release, name@version', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
-    const hosts = uniqueHosts((values.host ?? []).map((h) => parseHost(h, { port: values.port ? Number(values.port) : undefined })));
+    if (values.port !== undefined && !(/^[0-9]{1,5}$/.test(values.port) && Number(values.port) >= 1 && Number(values.port) <= 65535)) {
+      throw new KilnError(`--port ${JSON.stringify(values.port)}: expected a port number, 1 to 65535`, { exitCode: 2 });
+    }
+    const hosts = uniqueHosts((values.host ?? []).map((h) => parseHost(h, { port: values.port !== undefined ? Number(values.port) : undefined })));
     const store = await storeFromFlags(values);
     const rec = await releaseToApply(store, positionals[0]);
     const check = Boolean(values.check);

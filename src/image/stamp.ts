@@ -24,17 +24,31 @@ export function stampOsRelease(original: string, s: Pick<Stamp, 'name' | 'versio
   return [...kept, `IMAGE_ID=${JSON.stringify(s.name)}`, `IMAGE_VERSION=${JSON.stringify(s.version)}`, ''].join('\n');
 }
 
-export function parseKeyValues(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
+/**
+ * KEY=value lines with os-release(5) quoting: unquoted, 'single' (literal) or "double" (backslash
+ * escapes \\ \" \$ \`, as in the shell). The text may come from another machine (kiln apply reads
+ * each host's /etc/release), so a line it cannot read is a problem to report, never an exception.
+ */
+export function parseKeyValues(text: string): { values: Record<string, string>; problems: string[] } {
+  const values: Record<string, string> = {};
+  const problems: string[] = [];
+  text.split('\n').forEach((line, i) => {
     const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (!m) continue;
-    let v = m[2];
-    if (/^".*"$/.test(v)) v = JSON.parse(v) as string;
-    else if (/^'.*'$/.test(v)) v = v.slice(1, -1);
-    out[m[1]] = v;
+    if (!m) return;
+    const v = unquote(m[2]);
+    if (v === undefined) problems.push(`line ${i + 1}: ${JSON.stringify(line.trim())} is not KEY=value, KEY='value' or KEY="value"`);
+    else values[m[1]] = v;
+  });
+  return { values, problems };
+}
+
+function unquote(v: string): string | undefined {
+  if (v.startsWith("'")) return /^'[^']*'$/.test(v) ? v.slice(1, -1) : undefined;
+  if (v.startsWith('"')) {
+    const m = /^"((?:[^"\\]|\\.)*)"$/.exec(v);
+    return m ? m[1].replace(/\\([\\"$`])/g, '$1') : undefined;
   }
-  return out;
+  return /["'\\`$\s]/.test(v) ? undefined : v;
 }
 
 /**

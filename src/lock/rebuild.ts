@@ -12,6 +12,7 @@ import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
 import { syntaxCheck } from '../provision/ansible.js';
 import type { ReleaseStore } from '../store/index.js';
+import { checkCommit, checkTemplatePath } from '../store/record.js';
 import { loadTemplate } from '../template/load.js';
 import { diffRootTrees, firstDifferingBytes, type TreeDifference } from './treediff.js';
 
@@ -50,6 +51,9 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
   const entry = await o.store.entry(`${resolved.name}@${resolved.version}`);
   const rec = entry.record;
   if (!rec.template) throw new KilnError(`release ${rec.name}@${rec.version} does not record its kiln.yaml path`);
+  // The record is handed to git and the file system: the same checks kiln apply makes.
+  checkCommit(rec.git?.commit, `${rec.name}@${rec.version}`);
+  checkTemplatePath(rec.template, `${rec.name}@${rec.version}`);
   const repo = (await exec('git', ['-C', o.repoDir, 'rev-parse', '--show-toplevel'], { allowFailure: true })).stdout.trim();
   if (!repo) throw new KilnError(`${o.repoDir} is not in a git repository`, { hint: 'run kiln rebuild inside the image repository' });
   const has = await exec('git', ['-C', repo, 'cat-file', '-e', `${rec.git.commit}^{commit}`], { allowFailure: true });

@@ -5,10 +5,10 @@
  * keyring hash and the installed package list. The base tree is cached under a key of its inputs.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
-import { exec, output } from '../exec.js';
+import { exec, output, quoteArg } from '../exec.js';
 import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
 import { writeFileAtomic } from '../fsio.js';
@@ -111,6 +111,24 @@ export function mirrorSourcesLine(d: KilnConfig['source']['debian']): string {
   return `deb${d.verify ? '' : ' [trusted=yes]'} ${d.mirror} ${d.suite} ${d.components.join(' ')}`;
 }
 
+/**
+ * mmdebstrap's argv for the base tree (pure, so what reaches a hook is testable). mmdebstrap runs a
+ * hook under `sh -c` unless it is one of its special commands, and splits those like a shell: the
+ * only hook here is `upload`, whose one host path is quoted with quoteArg (tested against that split).
+ */
+export function mmdebstrapArgs(d: KilnConfig['source']['debian'], tar: string, locked?: LockedBase & { sourcesFile: string }): string[] {
+  const insecure = ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"'];
+  return [
+    '--mode=root', '--variant=apt', '--format=tar',
+    `--include=${basePackages(d).join(',')}`,
+    `--components=${d.components.join(',')}`,
+    ...(d.verify ? (locked ? [] : [`--keyring=${d.keyring}`]) : insecure),
+    '--aptopt=Acquire::Retries "3"',
+    ...(locked ? [`--customize-hook=upload ${quoteArg(locked.sourcesFile)} /etc/apt/sources.list`] : []),
+    d.suite, tar, locked ? locked.sourcesLine : mirrorSourcesLine(d),
+  ];
+}
+
 /** Builds (or reuses from the cache) the base tree tarball; returns its path. */
 export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedBase): Promise<{ tar: string; key: string; cached: boolean }> {
   const key = locked ? lockedBaseKey(d, locked) : baseKey(d, trust);
@@ -119,18 +137,11 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
   const tar = join(dir, `${key}.tar`);
   if (existsSync(tar)) return { tar, key, cached: true };
   const tmp = join(workDir, 'base.tar');
-  const sources = mirrorSourcesLine(d);
-  const insecure = ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"'];
-  const args = [
-    '--mode=root', '--variant=apt', '--format=tar',
-    `--include=${basePackages(d).join(',')}`,
-    `--components=${d.components.join(',')}`,
-    ...(d.verify ? (locked ? [] : [`--keyring=${d.keyring}`]) : insecure),
-    '--aptopt=Acquire::Retries "3"',
-    // Installed from the lock's local repository, the image still names the real mirror.
-    ...(locked ? [`--customize-hook=printf '%s\\n' '${sources}' > "$1/etc/apt/sources.list"`] : []),
-    d.suite, tmp, locked ? locked.sourcesLine : sources,
-  ];
+  // Installed from the lock's local repository, the image still names the real mirror: the line goes
+  // into a file that mmdebstrap uploads, so no value from kiln.yaml is ever part of a hook's shell text.
+  const lockedInstall = locked && { ...locked, sourcesFile: resolve(workDir, 'image-sources.list') };
+  if (lockedInstall) writeFileSync(lockedInstall.sourcesFile, `${mirrorSourcesLine(d)}\n`);
+  const args = mmdebstrapArgs(d, tmp, lockedInstall);
   await exec('mmdebstrap', args, {
     logger, onStderrLine: onLine,
     env: { SOURCE_DATE_EPOCH: String(locked ? locked.sourceDateEpoch : trust.archiveDate), LC_ALL: 'C.UTF-8' },

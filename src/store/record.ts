@@ -2,6 +2,7 @@
  * The release record: what a release is, stored as the config blob of its OCI manifest.
  * Everything in it is fixed at release time; cloud image ids come later as referrers.
  */
+import { posix } from 'node:path';
 import { KilnError } from '../errors.js';
 import { ANN, isoFromEpoch, isValidTag, MT, type Descriptor, type ImageManifest } from './oci.js';
 
@@ -80,11 +81,40 @@ export function checkVersion(version: string): void {
   }
 }
 
+/** A full git object id: SHA-1 (40 hex digits) or SHA-256 (64), as `git rev-parse` prints it. */
+const COMMIT_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+
+/*
+ * A record is read back from a store that may be shared or copied: before kiln apply or kiln
+ * rebuild hands its commit to git and its template path to the file system, each must be what a
+ * build writes. An abbreviated id, a ref name or an option ("--orphan") is not a commit; a path
+ * that is absolute or climbs out with ".." is not a file of the repository.
+ */
+export function checkCommit(commit: unknown, release: string): void {
+  if (typeof commit !== 'string' || !COMMIT_RE.test(commit)) {
+    throw new KilnError(`release ${release} records commit ${JSON.stringify(commit)}, which is not a full git commit id (40 or 64 lower-case hex digits)`, {
+      hint: 'a build records the commit it built; this record was not written by kiln build, or was altered: do not use it',
+    });
+  }
+}
+
+/** Returns the recorded kiln.yaml path when it is relative, normal and stays inside the repository. */
+export function checkTemplatePath(template: unknown, release: string): string {
+  const ok = typeof template === 'string' && template !== '' && !template.includes('\0') && !template.startsWith('/')
+    && posix.normalize(template) === template && !template.split('/').includes('..') && template !== '.';
+  if (!ok) {
+    throw new KilnError(`release ${release} records its kiln.yaml as ${JSON.stringify(template)}, which is not a relative path inside the repository`, {
+      hint: 'a build records kiln.yaml relative to the repository root (e.g. kiln.yaml or images/web/kiln.yaml); this record was altered: do not use it',
+    });
+  }
+  return template;
+}
+
 export function validateRecord(r: ReleaseRecord): void {
   checkName(r.name);
   checkVersion(r.version);
   if (!Number.isInteger(r.sourceDateEpoch) || r.sourceDateEpoch < 0) throw new KilnError(`release record: sourceDateEpoch must be a non-negative integer, got ${r.sourceDateEpoch}`);
-  if (!r.git?.commit) throw new KilnError('release record: git.commit is required');
+  checkCommit(r.git?.commit, `${r.name}@${r.version}`);
   if (!r.artifacts.length) throw new KilnError('release record: a release needs at least one artifact');
   const files = new Set<string>();
   for (const a of r.artifacts) {

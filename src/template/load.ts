@@ -83,6 +83,11 @@ export function parseTemplate(text: string, file: string): LoadedTemplate {
   if (!existsSync(playbook)) {
     problems.push(at(nodeAt(doc, ['provision', 'playbook'])?.range?.[0], `playbook not found: ${config.provision.playbook} (expected a file relative to ${dir})`));
   }
+  // The schema's pattern keeps quotes and shell characters out; the URL parser catches what a pattern cannot.
+  for (const key of ['mirror', 'snapshot'] as const) {
+    const url = config.source.debian[key];
+    if (url !== undefined && !URL.canParse(url)) problems.push(at(nodeAt(doc, ['source', 'debian', key])?.range?.[0], `source.debian.${key}: ${JSON.stringify(url)} is not a valid URL`));
+  }
   for (const [key, rel] of [['ssh_key', config.release.sign?.ssh_key], ['pgp_key', config.release.sign?.pgp_key]] as const) {
     if (rel && !existsSync(resolve(dir, rel))) problems.push(at(nodeAt(doc, ['release', 'sign', key])?.range?.[0], `signing key not found: ${rel}`));
   }

@@ -8,6 +8,20 @@ export type FormatName = (typeof FORMATS)[number];
 const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', description, ...extra });
 const strList = (description: string) => ({ type: 'array', items: { type: 'string' }, description });
 
+/*
+ * Values that reach host tools and the image's apt configuration are held to what they can mean:
+ * a mirror is an http(s) URL of host, port and path (no credentials: the URL is written into the
+ * image and the release record; no quotes, spaces or shell characters), a package or component is
+ * a Debian name. load.ts parses the URLs with `new URL` as well (a port past 65535, an IPv6 typo).
+ */
+const MIRROR_URL = '^https?://([A-Za-z0-9][A-Za-z0-9.-]*|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?(/[A-Za-z0-9._~%+/-]*)?$';
+/** Debian policy 5.6.1 (lower case, digits, + - .; two characters at least), optionally =version (apt's syntax). */
+const PACKAGE = '^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$';
+const COMPONENT = '^[a-z0-9][a-z0-9.+-]*$';
+/** RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens. */
+const HOSTNAME = '^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$';
+const names = (description: string, pattern: string) => ({ type: 'array', items: { type: 'string', pattern }, description });
+
 export const kilnSchema = {
   $schema: 'http://json-schema.org/draft-07/schema#',
   $id: 'https://kiln.invalid/schema/kiln.yaml.json',
@@ -33,13 +47,13 @@ export const kilnSchema = {
           type: 'object', additionalProperties: false, default: {}, description: 'Debian from the signed archive, via mmdebstrap.',
           properties: {
             suite: str('Debian suite.', { default: 'bookworm', enum: ['bookworm'] }),
-            mirror: str('Archive mirror URL.', { default: 'http://deb.debian.org/debian', pattern: '^(https?|file)://' }),
-            components: { ...strList('Archive components.'), default: ['main'] },
-            kernel: str('Kernel package.', { default: 'linux-image-cloud-amd64' }),
-            packages: { ...strList('Extra packages in the base tree (before the playbook runs).'), default: [] },
+            mirror: str('Archive mirror URL: http:// or https://, host[:port] and path.', { default: 'http://deb.debian.org/debian', pattern: MIRROR_URL }),
+            components: { ...names('Archive components.', COMPONENT), minItems: 1, default: ['main'] },
+            kernel: str('Kernel package.', { default: 'linux-image-cloud-amd64', pattern: PACKAGE }),
+            packages: { ...names('Extra packages in the base tree (before the playbook runs): Debian package names, optionally name=version.', PACKAGE), default: [] },
             keyring: str('OpenPGP keyring that signs the archive Release file.', { default: '/usr/share/keyrings/debian-archive-keyring.gpg' }),
             verify: { type: 'boolean', default: true, description: 'Verify the Release signature. false is an explicit, recorded opt-out.' },
-            snapshot: str('snapshot.debian.org-style mirror (same pool layout) that locked builds download from when the mirror no longer has a locked version, e.g. https://snapshot.debian.org/archive/debian/20250101T000000Z/.', { pattern: '^(https?|file)://' }),
+            snapshot: str('snapshot.debian.org-style mirror (same pool layout) that locked builds download from when the mirror no longer has a locked version, e.g. https://snapshot.debian.org/archive/debian/20250101T000000Z/.', { pattern: MIRROR_URL }),
           },
         },
       },
@@ -70,7 +84,7 @@ export const kilnSchema = {
       properties: {
         size: str('Virtual disk size, e.g. 2GiB or 1536MiB.', { default: '2GiB', pattern: '^[0-9]+(MiB|GiB|M|G)$' }),
         firmware: { type: 'array', items: { enum: ['bios', 'uefi'] }, minItems: 1, default: ['bios', 'uefi'], description: 'Firmware the disk boots under.' },
-        hostname: str('Hostname written into the image.', { default: 'localhost' }),
+        hostname: str('Hostname written into the image (RFC 1123).', { default: 'localhost', pattern: HOSTNAME, maxLength: 253 }),
         kernel_cmdline: str('Extra kernel command line.', { default: '' }),
       },
     },

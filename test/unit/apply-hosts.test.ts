@@ -1,9 +1,16 @@
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
 import { compareVersions } from '../../src/apply/version-order.js';
-import { releaseProblem, sshReason } from '../../src/apply/index.js';
+import { ansibleSshArgs, preflightFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
+import { applyCommand } from '../../src/cli/apply.js';
 import { KilnError } from '../../src/errors.js';
+import { parseKeyValues } from '../../src/image/stamp.js';
+import type { TaskResult } from '../../src/provision/results.js';
 
 test('--host user@address:port gives the user, address, port and a colon-free inventory name', () => {
   assert.deepEqual(parseHost('kiln@127.0.0.1:2222'), { name: '127.0.0.1:2222', id: '127.0.0.1_2222', user: 'kiln', address: '127.0.0.1', port: 2222 });
@@ -55,4 +62,71 @@ test('the preflight refuses another image, and a newer version unless --allow-do
   assert.equal(releaseProblem(at('release-0.1.0'), r, false), undefined, 'the same version may be re-applied');
   assert.equal(releaseProblem(at('release-0.0.9'), r, false), undefined);
   assert.equal(releaseProblem(at('release-0.0.9', 'db'), r, true), 'runs image db, not web');
+});
+
+const usageError = (e: unknown) => e instanceof KilnError && e.exitCode === 2;
+
+test('a --host that ssh would read as an option is refused as bad input (exit code 2)', async () => {
+  for (const bad of ['-oProxyCommand=touch /tmp/kiln-pwned', '-oProxyCommand=x', 'kiln@-oProxyCommand=x', '-oProxyCommand=x@host', '-p', '-:22']) {
+    assert.throws(() => parseHost(bad), (e: unknown) => usageError(e) && /may not start with "-" \(ssh would read it as an option\)/.test((e as Error).message), bad);
+  }
+  // Through the command line too (--host=-x is how parseArgs passes a value starting with "-"), before any store is opened.
+  await assert.rejects(applyCommand.run(['web@release-0.1.0', '--host=-oProxyCommand=touch /tmp/kiln-pwned', '--store', '/nonexistent/kiln-store']), usageError);
+});
+
+test('a --host with whitespace, quotes or another inventory variable in it is refused', () => {
+  for (const bad of ['web 1', 'ad min@web', 'web\tx', 'web\nweb2', 'kiln@web ansible_ssh_common_args=-oProxyCommand=x', 'us"er@web', "web'", 'web;id', 'we$b', 'web/x', '[fd00::5', '[fd00::5] ', '[::1;id]']) {
+    assert.throws(() => parseHost(bad), usageError, JSON.stringify(bad));
+  }
+  assert.throws(() => parseHost('web\nx'), /^KilnError: --host "web\\nx": /, 'a value with a line break is shown quoted');
+});
+
+test('--port and a port in --host are whole numbers from 1 to 65535', async () => {
+  for (const bad of ['web:22.5', 'web:0x16', 'web:-1', 'web:0', 'web:']) assert.throws(() => parseHost(bad), usageError, bad);
+  assert.throws(() => parseHost('web', { port: 22.5 }), usageError);
+  for (const port of ['22.5', '0x16', 'abc', '0', '70000', '']) {
+    await assert.rejects(applyCommand.run(['web@release-0.1.0', '--host', 'web', '--port', port, '--store', '/nonexistent/kiln-store']), usageError, port);
+  }
+});
+
+test("IMAGE_VERSION=\"\\\" in a host's /etc/release is a problem of that line, not an exception", () => {
+  const r = parseKeyValues('IMAGE_ID=web\nIMAGE_VERSION="\\"\nIMAGE_COMMIT=abc\n');
+  assert.deepEqual(r.values, { IMAGE_ID: 'web', IMAGE_COMMIT: 'abc' });
+  assert.deepEqual(r.problems, ['line 2: "IMAGE_VERSION=\\"\\\\\\"" is not KEY=value, KEY=\'value\' or KEY="value"']);
+  for (const bad of ['A="x', "A='x", 'A="a"b"', 'A=a b', 'A=$(id)', 'A="x"y']) assert.equal(parseKeyValues(bad).problems.length, 1, bad);
+});
+
+test('/etc/release values are read with os-release quoting', () => {
+  assert.deepEqual(parseKeyValues('A=plain\nB="two words"\nC=\'$literal\'\nD="q\\"uote \\$x \\\\ \\n"\n# comment\n\nE=""\n').values,
+    { A: 'plain', B: 'two words', C: '$literal', D: 'q"uote $x \\ \\n', E: '' });
+});
+
+test("one host's unreadable /etc/release is its own preflight problem; the other hosts are still checked", () => {
+  const slurp = (host: string, text: string): TaskResult => ({ play: 'p', task: 'read /etc/release', host, action: 'ansible.builtin.slurp', status: 'ok', content: Buffer.from(text).toString('base64') });
+  const { current, problems } = preflightFindings([
+    slurp('a_22', 'IMAGE_ID=web\nIMAGE_VERSION="\\"\n'),
+    slurp('b_22', 'IMAGE_ID=web\nIMAGE_VERSION=release-0.2.0\n'),
+    slurp('c_22', 'IMAGE_ID=web\nIMAGE_VERSION=release-0.0.9\n'),
+    { play: 'p', task: 'read /etc/release', host: 'd_22', action: 'ansible.builtin.slurp', status: 'unreachable', msg: 'Failed to connect to the host via ssh: ssh: connect to host d port 22: Connection refused' },
+  ], { name: 'web', version: 'release-0.1.0' }, false, (id) => id.replace('_', ':'));
+  assert.deepEqual(problems, [
+    'a:22: /etc/release is not one Kiln wrote: line 2: "IMAGE_VERSION=\\"\\\\\\"" is not KEY=value, KEY=\'value\' or KEY="value"',
+    'd:22: unreachable: ssh: connect to host d port 22: Connection refused',
+    'b:22: runs release-0.2.0, newer than release-0.1.0 (pass --allow-downgrade to go back)',
+  ]);
+  assert.deepEqual([...current.keys()], ['b_22', 'c_22']);
+});
+
+test('ANSIBLE_SSH_ARGS quotes a known_hosts path so shlex gives it back whole; a path ssh would split is refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-kh-;&|()`-'));
+  const file = join(dir, 'known_hosts');
+  writeFileSync(file, '');
+  const args = ansibleSshArgs({ knownHosts: file, insecureHostKeys: false });
+  const words = JSON.parse(execFileSync('python3', ['-c', 'import json, shlex, sys; print(json.dumps(shlex.split(sys.argv[1])))', args], { encoding: 'utf8' })) as string[];
+  assert.deepEqual(words, ['-o', 'ControlMaster=auto', '-o', 'ControlPersist=120s', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${file}`, '-o', 'StrictHostKeyChecking=yes']);
+  for (const bad of ['/tmp/known hosts', '/tmp/kh -oProxyCommand=x', '/tmp/"kh', "/tmp/'kh", '/tmp/kh\\x', '/tmp/%h', '/tmp/${HOME}']) {
+    assert.throws(() => ansibleSshArgs({ knownHosts: bad, insecureHostKeys: false }), usageError, bad);
+  }
+  assert.throws(() => ansibleSshArgs({ knownHosts: join(dir, 'nope'), insecureHostKeys: false }), /known hosts file not found/);
+  rmSync(dir, { recursive: true, force: true });
 });

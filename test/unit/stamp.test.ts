@@ -10,7 +10,7 @@ const debian = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/L
 test('os-release gains IMAGE_ID and IMAGE_VERSION, replacing earlier ones', () => {
   const once = stampOsRelease(debian, { name: 'web', version: 'release-0.1.0' });
   const twice = stampOsRelease(once, { name: 'web', version: 'release-0.2.0' });
-  const kv = parseKeyValues(twice);
+  const kv = parseKeyValues(twice).values;
   assert.equal(kv.IMAGE_ID, 'web');
   assert.equal(kv.IMAGE_VERSION, 'release-0.2.0');
   assert.equal(kv.ID, 'debian');
@@ -18,7 +18,7 @@ test('os-release gains IMAGE_ID and IMAGE_VERSION, replacing earlier ones', () =
 });
 
 test('/etc/release carries name, version, commit and build kind', () => {
-  const kv = parseKeyValues(releaseFile({ name: 'web', version: 'release-0.1.0', commit: 'abc', snapshot: false, sourceDateEpoch: 5 }));
+  const kv = parseKeyValues(releaseFile({ name: 'web', version: 'release-0.1.0', commit: 'abc', snapshot: false, sourceDateEpoch: 5 })).values;
   assert.deepEqual(kv, { IMAGE_ID: 'web', IMAGE_VERSION: 'release-0.1.0', IMAGE_COMMIT: 'abc', IMAGE_BUILD: 'release', IMAGE_SOURCE_DATE_EPOCH: '5' });
 });
 
@@ -31,9 +31,9 @@ test('stamping a tree replaces the os-release symlink without following it out o
   symlinkSync('/usr/lib/os-release', join(root, 'etc/os-release'));
   stampTree(root, { name: 'web', version: 'release-0.1.0', commit: 'c0ffee', snapshot: true, sourceDateEpoch: 1 });
   assert.ok(lstatSync(join(root, 'etc/os-release')).isFile());
-  const kv = parseKeyValues(readFileSync(join(root, 'etc/os-release'), 'utf8'));
+  const kv = parseKeyValues(readFileSync(join(root, 'etc/os-release'), 'utf8')).values;
   assert.equal(kv.PRETTY_NAME, 'Debian GNU/Linux 12 (bookworm)');
   assert.equal(kv.IMAGE_VERSION, 'release-0.1.0');
-  assert.equal(parseKeyValues(readFileSync(join(root, 'etc/release'), 'utf8')).IMAGE_BUILD, 'snapshot');
+  assert.equal(parseKeyValues(readFileSync(join(root, 'etc/release'), 'utf8')).values.IMAGE_BUILD, 'snapshot');
   assert.equal(readFileSync(join(root, 'usr/lib/os-release'), 'utf8'), debian, 'the vendor file is untouched');
 });

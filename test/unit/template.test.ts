@@ -95,3 +95,61 @@ test('provision.ansible names a tools suite or the host; anything else is locate
   assert.equal(p[0].line, 7);
   assert.match(p[0].message, /trixie.*bookworm.*host/);
 });
+
+test("a mirror URL with a shell command in it is refused at its line, with the file's name", () => {
+  const dir = repo();
+  const p = problems(good.replace('    packages: [curl]', `    packages: [curl]\n    mirror: "http://deb.debian.org/debian'$(touch /tmp/x)'"`), dir);
+  assert.equal(p.length, 1);
+  assert.equal(p[0].file, join(dir, 'kiln.yaml'));
+  assert.deepEqual([p[0].line, p[0].column], [5, 13]);
+  assert.match(p[0].message, /^source\.debian\.mirror: string "http:\/\/deb\.debian\.org\/debian'\$\(touch \/tmp\/x\)'" does not match /);
+});
+
+test('mirror and snapshot are http(s) URLs of host, port and path; anything else is located', () => {
+  const withMirror = (m: string, key = 'mirror') => good.replace('    packages: [curl]', `    packages: [curl]\n    ${key}: ${JSON.stringify(m)}`);
+  for (const ok of ['http://deb.debian.org/debian', 'https://deb.debian.org/debian/', 'http://127.0.0.1:3142/debian', 'http://[fd00::1]:3142/debian', 'https://snapshot.debian.org/archive/debian/20250101T000000Z/']) {
+    assert.equal(parseTemplate(withMirror(ok), join(repo(), 'kiln.yaml')).config.source.debian.mirror, ok);
+    assert.equal(parseTemplate(withMirror(ok, 'snapshot'), join(repo(), 'kiln.yaml')).config.source.debian.snapshot, ok);
+  }
+  for (const bad of ['ftp://deb.debian.org/debian', 'file:///srv/mirror', 'http://deb.debian.org/debian main contrib', 'http://user:secret@mirror/debian',
+    'http://mirror/debian;id', 'http://mirror/$(id)', 'http://mirror/`id`', 'http://mirror/a"b', 'http://mirror/debian\nhttp://evil/',
+    'http://-oProxyCommand=x/', 'http://mirror:99999/debian', 'http://[::1/debian']) {
+    for (const key of ['mirror', 'snapshot']) {
+      const p = problems(withMirror(bad, key));
+      assert.equal(p.length, 1, `${key}: ${bad}`);
+      assert.equal(p[0].line, 5, `${key}: ${bad}`);
+      assert.match(p[0].message, new RegExp(`^source\\.debian\\.${key}: `), `${key}: ${bad}`);
+    }
+  }
+});
+
+test('packages, kernel and components are Debian names; a shell word or an option is located', () => {
+  const ok = parseTemplate(good.replace('    packages: [curl]', '    packages: [curl, libstdc++6, python3.11, nginx=1.22.1-9+deb12u1]\n    components: [main, non-free-firmware]\n    kernel: linux-image-amd64'), join(repo(), 'kiln.yaml'));
+  assert.deepEqual(ok.config.source.debian.packages, ['curl', 'libstdc++6', 'python3.11', 'nginx=1.22.1-9+deb12u1']);
+  for (const [line, at] of [
+    ['    packages: [curl, "$(id)"]', 'source.debian.packages.1'],
+    ['    packages: [curl, "a,b"]', 'source.debian.packages.1'],
+    ['    packages: ["--allow-unauthenticated"]', 'source.debian.packages.0'],
+    ['    packages: ["./local.deb"]', 'source.debian.packages.0'],
+    ['    packages: [Curl]', 'source.debian.packages.0'],
+    ['    kernel: "linux image"', 'source.debian.kernel'],
+    ['    components: ["main contrib"]', 'source.debian.components.0'],
+    ['    components: ["main,evil"]', 'source.debian.components.0'],
+    ['    components: []', 'source.debian.components'],
+  ]) {
+    const p = problems(good.replace('    packages: [curl]', line));
+    assert.equal(p.length, 1, line);
+    assert.equal(p[0].line, 4, line);
+    assert.ok(p[0].message.startsWith(`${at}: `), `${line}: ${p[0].message}`);
+  }
+});
+
+test('disk.hostname is an RFC 1123 host name: an option or a second line is located', () => {
+  assert.equal(parseTemplate(`${good}disk:\n  hostname: web-1.example.org\n`, join(repo(), 'kiln.yaml')).config.disk.hostname, 'web-1.example.org');
+  for (const bad of ['-F/etc/shadow', 'web 1', 'web\\nevil', 'web_1', '-web', 'web-', 'a'.repeat(64)]) {
+    const p = problems(`${good}disk:\n  hostname: "${bad}"\n`);
+    assert.equal(p.length, 1, bad);
+    assert.equal(p[0].line, 9, bad);
+    assert.match(p[0].message, /^disk\.hostname: /, bad);
+  }
+});
