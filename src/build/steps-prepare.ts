@@ -191,9 +191,9 @@ export const stampStep: Step<BuildContext> = {
 
 export const publishStep: Step<BuildContext> = {
   name: 'outputs',
-  describe: 'move the finished artifacts into place',
-  async run(ctx, p) {
-    publishOutputs(ctx);
+  describe: "move the finished artifacts into place, replacing only Kiln's files",
+  async run(ctx, p, signal) {
+    await publishOutputs(ctx, signal);
     p.log(ctx.outDir!);
   },
 };
