@@ -171,6 +171,11 @@ async function writeFully(fh: FileHandle, buf: Buffer, offset: number, length: n
   }
 }
 
+/** sha256 (hex) of a file, read in large chunks. */
+export async function sha256OfFile(path: string, opts: CopyOptions = {}): Promise<string> {
+  return hashWhole(path, (await stat(path)).size, opts);
+}
+
 async function hashWhole(path: string, total: number, opts: CopyOptions): Promise<string> {
   const hash = createHash('sha256');
   const fh = await open(path, 'r');
