@@ -83,6 +83,7 @@ export interface CopyResult { how: 'reflink' | 'copy'; size: number; sha256?: st
 const CHUNK = 4 << 20;
 const BLOCK = 4096;
 const ZEROS = Buffer.alloc(CHUNK);
+const FLUSH_EVERY = 256 << 20;
 
 /**
  * Copies src to a new file dst (which must not exist) that shares no storage with it a write could
@@ -117,25 +118,51 @@ export async function copyFileSparse(src: string, dst: string, opts: CopyOptions
   const hash = opts.hash ? createHash('sha256') : undefined;
   const input = await open(src, 'r');
   let output: FileHandle | undefined;
+  let reading: Promise<{ bytesRead: number }> | undefined;
+  let writing: Promise<void> = Promise.resolve();
+  let flushing: Promise<void> | undefined;
   try {
     const total = (await input.stat()).size;
     output = await open(dst, 'wx', 0o644);
-    const buf = Buffer.allocUnsafe(CHUNK);
+    const out = output;
+    // A pipeline over three buffers: the next chunk is read and the last one written (in libuv's
+    // pool) while this one is hashed; the data is flushed as it goes, so the final fsync waits for
+    // little. A buffer is read into again only once its write is done.
+    const slots = [0, 1, 2].map(() => ({ buf: Buffer.allocUnsafe(CHUNK), written: Promise.resolve() }));
+    let flushedAt = 0;
     let pos = 0;
-    for (;;) {
-      opts.signal?.throwIfAborted();
-      const { bytesRead } = await input.read(buf, 0, CHUNK, pos);
+    reading = input.read(slots[0].buf, 0, CHUNK, 0);
+    for (let i = 0; ; i++) {
+      const bytesRead: number = (await reading).bytesRead;
+      reading = undefined;
       if (bytesRead === 0) break;
-      hash?.update(buf.subarray(0, bytesRead));
-      await writeNonZero(output, buf, bytesRead, pos);
+      opts.signal?.throwIfAborted();
+      const slot = slots[i % 3];
+      const next = slots[(i + 1) % 3];
+      await next.written;
+      reading = input.read(next.buf, 0, CHUNK, pos + bytesRead);
+      hash?.update(slot.buf.subarray(0, bytesRead));
+      const at = pos;
+      writing = slot.written = writing.then(() => writeNonZero(out, slot.buf, bytesRead, at));
+      writing.catch(() => undefined); // observed by the awaits below; never an unhandled rejection
       pos += bytesRead;
+      if (!flushing && pos - flushedAt >= FLUSH_EVERY) {
+        flushedAt = pos;
+        flushing = writing.then(() => out.datasync()).finally(() => { flushing = undefined; });
+        flushing.catch(() => undefined);
+      }
       opts.onProgress?.(pos, total);
     }
+    await writing;
+    await flushing;
     // The last blocks may have been holes: the size comes from truncate, not from a write.
     await output.truncate(pos);
     await output.sync();
     return { how: 'copy', size: pos, sha256: hash?.digest('hex') };
   } catch (e) {
+    await reading?.catch(() => undefined);
+    await writing.catch(() => undefined);
+    await flushing?.catch(() => undefined);
     await output?.close().catch(() => undefined);
     output = undefined;
     await rm(dst, { force: true });
