@@ -13,6 +13,7 @@
 import { lstat, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { KilnError } from '../errors.js';
+import { artifactFileName } from '../formats/names.js';
 import { copyFileSparse, fsyncPath, writeFileDurable } from '../fsio.js';
 import { processAlive } from '../store/lock.js';
 import type { BuildContext } from './context.js';
@@ -31,6 +32,17 @@ export function outDirOf(ctx: BuildContext): string {
 
 function defaultOutDir(ctx: BuildContext): string {
   return join(ctx.kilnDir, 'out', `${ctx.template.config.name}-${ctx.version!.version}`);
+}
+
+/**
+ * Refuses, before the build does any work, an out directory where an artifact's name is taken by
+ * a file Kiln did not write: found at the end, the release would exist without its outputs.
+ */
+export async function checkOutDir(ctx: BuildContext): Promise<void> {
+  const c = ctx.template.config;
+  const names = c.formats.map((f) => artifactFileName(c.name, ctx.version!.version, f));
+  const out = outDirOf(ctx);
+  await checkCollisions(out, [...names, BUILD_RECORD], await readManifest(out), out === defaultOutDir(ctx));
 }
 
 /** Moves the finished artifacts from the staging directory into the out directory. */
@@ -65,22 +77,13 @@ export interface ReplaceOptions {
  * Returns staged path -> final path.
  */
 export async function replaceOutputs(out: string, staged: string[], opts: ReplaceOptions = {}): Promise<Map<string, string>> {
+  const dir = await lstat(out).catch(() => null);
+  if (dir && !dir.isDirectory()) throw new KilnError(`the out directory ${out} is not a directory`, { where: { file: out }, hint: 'pass --out a directory (it is created when missing)' });
   await mkdir(out, { recursive: true });
   const previous = await readManifest(out);
   const names = [...staged.map((f) => basename(f)), ...(opts.reserved ?? [])];
   if (new Set(names).size !== names.length) throw new Error(`two outputs share a name: ${names.join(', ')}`);
-  for (const name of names) {
-    const path = join(out, name);
-    const st = await lstat(path).catch(() => null);
-    if (!st) continue;
-    const kilns = previous ? previous.has(name) : Boolean(opts.owned);
-    if (!kilns || !st.isFile()) {
-      throw new KilnError(`${path} exists and was not written by Kiln; the build would replace it`, {
-        where: { file: path },
-        hint: 'nothing in the out directory was changed: move or rename that file, or pass another --out directory',
-      });
-    }
-  }
+  await checkCollisions(out, names, previous, Boolean(opts.owned));
   await removeDeadTemps(out);
 
   const temps = new Map<string, string>();
@@ -122,6 +125,22 @@ export async function replaceOutputs(out: string, staged: string[], opts: Replac
   }
   writeManifest(out, names);
   return placed;
+}
+
+/** Throws naming the first of names that is taken by something Kiln did not write. */
+async function checkCollisions(out: string, names: string[], previous: Set<string> | null, owned: boolean): Promise<void> {
+  for (const name of names) {
+    const path = join(out, name);
+    const st = await lstat(path).catch(() => null);
+    if (!st) continue;
+    const kilns = previous ? previous.has(name) : owned;
+    if (!kilns || !st.isFile()) {
+      throw new KilnError(`${path} exists and was not written by Kiln; the build would replace it`, {
+        where: { file: path },
+        hint: 'nothing in the out directory was changed: move or rename that file, or pass another --out directory',
+      });
+    }
+  }
 }
 
 /** The names the previous build wrote, or null when Kiln never wrote a manifest there. */

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { BuildContext } from '../../src/build/context.js';
-import { OUTPUTS_MANIFEST, publishOutputs, replaceOutputs } from '../../src/build/outputs.js';
+import { checkOutDir, OUTPUTS_MANIFEST, publishOutputs, replaceOutputs } from '../../src/build/outputs.js';
 import { KilnError } from '../../src/errors.js';
 
 function scratch(base = tmpdir()): string {
@@ -183,6 +183,22 @@ test('an interrupt while the outputs are staged puts the staged files back and c
     assert.deepEqual(tree(out), before);
     assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.kiln')), []);
     assert.deepEqual(readdirSync(join(d, 'staging')).sort(), ['web-1.qcow2', 'web-1.raw']);
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('a taken artifact name in --out is refused before the build starts work, and an --out that is a file too', async () => {
+  const d = scratch();
+  try {
+    const out = join(d, 'out');
+    userFiles(out);
+    writeFileSync(join(out, 'web-1.qcow2'), 'mine');
+    const ctx = { kilnDir: join(d, '.kiln'), options: { outDir: out }, template: { config: { name: 'web', formats: ['raw', 'qcow2'] } }, version: { version: '1' } } as unknown as BuildContext;
+    await assert.rejects(checkOutDir(ctx), new RegExp(`${join(out, 'web-1.qcow2')} exists and was not written by Kiln`));
+    rmSync(join(out, 'web-1.qcow2'));
+    await checkOutDir(ctx);
+    await assert.rejects(replaceOutputs(join(out, 'README.md'), []), /README\.md is not a directory/);
   } finally {
     rmSync(d, { recursive: true, force: true });
   }
