@@ -137,13 +137,14 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
       }
       if (error && interrupted) {
         // Work stops before cleanup starts: the step saw the abort and its children were killed, but it
-        // may still be writing (a copy, the release's rollback). Cleanups must not pull files from under it.
+        // may still be writing (a copy, the release's rollback); meanwhile the children get a moment to
+        // exit, then SIGKILL. Cleanups must not pull files from under either.
+        const children = waitForChildren(5000);
         const late = await settle(run, step.name, logger, (stop) => { stopWaiting = stop; });
         stopWaiting = undefined;
         if (late === 'ok') error = undefined;
         else if (late !== 'forced') error = { e: late.e };
-        // Give the killed children a moment to exit before cleanups touch their files.
-        await waitForChildren(5000);
+        await children;
       }
       if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');
       const d = Date.now() - s0;
