@@ -170,7 +170,8 @@ export class ReleaseStore {
   private async tracked(repo: string, digest: string, w: Written | undefined, write: () => Promise<unknown>): Promise<void> {
     if (!w) { await write(); return; }
     w.signal?.throwIfAborted();
-    const had = await this.backend.hasBlob(repo, digest);
+    // Only a backend that can roll back needs to know (a registry would answer one more request per blob).
+    const had = this.backend.rollback ? await this.backend.hasBlob(repo, digest) : true;
     await write();
     if (!had) w.changes.blobs.push(digest);
   }
@@ -206,7 +207,7 @@ export class ReleaseStore {
       const list = cur ? parseIndex(cur.bytes, `referrers index of ${subject.digest}`).manifests : [];
       if (list.some((d) => d.digest === digest)) return null;
       const next = manifestBytes(referrersIndex([...list, desc]));
-      if (w && !(await this.backend.hasBlob(repo, sha256Digest(next)))) w.changes.blobs.push(sha256Digest(next));
+      if (w && this.backend.rollback && !(await this.backend.hasBlob(repo, sha256Digest(next)))) w.changes.blobs.push(sha256Digest(next));
       return { bytes: next, mediaType: MT.index };
     });
     return digest;
