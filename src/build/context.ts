@@ -10,7 +10,7 @@ import type { LockState } from '../lock/step.js';
 export interface BuildOptions {
   snapshot: boolean;
   onError: 'cleanup' | 'keep';
-  /** Where finished artifacts go; default .kiln/out/<name>-<version>. */
+  /** Where finished artifacts go; default .kiln/out/<name>-<version>. Other files there are left alone (src/build/outputs.ts). */
   outDir?: string;
   /** Skip releasing to the store even for a release build. */
   noRelease?: boolean;

@@ -9,6 +9,7 @@ import { runSteps, type Step, type StepRecord } from '../pipeline/runner.js';
 import type { LoadedTemplate } from '../template/load.js';
 import { KILN_VERSION } from '../version.js';
 import type { BuildContext, BuildOptions } from './context.js';
+import { writeBuildRecord } from './outputs.js';
 import { buildSteps } from './steps.js';
 
 export interface BuildRecord {
@@ -62,7 +63,9 @@ export async function build(template: LoadedTemplate, options: BuildOptions, log
       if (options.onError === 'keep') printKeepHelp(ctx, step, logger);
     },
   });
-  return recordOf(ctx, result.steps, result.durationMs);
+  const record = recordOf(ctx, result.steps, result.durationMs);
+  if (ctx.outDir) writeBuildRecord(ctx.outDir, record);
+  return record;
 }
 
 function recordOf(ctx: BuildContext, steps: StepRecord[], durationMs: number): BuildRecord {

@@ -12,7 +12,7 @@ import { eventStatus } from '../provision/run.js';
 import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
 import { compareInstalled, explainLockedFailure, lockedBase, lockedController, trustFromLock } from '../lock/step.js';
 import { resolveVersion } from '../version/git.js';
-import { publishOutputs } from './outputs.js';
+import { checkOutDir, publishOutputs } from './outputs.js';
 import type { Step, StepProgress } from '../pipeline/runner.js';
 import type { BuildContext } from './context.js';
 
@@ -29,8 +29,10 @@ export const resolveVersionStep: Step<BuildContext> = {
 
 export const workAreaStep: Step<BuildContext> = {
   name: 'work area',
-  describe: 'create the scratch directory for this build',
+  describe: 'create the scratch directory for this build; check the out directory can take the artifacts',
   async run(ctx) {
+    // Before any work: found at the end, a taken name would leave a release without its outputs.
+    await checkOutDir(ctx);
     removeStaleWorkAreas(join(ctx.workDir, '..'));
     mkdirSync(ctx.stagingDir, { recursive: true });
     mkdirSync(ctx.root, { recursive: true });
@@ -191,9 +193,9 @@ export const stampStep: Step<BuildContext> = {
 
 export const publishStep: Step<BuildContext> = {
   name: 'outputs',
-  describe: 'move the finished artifacts into place',
-  async run(ctx, p) {
-    publishOutputs(ctx);
+  describe: "move the finished artifacts into place, replacing only Kiln's files",
+  async run(ctx, p, signal) {
+    await publishOutputs(ctx, signal);
     p.log(ctx.outDir!);
   },
 };

@@ -57,7 +57,7 @@ export const releaseStep: Step<BuildContext> = {
   name: 'release',
   describe: 'publish the artifacts, SBOM, provenance and signature as an immutable release',
   skip: (ctx) => !releasing(ctx),
-  async run(ctx, p) {
+  async run(ctx, p, signal) {
     const cfg = ctx.template.config.release;
     const s = await store(ctx);
     const record = releaseRecord(ctx);
@@ -65,7 +65,7 @@ export const releaseStep: Step<BuildContext> = {
     const signer = await signerFromConfig(cfg.sign, ctx.template.dir);
     const full = { ...record, artifacts: artifacts.map((a) => ({ format: a.format, file: a.file.split('/').pop()!, size: a.size, sha256: a.sha256 })) };
     const res = await s.publish({
-      record, artifacts, sbom: makeSbom(full), provenance: makeProvenance(full, artifacts), signer,
+      record, artifacts, sbom: makeSbom(full), provenance: makeProvenance(full, artifacts), signer, signal,
       onProgress: (file, done, total) => p.status(`${file.split('/').pop()}: ${Math.floor((100 * done) / Math.max(total, 1))}%`),
     });
     ctx.release = { store: cfg.store, ref: res.ref, digest: res.digest };

@@ -21,5 +21,5 @@ export const buildSteps: Step<BuildContext>[] = [
   auditStep, //          the disk itself is read back: any finding fails the build
   formatsStep, //        raw -> qcow2, VMDK, VHD, VHDX, OVA, GCE
   releaseStep, //        immutable OCI release with SBOM, provenance, signature
-  publishStep, //        move the artifacts into .kiln/out/<name>-<version>
+  publishStep, //        artifacts into .kiln/out/<name>-<version> or --out, replacing only Kiln's files
 ];

@@ -1,5 +1,3 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { build, printSummary } from '../build/index.js';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -25,7 +23,6 @@ export const buildCommand: Command = {
     const logger = createLogger({ verbose: values.verbose });
     const template = loadTemplate(findTemplate(values.file ?? '.'));
     const record = await build(template, { snapshot: Boolean(values.snapshot), onError, outDir: values.out, noRelease: values['no-release'] }, logger);
-    if (record.outDir) writeFileSync(join(record.outDir, 'build.json'), JSON.stringify(record, null, 2) + '\n');
     printSummary(record, logger);
     if (values.json) process.stdout.write(JSON.stringify(record, null, 2) + '\n');
     return 0;

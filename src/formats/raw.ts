@@ -1,4 +1,10 @@
-/** The raw artifact: the build's raw disk itself, reflinked, else hard-linked, else sparse-copied. */
+/**
+ * The raw artifact: the build's raw disk itself, reflinked, else hard-linked, else sparse-copied.
+ * A hard link shares the inode with <work>/disk.raw only inside the build's work area, which is
+ * removed when the build ends; the release store and an out directory on another filesystem get
+ * copies of their own (src/store/layout.ts, src/build/outputs.ts), so the link reaches nothing a
+ * later write could change.
+ */
 import { constants } from 'node:fs';
 import { copyFile, link } from 'node:fs/promises';
 import type { Logger } from '../log.js';

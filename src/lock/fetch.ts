@@ -1,10 +1,11 @@
 /**
  * The locked .debs, content-addressed in <cache>/debs/<sha256>.deb. Each one is downloaded from the
  * mirror (then from source.debian.snapshot when the mirror no longer has it) and kept only when its
- * sha256 is the one in kiln.lock, which came from the signed index.
+ * sha256 is the one in kiln.lock, which came from the signed index. A cached one is hashed again on
+ * every use: a file cut short by a crash or a full disk is discarded and downloaded again.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
@@ -21,6 +22,20 @@ async function fileSha256(file: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** True when the cached .deb is there and is the locked one; a damaged one is removed (with a warning). */
+export async function cachedDebIntact(cacheDir: string, p: LockedPackage, logger: Logger): Promise<boolean> {
+  const file = debPath(cacheDir, p);
+  if (!existsSync(file)) return false;
+  const size = statSync(file).size;
+  const problem = p.size > 0 && size !== p.size
+    ? `${size} bytes, the lock says ${p.size}`
+    : await fileSha256(file).then((sum) => (sum === p.sha256 ? undefined : `sha256 ${sum}`));
+  if (!problem) return true;
+  logger.warn(`cached ${p.name} ${p.version} (${file}) is damaged (${problem}): discarded, downloading it again`);
+  rmSync(file, { force: true });
+  return false;
+}
+
 /** apt's cache name for a .deb (":" of an epoch escaped as %3a). */
 function aptArchiveName(p: LockedPackage): string {
   return `${p.name}_${p.version.replace(/:/g, '%3a')}_${p.architecture}.deb`;
@@ -35,7 +50,7 @@ export async function fetchLockedDebs(lock: LockedSet, o: { cacheDir: string; mi
   const report: FetchReport = { cached: 0, reused: 0, fromMirror: 0, fromSnapshot: [] };
   let need: LockedPackage[] = [];
   for (const p of lock.packages) {
-    if (existsSync(debPath(o.cacheDir, p))) { report.cached++; continue; }
+    if (await cachedDebIntact(o.cacheDir, p, o.logger)) { report.cached++; continue; }
     need.push(p);
   }
   // apt's own download cache often has them already (a build before the lock was written).

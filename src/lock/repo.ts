@@ -5,7 +5,8 @@
  * .deb in it was checked against kiln.lock's sha256, which came from the signed archive index.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { output } from '../exec.js';
 import { packageSetDigest, type LockedSet } from './file.js';
 import { debPath } from './fetch.js';
 import { repoRelease, repoStanza } from './packages-index.js';
-import { writeFileAtomic } from '../fsio.js';
+import { writeFileDurable } from '../fsio.js';
 
 /** Packages index of the locked set, cached by the set's digest (dpkg-deb -f on each .deb once). */
 export async function lockedPackagesIndex(lock: LockedSet, cacheDir: string): Promise<string> {
@@ -27,7 +28,7 @@ export async function lockedPackagesIndex(lock: LockedSet, cacheDir: string): Pr
     stanzas.push(repoStanza(control, p, `debs/${p.sha256}.deb`));
   }
   const text = stanzas.join('\n');
-  writeFileAtomic(file, text);
+  writeFileDurable(file, text);
   return text;
 }
 
@@ -60,9 +61,18 @@ export async function serveLockedRepo(lock: LockedSet, cacheDir: string, package
     if (path === '/Release') return send(release);
     const file = debs.get(path);
     if (!file) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { 'content-length': statSync(file).size, 'content-type': 'application/vnd.debian.binary-package' });
-    if (req.method === 'HEAD') { res.end(); return; }
-    createReadStream(file).pipe(res);
+    // A .deb gone from the cache (removed, unreadable) fails that request, which apt reports
+    // naming the package; an exception here would take the whole build down.
+    stat(file).then((st) => {
+      res.writeHead(200, { 'content-length': st.size, 'content-type': 'application/vnd.debian.binary-package' });
+      if (req.method === 'HEAD') { res.end(); return; }
+      const body = createReadStream(file);
+      body.on('error', () => res.destroy());
+      body.pipe(res);
+    }, (e: NodeJS.ErrnoException) => {
+      res.writeHead(e.code === 'ENOENT' ? 404 : 500);
+      res.end();
+    });
   });
   await new Promise<void>((ok, fail) => { server.once('error', fail); server.listen(0, '127.0.0.1', () => ok()); });
   const port = (server.address() as AddressInfo).port;

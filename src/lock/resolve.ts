@@ -4,12 +4,13 @@
  * from the signed Packages index that apt verified in the tree.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from '../build/index.js';
 import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, toolsStep, workAreaStep } from '../build/steps-prepare.js';
 import type { BuildContext } from '../build/context.js';
 import { KilnError } from '../errors.js';
+import { writeFileDurable } from '../fsio.js';
 import type { Logger } from '../log.js';
 import type { Step } from '../pipeline/runner.js';
 import { installedPackages } from '../source/debian.js';
@@ -85,6 +86,7 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
   const changes = diffLocks(previous, lock!);
   const text = formatLock(lock!);
   const written = !existsSync(file) || readFileSync(file, 'utf8') !== text;
-  if (written) writeFileSync(file, text);
+  // kiln.lock is committed: a crash or power loss must leave the old lock or the new one, whole.
+  if (written) writeFileDurable(file, text);
   return { file, lock: lock!, previous, changes, written };
 }

@@ -1,7 +1,8 @@
 /**
  * A build is an ordered list of steps over one context, like Packer's builder steps.
  * The runner times each step, reports progress, and on failure or interrupt runs the cleanups
- * of the steps already started, in reverse order.
+ * of the steps already started, in reverse order: after an interrupt, once the running step has
+ * returned (it is told through its AbortSignal, and its host tools are killed).
  */
 import { InterruptedError, KilnError } from '../errors.js';
 import { killAllChildren, runningChildren } from '../exec.js';
@@ -12,7 +13,12 @@ export interface Step<C> {
   name: string;
   /** One line saying what the step does. */
   describe: string;
-  run(ctx: C, progress: StepProgress): Promise<void>;
+  /**
+   * The signal is aborted on SIGINT/SIGTERM (its reason an InterruptedError): a step that writes
+   * what outlives the build checks it before each irreversible action and undoes what it did.
+   * The runner waits for run() to return before any cleanup starts.
+   */
+  run(ctx: C, progress: StepProgress, signal: AbortSignal): Promise<void>;
   /** Releases what run() acquired; runs on failure and interrupt, and after success when `always` is set. */
   cleanup?(ctx: C, outcome: 'success' | 'failure'): Promise<void>;
   /** Skip when this returns true. */
@@ -68,14 +74,20 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
   const started: Step<C>[] = [];
   const records: StepRecord[] = [];
   const t0 = Date.now();
+  const abort = new AbortController();
   let interrupted: string | undefined;
   let rejectInterrupt: ((e: unknown) => void) | undefined;
   const interruptPromise = new Promise<never>((_, rej) => { rejectInterrupt = rej; });
   interruptPromise.catch(() => { /* observed via race */ });
+  let stopWaiting: (() => void) | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) return;
+    if (interrupted) {
+      stopWaiting?.();
+      return;
+    }
     interrupted = sig;
     logger.info(`\n${sig} received: stopping and cleaning up...`);
+    abort.abort(new InterruptedError(sig));
     killAllChildren('SIGTERM');
     rejectInterrupt?.(new InterruptedError(sig));
   };
@@ -84,6 +96,11 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
   process.on('SIGINT', sigint);
   process.on('SIGTERM', sigterm);
   const isTTY = Boolean((process.stderr as NodeJS.WriteStream).isTTY);
+  const fail = async (step: string, e: unknown): Promise<never> => {
+    await opts.onFailure?.(step, e);
+    if (!opts.keepOnError || interrupted) await runCleanups(started, ctx, 'failure', logger);
+    throw interrupted && !(e instanceof InterruptedError) ? new StepFailure(step, new InterruptedError(interrupted), records) : new StepFailure(step, e, records);
+  };
   try {
     for (const [i, step] of steps.entries()) {
       if (step.skip?.(ctx)) {
@@ -109,32 +126,58 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
         },
       };
       started.push(step);
+      const run = step.run(ctx, progress, abort.signal);
+      // Settled below; a step that fails after an interrupt won the race must not crash the process.
+      run.catch(() => undefined);
+      let error: { e: unknown } | undefined;
       try {
-        await Promise.race([step.run(ctx, progress), interruptPromise]);
-        if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');
-        const d = Date.now() - s0;
+        await Promise.race([run, interruptPromise]);
+      } catch (e) {
+        error = { e };
+      }
+      if (error && interrupted) {
+        // Work stops before cleanup starts: the step saw the abort and its children were killed, but it
+        // may still be writing (a copy, the release's rollback); meanwhile the children get a moment to
+        // exit, then SIGKILL. Cleanups must not pull files from under either.
+        const children = waitForChildren(5000);
+        const late = await settle(run, step.name, logger, (stop) => { stopWaiting = stop; });
+        stopWaiting = undefined;
+        if (late === 'ok') error = undefined;
+        else if (late !== 'forced') error = { e: late.e };
+        await children;
+      }
+      if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');
+      const d = Date.now() - s0;
+      if (!error) {
         records.push({ name: step.name, status: 'ok', durationMs: d });
         logger.info(`      done in ${humanSeconds(d)}`);
-      } catch (e) {
-        if (isTTY && lastStatus) process.stderr.write('\r\x1b[K');
-        const d = Date.now() - s0;
-        const status = interrupted ? 'interrupted' : 'failed';
-        records.push({ name: step.name, status, durationMs: d, error: e instanceof KilnError ? e.message : String(e) });
-        logger.info(`      ${status} after ${humanSeconds(d)}`);
-        if (interrupted) {
-          // Give the killed children a moment to exit before cleanups touch their files.
-          await waitForChildren(5000);
-        }
-        await opts.onFailure?.(step.name, e);
-        if (!opts.keepOnError || interrupted) await runCleanups(started, ctx, 'failure', logger);
-        throw interrupted && !(e instanceof InterruptedError) ? new StepFailure(step.name, new InterruptedError(interrupted), records) : new StepFailure(step.name, e, records);
+        // A step that finished although the interrupt came during it: stop before the next one.
+        if (interrupted) await fail(step.name, new InterruptedError(interrupted));
+        continue;
       }
+      const status = interrupted ? 'interrupted' : 'failed';
+      records.push({ name: step.name, status, durationMs: d, error: error.e instanceof KilnError ? error.e.message : String(error.e) });
+      logger.info(`      ${status} after ${humanSeconds(d)}`);
+      await fail(step.name, error.e);
     }
     await runCleanups(started, ctx, 'success', logger);
     return { steps: records, durationMs: Date.now() - t0 };
   } finally {
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
+  }
+}
+
+/** Waits for an interrupted step to return; a second interrupt stops the waiting ('forced'). */
+async function settle(run: Promise<void>, name: string, logger: Logger, onForce: (stop: () => void) => void): Promise<'ok' | 'forced' | { e: unknown }> {
+  let force: () => void = () => undefined;
+  const forced = new Promise<'forced'>((res) => { force = () => res('forced'); });
+  onForce(force);
+  const slow = setTimeout(() => logger.info(`      waiting for ${name} to stop (interrupt again to clean up without waiting)`), 2000);
+  try {
+    return await Promise.race([run.then(() => 'ok' as const, (e: unknown) => ({ e })), forced]);
+  } finally {
+    clearTimeout(slow);
   }
 }
 

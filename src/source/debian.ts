@@ -5,13 +5,13 @@
  * keyring hash and the installed package list. The base tree is cached under a key of its inputs.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec, output, quoteArg } from '../exec.js';
 import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
-import { writeFileAtomic } from '../fsio.js';
+import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-entry.js';
 import { resolvedPath } from '../image/tree.js';
 
 /** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
@@ -135,8 +135,11 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
   const dir = join(cacheDir, 'base');
   mkdirSync(dir, { recursive: true });
   const tar = join(dir, `${key}.tar`);
-  if (existsSync(tar)) return { tar, key, cached: true };
-  const tmp = join(workDir, 'base.tar');
+  const record = join(dir, `${key}.json`);
+  if (await intactEntry(tar, record, logger)) return { tar, key, cached: true };
+  removeDeadTemps(dir);
+  // Built in the cache's directory: a rename from workDir fails when KILN_CACHE_DIR is on another filesystem.
+  const tmp = entryTemp(tar);
   // Installed from the lock's local repository, the image still names the real mirror: the line goes
   // into a file that mmdebstrap uploads, so no value from kiln.yaml is ever part of a hook's shell text.
   const lockedInstall = locked && { ...locked, sourcesFile: resolve(workDir, 'image-sources.list') };
@@ -148,9 +151,8 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
     hint: locked
       ? 'mmdebstrap could not install the base from kiln.lock: a package in source.debian (or one it needs) is probably not locked; run `kiln lock --update`'
       : 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',
-  });
-  renameSync(tmp, tar);
-  writeFileAtomic(join(dir, `${key}.json`), JSON.stringify({ mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() }, null, 2));
+  }).catch((e: unknown) => { rmSync(tmp, { force: true }); throw e; });
+  await commitEntry(tmp, tar, record, { mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() });
   return { tar, key, cached: false };
 }
 

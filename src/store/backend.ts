@@ -17,8 +17,16 @@ export interface BlobSource {
 
 export interface PutBlobOptions {
   onProgress?: Progress;
-  /** Layout only: hardlink the file into the store when it is on the same filesystem. Default true. */
-  hardlink?: boolean;
+  /** Stops a long upload or copy when aborted (an interrupted build). */
+  signal?: AbortSignal;
+}
+
+/** What a publish changed before its tag: undone when it is interrupted or fails. */
+export interface PublishChanges {
+  /** Blobs the publish wrote (they were not in the store before). */
+  blobs: string[];
+  /** Bookkeeping tags it moved (the referrers index of a signature), with what they pointed at before. */
+  tags: { repo: string; tag: string; previous: Descriptor | null }[];
 }
 
 export interface StoredManifest {
@@ -48,8 +56,11 @@ export interface StoreBackend {
   getManifest(repo: string, ref: string): Promise<StoredManifest | null>;
   /** Store a manifest by digest only (no tag). Returns its digest. */
   putManifest(repo: string, bytes: Buffer, mediaType: string): Promise<string>;
-  /** Tag a new manifest; refused with TagExistsError when the tag exists (atomically for a layout). */
-  createTag(repo: string, tag: string, bytes: Buffer, mediaType: string): Promise<string>;
+  /**
+   * Tag a new manifest; refused with TagExistsError when the tag exists (atomically for a layout).
+   * An aborted signal stops it before the tag is written (a layout checks under its lock).
+   */
+  createTag(repo: string, tag: string, bytes: Buffer, mediaType: string, opts?: { signal?: AbortSignal }): Promise<string>;
   /**
    * Move a mutable tag (channels, referrer indexes): fn gets the current manifest (or null) and
    * returns the new one, or null to leave it. Serialised by the lock in a layout; last writer wins
@@ -60,6 +71,11 @@ export interface StoreBackend {
   nativeReferrers(repo: string, digest: string): Promise<Descriptor[] | null>;
   /** True when putManifest of a manifest with a subject already made it discoverable (OCI-Subject). */
   readonly indexesReferrers: boolean;
+  /**
+   * Undo a publish that did not reach its tag (layout only; a registry keeps the untagged blobs until
+   * its garbage collection, and they name no release).
+   */
+  rollback?(changes: PublishChanges): Promise<void>;
   close?(): Promise<void>;
 }
 

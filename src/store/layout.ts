@@ -3,15 +3,19 @@
  * Every repository lives in it; index.json entries carry org.opencontainers.image.ref.name =
  * "<repository>:<tag>", so `skopeo inspect oci:<dir>:web:release-0.1.0` finds them.
  *
- * Crash safety: blobs are written to .kiln-tmp/ and renamed into place once their digest checks,
- * index.json is replaced by write-temp + rename under an O_EXCL lock file. A writer killed at any
- * point leaves only orphan temp files (removed on the next open) and unreferenced blobs.
+ * Crash safety: blobs are written to .kiln-tmp/, fsynced and renamed into place once their digest
+ * checks, then blobs/sha256/ is fsynced; index.json is replaced the same way under an O_EXCL lock
+ * file, so a release reported done survives a power loss. A writer killed at any point leaves only
+ * orphan temp files (removed on the next open) and unreferenced blobs. An artifact is copied (a
+ * copy-on-write clone where the filesystem has them), never hard-linked: the build's output stays a
+ * writable file of its own, and writing it cannot change a release.
  */
 import { createReadStream, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
+import { copyFileSparse, fsyncPath } from '../fsio.js';
 import { DigestMismatchError, hashFile, isErrno, verifyBytes, writeStreamToFile, type Progress } from './blobio.js';
-import { TagExistsError, type BlobSource, type PutBlobOptions, type StoreBackend, type StoredManifest } from './backend.js';
+import { TagExistsError, type BlobSource, type PublishChanges, type PutBlobOptions, type StoreBackend, type StoredManifest } from './backend.js';
 import { processAlive, withLock } from './lock.js';
 import { ANN, digestHex, isDigest, MT, parseIndex, sha256Digest, type Descriptor, type ImageIndex } from './oci.js';
 
@@ -44,9 +48,10 @@ export class LayoutStore implements StoreBackend {
   /** Atomic create-if-absent (link fails on EEXIST), so concurrent inits never clobber an index. */
   private async createIfAbsent(name: string, text: string): Promise<void> {
     const tmp = await this.tmpPath(name);
-    await fsp.writeFile(tmp, text);
+    await writeSynced(tmp, text);
     try {
       await fsp.link(tmp, join(this.location, name));
+      await fsyncPath(this.location);
     } catch (e) {
       if (!isErrno(e, 'EEXIST')) throw e;
     } finally {
@@ -54,7 +59,7 @@ export class LayoutStore implements StoreBackend {
     }
   }
 
-  /** Scratch space on the store's filesystem (so renames and hardlinks into blobs/ work). */
+  /** Scratch space on the store's filesystem (so renames into blobs/ work). */
   tempDir(): string {
     return join(this.location, TMP);
   }
@@ -97,10 +102,11 @@ export class LayoutStore implements StoreBackend {
     try {
       let got: { digest: string; size: number };
       if (src.bytes) {
-        await fsp.writeFile(tmp, src.bytes, { flag: 'wx' });
+        await writeSynced(tmp, src.bytes);
         got = { digest: sha256Digest(src.bytes), size: src.bytes.length };
       } else if (src.file) {
-        got = await this.ingestFile(src.file, tmp, src.size, opts);
+        const c = await copyFileSparse(src.file, tmp, { hash: true, onProgress: opts.onProgress, signal: opts.signal });
+        got = { digest: `sha256:${c.sha256}`, size: c.size };
       } else {
         throw new Error('putBlob: neither file nor bytes');
       }
@@ -110,24 +116,10 @@ export class LayoutStore implements StoreBackend {
       }
       await fsp.chmod(tmp, 0o444);
       await fsp.rename(tmp, final);
+      await fsyncPath(join(this.location, 'blobs', 'sha256'));
     } finally {
       await fsp.rm(tmp, { force: true });
     }
-  }
-
-  /** Hardlink when possible (no copy of a multi-GiB disk), else stream-copy hashing as we go. */
-  private async ingestFile(file: string, tmp: string, size: number, opts: PutBlobOptions): Promise<{ digest: string; size: number }> {
-    if (opts.hardlink !== false) {
-      try {
-        await fsp.link(file, tmp);
-        // The blob shares the inode with the build output: make it read-only, then hash what is stored.
-        await fsp.chmod(tmp, 0o444);
-        return await hashFile(tmp, opts.onProgress);
-      } catch (e) {
-        if (!isErrno(e, 'EXDEV') && !isErrno(e, 'EPERM') && !isErrno(e, 'EMLINK')) throw e;
-      }
-    }
-    return writeStreamToFile(createReadStream(file), tmp, size, opts.onProgress);
   }
 
   async readBlob(_repo: string, desc: Descriptor): Promise<Buffer> {
@@ -179,6 +171,7 @@ export class LayoutStore implements StoreBackend {
       await fh.close();
     }
     await fsp.rename(tmp, join(this.location, 'index.json'));
+    await fsyncPath(this.location);
   }
 
   async listRepositories(): Promise<string[]> {
@@ -223,16 +216,66 @@ export class LayoutStore implements StoreBackend {
     return join(this.location, 'index.json.lock');
   }
 
-  async createTag(repo: string, tag: string, bytes: Buffer, mediaType: string): Promise<string> {
+  async createTag(repo: string, tag: string, bytes: Buffer, mediaType: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
     const digest = await this.putManifest(repo, bytes, mediaType);
     await withLock(this.lockPath(), async () => {
       const idx = await this.readIndex();
       const ref = `${repo}:${tag}`;
       if (idx.manifests.some((m) => m.annotations?.[ANN.refName] === ref)) throw new TagExistsError(repo, tag, this.location);
+      // No tag without every blob it names: a concurrent rollback may have removed one this writer reused.
+      const missing = await this.missingBlobs(bytes);
+      if (missing.length) throw new KilnError(`${repo}@${tag}: blob ${missing[0]} is missing from ${this.location}; the release was not tagged`, { hint: 'publish it again' });
+      // The last moment an interrupt can stop the release: after the rename below it is published.
+      opts.signal?.throwIfAborted();
       idx.manifests.push({ mediaType, digest, size: bytes.length, annotations: { [ANN.refName]: ref } });
       await this.writeIndex(idx);
     });
     return digest;
+  }
+
+  private async missingBlobs(manifestBytes: Buffer): Promise<string[]> {
+    const m = JSON.parse(manifestBytes.toString('utf8')) as { config?: Descriptor; layers?: Descriptor[]; manifests?: Descriptor[] };
+    const named = [m.config, ...(m.layers ?? []), ...(m.manifests ?? [])].filter((d): d is Descriptor => !!d?.digest);
+    const missing: string[] = [];
+    for (const d of named) if (!(await this.hasBlob('', d.digest))) missing.push(d.digest);
+    return missing;
+  }
+
+  /**
+   * Undoes a publish that did not reach its tag: puts the bookkeeping tags it moved back, then removes
+   * the blobs it wrote that nothing tagged names (a concurrent release may have reused one since).
+   */
+  async rollback(changes: PublishChanges): Promise<void> {
+    await withLock(this.lockPath(), async () => {
+      const idx = await this.readIndex();
+      for (const t of changes.tags) {
+        const ref = `${t.repo}:${t.tag}`;
+        idx.manifests = idx.manifests.filter((m) => m.annotations?.[ANN.refName] !== ref);
+        if (t.previous) idx.manifests.push({ ...t.previous, annotations: { ...t.previous.annotations, [ANN.refName]: ref } });
+      }
+      if (changes.tags.length) await this.writeIndex(idx);
+      const reachable = await this.reachable(idx);
+      for (const d of changes.blobs) if (!reachable.has(d)) await fsp.rm(this.blobPath(d), { force: true });
+      await fsyncPath(join(this.location, 'blobs', 'sha256'));
+    });
+  }
+
+  /** Every digest a tag reaches: manifests, indexes (referrers), their configs and layers. */
+  private async reachable(idx: ImageIndex): Promise<Set<string>> {
+    const seen = new Set<string>();
+    const walk = async (d: Descriptor): Promise<void> => {
+      if (seen.has(d.digest)) return;
+      seen.add(d.digest);
+      if (d.mediaType !== MT.manifest && d.mediaType !== MT.index) return;
+      const bytes = await fsp.readFile(this.blobPath(d.digest)).catch(() => null);
+      if (!bytes) return;
+      let m: { config?: Descriptor; layers?: Descriptor[]; manifests?: Descriptor[] };
+      try { m = JSON.parse(bytes.toString('utf8')) as typeof m; } catch { return; }
+      for (const c of [m.config, ...(m.layers ?? [])]) if (c?.digest) seen.add(c.digest);
+      for (const c of m.manifests ?? []) await walk(c);
+    };
+    for (const d of idx.manifests) await walk(d);
+    return seen;
   }
 
   async updateTag(repo: string, tag: string, fn: (current: StoredManifest | null) => Promise<{ bytes: Buffer; mediaType: string } | null>): Promise<void> {
@@ -251,6 +294,17 @@ export class LayoutStore implements StoreBackend {
 
   async nativeReferrers(): Promise<Descriptor[] | null> {
     return null;
+  }
+}
+
+/** A new file whose data is on disk before it is renamed into place. */
+async function writeSynced(path: string, data: string | Uint8Array): Promise<void> {
+  const fh = await fsp.open(path, 'wx', 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 

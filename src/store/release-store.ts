@@ -7,12 +7,12 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { basename, join } from 'node:path';
 import { KilnError } from '../errors.js';
-import { TagExistsError, type StoreBackend } from './backend.js';
+import { TagExistsError, type PublishChanges, type StoreBackend } from './backend.js';
 import { DigestMismatchError, type Progress } from './blobio.js';
 import { LayoutStore } from './layout.js';
 import {
   ANN, canonicalJson, channelTag, CHANNEL_TAG_PREFIX, descriptorOf, EMPTY_BLOB, EMPTY_DESCRIPTOR, formatMediaType, isBookkeepingTag, isDigest, isoFromEpoch,
-  jsonBlob, manifestBytes, MT, parseIndex, parseJson, parseManifest, referrerDescriptor, referrerManifest, referrersIndex, referrersTag,
+  jsonBlob, manifestBytes, MT, parseIndex, parseJson, parseManifest, referrerDescriptor, referrerManifest, referrersIndex, referrersTag, sha256Digest,
   type Descriptor, type ImageManifest,
 } from './oci.js';
 import { artifactLayer, checkName, checkVersion, releaseManifest, validateRecord, type ArtifactInput, type ReleaseArtifact, type ReleaseRecord } from './record.js';
@@ -30,9 +30,15 @@ export interface PublishInput {
   provenance: object;
   signer?: Signer;
   onProgress?: (file: string, done: number, total: number) => void;
-  /** Layout stores hardlink artifact files when possible; false forces a copy. */
-  hardlink?: boolean;
+  /**
+   * An interrupted build: checked before each blob, inside long copies and right before the tag.
+   * Once it is aborted nothing more is written and what was is undone: no tag, the store as before.
+   */
+  signal?: AbortSignal;
 }
+
+/** Blobs and tags a publish has written so far, to undo when it stops before its tag. */
+interface Written { signal?: AbortSignal; changes: PublishChanges }
 
 export interface Revocation { reason: string; time: string; by?: string }
 export type CloudIds = Record<string, Record<string, string>>;
@@ -125,67 +131,93 @@ export class ReleaseStore {
     const { name, version } = record;
     const b = this.backend;
     if (await this.exists(name, version)) throw new TagExistsError(name, version, b.location);
-
-    const layers: Descriptor[] = [];
-    for (const a of input.artifacts) {
-      const st = await stat(a.file).catch(() => null);
-      if (!st) throw new KilnError(`artifact ${a.file} does not exist`);
-      if (st.size !== a.size) throw new KilnError(`artifact ${a.file} is ${st.size} bytes, the build recorded ${a.size}`, { hint: 'the file changed after the build; rebuild' });
-      const mediaType = a.mediaType ?? formatMediaType(a.format);
-      await b.putBlob(name, { file: a.file, digest: `sha256:${a.sha256}`, size: a.size }, {
-        hardlink: input.hardlink,
-        onProgress: input.onProgress ? (d: number, t: number) => input.onProgress?.(a.file, d, t) : undefined,
-      });
-      layers.push(artifactLayer({ ...a, file: basename(a.file), mediaType }));
+    const w: Written = { signal: input.signal, changes: { blobs: [], tags: [] } };
+    try {
+      const layers: Descriptor[] = [];
+      for (const a of input.artifacts) {
+        const st = await stat(a.file).catch(() => null);
+        if (!st) throw new KilnError(`artifact ${a.file} does not exist`);
+        if (st.size !== a.size) throw new KilnError(`artifact ${a.file} is ${st.size} bytes, the build recorded ${a.size}`, { hint: 'the file changed after the build; rebuild' });
+        const mediaType = a.mediaType ?? formatMediaType(a.format);
+        const onProgress = input.onProgress ? (d: number, t: number) => input.onProgress?.(a.file, d, t) : undefined;
+        const src = { file: a.file, digest: `sha256:${a.sha256}`, size: a.size };
+        await this.tracked(name, src.digest, w, () => b.putBlob(name, src, { onProgress, signal: w.signal }));
+        layers.push(artifactLayer({ ...a, file: basename(a.file), mediaType }));
+      }
+      const sbomBytes = jsonBlob(input.sbom);
+      const provBytes = jsonBlob(input.provenance);
+      const configBytes = jsonBlob(record);
+      for (const bytes of [sbomBytes, provBytes, configBytes]) await this.putBytes(name, bytes, w);
+      const manifest = releaseManifest(record, descriptorOf(MT.release, configBytes), layers, descriptorOf(MT.sbom, sbomBytes), descriptorOf(MT.provenance, provBytes));
+      const mBytes = manifestBytes(manifest);
+      // Manifest and signature first, tag last: a release is visible only once it is complete.
+      const digest = sha256Digest(mBytes);
+      await this.tracked(name, digest, w, () => b.putManifest(name, mBytes, MT.manifest));
+      const subject: Descriptor = { mediaType: MT.manifest, digest, size: mBytes.length };
+      if (input.signer) await this.attachSignature(name, version, subject, input.signer, w);
+      w.signal?.throwIfAborted();
+      await b.createTag(name, version, mBytes, MT.manifest, { signal: w.signal });
+      return { ref: `${name}@${version}`, digest };
+    } catch (e) {
+      // Interrupted or failed before the tag: the store goes back to what it was. A rollback that
+      // fails leaves only untagged blobs, which no release names.
+      await b.rollback?.(w.changes).catch(() => undefined);
+      throw e;
     }
-    const sbomBytes = jsonBlob(input.sbom);
-    const provBytes = jsonBlob(input.provenance);
-    const configBytes = jsonBlob(record);
-    for (const bytes of [sbomBytes, provBytes, configBytes]) await this.putBytes(name, bytes);
-    const manifest = releaseManifest(record, descriptorOf(MT.release, configBytes), layers, descriptorOf(MT.sbom, sbomBytes), descriptorOf(MT.provenance, provBytes));
-    const mBytes = manifestBytes(manifest);
-    // Manifest and signature first, tag last: a release is visible only once it is complete.
-    const digest = await b.putManifest(name, mBytes, MT.manifest);
-    const subject: Descriptor = { mediaType: MT.manifest, digest, size: mBytes.length };
-    if (input.signer) await this.attachSignature(name, version, subject, input.signer);
-    await b.createTag(name, version, mBytes, MT.manifest);
-    return { ref: `${name}@${version}`, digest };
   }
 
-  private async putBytes(repo: string, bytes: Buffer): Promise<Descriptor> {
+  /** Writes one blob or manifest after checking for an interrupt, remembering it when it is new (the rollback removes it). */
+  private async tracked(repo: string, digest: string, w: Written | undefined, write: () => Promise<unknown>): Promise<void> {
+    if (!w) { await write(); return; }
+    w.signal?.throwIfAborted();
+    // Only a backend that can roll back needs to know (a registry would answer one more request per blob).
+    const had = this.backend.rollback ? await this.backend.hasBlob(repo, digest) : true;
+    await write();
+    if (!had) w.changes.blobs.push(digest);
+  }
+
+  private async putBytes(repo: string, bytes: Buffer, w?: Written): Promise<Descriptor> {
     const d = descriptorOf('application/octet-stream', bytes);
-    await this.backend.putBlob(repo, { digest: d.digest, size: d.size, bytes });
+    await this.tracked(repo, d.digest, w, () => this.backend.putBlob(repo, { digest: d.digest, size: d.size, bytes }, { signal: w?.signal }));
     return d;
   }
 
   // ---- referrers: signatures, revocations, cloud ids ----
 
-  private async attachReferrer(repo: string, subject: Descriptor, artifactType: string, config: unknown, extraLayers: { mediaType: string; bytes: Buffer; title?: string }[] = [], annotations: Record<string, string> = {}): Promise<string> {
+  private async attachReferrer(repo: string, subject: Descriptor, artifactType: string, config: unknown, extraLayers: { mediaType: string; bytes: Buffer; title?: string }[] = [], annotations: Record<string, string> = {}, w?: Written): Promise<string> {
     const configBytes = jsonBlob(config);
-    await this.putBytes(repo, configBytes);
+    await this.putBytes(repo, configBytes, w);
     const layers: Descriptor[] = [];
     for (const l of extraLayers) {
-      await this.putBytes(repo, l.bytes);
+      await this.putBytes(repo, l.bytes, w);
       layers.push(descriptorOf(l.mediaType, l.bytes, l.title ? { annotations: { [ANN.title]: l.title } } : {}));
     }
-    if (!layers.length) await this.putBytes(repo, EMPTY_BLOB);
+    if (!layers.length) await this.putBytes(repo, EMPTY_BLOB, w);
     const m = referrerManifest({ artifactType, subject, config: { mediaType: artifactType, bytes: configBytes }, layers, annotations: { [ANN.created]: new Date().toISOString(), ...annotations } });
     const bytes = manifestBytes(m);
-    const digest = await this.backend.putManifest(repo, bytes, MT.manifest);
+    const digest = sha256Digest(bytes);
+    await this.tracked(repo, digest, w, () => this.backend.putManifest(repo, bytes, MT.manifest));
     const desc = referrerDescriptor(m, bytes);
+    if (w) {
+      w.signal?.throwIfAborted();
+      const before = await this.backend.getManifest(repo, referrersTag(subject.digest));
+      w.changes.tags.push({ repo, tag: referrersTag(subject.digest), previous: before ? { mediaType: before.mediaType, digest: before.digest, size: before.bytes.length } : null });
+    }
     await this.backend.updateTag(repo, referrersTag(subject.digest), async (cur) => {
       const list = cur ? parseIndex(cur.bytes, `referrers index of ${subject.digest}`).manifests : [];
       if (list.some((d) => d.digest === digest)) return null;
-      return { bytes: manifestBytes(referrersIndex([...list, desc])), mediaType: MT.index };
+      const next = manifestBytes(referrersIndex([...list, desc]));
+      if (w && this.backend.rollback && !(await this.backend.hasBlob(repo, sha256Digest(next)))) w.changes.blobs.push(sha256Digest(next));
+      return { bytes: next, mediaType: MT.index };
     });
     return digest;
   }
 
-  private async attachSignature(name: string, version: string, subject: Descriptor, signer: Signer): Promise<void> {
+  private async attachSignature(name: string, version: string, subject: Descriptor, signer: Signer, w?: Written): Promise<void> {
     const sig = await signer.sign(signaturePayload(name, version, subject.digest));
     const layers = [{ mediaType: sig.mediaType, bytes: sig.signature, title: sig.kind === 'ssh' ? 'release.sig' : 'release.asc' }];
     if (sig.publicKey) layers.push({ mediaType: 'application/pgp-keys', bytes: Buffer.from(sig.publicKey), title: 'signer.asc' });
-    await this.attachReferrer(name, subject, MT.signature, { kind: sig.kind, signer: sig.signer, payload: signaturePayload(name, version, subject.digest).toString() }, layers, { [ANN.signer]: sig.signer });
+    await this.attachReferrer(name, subject, MT.signature, { kind: sig.kind, signer: sig.signer, payload: signaturePayload(name, version, subject.digest).toString() }, layers, { [ANN.signer]: sig.signer }, w);
   }
 
   /** Referrer manifests of a release (verified), from the referrers API and the referrers tag. */

@@ -113,3 +113,39 @@ test('the local repository serves exactly the locked .debs with a matching index
     await repo.close();
   }
 });
+
+test('the local repository answers 404 for a .deb deleted from the cache and keeps serving', async () => {
+  const cache = join(base, 'cache-deleted');
+  const lock = lockOf([pkgs[0]]);
+  mkdirSync(join(cache, 'debs'), { recursive: true });
+  writeFileSync(debPath(cache, pkgs[0]), readFileSync(join(base, 'all', pkgs[0].filename)));
+  const index = await lockedPackagesIndex(lock, cache);
+  const repo = await serveLockedRepo(lock, cache, index, join(base, 'repo-deleted'));
+  try {
+    const url = `${repo.url}debs/${pkgs[0].sha256}.deb`;
+    assert.equal((await fetch(url)).status, 200);
+    rmSync(debPath(cache, pkgs[0]));
+    assert.equal((await fetch(url)).status, 404);
+    assert.equal((await fetch(url, { method: 'HEAD' })).status, 404);
+    assert.equal(await (await fetch(`${repo.url}Packages`)).text(), index, 'the server is still up');
+  } finally {
+    await repo.close();
+  }
+});
+
+test('a cached .deb cut short or changed is detected on use, discarded with a warning, and downloaded again', async () => {
+  const cache = join(base, 'cache-damaged');
+  const good = readFileSync(join(base, 'all', pkgs[0].filename));
+  mkdirSync(join(cache, 'debs'), { recursive: true });
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (m: string) => { warnings.push(m); } };
+  for (const damaged of [good.subarray(0, good.length - 100), Buffer.concat([good.subarray(0, 10), Buffer.from('X'), good.subarray(11)])]) {
+    writeFileSync(debPath(cache, pkgs[0]), damaged);
+    const r = await fetchLockedDebs(lockOf([pkgs[0]]), { cacheDir: cache, mirror: mirrorUrl, logger });
+    assert.deepEqual([r.cached, r.fromMirror], [0, 1]);
+    assert.deepEqual(readFileSync(debPath(cache, pkgs[0])), good);
+  }
+  assert.equal(warnings.length, 2);
+  assert.match(warnings[0], /cached hello-kiln 1\.0-1 .* is damaged \(\d+ bytes, the lock says \d+\): discarded, downloading it again/);
+  assert.match(warnings[1], /is damaged \(sha256 [0-9a-f]{64}\)/);
+});

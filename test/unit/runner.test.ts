@@ -33,3 +33,51 @@ test('keep-on-error skips the cleanups so the work can be inspected', async () =
   await assert.rejects(runSteps(steps(log, 'b'), {}, { logger: silentLogger, keepOnError: true }));
   assert.deepEqual(log, ['run a', 'run b']);
 });
+
+test('an interrupt reaches the running step through its signal, and cleanups start only once it has returned', async () => {
+  const log: string[] = [];
+  const s: Step<object>[] = [
+    { name: 'a', describe: 'a', async run() { log.push('run a'); }, async cleanup() { log.push('cleanup a'); } },
+    {
+      name: 'b', describe: 'b',
+      async run(_c, _p, signal) {
+        log.push('run b');
+        setImmediate(() => process.emit('SIGINT', 'SIGINT'));
+        await new Promise((r) => signal.addEventListener('abort', r));
+        // Still undoing its work after the interrupt: a cleanup must not start yet.
+        await new Promise((r) => setTimeout(r, 200));
+        log.push('b stopped');
+        throw signal.reason;
+      },
+      async cleanup() { log.push('cleanup b'); },
+    },
+    { name: 'c', describe: 'c', async run() { log.push('run c'); } },
+  ];
+  await assert.rejects(runSteps(s, {}, { logger: silentLogger }), (e: StepFailure) => {
+    assert.match(e.message, /interrupted by SIGINT/);
+    assert.deepEqual(e.steps.map((x) => x.status), ['ok', 'interrupted']);
+    return true;
+  });
+  assert.deepEqual(log, ['run a', 'run b', 'b stopped', 'cleanup b', 'cleanup a']);
+});
+
+test('a step that completes although the interrupt came during it is recorded ok, and the next step does not start', async () => {
+  const log: string[] = [];
+  const s: Step<object>[] = [
+    {
+      name: 'release', describe: 'release',
+      async run() {
+        setImmediate(() => process.emit('SIGINT', 'SIGINT'));
+        await new Promise((r) => setTimeout(r, 50));
+        log.push('released');
+      },
+      async cleanup(_c, outcome) { log.push(`cleanup release ${outcome}`); },
+    },
+    { name: 'outputs', describe: 'outputs', async run() { log.push('run outputs'); } },
+  ];
+  await assert.rejects(runSteps(s, {}, { logger: silentLogger }), (e: StepFailure) => {
+    assert.deepEqual(e.steps.map((x) => `${x.name} ${x.status}`), ['release ok']);
+    return /interrupted by SIGINT/.test(e.message);
+  });
+  assert.deepEqual(log, ['released', 'cleanup release failure']);
+});

@@ -13,7 +13,7 @@ const record = fakeRecord(name, version);
 let paused = false;
 try {
   const r = await store.publish({
-    record, artifacts, sbom: makeSbom(record), provenance: makeProvenance(record, artifacts), hardlink: mode !== 'pause',
+    record, artifacts, sbom: makeSbom(record), provenance: makeProvenance(record, artifacts),
     onProgress: (_f, done, total) => {
       if (mode === 'pause' && !paused && done > total / 2) {
         paused = true;

@@ -145,7 +145,7 @@ test('an artifact that changed after the build recorded its digest is refused', 
   const artifacts = fakeArtifacts(dir, 'web', 'v1', { raw: 1 << 20 });
   flipByte(artifacts[0].file, 7);
   const record = fakeRecord('web', 'v1');
-  await assert.rejects(store.publish({ record, artifacts, sbom: makeSbom(record), provenance: makeProvenance(record, artifacts), hardlink: false }), /digest mismatch/);
+  await assert.rejects(store.publish({ record, artifacts, sbom: makeSbom(record), provenance: makeProvenance(record, artifacts) }), /digest mismatch/);
   assert.equal(await store.exists('web', 'v1'), false);
 });
 
