@@ -34,6 +34,31 @@ export function hashingStream(total: number, onProgress?: Progress): Transform &
   return Object.assign(t, { digest: () => `sha256:${h.digest('hex')}`, bytes: () => n });
 }
 
+/**
+ * A pass-through that holds a stream to its descriptor while it flows: it fails as soon as more
+ * bytes arrive than the descriptor's size, so an endless body stops there, and at its end when
+ * fewer arrived or the digest differs, so a pipeline through it rejects before its caller can use
+ * what was written.
+ */
+export function verifyingStream(what: string, expected: { digest: string; size: number }, onProgress?: Progress): Transform {
+  const h = createHash('sha256');
+  let n = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      n += chunk.length;
+      if (n > expected.size) { cb(new DigestMismatchError(what, `${expected.size} bytes`, `more than ${expected.size} bytes`)); return; }
+      h.update(chunk);
+      onProgress?.(n, expected.size);
+      cb(null, chunk);
+    },
+    flush(cb) {
+      if (n !== expected.size) { cb(new DigestMismatchError(what, `${expected.size} bytes`, `${n} bytes`)); return; }
+      const actual = `sha256:${h.digest('hex')}`;
+      cb(actual === expected.digest ? null : new DigestMismatchError(what, expected.digest, actual));
+    },
+  });
+}
+
 /** Copy a stream into a new file, fsync it, and return its digest and size. */
 export async function writeStreamToFile(src: Readable, dest: string, total: number, onProgress?: Progress): Promise<{ digest: string; size: number }> {
   const hs = hashingStream(total, onProgress);
