@@ -3,7 +3,7 @@
 // Files run one at a time: the end-to-end files share one built image and the machine's 2 cores.
 // KILN_TEST_ONLY=unit skips the end-to-end files for a quick local loop; CI never sets it.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 const only = process.env.KILN_TEST_ONLY;
@@ -19,6 +19,23 @@ if (existsSync(e2eDir)) for (const d of readdirSync(e2eDir)) if (d.startsWith('r
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
 const files = [...list('dist/test/unit'), ...(only === 'unit' ? [] : list('dist/test/e2e'))];
 const extra = process.argv.slice(2);
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extra, ...files], { stdio: 'inherit', env: { ...process.env, KILN_E2E_RUN: runId } });
+// The spec reporter for people; a TAP copy whose totals are printed again at the very end.
+mkdirSync(join(e2eDir, runId), { recursive: true });
+const tap = join(e2eDir, runId, 'results.tap');
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout',
+  '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...extra, ...files], { stdio: 'inherit', env: { ...process.env, KILN_E2E_RUN: runId } });
+const totals = existsSync(tap) ? readFileSync(tap, 'utf8').split('\n').filter((l) => /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /.test(l)) : [];
+if (r.status !== 0) {
+  // The end-to-end fixture logs every kiln run's stderr; show the ones that did not exit 0 (a failure
+  // a test expected is among them, so this is context, not the verdict: the summary above is).
+  const logs = join(e2eDir, runId, 'logs');
+  const bad = existsSync(logs) ? readdirSync(logs).sort().filter((f) => !/\[e2e\] exit 0\n$/.test(readFileSync(join(logs, f), 'utf8'))) : [];
+  if (bad.length) console.log(`\nkiln runs that did not exit 0 (logs in ${logs}; the last lines of each):`);
+  for (const f of bad) {
+    const lines = readFileSync(join(logs, f), 'utf8').trimEnd().split('\n');
+    console.log(`\n== ${f}\n${lines[0]}\n${lines.slice(-15).join('\n')}`);
+  }
+}
+console.log(`\nsummary (${files.length} files):\n${totals.map((l) => `  ${l.slice(2)}`).join('\n') || '  no results (the test runner did not finish)'}`);
 if (r.status === 0) rmSync(join(e2eDir, runId), { recursive: true, force: true });
 process.exit(r.status ?? 1);

@@ -4,7 +4,7 @@
  * (KILN_E2E_RUN) reuse the record. The Debian base-tree cache is shared across runs.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { findRootPartition } from '../../src/disk/index.js';
 
@@ -16,16 +16,30 @@ export const RUN_ID = process.env.KILN_E2E_RUN ?? `single-${process.pid}`;
 
 export interface KilnRun { code: number | null; stdout: string; stderr: string; signal: NodeJS.Signals | null }
 
-/** Runs the kiln CLI as a user would. */
+/** No single kiln command of the suite takes this long: past it, the run is a hang, ended and reported. */
+const KILN_TIMEOUT_MS = 20 * 60 * 1000;
+let runs = 0;
+
+/**
+ * Runs the kiln CLI as a user would. Its stderr also goes to <run>/logs/<n>-<command>.log as it
+ * arrives, so a CI failure (or a hang) can be read afterwards.
+ */
 export function kiln(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; onStderr?: (chunk: string, child: ReturnType<typeof spawn>) => void; timeoutMs?: number }): Promise<KilnRun> {
+  const logs = join(E2E_DIR, RUN_ID, 'logs');
+  mkdirSync(logs, { recursive: true });
+  const log = join(logs, `${String(++runs).padStart(3, '0')}-${process.pid}-${args.join('_').replace(/[^A-Za-z0-9@._-]+/g, '_').slice(0, 60)}.log`);
+  appendFileSync(log, `$ kiln ${args.join(' ')}   (in ${opts.cwd})\n`);
   return new Promise((res) => {
     const child = spawn(process.execPath, [KILN, ...args], { cwd: opts.cwd, env: { ...process.env, KILN_CACHE_DIR: CACHE_DIR, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; opts.onStderr?.(d, child); });
-    const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
-    child.on('close', (code, signal) => { if (timer) clearTimeout(timer); res({ code, stdout, stderr, signal }); });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; appendFileSync(log, d); opts.onStderr?.(d, child); });
+    const timer = setTimeout(() => {
+      appendFileSync(log, `\n[e2e] no exit after ${(opts.timeoutMs ?? KILN_TIMEOUT_MS) / 1000} s: SIGKILL\n`);
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? KILN_TIMEOUT_MS);
+    child.on('close', (code, signal) => { clearTimeout(timer); appendFileSync(log, `\n[e2e] exit ${code ?? signal}\n`); res({ code, stdout, stderr, signal }); });
   });
 }
 
