@@ -64,7 +64,7 @@ export class Sandbox {
   static async start(o: SandboxOptions): Promise<Sandbox> {
     const logger = o.logger ?? silentLogger;
     mkdirSync(o.dir, { recursive: true });
-    const ports = o.hostPorts?.length ? await serveHostPorts(join(o.dir, 'ports'), o.hostPorts) : undefined;
+    const ports = o.hostPorts?.length ? await serveHostPorts(o.hostPorts) : undefined;
     const layout: SpecLine[] = [...o.layout, ...(ports ? [{ kind: 'bind' as const, mode: 'ro' as const, src: ports.dir, dst: PORTS_DIR }] : [])];
     const spec = join(o.dir, 'spec');
     writeFileSync(spec, specText(layout));

@@ -6,9 +6,11 @@
  * loopback, which the image shares) and connects to that socket. So a local apt repository or
  * package proxy on the build host serves a build, and no other host service does.
  */
-import { chmodSync, mkdirSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { KilnError } from '../errors.js';
 
 /** Where the sockets are inside the sandbox (the controller's /run). */
 export const PORTS_DIR = '/run/kiln-ports';
@@ -49,26 +51,51 @@ asyncio.run(main())
 
 export interface HostPorts { dir: string; close(): Promise<void> }
 
-/** Listens on dir/<port>.sock for each port; each connection is relayed to the host's 127.0.0.1:port. */
-export async function serveHostPorts(dir: string, ports: readonly number[]): Promise<HostPorts> {
-  mkdirSync(dir, { recursive: true });
+/** sun_path holds 108 bytes with the final NUL; libuv cuts a longer path short without an error. */
+export const MAX_SOCKET_PATH = 107;
+
+/**
+ * Listens on <dir>/<port>.sock for each port; each connection is relayed to the host's 127.0.0.1:port.
+ * The sockets live in a short directory of their own under the temp dir, not in the work area: a
+ * unix socket's path must fit in 107 bytes, and a work area's need not (a repository deep in a
+ * directory tree). Everything is closed and removed again if any listener cannot start.
+ */
+export async function serveHostPorts(ports: readonly number[], tmp = tmpdir()): Promise<HostPorts> {
+  const dir = mkdtempSync(join(tmp, 'kiln-ports-'));
+  // The sandbox's root is not the host's root: it must be able to reach the sockets through the bind.
+  chmodSync(dir, 0o755);
   const servers: Server[] = [];
-  for (const port of ports) {
-    const server = createServer((inside) => {
-      const host = connect(port, '127.0.0.1');
-      inside.pipe(host).on('error', () => inside.destroy());
-      host.pipe(inside).on('error', () => host.destroy());
-      inside.on('error', () => host.destroy());
-      host.on('error', () => inside.destroy());
-    });
-    const path = join(dir, `${port}.sock`);
-    await new Promise<void>((ok, fail) => { server.once('error', fail); server.listen(path, () => ok()); });
-    // The sandbox's root is not the host's root: it may connect, through the read-only bind.
-    chmodSync(path, 0o666);
-    servers.push(server);
-  }
-  return {
-    dir,
-    close: () => Promise.all(servers.map((s) => new Promise<void>((ok) => s.close(() => ok())))).then(() => undefined),
+  const open = new Set<Socket>();
+  const close = async () => {
+    const closed = Promise.all(servers.map((s) => new Promise<void>((ok) => s.close(() => ok()))));
+    // close() waits for every connection to end: a relayed keep-alive connection must not hold the build.
+    for (const c of open) c.destroy();
+    await closed;
+    rmSync(dir, { recursive: true, force: true });
   };
+  try {
+    for (const port of ports) {
+      const path = join(dir, `${port}.sock`);
+      if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+        throw new KilnError(`the socket path for host port ${port} is longer than ${MAX_SOCKET_PATH} bytes: ${path}`, { hint: 'set TMPDIR to a shorter directory' });
+      }
+      const server = createServer((inside) => {
+        open.add(inside);
+        inside.on('close', () => open.delete(inside));
+        const host = connect(port, '127.0.0.1');
+        inside.pipe(host).on('error', () => inside.destroy());
+        host.pipe(inside).on('error', () => host.destroy());
+        inside.on('error', () => host.destroy());
+        host.on('error', () => inside.destroy());
+      });
+      servers.push(server);
+      await new Promise<void>((ok, fail) => { server.once('error', fail); server.listen(path, () => ok()); });
+      chmodSync(path, 0o666);
+    }
+  } catch (e) {
+    // A listener left open would keep Kiln running after the build failed.
+    await close();
+    throw e;
+  }
+  return { dir, close };
 }
