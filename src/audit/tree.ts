@@ -7,11 +7,12 @@
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
+import { statInTree } from '../image/tree.js';
 import { enabledOperations } from '../seal/operations.js';
 import { credentialFiles } from '../seal/ops/credential-files.js';
 import { leftovers } from '../seal/ops/provisioner-artifacts.js';
 import { sealContext } from '../seal/seal.js';
-import { statIn, under } from '../seal/tree.js';
+import { under } from '../seal/tree.js';
 import type { Finding } from '../seal/types.js';
 import { HINTS, scanText } from './patterns.js';
 
@@ -36,7 +37,7 @@ export async function auditTree(root: string, opts: AuditOptions = {}): Promise<
   // Fail closed: what the audit cannot read could hold anything. These come first, so no other
   // finding can cover them.
   for (const e of entries) if (e.kind === 'unreadable') add({ check: 'unreadable', path: e.path, message: `${e.error ?? 'cannot be read'}: the audit cannot vouch for it` });
-  if (!statIn(root, '/etc')?.isDirectory()) add({ check: 'unreadable', path: '/etc', message: 'no /etc directory: this is not the root filesystem of an image, or it is damaged' });
+  if (!statInTree(root, '/etc')?.isDirectory()) add({ check: 'unreadable', path: '/etc', message: 'no /etc directory: this is not the root filesystem of an image, or it is damaged' });
   for (const op of enabledOperations(opts.disable)) for (const f of await op.check(root, ctx)) add(f);
   for (const l of leftovers(root, entries)) add({ check: 'build-leftover', path: l.path, message: l.why });
   for (const c of credentialFiles(root, entries)) add({ check: 'credential-file', path: c.path, message: c.why });

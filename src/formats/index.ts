@@ -13,7 +13,8 @@ import { KilnError } from '../errors.js';
 import { humanBytes, humanSeconds, silentLogger, type Logger } from '../log.js';
 import { FORMATS, type FormatName } from '../template/schema.js';
 import { writeGceTarball } from './gce.js';
-import { hashFile, runLimited, sha256File } from './io.js';
+import { sha256OfFile } from '../fsio.js';
+import { hashFile, runLimited } from './io.js';
 import { buildManifest } from './manifest.js';
 import { buildOvf, type OvfNic, type OvfScsiController } from './ovf.js';
 import { writeOva } from './ova.js';
@@ -81,7 +82,7 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
     tasks.push({ label: wanted.has('ova') ? 'vmdk+ova' : 'vmdk', run: async () => {
       const vmdk = staged('vmdk');
       await writeStreamOptimizedVmdk(raw, vmdk, name, version, logger);
-      const vmdkSha = await sha256File(vmdk);
+      const vmdkSha = await sha256OfFile(vmdk);
       if (wanted.has('vmdk')) sha.set('vmdk', vmdkSha);
       if (wanted.has('ova')) sha.set('ova', await packOva(vmdk, vmdkSha, staged('ova'), input, rawSize, logger));
     } });
@@ -90,7 +91,7 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
   if (wanted.has('qcow2')) {
     tasks.push({ label: 'qcow2', run: async () => {
       await writeQcow2(raw, staged('qcow2'), input.qcow2Compress ?? false, logger);
-      sha.set('qcow2', await sha256File(staged('qcow2')));
+      sha.set('qcow2', await sha256OfFile(staged('qcow2')));
     } });
   }
   if (wanted.has('raw') || wanted.has('vhd')) {
@@ -110,7 +111,7 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
   if (wanted.has('vhdx')) {
     tasks.push({ label: 'vhdx', run: async () => {
       await writeVhdx(raw, staged('vhdx'), name, version, logger);
-      sha.set('vhdx', await sha256File(staged('vhdx')));
+      sha.set('vhdx', await sha256OfFile(staged('vhdx')));
     } });
   }
   if (wanted.has('vhd')) tasks.push({ label: 'vhd', run: async () => { await writeFixedVhd(raw, staged('vhd'), name, version, sde, logger); } });

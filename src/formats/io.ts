@@ -9,10 +9,6 @@ export async function hashFile(path: string, hash: Hash = createHash('sha256')):
   return hash;
 }
 
-export async function sha256File(path: string): Promise<string> {
-  return (await hashFile(path)).digest('hex');
-}
-
 /**
  * Copies a disk image keeping zero regions as holes: a reflink where the filesystem can, else
  * coreutils' sparse copy (which finds zeros by content, so the result does not depend on how the

@@ -68,14 +68,14 @@ export async function withMountedFilesystem<T>(file: string, offset: number, scr
     check();
     return result;
   } finally {
+    let killer: NodeJS.Timeout | undefined;
     if (pid !== undefined && !exited) {
       // fuse2fs unmounts and exits on SIGTERM; one that hangs is killed (its namespace, and the mount, go with it).
       try { process.kill(pid, 'SIGTERM'); } catch { /* already gone */ }
-      const killer = setTimeout(() => { try { process.kill(pid as number, 'SIGKILL'); } catch { /* gone */ } }, 5000);
-      await run.catch(() => undefined);
-      clearTimeout(killer);
+      killer = setTimeout(() => { try { process.kill(pid as number, 'SIGKILL'); } catch { /* gone */ } }, 5000);
     }
     await run.catch(() => undefined);
+    clearTimeout(killer);
     // On the host this was always an empty directory: the mount lived in fuse2fs's namespace only.
     try { rmdirSync(mnt); } catch { /* left for the caller's scratch cleanup */ }
   }

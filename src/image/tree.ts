@@ -15,7 +15,8 @@ import { KilnError } from '../errors.js';
 
 const MAX_LINKS = 40;
 
-function parts(p: string): string[] {
+/** The components of an image path, without empty and `.` ones. */
+export function pathParts(p: string): string[] {
   return p.split('/').filter((c) => c !== '' && c !== '.');
 }
 
@@ -24,7 +25,7 @@ function lstatOrUndefined(p: string): Stats | undefined {
 }
 
 function resolve(root: string, imagePath: string, followLast: boolean): string {
-  const all = parts(imagePath);
+  const all = pathParts(imagePath);
   const last = followLast ? undefined : all.pop();
   const queue = [...all];
   let cur: string[] = [];
@@ -37,7 +38,7 @@ function resolve(root: string, imagePath: string, followLast: boolean): string {
       if (++hops > MAX_LINKS) throw new KilnError(`too many symlinks resolving ${imagePath} in the image tree ${root}`);
       const target = readlinkSync(join(root, ...cur, c));
       if (target.startsWith('/')) cur = [];
-      queue.unshift(...parts(target));
+      queue.unshift(...pathParts(target));
       continue;
     }
     cur.push(c);
@@ -109,7 +110,7 @@ function entryPath(root: string, imagePath: string): string {
 }
 
 function parentOf(imagePath: string): string {
-  const ps = parts(imagePath);
+  const ps = pathParts(imagePath);
   return `/${ps.slice(0, -1).join('/')}`;
 }
 

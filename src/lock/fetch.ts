@@ -4,9 +4,9 @@
  * sha256 is the one in kiln.lock, which came from the signed index. A cached one is hashed again on
  * every use: a file cut short by a crash or a full disk is discarded and downloaded again.
  */
-import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { sha256OfFile } from '../fsio.js';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
@@ -16,12 +16,6 @@ export function debPath(cacheDir: string, p: { sha256: string }): string {
   return join(cacheDir, 'debs', `${p.sha256}.deb`);
 }
 
-async function fileSha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 /** True when the cached .deb is there and is the locked one; a damaged one is removed (with a warning). */
 export async function cachedDebIntact(cacheDir: string, p: LockedPackage, logger: Logger): Promise<boolean> {
   const file = debPath(cacheDir, p);
@@ -29,7 +23,7 @@ export async function cachedDebIntact(cacheDir: string, p: LockedPackage, logger
   const size = statSync(file).size;
   const problem = p.size > 0 && size !== p.size
     ? `${size} bytes, the lock says ${p.size}`
-    : await fileSha256(file).then((sum) => (sum === p.sha256 ? undefined : `sha256 ${sum}`));
+    : await sha256OfFile(file).then((sum) => (sum === p.sha256 ? undefined : `sha256 ${sum}`));
   if (!problem) return true;
   logger.warn(`cached ${p.name} ${p.version} (${file}) is damaged (${problem}): discarded, downloading it again`);
   rmSync(file, { force: true });
@@ -58,7 +52,7 @@ export async function fetchLockedDebs(lock: LockedSet, o: { cacheDir: string; mi
   const still: LockedPackage[] = [];
   for (const p of need) {
     const f = join(aptCache, aptArchiveName(p));
-    if (existsSync(f) && (await fileSha256(f)) === p.sha256) {
+    if (existsSync(f) && (await sha256OfFile(f)) === p.sha256) {
       copyFileSync(f, `${debPath(o.cacheDir, p)}.${process.pid}.tmp`);
       renameSync(`${debPath(o.cacheDir, p)}.${process.pid}.tmp`, debPath(o.cacheDir, p));
       report.reused++;
@@ -109,7 +103,7 @@ async function download(ps: LockedPackage[], base: string, dir: string, logger: 
     for (const p of ps) {
       const f = join(tmp, `${p.sha256}.deb`);
       if (!got.has(`${p.sha256}.deb`)) { missing.push(p); continue; }
-      const sum = await fileSha256(f);
+      const sum = await sha256OfFile(f);
       if (sum !== p.sha256) {
         logger.warn(`${p.name} ${p.version} from ${root}: sha256 ${sum} is not the locked ${p.sha256}; ignored`);
         missing.push(p);

@@ -3,12 +3,11 @@
  * (src/image/mount.ts: owners, modes with setuid bits, times, device numbers, hard links and
  * extended attributes such as security.capability, exactly as they ship), compared entry by entry.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { findRootPartition } from '../disk/index.js';
 import { exec, output } from '../exec.js';
+import { sha256OfFile } from '../fsio.js';
 import { inspectDiskFile } from '../image/disk-file.js';
 import { withMountedFilesystem } from '../image/mount.js';
 import type { Logger } from '../log.js';
@@ -18,12 +17,6 @@ export interface TreeDifference {
   path: string;
   /** What differs: only-in-a, only-in-b, type, mode, owner, size, mtime, content, target. */
   what: string[];
-}
-
-async function sha(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
-  return h.digest('hex');
 }
 
 function kind(st: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean }): string {
@@ -99,7 +92,7 @@ export async function diffTrees(a: string, b: string, opts: { limit?: number } =
           if (ta !== tb) what.push(`target ${ta} -> ${tb}`);
         } else if (x.isFile()) {
           if (x.size !== y.size) what.push(`size ${x.size} -> ${y.size}`);
-          else if ((await sha(join(a, p))) !== (await sha(join(b, p)))) what.push('content');
+          else if ((await sha256OfFile(join(a, p))) !== (await sha256OfFile(join(b, p)))) what.push('content');
         }
         const [fa, fb] = [xa[p] ?? {}, xb[p] ?? {}];
         for (const k of [...new Set([...Object.keys(fa), ...Object.keys(fb)])].sort()) {

@@ -3,8 +3,9 @@
  * is regenerated on each clone's first boot, so every VM from one image is distinct.
  * Enabled the way `systemctl enable` does it, with symlinks, since no systemd runs at build time.
  */
-import { isFile, statIn, symlinkOwned, writeOwned } from './tree.js';
+import { isFile, symlinkOwned, writeOwned } from './tree.js';
 import type { SealContext } from './types.js';
+import { statInTree } from '../image/tree.js';
 
 export interface FirstbootUnit {
   /** Unit file name, e.g. kiln-firstboot-ssh-keys.service. */
@@ -52,7 +53,7 @@ export function installFirstboot(root: string, u: FirstbootUnit, ctx: SealContex
 export function firstbootProblem(root: string, u: FirstbootUnit): string | undefined {
   const file = `${UNIT_DIR}/${u.name}`;
   if (!isFile(root, file)) return `${file} is missing`;
-  const missing = u.wantedBy.filter((w) => !statIn(root, `${UNIT_DIR}/${w}.wants/${u.name}`)?.isSymbolicLink());
+  const missing = u.wantedBy.filter((w) => !statInTree(root, `${UNIT_DIR}/${w}.wants/${u.name}`)?.isSymbolicLink());
   if (missing.length) return `${u.name} is not enabled for ${missing.join(', ')}`;
   return undefined;
 }

@@ -6,7 +6,7 @@
  */
 import { lstatSync, lutimesSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, truncateSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { hostPath } from '../image/tree.js';
+import { hostPath, pathParts, statInTree } from '../image/tree.js';
 import type { SealContext } from './types.js';
 
 export interface TreeEntry {
@@ -23,24 +23,16 @@ export const SCAN_SKIP = new Set(['proc', 'sys', 'dev', 'boot', 'usr', 'lib', 'l
 /** Walked even though their top-level directory is skipped. */
 export const SCAN_ALSO = ['/usr/local'];
 
-function parts(p: string): string[] {
-  return p.split('/').filter((c) => c !== '' && c !== '.');
-}
-
 function lstatOrUndefined(p: string): Stats | undefined {
   try { return lstatSync(p); } catch { return undefined; }
 }
 
-export function statIn(root: string, p: string): Stats | undefined {
-  return lstatOrUndefined(hostPath(root, p));
-}
-
 export function isFile(root: string, p: string): boolean {
-  return statIn(root, p)?.isFile() ?? false;
+  return statInTree(root, p)?.isFile() ?? false;
 }
 
 export function isDir(root: string, p: string): boolean {
-  return statIn(root, p)?.isDirectory() ?? false;
+  return statInTree(root, p)?.isDirectory() ?? false;
 }
 
 /** Names in an image directory, sorted; [] when it is not a directory. */
@@ -61,7 +53,7 @@ export function child(dir: string, name: string): string {
 /** Existing image paths matching a pattern whose components may hold `*` and `?` (no `**`). */
 export function glob(root: string, pattern: string): string[] {
   let found = ['/'];
-  for (const c of parts(pattern)) {
+  for (const c of pathParts(pattern)) {
     if (!/[*?]/.test(c)) {
       found = found.map((d) => child(d, c));
       continue;
@@ -69,7 +61,7 @@ export function glob(root: string, pattern: string): string[] {
     const re = new RegExp(`^${c.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
     found = found.flatMap((d) => list(root, d).filter((n) => re.test(n) && (c.startsWith('.') || !n.startsWith('.'))).map((n) => child(d, n)));
   }
-  return found.filter((p) => statIn(root, p) !== undefined);
+  return found.filter((p) => statInTree(root, p) !== undefined);
 }
 
 /** Home directories sealing cares about: root's and every /home/* directory. */
@@ -79,7 +71,7 @@ export function homes(root: string): string[] {
 
 /** Removes an image path (recursively) unless kept; a directory holding kept paths loses only the rest. */
 export function remove(root: string, p: string, ctx: SealContext): string[] {
-  const st = statIn(root, p);
+  const st = statInTree(root, p);
   if (!st || ctx.keep.has(p)) return [];
   if (st.isDirectory() && ctx.keep.below(p)) return removeContents(root, p, ctx);
   rmSync(hostPath(root, p), { recursive: true, force: true });
@@ -93,7 +85,7 @@ export function removeContents(root: string, dir: string, ctx: SealContext): str
 
 /** Empties a regular file in place (owner and mode survive). */
 export function truncate(root: string, p: string, ctx: SealContext): string[] {
-  const st = statIn(root, p);
+  const st = statInTree(root, p);
   if (!st?.isFile() || st.size === 0 || ctx.keep.has(p)) return [];
   truncateSync(hostPath(root, p), 0);
   return [p];
@@ -168,7 +160,7 @@ export function walk(root: string): TreeEntry[] {
   };
   visit('/');
   for (const extra of SCAN_ALSO) {
-    const st = statIn(root, extra);
+    const st = statInTree(root, extra);
     if (st?.isDirectory()) { out.push({ path: extra, kind: 'dir', size: st.size }); visit(extra); }
   }
   return out;

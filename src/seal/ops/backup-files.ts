@@ -1,5 +1,6 @@
-import { statIn, type TreeEntry, under, remove } from '../tree.js';
+import { type TreeEntry, under, remove } from '../tree.js';
 import type { Finding, SealOperation } from '../types.js';
+import { statInTree } from '../../image/tree.js';
 
 /**
  * Backups in /etc: shadow's `passwd-` family (old password hashes), dpkg's and ucf's kept
@@ -10,7 +11,7 @@ const SUFFIXES = ['.dpkg-old', '.dpkg-dist', '.dpkg-bak', '.dpkg-new', '.dpkg-tm
 
 function backups(root: string, entries: TreeEntry[]): string[] {
   return entries.filter((e) => e.kind === 'file' && under(e.path, '/etc') && (
-    SUFFIXES.some((s) => e.path.endsWith(s)) || (e.path.endsWith('-') && statIn(root, e.path.slice(0, -1))?.isFile() === true)
+    SUFFIXES.some((s) => e.path.endsWith(s)) || (e.path.endsWith('-') && statInTree(root, e.path.slice(0, -1))?.isFile() === true)
   )).map((e) => e.path);
 }
 

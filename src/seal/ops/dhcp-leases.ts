@@ -1,5 +1,6 @@
-import { glob, statIn, remove } from '../tree.js';
+import { glob, remove } from '../tree.js';
 import type { SealOperation } from '../types.js';
+import { statInTree } from '../../image/tree.js';
 
 /** Leases of dhclient, dhcpcd, NetworkManager and systemd-networkd (when it persisted any). */
 const LEASES = [
@@ -9,7 +10,7 @@ const LEASES = [
 ];
 
 function leases(root: string): string[] {
-  return [...new Set(LEASES.flatMap((g) => glob(root, g)))].filter((p) => statIn(root, p)?.isFile()).sort();
+  return [...new Set(LEASES.flatMap((g) => glob(root, g)))].filter((p) => statInTree(root, p)?.isFile()).sort();
 }
 
 export const dhcpLeases: SealOperation = {

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
-import { hostPath } from '../../image/tree.js';
-import { isFile, readText, remove, statIn, truncate } from '../tree.js';
+import { hostPath, statInTree } from '../../image/tree.js';
+import { isFile, readText, remove, truncate } from '../tree.js';
 import type { Finding, SealOperation } from '../types.js';
 
 /**
@@ -17,20 +17,20 @@ export const machineId: SealOperation = {
   description: 'Empty /etc/machine-id and remove the D-Bus copy; systemd generates a new ID on first boot',
   async apply(root, ctx) {
     const changed: string[] = [];
-    if (!statIn(root, ETC) && !ctx.keep.has(ETC)) {
+    if (!statInTree(root, ETC) && !ctx.keep.has(ETC)) {
       writeFileSync(hostPath(root, ETC), '', { mode: 0o444 });
       changed.push(ETC);
     } else {
       changed.push(...truncate(root, ETC, ctx));
     }
-    if (statIn(root, DBUS)?.isFile()) changed.push(...remove(root, DBUS, ctx));
+    if (statInTree(root, DBUS)?.isFile()) changed.push(...remove(root, DBUS, ctx));
     return changed;
   },
   async check(root) {
     const found: Finding[] = [];
-    if (!statIn(root, ETC)) found.push({ check: this.name, path: ETC, message: 'missing: expected an empty file so systemd generates a machine ID on first boot' });
+    if (!statInTree(root, ETC)) found.push({ check: this.name, path: ETC, message: 'missing: expected an empty file so systemd generates a machine ID on first boot' });
     else if (isFile(root, ETC) && readText(root, ETC).trim() !== '') found.push({ check: this.name, path: ETC, message: 'holds a machine ID: every clone would share it' });
-    const dbus = statIn(root, DBUS);
+    const dbus = statInTree(root, DBUS);
     if (dbus?.isFile() && dbus.size > 0) found.push({ check: this.name, path: DBUS, message: 'holds a D-Bus machine ID: every clone would share it' });
     return found;
   },

@@ -1,5 +1,6 @@
-import { glob, list, remove, statIn } from '../tree.js';
+import { glob, list, remove } from '../tree.js';
 import type { SealOperation } from '../types.js';
+import { statInTree } from '../../image/tree.js';
 
 /** apt's downloaded packages, binary caches and package lists; `apt update` rebuilds them on a clone. */
 function caches(root: string): string[] {
@@ -10,7 +11,7 @@ function caches(root: string): string[] {
     ...list(root, '/var/cache/apt/archives/partial').map((n) => `/var/cache/apt/archives/partial/${n}`),
     ...lists,
     ...list(root, '/var/lib/apt/lists/partial').map((n) => `/var/lib/apt/lists/partial/${n}`),
-  ].filter((p) => statIn(root, p) !== undefined);
+  ].filter((p) => statInTree(root, p) !== undefined);
 }
 
 export const packageCache: SealOperation = {

@@ -1,5 +1,6 @@
-import { remove, statIn } from '../tree.js';
+import { remove } from '../tree.js';
 import type { SealOperation } from '../types.js';
+import { statInTree } from '../../image/tree.js';
 
 const SEEDS = ['/var/lib/systemd/random-seed', '/var/lib/urandom/random-seed', '/var/lib/systemd/credential.secret'];
 
@@ -10,6 +11,6 @@ export const randomSeed: SealOperation = {
     return SEEDS.flatMap((p) => remove(root, p, ctx));
   },
   async check(root) {
-    return SEEDS.filter((p) => statIn(root, p)).map((path) => ({ check: this.name, path, message: 'per-machine random state: every clone would start from the same seed' }));
+    return SEEDS.filter((p) => statInTree(root, p)).map((path) => ({ check: this.name, path, message: 'per-machine random state: every clone would start from the same seed' }));
   },
 };

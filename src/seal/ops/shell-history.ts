@@ -1,5 +1,6 @@
-import { homes, remove, statIn } from '../tree.js';
+import { homes, remove } from '../tree.js';
 import type { SealOperation } from '../types.js';
+import { statInTree } from '../../image/tree.js';
 
 const HISTORIES = [
   '.bash_history', '.zsh_history', '.zhistory', '.histfile', '.sh_history', '.python_history', '.lesshst', '.viminfo',
@@ -7,7 +8,7 @@ const HISTORIES = [
 ];
 
 function histories(root: string): string[] {
-  return homes(root).flatMap((h) => HISTORIES.map((f) => `${h}/${f}`)).filter((p) => statIn(root, p)?.isFile());
+  return homes(root).flatMap((h) => HISTORIES.map((f) => `${h}/${f}`)).filter((p) => statInTree(root, p)?.isFile());
 }
 
 export const shellHistory: SealOperation = {
