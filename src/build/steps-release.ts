@@ -1,6 +1,7 @@
 /** Releasing: a release build goes into the store once, immutably; a snapshot never does. */
 import { KilnError } from '../errors.js';
 import { makeProvenance, makeSbom, openStore, signerFromConfig, trustFromConfig, type ReleaseRecord } from '../store/index.js';
+import { parseTtlDays } from '../store/metadata.js';
 import type { Step } from '../pipeline/runner.js';
 import { KILN_VERSION } from '../version.js';
 import type { BuildContext } from './context.js';
@@ -11,16 +12,25 @@ function releasing(ctx: BuildContext): boolean {
 
 async function store(ctx: BuildContext) {
   const r = ctx.template.config.release;
-  return openStore(r.store, ctx.template.dir, { trust: await trustFromConfig(r.trust, ctx.template.dir) });
+  return openStore(r.store, ctx.template.dir, {
+    trust: await trustFromConfig(r.trust, ctx.template.dir), metadataTtlDays: parseTtlDays(r.metadata_ttl),
+    signer: () => signerFromConfig(r.sign, ctx.template.dir),
+  });
 }
 
 export const releaseCheckStep: Step<BuildContext> = {
   name: 'preflight',
-  describe: 'refuse to rebuild a released version (releases are immutable)',
+  describe: 'refuse to rebuild a released version (releases are immutable); check the signing key works',
   skip: (ctx) => !releasing(ctx),
   async run(ctx, p) {
     const v = ctx.version!;
     const name = ctx.template.config.name;
+    // A signing key that is missing, unreadable or locked fails now, not after the whole build.
+    const signer = await signerFromConfig(ctx.template.config.release.sign, ctx.template.dir);
+    if (signer) {
+      await signer.sign(Buffer.from('kiln-preflight: the signing key works\n'));
+      p.log(`signing key ${signer.identity}`);
+    }
     const s = await store(ctx);
     if (await s.exists(name, v.version)) {
       throw new KilnError(`${name}@${v.version} is already released in ${ctx.template.config.release.store}; a version is never rebuilt in place`, {

@@ -4,6 +4,7 @@ import { summaryLines, taskLine } from '../apply/report.js';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { signedByLine } from '../store/policy.js';
 import type { ReleaseRecord } from '../store/index.js';
 import type { ReleaseStore } from '../store/release-store.js';
 import { parse, type Command } from './command.js';
@@ -34,12 +35,12 @@ export const applyCommand: Command = {
     }
     const hosts = uniqueHosts((values.host ?? []).map((h) => parseHost(h, { port: values.port !== undefined ? Number(values.port) : undefined })));
     const store = await storeFromFlags(values);
-    const rec = await releaseToApply(store, positionals[0]);
+    const { record: rec, signers } = await releaseToApply(store, positionals[0]);
     const check = Boolean(values.check);
     const diff = Boolean(values.diff);
     const isTTY = Boolean(process.stderr.isTTY);
     const clear = () => { if (isTTY) process.stderr.write('\r\x1b[K'); };
-    logger.info(`applying ${rec.name}@${rec.version} (commit ${rec.git.commit.slice(0, 12)})${check ? ' in check mode: nothing will change' : ''}`);
+    logger.info(`applying ${rec.name}@${rec.version} (commit ${rec.git.commit.slice(0, 12)}, ${signedByLine(signers, store.trust)})${check ? ' in check mode: nothing will change' : ''}`);
     const outcomes = await applyRelease({
       release: { name: rec.name, version: rec.version, commit: rec.git.commit, tag: rec.git.tag, template: rec.template!, sourceDateEpoch: rec.sourceDateEpoch },
       repoDir: await repoRoot(process.cwd()),
@@ -56,12 +57,12 @@ export const applyCommand: Command = {
 };
 
 /** The release record, refused when its signature does not satisfy the trust policy or it is revoked. */
-async function releaseToApply(store: ReleaseStore, ref: string): Promise<ReleaseRecord> {
+async function releaseToApply(store: ReleaseStore, ref: string): Promise<{ record: ReleaseRecord; signers: string[] }> {
   const e = await store.entry(ref);
   const d = await store.details(e);
   const problem = store.trustProblem(d);
   if (problem) throw new KilnError(`refusing ${e.name}@${e.version}: ${problem}`, { hint: 'run kiln verify for details' });
   if (d.revocation) throw new KilnError(`${e.name}@${e.version} is revoked: ${d.revocation.reason}`, { hint: 'apply a newer release' });
   if (!e.record.template) throw new KilnError(`release ${e.name}@${e.version} does not record its kiln.yaml path`);
-  return e.record;
+  return { record: e.record, signers: d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)')) };
 }

@@ -3,12 +3,13 @@ import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import { createLogger } from '../log.js';
 import { bootVm, type Accel, type Firmware } from '../vm/qemu.js';
+import type { StoreFlags } from '../store/from-cli.js';
 import { parse, splitAtDashes, type Command } from './command.js';
 
 export const bootCommand: Command = {
   name: 'boot',
   summary: 'Boot an image in QEMU (KVM or TCG), inject an SSH key, run a command or open a shell',
-  usage: 'kiln boot <image|name@version> [--firmware bios|uefi] [--format F] [--accel auto|kvm|tcg] [--memory MiB] [--cpus N] [--mac MAC] [--timeout SEC] [--console] [-- command...]',
+  usage: 'kiln boot <image|name@version> [--firmware bios|uefi] [--format F] [--accel auto|kvm|tcg] [--memory MiB] [--cpus N] [--mac MAC] [--timeout SEC] [--console] [--store DIR] [--require-signature] [--trust-key FILE]... [-- command...]',
   async run(argv) {
     const split = splitAtDashes(argv);
     const own = split.own;
@@ -22,6 +23,8 @@ export const bootCommand: Command = {
       mac: { type: 'string' },
       timeout: { type: 'string', default: '360' },
       store: { type: 'string' },
+      'require-signature': { type: 'boolean' },
+      'trust-key': { type: 'string', multiple: true },
       verbose: { type: 'boolean', short: 'v' },
       console: { type: 'boolean' },
     });
@@ -29,7 +32,8 @@ export const bootCommand: Command = {
     const firmware = values.firmware as Firmware;
     if (firmware !== 'bios' && firmware !== 'uefi') throw new KilnError(`--firmware must be bios or uefi, not ${values.firmware}`, { exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
-    const { path: image, format } = await resolveImage(positionals[0], values.store, values.format);
+    const { path: image, format, signedBy } = await resolveImage(positionals[0], values, values.format);
+    if (signedBy) logger.info(`${positionals[0]}: ${signedBy}`);
     logger.info(`booting ${image} (${firmware}) ...`);
     const t0 = Date.now();
     const vm = await bootVm({
@@ -55,11 +59,11 @@ export const bootCommand: Command = {
 };
 
 /** A file path, or name@version resolved through the release store. */
-async function resolveImage(ref: string, store?: string, format?: string): Promise<{ path: string; format?: string }> {
+async function resolveImage(ref: string, flags: StoreFlags, format?: string): Promise<{ path: string; format?: string; signedBy?: string }> {
   if (existsSync(ref)) return { path: ref, format };
   if (/^[a-z0-9][a-z0-9._-]*@.+$/.test(ref)) {
     const { resolveForBoot } = await import('../store/boot.js');
-    return resolveForBoot(ref, store, format === 'vpc' ? 'vhd' : format);
+    return resolveForBoot(ref, flags, format === 'vpc' ? 'vhd' : format);
   }
   throw new KilnError(`image not found: ${ref}`, { hint: 'pass a disk image file, or name@version of a release' });
 }

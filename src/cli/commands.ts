@@ -14,6 +14,7 @@ import { revokeCommand } from './revoke.js';
 import { channelCommand } from './channel.js';
 import { pushCommand } from './push.js';
 import { pullCommand } from './pull.js';
+import { refreshCommand } from './refresh.js';
 import { lockCommand } from './lock.js';
 import { rebuildCommand } from './rebuild.js';
 import { shellCommand } from './shell.js';
@@ -32,6 +33,7 @@ export const commands: Command[] = [
   verifyCommand,
   revokeCommand,
   channelCommand,
+  refreshCommand,
   pushCommand,
   pullCommand,
   applyCommand,

@@ -1,6 +1,7 @@
 import { KilnError } from '../errors.js';
 import { storeFromFlags, storeOptions } from '../store/from-cli.js';
 import { openStore } from '../store/index.js';
+import { metadataLine } from './pull.js';
 import { parse, type Command } from './command.js';
 
 export const pushCommand: Command = {
@@ -13,7 +14,7 @@ export const pushCommand: Command = {
     const src = await storeFromFlags(values);
     const dst = await openStore(values.to, process.cwd(), { create: true, insecure: values.insecure });
     const r = await src.copyTo(dst, positionals[0]);
-    process.stderr.write(`pushed ${r.name}@${r.version} ${r.digest} to ${dst.location}\n`);
+    process.stderr.write(`${r.copied ? 'pushed' : 'already in'} ${r.name}@${r.version} ${r.digest} ${r.copied ? 'to' : ''}${dst.location}; ${metadataLine(r.metadata)}\n`);
     return 0;
   },
 };

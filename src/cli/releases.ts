@@ -1,4 +1,4 @@
-import { storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
 import { parse, type Command } from './command.js';
 
 export function table(rows: string[][]): string {
@@ -9,7 +9,7 @@ export function table(rows: string[][]): string {
 export const releasesCommand: Command = {
   name: 'releases',
   summary: 'List releases in the store: version, date, commit, formats, signer, status',
-  usage: 'kiln releases [name] [--json] [--store DIR|oci://host/prefix]',
+  usage: `kiln releases [name] [--json] ${STORE_USAGE}`,
   async run(argv) {
     const { values, positionals } = parse('releases', this.usage, argv, { ...storeOptions, json: { type: 'boolean' } });
     const store = await storeFromFlags(values);
@@ -22,8 +22,8 @@ export const releasesCommand: Command = {
       process.stderr.write(`no releases${positionals[0] ? ` of ${positionals[0]}` : ''} in ${store.location}\n`);
       return 0;
     }
-    const rows = [['NAME', 'VERSION', 'DATE', 'COMMIT', 'FORMATS', 'SIGNER', 'STATUS']];
-    for (const r of list) rows.push([r.name, r.version, r.date, r.commit.slice(0, 12), r.formats.join(','), r.signer, r.status + (r.reason ? `: ${r.reason}` : '')]);
+    const rows = [['NAME', 'VERSION', 'DATE', 'COMMIT', 'FORMATS', 'SOURCE', 'SIGNER', 'STATUS']];
+    for (const r of list) rows.push([r.name, r.version, r.date, r.commit.slice(0, 12), r.formats.join(','), r.sourceVerified ? 'verified' : 'UNVERIFIED', r.signer, r.status + (r.reason ? `: ${r.reason}` : '')]);
     process.stdout.write(table(rows));
     return 0;
   },

@@ -1,5 +1,6 @@
 import { KilnError } from '../errors.js';
-import { storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { signedByLine } from '../store/policy.js';
 import type { Resolved } from '../store/index.js';
 import { parse, type Command } from './command.js';
 
@@ -8,7 +9,8 @@ export function terraformResult(r: Resolved): Record<string, string> {
   const out: Record<string, string> = {
     name: r.name, version: r.version, digest: r.digest, reference: r.reference, commit: r.commit,
     source_date_epoch: String(r.sourceDateEpoch), channel: r.channel ?? '', signers: r.signers.join(', '),
-    formats: r.artifacts.map((a) => a.format).join(','), revoked: r.revoked ? 'true' : 'false',
+    formats: r.artifacts.map((a) => a.format).join(','), revoked: r.revoked ? 'true' : 'false', source_verified: r.sourceVerified ? 'true' : 'false',
+    metadata_signer: r.metadataSigner ?? '',
   };
   if (r.artifact) Object.assign(out, { format: r.artifact.format, file: r.artifact.file, location: r.artifact.location, sha256: r.artifact.sha256, size: String(r.artifact.size) });
   for (const a of r.artifacts) out[`location_${a.format}`] = a.location;
@@ -28,8 +30,15 @@ async function terraform(): Promise<number> {
   try {
     const q = JSON.parse((await readStdin()) || '{}') as Record<string, string>;
     if (!q.release) throw new KilnError('the query needs "release": "name@version"');
-    const store = await storeFromFlags({ store: q.store || undefined, insecure: q.insecure === 'true' });
-    const r = await store.resolve(q.release, { format: q.format || undefined, force: q.force === 'true' });
+    for (const [k, v] of Object.entries(q)) if (typeof v !== 'string') throw new KilnError(`query key "${k}" must be a string (Terraform's external data source passes strings)`);
+    const bool = (k: string) => {
+      if (q[k] === undefined || q[k] === '' || q[k] === 'false') return false;
+      if (q[k] === 'true') return true;
+      throw new KilnError(`query key "${k}" must be "true" or "false", not "${q[k]}"`);
+    };
+    const trustKeys = (q.trust_keys ?? '').split(',').map((k) => k.trim()).filter(Boolean);
+    const store = await storeFromFlags({ store: q.store || undefined, insecure: bool('insecure'), 'require-signature': bool('require_signature'), 'trust-key': trustKeys });
+    const r = await store.resolve(q.release, { format: q.format || undefined, force: bool('force') });
     process.stdout.write(JSON.stringify(terraformResult(r)) + '\n');
     return 0;
   } catch (e) {
@@ -41,7 +50,7 @@ async function terraform(): Promise<number> {
 export const resolveCommand: Command = {
   name: 'resolve',
   summary: 'Print where a release (name@version or name@channel) is: artifact path or registry reference, and cloud ids',
-  usage: 'kiln resolve name@version|name@channel [--format F] [--json] [--force] [--store DIR|oci://host/prefix] | kiln resolve --terraform',
+  usage: `kiln resolve name@version|name@channel [--format F] [--json] [--force] ${STORE_USAGE} | kiln resolve --terraform (query: release, store, format, require_signature, trust_keys, force, insecure)`,
   async run(argv) {
     const { values, positionals } = parse('resolve', this.usage, argv, {
       ...storeOptions, format: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, terraform: { type: 'boolean' },
@@ -60,7 +69,8 @@ export const resolveCommand: Command = {
     else for (const a of r.artifacts) lines.push(`${a.format}\t${a.location}`);
     for (const [cloud, ids] of Object.entries(r.cloudIds)) for (const [region, id] of Object.entries(ids)) lines.push(`${cloud}\t${region}\t${id}`);
     process.stdout.write(lines.join('\n') + '\n');
-    process.stderr.write(`${r.name}@${r.version}${r.channel ? ` (channel ${r.channel})` : ''} ${r.digest}${r.signers.length ? `, signed by ${r.signers.join(', ')}` : ''}\n`);
+    process.stderr.write(`${r.name}@${r.version}${r.channel ? ` (channel ${r.channel})` : ''} ${r.digest}, ${signedByLine(r.signers, store.trust)}\n`);
+    if (!r.sourceVerified) process.stderr.write(`warning: ${r.name}@${r.version} was built from an UNVERIFIED archive (source.debian.verify: false)\n`);
     return 0;
   },
 };

@@ -1,11 +1,11 @@
 import { KilnError } from '../errors.js';
-import { storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
 import { parse, type Command } from './command.js';
 
 export const verifyCommand: Command = {
   name: 'verify',
   summary: 'Check a release: every digest (artifacts streamed), its signatures, who signed it',
-  usage: 'kiln verify name@version [--json] [--store DIR|oci://host/prefix]',
+  usage: `kiln verify name@version [--json] ${STORE_USAGE}`,
   async run(argv) {
     const { values, positionals } = parse('verify', this.usage, argv, { ...storeOptions, json: { type: 'boolean' } });
     if (positionals.length !== 1) throw new KilnError('kiln verify takes one release reference', { hint: `usage: ${this.usage}`, exitCode: 2 });
@@ -19,6 +19,7 @@ export const verifyCommand: Command = {
       if (!r.signatures.length) out.push('  unsigned');
       for (const s of r.signatures) out.push(`  ${s.valid ? (s.trusted ? 'signed by' : 'signed (key not trusted) by') : 'BAD signature claiming'} ${s.signer}${s.problem ? ` (${s.problem})` : ''}`);
       if (r.revoked) out.push(`  revoked at ${r.revoked.time}: ${r.revoked.reason}`);
+      if (!r.sourceVerified) out.push('  built from an UNVERIFIED archive (kiln.yaml source.debian.verify: false)');
       process.stdout.write(out.join('\n') + '\n');
     }
     if (!r.ok) process.stderr.write(`error: ${r.name}@${r.version} failed verification\n`);

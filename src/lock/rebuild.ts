@@ -4,6 +4,7 @@
  * sha256 with the release's. When the raw disks differ, both root trees are extracted and the
  * differing files listed.
  */
+import { signedByLine } from '../store/policy.js';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { build, kilnDirFor, type BuildRecord } from '../build/index.js';
@@ -49,6 +50,7 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
   const t0 = Date.now();
   const resolved = await o.store.resolve(o.ref, { force: true });
   const entry = await o.store.entry(`${resolved.name}@${resolved.version}`);
+  o.logger.info(`${resolved.name}@${resolved.version} ${resolved.digest}: ${signedByLine(resolved.signers, o.store.trust)}`);
   const rec = entry.record;
   if (!rec.template) throw new KilnError(`release ${rec.name}@${rec.version} does not record its kiln.yaml path`);
   // The record is handed to git and the file system: the same checks kiln apply makes.

@@ -6,13 +6,13 @@
  *   const r = await store.resolve('web@production', { format: 'qcow2' });
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { KilnError } from '../errors.js';
+import { userTrustFile } from './policy.js';
 import { LayoutStore } from './layout.js';
 import { RegistryStore } from './registry.js';
-import { ReleaseStore, type TrustPolicy } from './release-store.js';
-import { keyKind, loadSigner, loadTrustedKey, type Signer, type TrustedKey } from './signing.js';
+import { ReleaseStore, type ReleaseStoreOptions, type TrustPolicy } from './release-store.js';
+import { loadSigner, loadTrustedKey, type Signer, type TrustedKey } from './signing.js';
 
 export { makeSbom } from './sbom.js';
 export { makeProvenance } from './provenance.js';
@@ -20,16 +20,16 @@ export { formatMediaType } from './oci.js';
 export { loadSigner, loadTrustedKey } from './signing.js';
 export type { Signer, TrustedKey } from './signing.js';
 export { ReleaseStore, parseReleaseRef } from './release-store.js';
-export type { PublishInput, Resolved, ResolvedArtifact, ReleaseListing, VerifyReport, TrustPolicy, ChannelState, CloudIds, Revocation } from './release-store.js';
+export type { PublishInput, Resolved, ResolvedArtifact, ReleaseListing, VerifyReport, TrustPolicy, ChannelState, CloudIds, Revocation, MetadataView } from './release-store.js';
 export type { ReleaseRecord, ArtifactInput, ReleaseArtifact, SourceRecord, SourcePackage, Material, ReleaseParent } from './record.js';
 export { TagExistsError } from './backend.js';
 export { DigestMismatchError } from './blobio.js';
 
 export const DEFAULT_STORE = '.kiln/store';
-/** A trust policy file a local store may hold: { "require_signature": bool, "keys": ["ssh-ed25519 …", "-----BEGIN PGP PUBLIC KEY BLOCK-----…"] }. */
+/** A trust policy file older versions read from a local store; ignored now (a store cannot set its readers' policy). */
 export const STORE_POLICY_FILE = 'trust.json';
 
-export interface OpenStoreOptions {
+export interface OpenStoreOptions extends ReleaseStoreOptions {
   /** Create an empty layout when the directory has none (publish, pull). Default true. */
   create?: boolean;
   /** Plain http for a registry other than localhost. */
@@ -56,35 +56,15 @@ export async function openStore(spec: string, baseDir: string, opts: OpenStoreOp
       password: opts.password ?? process.env.KILN_REGISTRY_PASSWORD,
       chunkSize: opts.chunkSize,
     });
-    return new ReleaseStore(backend, trust);
+    return new ReleaseStore(backend, trust, opts);
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//.test(spec)) throw new KilnError(`unsupported store ${spec}`, { hint: 'a store is a directory or oci://host[:port][/prefix]', exitCode: 2 });
   const dir = isAbsolute(spec) ? spec : resolvePath(baseDir, spec);
   const backend = await LayoutStore.open(dir, { create: opts.create ?? true });
-  const policy = await readStorePolicy(dir);
-  if (policy) {
-    trust.requireSignature ||= policy.requireSignature;
-    trust.keys.push(...policy.keys);
+  if (existsSync(join(dir, STORE_POLICY_FILE))) {
+    process.stderr.write(`warning: ignoring ${join(dir, STORE_POLICY_FILE)}: whoever writes a store cannot set its readers' trust policy; put it in ${userTrustFile()} or kiln.yaml's release.trust\n`);
   }
-  return new ReleaseStore(backend, trust);
-}
-
-async function readStorePolicy(dir: string): Promise<TrustPolicy | null> {
-  const file = join(dir, STORE_POLICY_FILE);
-  if (!existsSync(file)) return null;
-  let p: { require_signature?: boolean; keys?: string[] };
-  try {
-    p = JSON.parse(await readFile(file, 'utf8')) as typeof p;
-  } catch (e) {
-    throw new KilnError(`invalid trust policy: ${(e as Error).message}`, { where: { file } });
-  }
-  const keys: TrustedKey[] = [];
-  for (const [i, text] of (p.keys ?? []).entries()) {
-    const kind = keyKind(text);
-    if (!kind) throw new KilnError(`trust policy key ${i + 1} is neither an SSH nor an OpenPGP public key`, { where: { file } });
-    keys.push({ kind, text, source: `${file}#${i + 1}` });
-  }
-  return { requireSignature: p.require_signature === true, keys };
+  return new ReleaseStore(backend, trust, opts);
 }
 
 /** The trust policy of kiln.yaml's release.trust (key files relative to kiln.yaml's directory). */

@@ -13,9 +13,7 @@ export const MT = {
   sbom: 'application/spdx+json',
   provenance: 'application/vnd.in-toto+json',
   signature: 'application/vnd.kiln.signature.v1+json',
-  revocation: 'application/vnd.kiln.revocation.v1+json',
-  cloudIds: 'application/vnd.kiln.cloud-ids.v1+json',
-  channel: 'application/vnd.kiln.channel.v1+json',
+  metadata: 'application/vnd.kiln.metadata.v1+json',
   sshSignature: 'application/vnd.kiln.signature.ssh',
   pgpSignature: 'application/pgp-signature',
 } as const;
@@ -200,12 +198,7 @@ export function isValidTag(t: string): boolean {
   return TAG_RE.test(t);
 }
 
-export const CHANNEL_TAG_PREFIX = 'channel.';
-export function channelTag(channel: string): string {
-  return CHANNEL_TAG_PREFIX + channel;
-}
-
-/** Tags Kiln uses for its own bookkeeping, never release versions. */
+/** Tags Kiln uses for its own bookkeeping, never release versions: the signed metadata (metadata.ts) and referrer indexes. */
 export function isBookkeepingTag(t: string): boolean {
-  return t.startsWith(CHANNEL_TAG_PREFIX) || /^sha256-[a-f0-9]{64}$/.test(t);
+  return t === 'kiln.metadata' || /^sha256-[a-f0-9]{64}$/.test(t);
 }

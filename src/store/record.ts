@@ -4,7 +4,7 @@
  */
 import { posix } from 'node:path';
 import { KilnError } from '../errors.js';
-import { ANN, isoFromEpoch, isValidTag, MT, type Descriptor, type ImageManifest } from './oci.js';
+import { ANN, isBookkeepingTag, isoFromEpoch, isValidTag, MT, type Descriptor, type ImageManifest } from './oci.js';
 
 export interface SourcePackage {
   name: string;
@@ -76,8 +76,8 @@ export function checkName(name: string): void {
 }
 
 export function checkVersion(version: string): void {
-  if (!isValidTag(version) || version.startsWith('channel.') || /^sha256-/.test(version)) {
-    throw new KilnError(`invalid version '${version}'`, { hint: 'a version is an OCI tag: letters, digits, ".", "_", "-", at most 128 characters, not starting with "channel." or "sha256-"' });
+  if (!isValidTag(version) || isBookkeepingTag(version) || /^sha256-/.test(version)) {
+    throw new KilnError(`invalid version '${version}'`, { hint: 'a version is an OCI tag: letters, digits, ".", "_", "-", at most 128 characters, not "kiln.metadata" nor starting with "sha256-"' });
   }
 }
 

@@ -10,17 +10,36 @@ import { KilnError } from '../errors.js';
 import { TagExistsError, type PublishChanges, type StoreBackend } from './backend.js';
 import { DigestMismatchError, type Progress } from './blobio.js';
 import { LayoutStore } from './layout.js';
+import { compareVersions } from '../apply/version-order.js';
 import {
-  ANN, canonicalJson, channelTag, CHANNEL_TAG_PREFIX, descriptorOf, EMPTY_BLOB, EMPTY_DESCRIPTOR, formatMediaType, isBookkeepingTag, isDigest, isoFromEpoch,
+  ANN, canonicalJson, descriptorOf, EMPTY_BLOB, EMPTY_DESCRIPTOR, formatMediaType, isBookkeepingTag, isDigest, isoFromEpoch,
   jsonBlob, manifestBytes, MT, parseIndex, parseJson, parseManifest, referrerDescriptor, referrerManifest, referrersIndex, referrersTag, sha256Digest,
   type Descriptor, type ImageManifest,
 } from './oci.js';
+import { channelProblems, checkMetadata, DEFAULT_METADATA_TTL_DAYS, emptyMetadata, METADATA_TAG, type ChannelMove, type Metadata } from './metadata.js';
 import { artifactLayer, checkName, checkVersion, releaseManifest, validateRecord, type ArtifactInput, type ReleaseArtifact, type ReleaseRecord } from './record.js';
+import { readSeen, recordSeen } from './seen.js';
 import { checkSignature, signaturePayload, type SignatureBlob, type SignatureCheck, type Signer, type TrustedKey } from './signing.js';
 
+/** The verifier's policy: from kiln.yaml, the user's trust.yaml, flags or the Terraform query (policy.ts), never from the store. */
 export interface TrustPolicy {
   requireSignature: boolean;
   keys: TrustedKey[];
+}
+
+export interface ReleaseStoreOptions {
+  /** The key that signs metadata changes (revoke, channel set, cloud ids, refresh), loaded when first needed. */
+  signer?: () => Promise<Signer | undefined>;
+  /** Days a metadata document written here stays valid (0: never expires). */
+  metadataTtlDays?: number;
+}
+
+/** The image's metadata as this reader accepts it: problems refuse every use of the image's releases. */
+export interface MetadataView {
+  meta: Metadata | null;
+  digest: string | null;
+  signature?: SignatureCheck;
+  problems: string[];
 }
 
 export interface PublishInput {
@@ -43,7 +62,7 @@ interface Written { signal?: AbortSignal; changes: PublishChanges }
 export interface Revocation { reason: string; time: string; by?: string }
 export type CloudIds = Record<string, Record<string, string>>;
 
-export interface ChannelMove { time: string; version: string; digest: string; previous: { version: string; digest: string } | null; by?: string }
+export type { ChannelMove } from './metadata.js';
 export interface ChannelState { name: string; channel: string; version: string; digest: string; log: ChannelMove[] }
 
 export interface ReleaseEntry {
@@ -59,7 +78,10 @@ export interface ReleaseDetails extends ReleaseEntry {
   signatures: { blob: SignatureBlob; check: SignatureCheck; digest: string }[];
   revocation?: Revocation;
   cloudIds: CloudIds;
+  /** Why the image's signed metadata, or this release's place in it, cannot be trusted. */
   problems: string[];
+  /** Who signed the metadata that said what the channel, revocation and cloud ids are. */
+  metadataSigner?: string;
 }
 
 export interface ResolvedArtifact extends ReleaseArtifact { mediaType: string; digest: string; location: string }
@@ -79,6 +101,10 @@ export interface Resolved {
   revoked?: Revocation;
   sourceDateEpoch: number;
   commit: string;
+  /** The source was verified against the archive signature (false: kiln.yaml said verify: false). */
+  sourceVerified: boolean;
+  /** Who signed the metadata the channel, revocation state and cloud ids came from. */
+  metadataSigner?: string;
 }
 
 export interface VerifyReport {
@@ -88,6 +114,8 @@ export interface VerifyReport {
   checked: { what: string; digest: string; ok: boolean; problem?: string }[];
   signatures: SignatureCheck[];
   revoked?: Revocation;
+  /** The source was verified against the archive signature. */
+  sourceVerified: boolean;
   ok: boolean;
 }
 
@@ -99,8 +127,10 @@ export interface ReleaseListing {
   commit: string;
   formats: string[];
   signer: string;
-  status: 'ok' | 'revoked' | 'unsigned' | 'bad-signature' | 'untrusted';
+  status: 'ok' | 'revoked' | 'unsigned' | 'bad-signature' | 'untrusted' | 'bad-metadata';
   reason?: string;
+  /** The source was verified against the archive signature. */
+  sourceVerified: boolean;
 }
 
 /** `name@version`, `name@channel` or `name@sha256:…`. */
@@ -113,7 +143,9 @@ export function parseReleaseRef(ref: string): { name: string; selector: string }
 }
 
 export class ReleaseStore {
-  constructor(readonly backend: StoreBackend, readonly trust: TrustPolicy = { requireSignature: false, keys: [] }) {}
+  private readonly metadataCache = new Map<string, MetadataView>();
+
+  constructor(readonly backend: StoreBackend, readonly trust: TrustPolicy = { requireSignature: false, keys: [] }, readonly options: ReleaseStoreOptions = {}) {}
 
   get location(): string {
     return this.backend.location;
@@ -132,6 +164,7 @@ export class ReleaseStore {
     const b = this.backend;
     if (await this.exists(name, version)) throw new TagExistsError(name, version, b.location);
     const w: Written = { signal: input.signal, changes: { blobs: [], tags: [] } };
+    let digest: string;
     try {
       const layers: Descriptor[] = [];
       for (const a of input.artifacts) {
@@ -151,19 +184,28 @@ export class ReleaseStore {
       const manifest = releaseManifest(record, descriptorOf(MT.release, configBytes), layers, descriptorOf(MT.sbom, sbomBytes), descriptorOf(MT.provenance, provBytes));
       const mBytes = manifestBytes(manifest);
       // Manifest and signature first, tag last: a release is visible only once it is complete.
-      const digest = sha256Digest(mBytes);
+      digest = sha256Digest(mBytes);
       await this.tracked(name, digest, w, () => b.putManifest(name, mBytes, MT.manifest));
       const subject: Descriptor = { mediaType: MT.manifest, digest, size: mBytes.length };
       if (input.signer) await this.attachSignature(name, version, subject, input.signer, w);
       w.signal?.throwIfAborted();
       await b.createTag(name, version, mBytes, MT.manifest, { signal: w.signal });
-      return { ref: `${name}@${version}`, digest };
     } catch (e) {
       // Interrupted or failed before the tag: the store goes back to what it was. A rollback that
       // fails leaves only untagged blobs, which no release names.
       await b.rollback?.(w.changes).catch(() => undefined);
       throw e;
     }
+    // The release is complete and immutable now. A signed release is listed in the signed metadata
+    // (a cross-check for readers); if that write fails, `kiln refresh` adds it later.
+    if (input.signer) {
+      try {
+        await this.writeMetadata(name, input.signer, (m) => { m.releases[version] = digest; });
+      } catch (e) {
+        throw new KilnError(`${name}@${version} is released (${digest}), but its signed metadata was not updated: ${(e as Error).message}`, { hint: `kiln refresh ${name} with the signing key lists it` });
+      }
+    }
+    return { ref: `${name}@${version}`, digest };
   }
 
   /** Writes one blob or manifest after checking for an interrupt, remembering it when it is new (the rollback removes it). */
@@ -243,14 +285,145 @@ export class ReleaseStore {
     const details = await this.details(e);
     if (details.revocation) throw new KilnError(`${e.name}@${e.version} is already revoked: ${details.revocation.reason}`);
     const rev: Revocation = { reason, time: new Date().toISOString(), by: safeUser() };
-    await this.attachReferrer(e.name, { mediaType: MT.manifest, digest: e.digest, size: e.manifestSize }, MT.revocation, rev);
+    await this.writeMetadata(e.name, await this.options.signer?.(), (m) => {
+      m.releases[e.version] ??= e.digest;
+      m.revoked[e.version] = { digest: e.digest, ...rev };
+    });
     return rev;
   }
 
-  /** Record cloud image ids (e.g. {aws: {'eu-west-1': 'ami-…'}}) on a release, without changing it. */
+  /** Record cloud image ids (e.g. {aws: {'eu-west-1': 'ami-…'}}) on a release, in its signed metadata. */
   async addCloudIds(ref: string, ids: CloudIds): Promise<void> {
     const e = await this.entry(ref);
-    await this.attachReferrer(e.name, { mediaType: MT.manifest, digest: e.digest, size: e.manifestSize }, MT.cloudIds, { cloudIds: ids, time: new Date().toISOString() });
+    await this.writeMetadata(e.name, await this.options.signer?.(), (m) => {
+      m.releases[e.version] ??= e.digest;
+      const cur = m.cloud[e.version]?.digest === e.digest ? m.cloud[e.version].ids : {};
+      const merged: CloudIds = { ...cur };
+      for (const [cloud, regions] of Object.entries(ids)) merged[cloud] = { ...merged[cloud], ...regions };
+      m.cloud[e.version] = { digest: e.digest, ids: merged };
+    });
+  }
+
+  /** Sign the image's metadata again with a new expiry (TUF's timestamp role), or create it for an image that has none. */
+  async refresh(name: string): Promise<Metadata> {
+    checkName(name);
+    const signer = await this.options.signer?.();
+    if (!signer) throw new KilnError(`refreshing the metadata of ${name} needs the signing key`, { hint: 'set KILN_SIGNING_KEY, --sign-key or release.sign in kiln.yaml' });
+    return this.writeMetadata(name, signer, async (m) => {
+      // Releases published before metadata existed (or whose metadata write failed) are added.
+      for (const tag of (await this.backend.listTags(name)).filter((t) => !isBookkeepingTag(t))) {
+        const r = await this.release(name, tag);
+        if (r) m.releases[r.version] ??= r.digest;
+      }
+    });
+  }
+
+  // ---- signed metadata ----
+
+  /** The image's metadata document as stored, with its signature checked against the trust policy's keys. */
+  private async readMetadataAt(name: string, stored: { digest: string; bytes: Buffer }): Promise<{ meta: Metadata; digest: string; signature?: SignatureCheck }> {
+    const where = `metadata of ${name} (${stored.digest})`;
+    const m = parseManifest(stored.bytes, where);
+    if (m.artifactType !== MT.metadata || m.config.mediaType !== MT.metadata) throw new KilnError(`${where} is not a Kiln metadata manifest`, { hint: 'the store was tampered with' });
+    const configBytes = await this.backend.readBlob(name, m.config);
+    const meta = checkMetadata(parseJson(configBytes, where), name, where);
+    const sigLayer = m.layers.find((l) => l.mediaType === MT.sshSignature || l.mediaType === MT.pgpSignature);
+    if (!sigLayer) return { meta, digest: stored.digest };
+    const keyLayer = m.layers.find((l) => l.mediaType === 'application/pgp-keys');
+    const blob: SignatureBlob = {
+      kind: sigLayer.mediaType === MT.sshSignature ? 'ssh' : 'pgp', mediaType: sigLayer.mediaType, signer: m.annotations?.[ANN.signer] ?? '',
+      signature: await this.backend.readBlob(name, sigLayer),
+      publicKey: keyLayer ? (await this.backend.readBlob(name, keyLayer)).toString('utf8') : undefined,
+    };
+    return { meta, digest: stored.digest, signature: await checkSignature(blob, configBytes, this.trust.keys) };
+  }
+
+  /**
+   * The image's metadata as this reader accepts it. Problems: a signature that does not verify, a
+   * document not signed by a trusted key when the policy requires signatures, an expired one, one
+   * older than (or forked from) what this reader saw before, a channel moved back without
+   * --allow-rollback, or no document at all when signatures are required or one was seen before.
+   */
+  async metadata(name: string): Promise<MetadataView> {
+    const cached = this.metadataCache.get(name);
+    if (cached) return cached;
+    const view: MetadataView = { meta: null, digest: null, problems: [] };
+    const seen = readSeen(this.location, name);
+    const stored = await this.backend.getManifest(name, METADATA_TAG);
+    if (!stored) {
+      if (seen) view.problems.push(`the signed metadata of ${name} is gone from the store (seq ${seen.seq} was seen here on ${seen.time}): tampered or rolled back`);
+      else if (this.trust.requireSignature) view.problems.push(`${name} has no signed metadata, so its channels, revocations and cloud ids cannot be checked (kiln refresh ${name} with the signing key creates it)`);
+    } else {
+      let read: Awaited<ReturnType<ReleaseStore['readMetadataAt']>>;
+      try {
+        read = await this.readMetadataAt(name, stored);
+      } catch (e) {
+        view.problems.push((e as Error).message);
+        this.metadataCache.set(name, view);
+        return view;
+      }
+      Object.assign(view, read);
+      const { meta, signature } = read;
+      if (signature && !signature.valid) view.problems.push(`the metadata signature by ${signature.signer} does not verify${signature.problem ? `: ${signature.problem}` : ''} (tampered?)`);
+      else if (this.trust.requireSignature && !signature?.trusted) view.problems.push(signature ? `the metadata of ${name} is signed by ${signature.signer}, not a trusted key` : `the metadata of ${name} is unsigned, and the trust policy requires a signature`);
+      if (signature?.valid && meta.expires && Date.now() > Date.parse(meta.expires)) view.problems.push(`the metadata of ${name} expired at ${meta.expires} (seq ${meta.seq}): it may be a stale copy; whoever holds the signing key runs kiln refresh ${name}`);
+      if (seen && seen.seq > meta.seq) view.problems.push(`the metadata of ${name} is seq ${meta.seq}, older than seq ${seen.seq} seen here on ${seen.time}: a rollback to stale metadata`);
+      else if (seen && seen.seq === meta.seq && seen.digest !== read.digest) view.problems.push(`the metadata of ${name} seq ${meta.seq} differs from the one seen here on ${seen.time}: two histories (forked)`);
+      view.problems.push(...channelProblems(meta));
+      if (!view.problems.length) recordSeen(this.location, name, meta.seq, read.digest);
+    }
+    this.metadataCache.set(name, view);
+    return view;
+  }
+
+  /**
+   * Change the image's metadata: fn edits a copy, which is written with seq + 1, a new expiry and
+   * the signer's signature. Refused when the stored document is signed and no signer is given (an
+   * unsigned document would replace a signed one), or when it does not verify, or is older than one
+   * seen here.
+   */
+  private async writeMetadata(name: string, signer: Signer | undefined, fn: (m: Metadata) => void | Promise<void>): Promise<Metadata> {
+    let next: Metadata | undefined;
+    let nextDigest = '';
+    await this.backend.updateTag(name, METADATA_TAG, async (cur) => {
+      const prev = cur ? await this.readMetadataAt(name, cur) : null;
+      if (prev?.signature && !prev.signature.valid) throw new KilnError(`the metadata of ${name} in ${this.location} does not verify: ${prev.signature.problem ?? 'bad signature'}`, { hint: 'the store was tampered with; restore it from a copy' });
+      if (prev?.signature && !signer) throw new KilnError(`the metadata of ${name} is signed (by ${prev.signature.signer}); changing it needs the signing key`, { hint: 'set KILN_SIGNING_KEY, --sign-key or release.sign in kiln.yaml' });
+      const seen = readSeen(this.location, name);
+      if (seen && seen.seq > (prev?.meta.seq ?? 0)) throw new KilnError(`the metadata of ${name} in ${this.location} is seq ${prev?.meta.seq ?? 0}, older than seq ${seen.seq} seen here: refusing to build on a rolled-back copy`);
+      const m: Metadata = structuredClone(prev?.meta ?? emptyMetadata(name));
+      await fn(m);
+      const now = new Date();
+      const ttl = this.options.metadataTtlDays ?? DEFAULT_METADATA_TTL_DAYS;
+      Object.assign(m, { seq: (prev?.meta.seq ?? 0) + 1, time: now.toISOString(), expires: signer && ttl > 0 ? new Date(now.getTime() + ttl * 86_400_000).toISOString() : null });
+      const configBytes = Buffer.from(canonicalJson(m));
+      const layers: Descriptor[] = [];
+      const annotations: Record<string, string> = { [ANN.created]: m.time };
+      await this.putBytes(name, configBytes);
+      if (signer) {
+        const sig = await signer.sign(configBytes);
+        await this.putBytes(name, sig.signature);
+        layers.push(descriptorOf(sig.mediaType, sig.signature, { annotations: { [ANN.title]: sig.kind === 'ssh' ? 'metadata.sig' : 'metadata.asc' } }));
+        if (sig.publicKey) {
+          const key = Buffer.from(sig.publicKey);
+          await this.putBytes(name, key);
+          layers.push(descriptorOf('application/pgp-keys', key, { annotations: { [ANN.title]: 'signer.asc' } }));
+        }
+        annotations[ANN.signer] = sig.signer;
+      } else {
+        await this.putBytes(name, EMPTY_BLOB);
+        layers.push(EMPTY_DESCRIPTOR);
+      }
+      const manifest: ImageManifest = { schemaVersion: 2, mediaType: MT.manifest, artifactType: MT.metadata, config: descriptorOf(MT.metadata, configBytes), layers, annotations };
+      const bytes = manifestBytes(manifest);
+      nextDigest = sha256Digest(bytes);
+      next = m;
+      return { bytes, mediaType: MT.manifest };
+    });
+    if (!next) throw new Error('metadata update did not run');
+    this.metadataCache.delete(name);
+    recordSeen(this.location, name, next.seq, nextDigest);
+    return next;
   }
 
   // ---- reading releases ----
@@ -275,6 +448,8 @@ export class ReleaseStore {
       if (direct) return direct;
       const ch = await this.channelGet(name, selector);
       if (ch) {
+        const mv = await this.metadata(name);
+        if (mv.problems.length) throw new KilnError(`refusing channel ${name}@${selector}: ${mv.problems.join('; ')}`, { hint: 'run kiln verify for details' });
         const e = await this.release(name, ch.version);
         if (!e) throw new KilnError(`channel ${name}@${selector} points at ${ch.version}, which is not in ${this.location}`);
         if (e.digest !== ch.digest) throw new DigestMismatchError(`release ${name}@${ch.version} (through channel ${selector})`, ch.digest, e.digest);
@@ -289,37 +464,46 @@ export class ReleaseStore {
 
   async details(e: ReleaseEntry): Promise<ReleaseDetails> {
     const d: ReleaseDetails = { ...e, signatures: [], cloudIds: {}, problems: [] };
+    const mv = await this.metadata(e.name);
+    d.problems.push(...mv.problems);
+    if (mv.signature?.valid) d.metadataSigner = mv.signature.signer + (mv.signature.trusted ? '' : ' (untrusted)');
+    if (mv.meta) {
+      const listed = mv.meta.releases[e.version];
+      if (listed && listed !== e.digest) d.problems.push(`the signed metadata says ${e.name}@${e.version} is ${listed}, the store holds ${e.digest}`);
+      const rev = mv.meta.revoked[e.version];
+      if (rev) {
+        d.revocation = { reason: rev.reason, time: rev.time, by: rev.by };
+        if (rev.digest !== e.digest) d.problems.push(`the signed metadata revokes ${e.name}@${e.version} as ${rev.digest}, the store holds ${e.digest}`);
+      }
+      const cloud = mv.meta.cloud[e.version];
+      if (cloud?.digest === e.digest) d.cloudIds = structuredClone(cloud.ids);
+    }
     for (const r of await this.referrers(e.name, e.digest)) {
       const type = r.manifest.artifactType ?? r.manifest.config.mediaType;
-      if (type === MT.revocation && !d.revocation) {
-        d.revocation = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `revocation ${r.digest}`) as Revocation;
-      } else if (type === MT.cloudIds) {
-        const c = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `cloud ids ${r.digest}`) as { cloudIds: CloudIds };
-        for (const [cloud, ids] of Object.entries(c.cloudIds ?? {})) d.cloudIds[cloud] = { ...d.cloudIds[cloud], ...ids };
-      } else if (type === MT.signature) {
-        const cfg = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `signature ${r.digest}`) as { kind: 'ssh' | 'pgp'; signer: string };
-        const sigLayer = r.manifest.layers.find((l) => l.mediaType === MT.sshSignature || l.mediaType === MT.pgpSignature);
-        if (!sigLayer) { d.problems.push(`signature ${r.digest} has no signature layer`); continue; }
-        const keyLayer = r.manifest.layers.find((l) => l.mediaType === 'application/pgp-keys');
-        const blob: SignatureBlob = {
-          kind: cfg.kind, mediaType: sigLayer.mediaType, signer: cfg.signer,
-          signature: await this.backend.readBlob(e.name, sigLayer),
-          publicKey: keyLayer ? (await this.backend.readBlob(e.name, keyLayer)).toString('utf8') : undefined,
-        };
-        const check = await checkSignature(blob, signaturePayload(e.name, e.version, e.digest), this.trust.keys);
-        d.signatures.push({ blob, check, digest: r.digest });
-      }
+      if (type !== MT.signature) continue;
+      const cfg = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `signature ${r.digest}`) as { kind: 'ssh' | 'pgp'; signer: string };
+      const sigLayer = r.manifest.layers.find((l) => l.mediaType === MT.sshSignature || l.mediaType === MT.pgpSignature);
+      if (!sigLayer) { d.problems.push(`signature ${r.digest} has no signature layer`); continue; }
+      const keyLayer = r.manifest.layers.find((l) => l.mediaType === 'application/pgp-keys');
+      const blob: SignatureBlob = {
+        kind: cfg.kind, mediaType: sigLayer.mediaType, signer: cfg.signer,
+        signature: await this.backend.readBlob(e.name, sigLayer),
+        publicKey: keyLayer ? (await this.backend.readBlob(e.name, keyLayer)).toString('utf8') : undefined,
+      };
+      const check = await checkSignature(blob, signaturePayload(e.name, e.version, e.digest), this.trust.keys);
+      d.signatures.push({ blob, check, digest: r.digest });
     }
     return d;
   }
 
-  /** Why resolve must refuse this release under the trust policy, or null. */
+  /** Why every consumer must refuse this release under the trust policy, or null. */
   trustProblem(d: ReleaseDetails): string | null {
     const bad = d.signatures.find((s) => !s.check.valid);
     if (bad) return `signature by ${bad.check.signer} does not verify${bad.check.problem ? `: ${bad.check.problem}` : ''} (tampered?)`;
     if (this.trust.requireSignature && !d.signatures.some((s) => s.check.trusted)) {
       return d.signatures.length ? `not signed by a trusted key (signed by ${d.signatures.map((s) => s.check.signer).join(', ')})` : 'unsigned, and the trust policy requires a signature';
     }
+    if (d.problems.length) return d.problems.join('; ');
     return null;
   }
 
@@ -362,7 +546,8 @@ export class ReleaseStore {
     return {
       name: e.name, version: e.version, digest: e.digest, channel: e.channel, reference: this.reference(e),
       artifact, artifacts, cloudIds: d.cloudIds, signers: d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)')),
-      revoked: d.revocation, sourceDateEpoch: e.record.sourceDateEpoch, commit: e.record.git.commit,
+      revoked: d.revocation, sourceDateEpoch: e.record.sourceDateEpoch, commit: e.record.git.commit, sourceVerified: sourceVerified(e.record),
+      metadataSigner: d.metadataSigner,
     };
   }
 
@@ -387,13 +572,15 @@ export class ReleaseStore {
       d = await this.details(e);
     } catch (err) {
       checked.push({ what: 'referrers', digest: e.digest, ok: false, problem: (err as Error).message });
-      return { name: e.name, version: e.version, digest: e.digest, checked, signatures: [], ok: false };
+      return { name: e.name, version: e.version, digest: e.digest, checked, signatures: [], sourceVerified: sourceVerified(e.record), ok: false };
     }
-    const trustProblem = this.trustProblem(d);
+    const mv = await this.metadata(e.name);
+    if (mv.digest) checked.push({ what: `metadata seq ${mv.meta?.seq ?? '?'}${d.metadataSigner ? `, signed by ${d.metadataSigner}` : mv.signature ? '' : ', unsigned'}`, digest: mv.digest, ok: !mv.problems.length, problem: mv.problems.join('; ') || undefined });
+    const trustProblem = this.trustProblem({ ...d, problems: mv.digest ? [] : d.problems });
     if (trustProblem) checked.push({ what: 'trust policy', digest: e.digest, ok: false, problem: trustProblem });
     return {
       name: e.name, version: e.version, digest: e.digest, checked, signatures: d.signatures.map((s) => s.check), revoked: d.revocation,
-      ok: checked.every((c) => c.ok),
+      sourceVerified: sourceVerified(e.record), ok: checked.every((c) => c.ok),
     };
   }
 
@@ -408,12 +595,14 @@ export class ReleaseStore {
         const good = d.signatures.find((s) => s.check.valid && s.check.trusted) ?? d.signatures.find((s) => s.check.valid);
         let status: ReleaseListing['status'] = 'ok';
         if (d.signatures.some((s) => !s.check.valid)) status = 'bad-signature';
+        else if (d.problems.length) status = 'bad-metadata';
         else if (d.revocation) status = 'revoked';
         else if (!d.signatures.length) status = this.trust.requireSignature ? 'unsigned' : 'ok';
         else if (this.trust.keys.length && !good?.check.trusted) status = 'untrusted';
         out.push({
           name: n, version: e.version, digest: e.digest, date: isoFromEpoch(e.record.sourceDateEpoch), commit: e.record.git.commit,
-          formats: e.record.artifacts.map((a) => a.format), signer: good ? good.check.signer : '-', status, reason: d.revocation?.reason,
+          formats: e.record.artifacts.map((a) => a.format), signer: good ? good.check.signer : '-', status,
+          reason: status === 'bad-metadata' ? d.problems[0] : d.revocation?.reason, sourceVerified: sourceVerified(e.record),
         });
       }
     }
@@ -422,29 +611,31 @@ export class ReleaseStore {
 
   // ---- channels ----
 
+  /** A channel as the image's metadata says (checked by metadata(), which callers that act on it consult). */
   async channelGet(name: string, channel: string): Promise<ChannelState | null> {
-    const m = await this.backend.getManifest(name, channelTag(channel));
-    if (!m) return null;
-    const manifest = parseManifest(m.bytes, `channel ${name}@${channel}`);
-    const state = parseJson(await this.backend.readBlob(name, manifest.config), `channel ${name}@${channel}`) as ChannelState;
-    return state;
+    const c = (await this.metadata(name)).meta?.channels[channel];
+    return c ? { name, channel, version: c.version, digest: c.digest, log: c.log } : null;
   }
 
   async channelList(name?: string): Promise<ChannelState[]> {
     const names = name ? [name] : await this.backend.listRepositories();
     const out: ChannelState[] = [];
     for (const n of names) {
-      for (const t of await this.backend.listTags(n)) {
-        if (!t.startsWith(CHANNEL_TAG_PREFIX)) continue;
-        const s = await this.channelGet(n, t.slice(CHANNEL_TAG_PREFIX.length));
-        if (s) out.push(s);
+      const meta = (await this.metadata(n)).meta;
+      for (const ch of Object.keys(meta?.channels ?? {}).sort()) {
+        const c = meta!.channels[ch];
+        out.push({ name: n, channel: ch, version: c.version, digest: c.digest, log: c.log });
       }
     }
     return out;
   }
 
-  /** Point a channel at a release; the channel's log (every move, with time and previous target) travels with it. */
-  async channelSet(channel: string, ref: string, opts: { force?: boolean } = {}): Promise<ChannelState> {
+  /**
+   * Point a channel at a release, in the image's signed metadata; the channel's log (every move,
+   * with time and previous target) travels with it. Moving to an older version is refused unless
+   * allowRollback, which is recorded in the signed move.
+   */
+  async channelSet(channel: string, ref: string, opts: { force?: boolean; allowRollback?: boolean } = {}): Promise<ChannelState> {
     checkVersion(channel);
     const e = await this.entry(ref);
     if (await this.release(e.name, channel)) throw new KilnError(`'${channel}' is a version of ${e.name}, it cannot also be a channel`);
@@ -452,59 +643,104 @@ export class ReleaseStore {
     const problem = this.trustProblem(d);
     if (problem) throw new KilnError(`refusing to point ${channel} at ${e.name}@${e.version}: ${problem}`);
     if (d.revocation && !opts.force) throw new KilnError(`${e.name}@${e.version} is revoked: ${d.revocation.reason}`, { hint: 'pass --force to point a channel at it anyway' });
-    let result: ChannelState | undefined;
-    await this.backend.updateTag(e.name, channelTag(channel), async (cur) => {
-      const prev = cur ? (parseJson(await this.backend.readBlob(e.name, parseManifest(cur.bytes, 'channel').config), `channel ${channel}`) as ChannelState) : null;
-      const move: ChannelMove = { time: new Date().toISOString(), version: e.version, digest: e.digest, previous: prev ? { version: prev.version, digest: prev.digest } : null, by: safeUser() };
-      const state: ChannelState = { name: e.name, channel, version: e.version, digest: e.digest, log: [...(prev?.log ?? []), move] };
-      const cfg = Buffer.from(canonicalJson(state));
-      await this.putBytes(e.name, cfg);
-      await this.putBytes(e.name, EMPTY_BLOB);
-      const m: ImageManifest = { schemaVersion: 2, mediaType: MT.manifest, artifactType: MT.channel, config: descriptorOf(MT.channel, cfg), layers: [EMPTY_DESCRIPTOR], annotations: { [ANN.created]: move.time } };
-      result = state;
-      return { bytes: manifestBytes(m), mediaType: MT.manifest };
+    const cur = (await this.metadata(e.name)).meta?.channels[channel];
+    let back = false;
+    if (cur && cur.digest !== e.digest) {
+      const order = compareVersions(e.version, cur.version);
+      if (order !== undefined) back = order < 0;
+      else back = e.record.sourceDateEpoch < ((await this.release(e.name, cur.version))?.record.sourceDateEpoch ?? 0);
+    }
+    if (back && !opts.allowRollback) {
+      throw new KilnError(`${e.name}@${channel} is at ${cur!.version}; ${e.version} is older`, { hint: 'a channel moves back only on purpose: pass --allow-rollback (the signed log records it)' });
+    }
+    const move: ChannelMove = { time: new Date().toISOString(), version: e.version, digest: e.digest, previous: cur ? { version: cur.version, digest: cur.digest } : null, by: safeUser(), ...(back ? { allowRollback: true } : {}) };
+    const m = await this.writeMetadata(e.name, await this.options.signer?.(), (meta) => {
+      meta.releases[e.version] ??= e.digest;
+      const prev = meta.channels[channel];
+      meta.channels[channel] = { version: e.version, digest: e.digest, log: [...(prev?.log ?? []), move] };
     });
-    if (!result) throw new Error('channel update did not run');
-    return result;
+    const c = m.channels[channel];
+    return { name: e.name, channel, version: c.version, digest: c.digest, log: c.log };
   }
 
   // ---- copying between stores ----
 
   /** Copy a release and its referrers (signatures, revocations, cloud ids) into another store, verifying every blob. */
-  async copyTo(dst: ReleaseStore, ref: string, onProgress?: Progress): Promise<{ name: string; version: string; digest: string }> {
+  async copyTo(dst: ReleaseStore, ref: string, onProgress?: Progress): Promise<{ name: string; version: string; digest: string; copied: boolean; metadata: MetadataCopy; signers: string[]; revoked?: Revocation }> {
     const e = await this.entry(ref);
+    // The reader's policy applies to what it copies: nothing it would refuse to use is spread further.
+    const d = await this.details(e);
+    const problem = this.trustProblem(d);
+    if (problem) throw new KilnError(`refusing to copy ${e.name}@${e.version}: ${problem}`, { hint: 'run kiln verify for details' });
+    const signers = d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)'));
+    let copied = true;
     if (await dst.exists(e.name, e.version)) {
       const there = await dst.release(e.name, e.version);
-      if (there?.digest === e.digest) return { name: e.name, version: e.version, digest: e.digest };
-      throw new TagExistsError(e.name, e.version, dst.location);
+      if (there?.digest !== e.digest) throw new TagExistsError(e.name, e.version, dst.location);
+      copied = false;
     }
     const referrers = await this.referrers(e.name, e.digest);
     const work = await mkdtemp(join(dst.backend instanceof LayoutStore ? dst.backend.tempDir() : tmpdir(), `${process.pid}-copy-`));
+    let metadata: MetadataCopy;
     try {
       const copyManifest = async (m: ImageManifest) => {
         for (const desc of [m.config, ...m.layers]) await this.copyBlob(dst, e.name, desc, work, onProgress);
       };
-      await copyManifest(e.manifest);
       const mBytes = (await this.backend.getManifest(e.name, e.digest))?.bytes;
       if (!mBytes) throw new KilnError(`manifest ${e.digest} vanished during the copy`);
-      await dst.backend.putManifest(e.name, mBytes, MT.manifest);
+      if (copied) {
+        await copyManifest(e.manifest);
+        await dst.backend.putManifest(e.name, mBytes, MT.manifest);
+      }
+      // Signatures, and for a release that is already there, the ones added since.
       for (const r of referrers) {
-        await copyManifest(r.manifest);
         const rb = (await this.backend.getManifest(e.name, r.digest))?.bytes;
         if (!rb) continue;
-        await dst.backend.putManifest(e.name, rb, MT.manifest);
         const desc = referrerDescriptor(r.manifest, rb);
+        await copyManifest(r.manifest);
+        await dst.backend.putManifest(e.name, rb, MT.manifest);
         await dst.backend.updateTag(e.name, referrersTag(e.digest), async (cur) => {
           const list = cur ? parseIndex(cur.bytes, 'referrers index').manifests : [];
           if (list.some((x) => x.digest === desc.digest)) return null;
           return { bytes: manifestBytes(referrersIndex([...list, desc])), mediaType: MT.index };
         });
       }
-      await dst.backend.createTag(e.name, e.version, mBytes, MT.manifest);
+      if (copied) await dst.backend.createTag(e.name, e.version, mBytes, MT.manifest);
+      // The image's metadata (revocations, channels, cloud ids) goes along, newest wins.
+      metadata = await this.copyMetadata(dst, e.name, work, onProgress);
     } finally {
       await rm(work, { recursive: true, force: true });
     }
-    return { name: e.name, version: e.version, digest: e.digest };
+    return { name: e.name, version: e.version, digest: e.digest, copied, metadata, signers, revoked: d.revocation };
+  }
+
+  /**
+   * Copies the image's metadata document byte for byte (its signature stays valid) when the
+   * destination's is older or missing; keeps the destination's when it is newer; refuses two
+   * different documents with the same seq (forked histories).
+   */
+  private async copyMetadata(dst: ReleaseStore, name: string, work: string, onProgress?: Progress): Promise<MetadataCopy> {
+    const src = await this.backend.getManifest(name, METADATA_TAG);
+    if (!src) return { action: 'none' };
+    const mine = await this.readMetadataAt(name, src);
+    if (mine.signature && !mine.signature.valid) throw new KilnError(`the metadata of ${name} in ${this.location} does not verify; not copying it`, { hint: 'the source store was tampered with' });
+    const m = parseManifest(src.bytes, `metadata of ${name}`);
+    for (const desc of [m.config, ...m.layers]) await this.copyBlob(dst, name, desc, work, onProgress);
+    await dst.backend.putManifest(name, src.bytes, MT.manifest);
+    let result: MetadataCopy = { action: 'copied', seq: mine.meta.seq };
+    await dst.backend.updateTag(name, METADATA_TAG, async (cur) => {
+      if (cur?.digest === src.digest) { result = { action: 'same', seq: mine.meta.seq }; return null; }
+      if (cur) {
+        const theirs = await dst.readMetadataAt(name, cur).catch(() => null);
+        if (theirs && theirs.meta.seq > mine.meta.seq) { result = { action: 'kept-newer', seq: theirs.meta.seq }; return null; }
+        if (theirs && theirs.meta.seq === mine.meta.seq) {
+          throw new KilnError(`the metadata of ${name} is seq ${mine.meta.seq} in both stores, with different content (${src.digest} here, ${cur.digest} in ${dst.location}): two histories`, { hint: 'one side changed it without the other; decide which is right and `kiln refresh` it' });
+        }
+      }
+      return { bytes: src.bytes, mediaType: MT.manifest };
+    });
+    dst.metadataCache.delete(name);
+    return result;
   }
 
   private async copyBlob(dst: ReleaseStore, repo: string, desc: Descriptor, work: string, onProgress?: Progress): Promise<void> {
@@ -519,6 +755,12 @@ export class ReleaseStore {
     await dst.backend.putBlob(repo, { file: tmp, digest: desc.digest, size: desc.size });
     await rm(tmp, { force: true });
   }
+}
+
+export type MetadataCopy = { action: 'none' } | { action: 'copied' | 'same' | 'kept-newer'; seq: number };
+
+function sourceVerified(record: ReleaseRecord): boolean {
+  return (record.source as { verified?: boolean }).verified !== false;
 }
 
 function safeUser(): string | undefined {

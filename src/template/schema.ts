@@ -117,6 +117,10 @@ export const kilnSchema = {
             keys: strList('Public keys (files) whose signatures are trusted.'),
           },
         },
+        metadata_ttl: {
+          type: 'string', pattern: '^[0-9]+[dh]?$',
+          description: 'How long the signed metadata (channels, revocations, cloud ids) stays valid after each change: 90d (default), 36h; 0 never expires. `kiln refresh` extends it.',
+        },
       },
     },
   },
@@ -141,6 +145,7 @@ export interface KilnConfig {
     store: string;
     sign?: { ssh_key?: string; pgp_key?: string };
     trust?: { require_signature?: boolean; keys?: string[] };
+    metadata_ttl?: string;
   };
 }
 

@@ -1,4 +1,5 @@
 /** Fixtures for the store tests: small fake artifacts, a release record, a scratch directory. */
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,6 +8,13 @@ import { makeProvenance, makeSbom, type ArtifactInput, type ReleaseRecord, type 
 
 export function scratch(prefix = 'kiln-store-'): string {
   return mkdtempSync(join(process.env.KILN_TEST_TMP ?? tmpdir(), prefix));
+}
+
+/** A fresh unencrypted ed25519 key pair (ssh-keygen), comment name@example. */
+export function sshKey(dir: string, name: string): { priv: string; pub: string } {
+  const priv = join(dir, name);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${name}@example`, '-f', priv]);
+  return { priv, pub: `${priv}.pub` };
 }
 
 /** Fake artifact files with random content (so two calls never share blobs). */

@@ -56,14 +56,18 @@ describe('registry store without auth', { skip: !haveRegistry && 'docker-registr
     assert.equal(sha(fromLayout.stdout), digest);
   });
 
-  test('push and pull round trip keeps digests, signatures and revocations', async () => {
+  test('push and pull round trip keeps digests, signatures and revocations; a revocation after the push follows on the next push', async () => {
     const dir = scratch();
     spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ci@example', '-f', join(dir, 'key')]);
-    const a = await openStore(join(dir, 'a'), dir);
-    const { digest, artifacts } = await publishFake(a, dir, 'db', 'v7', { signer: await loadSigner(join(dir, 'key')) });
-    await a.revoke('db@v7', 'superseded');
+    const signer = await loadSigner(join(dir, 'key'));
+    const a = await openStore(join(dir, 'a'), dir, { signer: async () => signer });
+    const { digest, artifacts } = await publishFake(a, dir, 'db', 'v7', { signer });
     const remote = await openStore(`oci://127.0.0.1:${reg.port}/mirror`, dir);
-    await a.copyTo(remote, 'db@v7');
+    assert.equal((await a.copyTo(remote, 'db@v7')).copied, true);
+    await a.revoke('db@v7', 'superseded');
+    const again = await a.copyTo(remote, 'db@v7');
+    assert.equal(again.copied, false, 'the release was there already');
+    assert.deepEqual(again.metadata, { action: 'copied', seq: 2 }, 'but the signed revocation is copied');
     const b = await openStore(join(dir, 'b'), dir, { trust: { requireSignature: true, keys: [await loadTrustedKey(join(dir, 'key.pub'))] } });
     await remote.copyTo(b, 'db@v7');
     const r = await b.resolve('db@v7', { format: 'raw', force: true });
@@ -73,7 +77,7 @@ describe('registry store without auth', { skip: !haveRegistry && 'docker-registr
     assert.equal(sha256File(r.artifact!.location), artifacts[0].sha256);
     assert.equal((await b.verify('db@v7')).ok, true);
     // Pushing again is a no-op; pushing a different release under the same version is refused.
-    await a.copyTo(remote, 'db@v7');
+    assert.deepEqual((await a.copyTo(remote, 'db@v7')).metadata, { action: 'same', seq: 2 });
     const c = await openStore(join(dir, 'c'), dir);
     await publishFake(c, dir, 'db', 'v7');
     await assert.rejects(c.copyTo(remote, 'db@v7'), /already exists/);

@@ -5,13 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import * as openpgp from 'openpgp';
 import { loadSigner, loadTrustedKey, openStore } from '../../src/store/index.js';
-import { publishFake, scratch } from './store-fixtures.js';
-
-function sshKey(dir: string, name: string): { priv: string; pub: string } {
-  const priv = join(dir, name);
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${name}@example`, '-f', priv]);
-  return { priv, pub: `${priv}.pub` };
-}
+import { publishFake, scratch, sshKey } from './store-fixtures.js';
 
 async function pgpKey(dir: string, name: string): Promise<{ priv: string; pub: string }> {
   const k = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name, email: `${name}@example` }], format: 'armored' });
@@ -37,8 +31,9 @@ test('an SSH ed25519 signature verifies and names the signer; a trust policy req
   await publishFake(unsignedStore, dir, 'web', 'unsigned');
   const signer = await loadSigner(alice.priv);
   assert.match(signer.identity, new RegExp(`${fingerprint(alice.pub)} alice@example \\(ED25519\\)`));
-  await publishFake(unsignedStore, dir, 'web', 'signed', { signer });
+  // Mallory first: the image's metadata is then signed by alice, the last publisher (see store-metadata.test for the other order).
   await publishFake(unsignedStore, dir, 'web', 'by-mallory', { signer: await loadSigner(mallory.priv) });
+  await publishFake(unsignedStore, dir, 'web', 'signed', { signer });
 
   const store = await open([alice.pub]);
   const v = await store.verify('web@signed');
@@ -85,8 +80,8 @@ test('an OpenPGP signature verifies against a trusted key and names the user id'
   const store = await openStore(join(dir, 'store'), dir, { trust: { requireSignature: true, keys: [await loadTrustedKey(bob.pub)] } });
   const signer = await loadSigner(bob.priv);
   assert.equal(signer.kind, 'pgp');
-  await publishFake(store, dir, 'web', 'v1', { signer });
   await publishFake(store, dir, 'web', 'v2', { signer: await loadSigner(eve.priv) });
+  await publishFake(store, dir, 'web', 'v1', { signer });
   const v = await store.verify('web@v1');
   assert.equal(v.ok, true);
   const fpr = (await openpgp.readKey({ armoredKey: readFileSync(bob.pub, 'utf8') })).getFingerprint().toUpperCase();
@@ -101,14 +96,15 @@ test('an OpenPGP signature verifies against a trusted key and names the user id'
   await assert.rejects(store.resolve('web@v2'), /not signed by a trusted key/);
 });
 
-test('a trust policy file in the store applies without kiln.yaml', async () => {
+test('a trust policy file in the store is ignored: whoever writes the store cannot add their key', async () => {
   const dir = scratch('kiln-sign-');
   const alice = sshKey(dir, 'alice');
+  const mallory = sshKey(dir, 'mallory');
   const store = await openStore(join(dir, 'store'), dir);
-  await publishFake(store, dir, 'web', 'v1');
-  await publishFake(store, dir, 'web', 'v2', { signer: await loadSigner(alice.priv) });
-  writeFileSync(join(dir, 'store', 'trust.json'), JSON.stringify({ require_signature: true, keys: [readFileSync(alice.pub, 'utf8')] }));
-  const guarded = await openStore(join(dir, 'store'), dir);
-  await assert.rejects(guarded.resolve('web@v1'), /unsigned/);
-  assert.equal((await guarded.resolve('web@v2', { format: 'raw' })).version, 'v2');
+  await publishFake(store, dir, 'web', 'v1', { signer: await loadSigner(mallory.priv) });
+  // The store writer adds their own key to a policy file in the store.
+  writeFileSync(join(dir, 'store', 'trust.json'), JSON.stringify({ require_signature: true, keys: [readFileSync(mallory.pub, 'utf8')] }));
+  const guarded = await openStore(join(dir, 'store'), dir, { trust: { requireSignature: true, keys: [await loadTrustedKey(alice.pub)] } });
+  assert.deepEqual(guarded.trust.keys.map((k) => k.source), [alice.pub]);
+  await assert.rejects(guarded.resolve('web@v1'), /not signed by a trusted key/);
 });
