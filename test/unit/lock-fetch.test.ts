@@ -35,7 +35,7 @@ function makeDeb(dir: string, name: string, version: string): LockedPackage {
 }
 
 const lockOf = (packages: LockedPackage[]): LockFile => ({
-  lock: 1, image: 't', archive: { mirror: mirrorUrl, suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: '0'.repeat(64), verified: true }, packages,
+  lock: 1, image: 't', archive: { mirror: mirrorUrl, suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: '0'.repeat(64), verified: true, indexes: [] }, packages,
 });
 
 before(async () => {
