@@ -9,8 +9,8 @@ import { ProvisionSandbox, releaseTree, repositoryFiles, signingKeyFiles } from 
 import { deferredServiceActions, type PlaybookEvent } from '../provision/results.js';
 import { controllerFor, describeController, hostController, type Controller } from '../sandbox/tools.js';
 import { eventStatus } from '../provision/run.js';
-import { baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
-import { compareInstalled, explainLockedFailure, lockedBase, lockedController, trustFromLock } from '../lock/step.js';
+import { baseTarball, buildSourcesLine, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
+import { compareInstalled, explainLockedFailure, lockedBase, lockedController } from '../lock/step.js';
 import { resolveVersion } from '../version/git.js';
 import { checkOutDir, publishOutputs } from './outputs.js';
 import type { Step, StepProgress } from '../pipeline/runner.js';
@@ -63,8 +63,8 @@ export const fetchSourceStep: Step<BuildContext> = {
   describe: 'Debian from the signed archive (mmdebstrap), verified against the archive keyring',
   async run(ctx, p) {
     const d = ctx.template.config.source.debian;
-    // A locked build trusts the signed index the lock was resolved from; it needs no live archive state.
-    ctx.trust = ctx.lock ? trustFromLock(ctx.lock.lock) : await verifyArchive(d, ctx.workDir, ctx.logger);
+    // A locked build trusts what the lock step verified of the InRelease kept with kiln.lock; it needs no live archive state.
+    ctx.trust = ctx.lock ? ctx.lock.trust : await verifyArchive(d, ctx.workDir, ctx.logger);
     const signed = ctx.trust.verified ? `InRelease ${ctx.trust.inReleaseSha256.slice(0, 16)}… signed by ${ctx.trust.signingKeyFingerprint}` : 'InRelease NOT verified (source.debian.verify: false)';
     p.log(ctx.lock ? `packages from kiln.lock (resolved from ${signed})` : signed);
     const t0 = Date.now();
@@ -112,7 +112,8 @@ export const provisionStep: Step<BuildContext> = {
       tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
       repo: { root: v.repoRoot, files: await repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
       network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname, sourceDateEpoch: v.sourceDateEpoch,
-      locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined, logger: ctx.logger,
+      locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined,
+      buildSourcesLine: !ctx.lock && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
     });
     try {
       await provisionTree(ctx, ctx.sandbox, controller, p);

@@ -1,64 +1,98 @@
 /**
- * An archive's Packages index, chained to its signature: the InRelease file (already checked with
- * gpgv) gives each index file's sha256; the index is downloaded and kept only if it matches. The
- * lock entries of the tools tree come from it, so each pinned .deb's sha256 traces back to the
- * archive's signing key.
+ * An archive's Packages index, chained to its signature: the InRelease text gpgv verified gives the
+ * index's sha256 (uncompressed, and of Packages.xz); an index is used only if it matches. Each one is
+ * cached content-addressed as <cache>/archive-index/<sha256>.Packages and hashed again on every use,
+ * so a file cut short or edited in the cache is a miss, never an index.
  */
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { entryTemp, removeDeadTemps } from '../cache-entry.js';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
+import { sha256OfFile } from '../fsio.js';
 import type { Logger } from '../log.js';
-import { parsePackagesIndex, type IndexEntry } from './packages-index.js';
+import type { IndexHash, ReleaseText } from '../source/inrelease.js';
+import { packagesIndexPath, type LockedIndex } from './file.js';
 
-/** The signed text of a clearsigned InRelease (what gpgv verified), without armour or dash-escapes. */
-export function signedText(inRelease: string): string {
-  const m = /^-----BEGIN PGP SIGNED MESSAGE-----\r?\n(?:[^\n]+\r?\n)*?\r?\n([\s\S]*?)\r?\n-----BEGIN PGP SIGNATURE-----/m.exec(inRelease);
-  if (!m) throw new KilnError('the archive\'s InRelease is not a clearsigned message');
-  return m[1].split('\n').map((l) => (l.startsWith('- ') ? l.slice(2) : l)).join('\n');
+export function indexCachePath(cacheDir: string, sha256: string): string {
+  return join(cacheDir, 'archive-index', `${sha256}.Packages`);
 }
 
-/** path -> { sha256, size } from the SHA256 section of a Release text. */
-export function releaseHashes(release: string): Map<string, { sha256: string; size: number }> {
-  const out = new Map<string, { sha256: string; size: number }>();
-  let inSha = false;
-  for (const line of release.split('\n')) {
-    if (/^SHA256:\s*$/.test(line)) { inSha = true; continue; }
-    if (inSha && /^\s/.test(line)) {
-      const [sha256, size, path] = line.trim().split(/\s+/);
-      if (/^[0-9a-f]{64}$/.test(sha256) && path) out.set(path, { sha256, size: Number(size) });
-      continue;
-    }
-    inSha = false;
-  }
-  return out;
+/** What is wrong with file against the size and sha256 the signed InRelease gives (undefined: nothing). */
+async function mismatch(file: string, want: IndexHash): Promise<string | undefined> {
+  if (!existsSync(file)) return 'missing';
+  const size = statSync(file).size;
+  if (size !== want.size) return `${size} bytes, the signed InRelease says ${want.size}`;
+  const sum = await sha256OfFile(file);
+  return sum === want.sha256 ? undefined : `sha256 ${sum}, the signed InRelease says ${want.sha256}`;
+}
+
+/** True when file is there and matches; anything else there is removed (a miss), with a warning. */
+async function intactIndex(file: string, want: IndexHash, logger: Logger, what: string): Promise<boolean> {
+  if (!existsSync(file)) return false;
+  const problem = await mismatch(file, want);
+  if (!problem) return true;
+  logger.warn(`${what} is not the signed one (${problem}): not used`);
+  rmSync(file, { force: true });
+  return false;
+}
+
+export interface IndexSource {
+  cacheDir: string;
+  suite: string;
+  /** Archive roots to download from, in order (the mirror, then a snapshot mirror). */
+  mirrors: string[];
+  /** A copy that may already be there (apt's lists): used when it matches. */
+  localCopy?: string;
+  logger: Logger;
 }
 
 /**
- * Downloads dists/<suite>/<component>/binary-amd64/Packages.xz for each component and checks it
- * against the signed InRelease (whose own sha256 must be `inReleaseSha256`, the one gpgv checked).
+ * The Packages index of component as the verified release gives it: from the cache, a local copy, or
+ * downloaded (by-hash first, which serves an index the mirror has since replaced) and checked.
  */
-export async function signedPackagesIndex(o: { mirror: string; suite: string; components: string[]; inReleaseFile: string; inReleaseSha256: string; workDir: string; logger: Logger }): Promise<Map<string, IndexEntry>> {
-  const text = readFileSync(o.inReleaseFile);
-  if (createHash('sha256').update(text).digest('hex') !== o.inReleaseSha256) {
-    throw new KilnError(`${o.inReleaseFile} changed after its signature was checked`);
-  }
-  const hashes = releaseHashes(signedText(text.toString('utf8')));
-  const index = new Map<string, IndexEntry>();
-  for (const c of o.components) {
-    const path = `${c}/binary-amd64/Packages.xz`;
-    const want = hashes.get(path);
-    if (!want) throw new KilnError(`the signed InRelease of ${o.suite} lists no ${path}`);
-    const url = `${o.mirror.replace(/\/+$/, '')}/dists/${o.suite}/${path}`;
-    const file = join(o.workDir, `${o.suite}-${c}-Packages.xz`);
-    await exec('curl', ['-fsSL', '--retry', '2', '--connect-timeout', '20', '-o', file, url], { logger: o.logger, hint: 'check source.debian.mirror and the network' });
-    const got = createHash('sha256').update(readFileSync(file)).digest('hex');
-    if (got !== want.sha256) {
-      throw new KilnError(`${url}: sha256 ${got} is not the ${want.sha256} the signed InRelease gives`, { hint: 'the mirror may be mid-update: run it again' });
+export async function packagesIndex(release: ReleaseText, component: string, o: IndexSource): Promise<{ text: string; index: LockedIndex }> {
+  const path = packagesIndexPath(component);
+  const want = release.hashes.get(path);
+  if (!want) throw new KilnError(`the signed InRelease of ${o.suite} lists no ${path}`, { hint: 'check source.debian.components' });
+  const index = { path, ...want };
+  const dir = join(o.cacheDir, 'archive-index');
+  mkdirSync(dir, { recursive: true });
+  const file = indexCachePath(o.cacheDir, want.sha256);
+  if (await intactIndex(file, want, o.logger, `cached Packages index ${file}`)) return { text: await readFile(file, 'utf8'), index };
+  removeDeadTemps(dir);
+  const tmp = entryTemp(file);
+  if (o.localCopy && existsSync(o.localCopy)) {
+    copyFileSync(o.localCopy, tmp);
+    if (await intactIndex(tmp, want, o.logger, `${o.localCopy}`)) {
+      renameSync(tmp, file);
+      return { text: await readFile(file, 'utf8'), index };
     }
-    const xz = await exec('xz', ['-dc', file], { logger: o.logger, maxCapture: 512 * 1024 * 1024 });
-    parsePackagesIndex(xz.stdout, index);
   }
-  return index;
+  const xz = release.hashes.get(`${path}.xz`);
+  if (!xz) throw new KilnError(`the signed InRelease of ${o.suite} lists no ${path}.xz to download`);
+  const tried: string[] = [];
+  for (const mirror of o.mirrors) {
+    const root = `${mirror.replace(/\/+$/, '')}/dists/${o.suite}/${component}/binary-amd64`;
+    for (const url of [`${root}/by-hash/SHA256/${xz.sha256}`, `${root}/Packages.xz`]) {
+      tried.push(url);
+      rmSync(tmp, { recursive: true, force: true });
+      mkdirSync(tmp);
+      try {
+        const got = await exec('curl', ['-fsSL', '--retry', '2', '--connect-timeout', '20', '-o', join(tmp, 'Packages.xz'), url], { allowFailure: true, logger: o.logger });
+        if (got.code !== 0 || !(await intactIndex(join(tmp, 'Packages.xz'), xz, o.logger, url))) continue;
+        const un = await exec('xz', ['-d', join(tmp, 'Packages.xz')], { allowFailure: true, logger: o.logger });
+        if (un.code !== 0 || !(await intactIndex(join(tmp, 'Packages'), want, o.logger, `${url}, decompressed`))) continue;
+        renameSync(join(tmp, 'Packages'), file);
+        return { text: await readFile(file, 'utf8'), index };
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    }
+  }
+  throw new KilnError(`no Packages index of ${o.suite}/${component} with the sha256 its signed InRelease gives (${want.sha256})`, {
+    detail: `tried:\n${tried.join('\n')}`,
+    hint: 'the mirror may be mid-update (run it again), or no longer have this index: set source.debian.snapshot to a snapshot mirror from that date',
+  });
 }

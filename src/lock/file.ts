@@ -2,13 +2,24 @@
  * kiln.lock: the exact Debian package set of an image, one package per entry, sorted. Every sha256
  * is the one the archive's signed Packages index gave for that .deb when `kiln lock` ran. The text
  * is produced here byte for byte (one flow mapping per line), so a lock diff is a package diff.
+ *
+ * The signed InRelease each set was resolved from is kept beside it, byte for byte, as
+ * kiln.lock.d/<sha256>.InRelease (the archive's `inRelease`), so a locked build verifies the whole
+ * chain again from the repository alone: signature, Packages index hash, each .deb's sha256. It is a
+ * file of its own, not embedded: gpgv checks the exact bytes the archive signed, and the ~150 KB of
+ * signed text would bury the package diff that kiln.lock is read for. Named by its digest, a new
+ * one is written before the kiln.lock that names it, so a crash never leaves a lock without its InRelease.
  */
 import { createHash } from 'node:crypto';
-import { parse as parseYaml } from 'yaml';
+import { join } from 'node:path';
+import { isMap, isSeq, LineCounter, parseDocument, parse as parseYaml } from 'yaml';
 import { KilnError } from '../errors.js';
 
 export const LOCK_FILE = 'kiln.lock';
-export const LOCK_FORMAT = 1;
+/** Beside kiln.lock: the signed InRelease files it was resolved from. */
+export const LOCK_DIR = 'kiln.lock.d';
+/** Format 2 added the signed InRelease (kiln.lock.d) and the Packages index hashes; format 1 is read only to diff against. */
+export const LOCK_FORMAT = 2;
 
 export interface LockedPackage {
   name: string;
@@ -27,10 +38,25 @@ export interface LockArchive {
   components: string[];
   /** The Date: of the InRelease the index came from; the base tree's SOURCE_DATE_EPOCH. */
   date: number;
-  /** sha256 of that InRelease, and the key that signed it (absent when source.debian.verify was false). */
+  /** sha256 of that InRelease, kept as kiln.lock.d/<sha256>.InRelease, and the key that signed it (absent when source.debian.verify was false). */
   inRelease: string;
   signedBy?: string;
   verified: boolean;
+  /** The Packages index of each component, as the signed InRelease gives its sha256 (uncompressed). */
+  indexes: LockedIndex[];
+}
+
+/** One Packages index the lock's entries come from: its path in dists/<suite>/ and its SHA256 line in the InRelease. */
+export interface LockedIndex { path: string; sha256: string; size: number }
+
+/** Where the InRelease of a locked set is kept, beside kiln.lock. */
+export function inReleasePath(lockFile: string, a: { inRelease: string }): string {
+  return join(lockFile, '..', LOCK_DIR, `${a.inRelease}.InRelease`);
+}
+
+/** The Packages index path of a component in an InRelease (amd64: the only architecture Kiln builds). */
+export function packagesIndexPath(component: string): string {
+  return `${component}/binary-amd64/Packages`;
 }
 
 /** Packages from one signed archive: the image's, or the tools tree's. */
@@ -71,9 +97,11 @@ export function formatLock(l: LockFile): string {
     `${indent}  suite: ${q(a.suite)}`,
     `${indent}  components: [${a.components.map((c) => q(c)).join(', ')}]`,
     `${indent}  date: ${q(isoFromEpoch(a.date))}`,
-    `${indent}  inRelease: ${q(a.inRelease)}`,
+    `${indent}  inRelease: ${q(a.inRelease)} # ${LOCK_DIR}/${a.inRelease.slice(0, 12)}….InRelease`,
     ...(a.signedBy ? [`${indent}  signedBy: ${q(a.signedBy)}`] : []),
     `${indent}  verified: ${a.verified}`,
+    `${indent}  indexes:`,
+    ...a.indexes.map((x) => `${indent}    - { path: ${q(x.path)}, sha256: ${q(x.sha256)}, size: ${x.size} }`),
   ];
   const packages = (ps: LockedPackage[], indent: string) => [
     `${indent}packages: # ${ps.length}`,
@@ -83,7 +111,7 @@ export function formatLock(l: LockFile): string {
   const lines = [
     `# kiln.lock: the exact Debian packages of image ${q(l.image)}. Written by \`kiln lock\`; commit it.`,
     '# Builds install exactly these; `kiln lock --update` re-resolves and shows what changed.',
-    `# Each sha256 is the one the archive's signed Packages index gave for that .deb.`,
+    `# Each sha256 is the one the archive's signed Packages index gave for that .deb; the signed InRelease is in ${LOCK_DIR}/ (commit it too).`,
     `lock: ${l.lock}`,
     `image: ${q(l.image)}`,
     ...archive(l.archive, ''),
@@ -105,27 +133,54 @@ export function parseLock(text: string, file = LOCK_FILE): LockFile {
   const bad = (what: string): never => { throw new KilnError(`${file}: ${what}`, { where: { file }, hint: 'kiln.lock is written by `kiln lock`; regenerate it with `kiln lock --update`' }); };
   if (!doc || typeof doc !== 'object') bad('not a lock file');
   const d = doc as Record<string, unknown>;
-  if (d.lock !== LOCK_FORMAT) bad(`unsupported lock format ${String(d.lock)} (this Kiln reads format ${LOCK_FORMAT})`);
-  const archive = parseArchive(d.archive, 'archive', bad);
+  if (d.lock !== LOCK_FORMAT && d.lock !== 1) bad(`unsupported lock format ${String(d.lock)} (this Kiln reads format ${LOCK_FORMAT})`);
+  const format = d.lock as number;
+  const archive = parseArchive(d.archive, 'archive', bad, format);
   const packages = parsePackages(d.packages, 'packages', bad);
   let tools: LockedSet | undefined;
   if (d.tools !== undefined) {
     const t = d.tools as Record<string, unknown> | null;
     if (!t || typeof t !== 'object') bad('tools: must hold archive and packages');
-    tools = { archive: parseArchive(t!.archive, 'tools.archive', bad), packages: parsePackages(t!.packages, 'tools.packages', bad) };
+    tools = { archive: parseArchive(t!.archive, 'tools.archive', bad, format), packages: parsePackages(t!.packages, 'tools.packages', bad) };
   }
-  return { lock: LOCK_FORMAT, image: String(d.image ?? ''), archive, packages, ...(tools ? { tools } : {}) };
+  return { lock: format, image: String(d.image ?? ''), archive, packages, ...(tools ? { tools } : {}) };
 }
 
-function parseArchive(v: unknown, where: string, bad: (what: string) => never): LockArchive {
+function parseArchive(v: unknown, where: string, bad: (what: string) => never, format: number): LockArchive {
   const a = v as Record<string, unknown> | undefined;
   if (!a || typeof a.mirror !== 'string' || typeof a.suite !== 'string' || !Array.isArray(a.components)) bad(`${where}: mirror, suite and components are required`);
   const date = Date.parse(String(a!.date));
   if (!Number.isFinite(date)) bad(`${where}.date is not a date: ${String(a!.date)}`);
+  const inRelease = String(a!.inRelease ?? '');
+  const indexes: LockedIndex[] = [];
+  // Format 1 had neither (it is read only to show what `kiln lock --update` changes).
+  if (format !== 1) {
+    if (!/^[0-9a-f]{64}$/.test(inRelease)) bad(`${where}.inRelease must be the sha256 of the InRelease in ${LOCK_DIR}/`);
+    if (!Array.isArray(a!.indexes) || a!.indexes.length === 0) bad(`${where}.indexes: the list of Packages index hashes is missing`);
+    for (const [i, x] of (a!.indexes as Record<string, unknown>[]).entries()) {
+      if (typeof x?.path !== 'string' || typeof x.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(x.sha256) || !Number.isSafeInteger(x.size)) bad(`${where}.indexes[${i}]: path, sha256 (64 hex digits) and size are required`);
+      indexes.push({ path: x.path as string, sha256: x.sha256 as string, size: x.size as number });
+    }
+  }
   return {
     mirror: a!.mirror as string, suite: a!.suite as string, components: (a!.components as unknown[]).map(String), date: Math.floor(date / 1000),
-    inRelease: String(a!.inRelease ?? ''), signedBy: typeof a!.signedBy === 'string' ? a!.signedBy : undefined, verified: a!.verified === true,
+    inRelease, signedBy: typeof a!.signedBy === 'string' ? a!.signedBy : undefined, verified: a!.verified === true, indexes,
   };
+}
+
+/**
+ * The line of kiln.lock (1-based) holding a package's entry, for errors that name one: the parsed
+ * lock keeps no positions, so the text is read again (only when there is an error to report).
+ */
+export function packageLine(text: string, p: { name: string; architecture: string }, tools = false): number | undefined {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc });
+  const list = doc.getIn(tools ? ['tools', 'packages'] : ['packages'], true);
+  if (!isSeq(list)) return undefined;
+  for (const item of list.items) {
+    if (isMap(item) && item.get('name') === p.name && item.get('architecture') === p.architecture && item.range) return lc.linePos(item.range[0]).line;
+  }
+  return undefined;
 }
 
 function parsePackages(v: unknown, list: string, bad: (what: string) => never): LockedPackage[] {

@@ -5,7 +5,7 @@
  * .deb in it was checked against kiln.lock's sha256, which came from the signed archive index.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,21 +14,29 @@ import { output } from '../exec.js';
 import { packageSetDigest, type LockedSet } from './file.js';
 import { debPath } from './fetch.js';
 import { repoRelease, repoStanza } from './packages-index.js';
-import { writeFileDurable } from '../fsio.js';
+import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-entry.js';
+import { silentLogger, type Logger } from '../log.js';
 
-/** Packages index of the locked set, cached by the set's digest (dpkg-deb -f on each .deb once). */
-export async function lockedPackagesIndex(lock: LockedSet, cacheDir: string): Promise<string> {
+/**
+ * Packages index of the locked set, cached by the set's digest (dpkg-deb -f on each .deb once) as a
+ * cache entry: its record's sha256 and size are checked on every use, so a cut-short index is made again.
+ */
+export async function lockedPackagesIndex(lock: LockedSet, cacheDir: string, logger: Logger = silentLogger): Promise<string> {
   const dir = join(cacheDir, 'lock-index');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${packageSetDigest(lock)}.Packages`);
-  if (existsSync(file)) return readFileSync(file, 'utf8');
+  const record = join(dir, `${packageSetDigest(lock)}.json`);
+  if (await intactEntry(file, record, logger)) return readFileSync(file, 'utf8');
+  removeDeadTemps(dir);
   const stanzas: string[] = [];
   for (const p of lock.packages) {
     const control = await output('dpkg-deb', ['-f', debPath(cacheDir, p)]);
     stanzas.push(repoStanza(control, p, `debs/${p.sha256}.deb`));
   }
   const text = stanzas.join('\n');
-  writeFileDurable(file, text);
+  const tmp = entryTemp(file);
+  writeFileSync(tmp, text);
+  await commitEntry(tmp, file, record, { packageSet: packageSetDigest(lock) });
   return text;
 }
 

@@ -1,10 +1,13 @@
 /**
  * `kiln lock`: run the build through provisioning against the mirror as it is today (a snapshot
  * version, the existing lock ignored), then record the final package set with each .deb's sha256
- * from the signed Packages index that apt verified in the tree.
+ * from the archive's Packages index, chained to its signature: the InRelease apt used is verified
+ * with gpgv (apt's lists are a shared cache the build could write, so nothing in them is taken on
+ * trust), each index must have the sha256 its signed text gives, and that InRelease is kept as
+ * kiln.lock.d/<sha256>.InRelease for locked builds to verify again.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from '../build/index.js';
 import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, toolsStep, workAreaStep } from '../build/steps-prepare.js';
@@ -13,61 +16,107 @@ import { KilnError } from '../errors.js';
 import { writeFileDurable } from '../fsio.js';
 import type { Logger } from '../log.js';
 import type { Step } from '../pipeline/runner.js';
-import { installedPackages } from '../source/debian.js';
+import { installedPackages, readArchiveInRelease, type InstalledPackage } from '../source/debian.js';
+import { checkFreshness } from '../source/inrelease.js';
+import type { KilnConfig } from '../template/schema.js';
 import type { LoadedTemplate } from '../template/load.js';
-import { diffLocks, formatLock, LOCK_FORMAT, type LockChange, type LockedSet, type LockFile } from './file.js';
-import { signedPackagesIndex } from './archive-index.js';
+import { diffLocks, formatLock, inReleasePath, LOCK_DIR, LOCK_FORMAT, type LockChange, type LockedSet, type LockFile } from './file.js';
+import { packagesIndex } from './archive-index.js';
 import type { ToolsTree } from '../sandbox/tools.js';
-import { aptListName, lockEntries, parsePackagesIndex } from './packages-index.js';
+import { aptListName, lockEntries, parsePackagesIndex, type IndexEntry } from './packages-index.js';
 import { lockPath, readLock } from './step.js';
 
-/** The lock of the package set in ctx.root, from the index files apt fetched into the cache. */
-export async function lockOfTree(ctx: BuildContext): Promise<LockFile> {
+/** A resolved set with the InRelease file it came from (to keep in kiln.lock.d). */
+export interface ResolvedSet { set: LockedSet; inReleaseFile: string }
+
+/**
+ * The lock entries of installed, from the archive's InRelease in inReleaseFile (verified, and checked
+ * fresh) and each component's Packages index checked against it.
+ */
+export async function resolveSet(installed: InstalledPackage[], o: {
+  debian: KilnConfig['source']['debian']; mirror: string; suite: string; components: string[]; inReleaseFile: string;
+  /** apt's copy of a component's index, used when it is the signed one. */
+  localIndex?: (component: string) => string; cacheDir: string; logger: Logger; now?: number;
+}): Promise<LockedSet> {
+  const what = `the InRelease of ${o.mirror} ${o.suite} (${o.inReleaseFile})`;
+  const release = await readArchiveInRelease(o.debian, o.inReleaseFile, o.logger, what);
+  checkFreshness(release, { maxAge: o.debian.max_age, now: o.now, what });
+  const index = new Map<string, IndexEntry>();
+  const indexes = [];
+  for (const c of o.components) {
+    const got = await packagesIndex(release, c, { cacheDir: o.cacheDir, suite: o.suite, mirrors: [o.mirror], localCopy: o.localIndex?.(c), logger: o.logger });
+    parsePackagesIndex(got.text, index);
+    indexes.push(got.index);
+  }
+  return {
+    archive: {
+      mirror: o.mirror, suite: o.suite, components: o.components, date: release.date, inRelease: release.inReleaseSha256,
+      ...(release.signedBy ? { signedBy: release.signedBy } : {}), verified: release.verified, indexes,
+    },
+    packages: lockEntries(installed, index),
+  };
+}
+
+/** The lock of the package set in ctx.root, from the InRelease apt used (verified here) and the index files. */
+export async function lockOfTree(ctx: BuildContext): Promise<{ lock: LockFile; inReleases: string[] }> {
   const d = ctx.template.config.source.debian;
   const lists = join(ctx.cacheDir, 'apt-lists');
-  const inRelease = join(lists, aptListName(d.mirror, `dists/${d.suite}/InRelease`));
-  if (!existsSync(inRelease)) throw new KilnError(`apt's copy of the archive's InRelease is missing (${inRelease})`, { hint: 'the provisioning step runs apt-get update against source.debian.mirror; run kiln lock again' });
-  const inText = readFileSync(inRelease);
-  const date = /^Date: (.*)$/m.exec(inText.toString('utf8'))?.[1];
-  const index = new Map();
-  for (const c of d.components) {
-    const f = join(lists, aptListName(d.mirror, `dists/${d.suite}/${c}/binary-amd64/Packages`));
-    if (!existsSync(f)) throw new KilnError(`the Packages index of ${d.suite}/${c} is not in apt's lists (${f})`, { hint: 'run kiln lock again' });
-    parsePackagesIndex(readFileSync(f, 'utf8'), index);
-  }
-  const packages = lockEntries(await installedPackages(ctx.root), index);
+  const aptInRelease = join(lists, aptListName(d.mirror, `dists/${d.suite}/InRelease`));
+  if (!existsSync(aptInRelease)) throw new KilnError(`apt's copy of the archive's InRelease is missing (${aptInRelease})`, { hint: 'the provisioning step runs apt-get update against source.debian.mirror; run kiln lock again' });
+  // A copy of its own: the shared lists directory may change between the check and the keeping.
+  const inReleaseFile = join(ctx.workDir, 'lock-InRelease');
+  copyFileSync(aptInRelease, inReleaseFile);
+  const image = await resolveSet(await installedPackages(ctx.root), {
+    debian: d, mirror: d.mirror, suite: d.suite, components: d.components, inReleaseFile, cacheDir: ctx.cacheDir, logger: ctx.logger,
+    localIndex: (c) => join(lists, aptListName(d.mirror, `dists/${d.suite}/${c}/binary-amd64/Packages`)),
+  });
   const tools = ctx.controller?.tools;
+  const toolsSet = tools ? await lockOfTools(tools, d, ctx.cacheDir, ctx.logger) : undefined;
   return {
-    lock: LOCK_FORMAT,
-    image: ctx.template.config.name,
-    archive: {
-      mirror: d.mirror, suite: d.suite, components: d.components,
-      date: date ? Math.floor(Date.parse(date) / 1000) : ctx.trust!.archiveDate,
-      inRelease: createHash('sha256').update(inText).digest('hex'),
-      signedBy: ctx.trust?.signingKeyFingerprint, verified: Boolean(ctx.trust?.verified),
-    },
-    packages,
-    ...(tools ? { tools: await lockOfTools(tools, d.mirror, ctx.workDir, ctx.logger) } : {}),
+    lock: { lock: LOCK_FORMAT, image: ctx.template.config.name, ...image, ...(toolsSet ? { tools: toolsSet } : {}) },
+    inReleases: [inReleaseFile, ...(tools?.inReleaseFile ? [tools.inReleaseFile] : [])],
   };
 }
 
 /** The tools tree's pins: its installed packages, each with the sha256 the signed index gives. */
-export async function lockOfTools(tools: ToolsTree, mirror: string, workDir: string, logger: Logger): Promise<LockedSet> {
+export async function lockOfTools(tools: ToolsTree, d: KilnConfig['source']['debian'], cacheDir: string, logger: Logger): Promise<LockedSet> {
   if (!tools.inReleaseFile) throw new KilnError('the tools tree was built from kiln.lock; `kiln lock` resolves against the archive');
-  const index = await signedPackagesIndex({ mirror, suite: tools.suite, components: ['main'], inReleaseFile: tools.inReleaseFile, inReleaseSha256: tools.trust.inReleaseSha256, workDir, logger });
-  return {
-    archive: {
-      mirror, suite: tools.suite, components: ['main'], date: tools.trust.archiveDate, inRelease: tools.trust.inReleaseSha256,
-      signedBy: tools.trust.signingKeyFingerprint, verified: tools.trust.verified,
-    },
-    packages: lockEntries(tools.packages, index),
-  };
+  return resolveSet(tools.packages, { debian: d, mirror: d.mirror, suite: tools.suite, components: ['main'], inReleaseFile: tools.inReleaseFile, cacheDir, logger });
+}
+
+/**
+ * Keeps the InRelease files of lock in kiln.lock.d (each under its sha256, written durably before
+ * kiln.lock names it), then writes kiln.lock, then removes the InRelease files it no longer names.
+ */
+export function writeLock(file: string, lock: LockFile, inReleases: string[]): boolean {
+  const dir = join(file, '..', LOCK_DIR);
+  mkdirSync(dir, { recursive: true });
+  const named = new Set<string>();
+  for (const a of [lock.archive, ...(lock.tools ? [lock.tools.archive] : [])]) {
+    const target = inReleasePath(file, a);
+    named.add(target);
+    if (existsSync(target)) continue;
+    const src = inReleases.find((f) => existsSync(f) && sha256Hex(readFileSync(f)) === a.inRelease);
+    if (!src) throw new Error(`writeLock: no InRelease with sha256 ${a.inRelease}`);
+    writeFileDurable(target, readFileSync(src));
+  }
+  const text = formatLock(lock);
+  const written = !existsSync(file) || readFileSync(file, 'utf8') !== text;
+  // kiln.lock is committed: a crash or power loss must leave the old lock or the new one, whole.
+  if (written) writeFileDurable(file, text);
+  for (const n of readdirSync(dir)) if (n.endsWith('.InRelease') && !named.has(join(dir, n))) rmSync(join(dir, n), { force: true });
+  return written;
+}
+
+function sha256Hex(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
 }
 
 export interface LockResult { file: string; lock: LockFile; previous?: LockFile; changes: LockChange[]; written: boolean }
 
 export async function resolveLock(template: LoadedTemplate, logger: Logger, opts: { update: boolean }): Promise<LockResult> {
   const file = lockPath(template.dir);
+  let written = false;
   const previous = existsSync(file) ? readLock(file).lock : undefined;
   if (previous && !opts.update) {
     throw new KilnError(`${file} already exists`, { hint: '`kiln lock --update` re-resolves it against the mirror and shows what changed, package by package' });
@@ -75,18 +124,17 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
   let lock: LockFile | undefined;
   const collect: Step<BuildContext> = {
     name: 'lock',
-    describe: 'record the installed packages with the sha256 of each .deb from the signed index',
+    describe: 'verify the InRelease apt used and the Packages index against it; record the installed packages with the sha256 of each .deb',
     async run(ctx, p) {
-      lock = await lockOfTree(ctx);
+      const got = await lockOfTree(ctx);
+      lock = got.lock;
+      // Written here, before the work area that holds the InRelease copies is removed.
+      written = writeLock(file, got.lock, got.inReleases);
       p.log(`${lock.packages.length} packages`);
     },
   };
   await build(template, { snapshot: true, onError: 'cleanup', noRelease: true, lock: 'ignore' }, logger,
     [resolveVersionStep, workAreaStep, fetchSourceStep, toolsStep, imageLayerStep, provisionStep, collect]);
   const changes = diffLocks(previous, lock!);
-  const text = formatLock(lock!);
-  const written = !existsSync(file) || readFileSync(file, 'utf8') !== text;
-  // kiln.lock is committed: a crash or power loss must leave the old lock or the new one, whole.
-  if (written) writeFileDurable(file, text);
   return { file, lock: lock!, previous, changes, written };
 }

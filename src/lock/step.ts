@@ -10,7 +10,8 @@ import { KilnError } from '../errors.js';
 import type { Step } from '../pipeline/runner.js';
 import type { ArchiveTrust, InstalledPackage, LockedBase } from '../source/debian.js';
 import type { BuildContext } from '../build/context.js';
-import { LOCK_FILE, packageKey, packageSetDigest, parseLock, type LockedSet, type LockFile } from './file.js';
+import { verifyLockedSet } from './chain.js';
+import { LOCK_FILE, LOCK_FORMAT, packageKey, packageSetDigest, parseLock, type LockedSet, type LockFile } from './file.js';
 import { ansibleCoreVersion, cachedToolsFor, controllerFor, hostController, type Controller } from '../sandbox/tools.js';
 import { fetchLockedDebs } from './fetch.js';
 import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from './repo.js';
@@ -20,6 +21,10 @@ export interface LockState {
   sha256: string;
   lock: LockFile;
   repo: LockedRepo;
+  /** What the chain check of the image's set found (verifyLockedSet), not what the lock's text says. */
+  trust: ArchiveTrust;
+  /** The same for the tools tree's pins. */
+  toolsTrust?: ArchiveTrust;
 }
 
 export function lockPath(templateDir: string): string {
@@ -33,7 +38,7 @@ export function readLock(file: string): { lock: LockFile; sha256: string } {
 
 export const lockStep: Step<BuildContext> = {
   name: 'lock',
-  describe: 'kiln.lock: get the locked .debs (sha256-verified) and serve them as the only repository',
+  describe: "kiln.lock: verify its signed InRelease and index chain, get the locked .debs (sha256-verified) and serve them as the only repository",
   skip: (ctx) => ctx.options.lock === 'ignore' || !existsSync(lockPath(ctx.template.dir)),
   async run(ctx, p) {
     const file = lockPath(ctx.template.dir);
@@ -42,11 +47,18 @@ export const lockStep: Step<BuildContext> = {
     if (lock.archive.suite !== d.suite) {
       throw new KilnError(`kiln.lock was written for ${lock.archive.suite}, but kiln.yaml builds ${d.suite}`, { where: { file }, hint: 'run `kiln lock --update`' });
     }
+    if (lock.lock !== LOCK_FORMAT) {
+      throw new KilnError(`kiln.lock is format ${lock.lock}: it has no signed InRelease to check the packages against`, { where: { file }, hint: 'run `kiln lock --update` (it writes format ' + LOCK_FORMAT + ' and kiln.lock.d/) and commit both' });
+    }
+    p.status('verifying the signed InRelease and Packages index chain of kiln.lock');
+    const chain = { lockFile: file, debian: d, cacheDir: ctx.cacheDir, logger: ctx.logger };
+    const trust = await verifyLockedSet(lock, chain);
+    const toolsTrust = lock.tools ? await verifyLockedSet(lock.tools, { ...chain, tools: true }) : undefined;
     const got = await fetchLockedDebs(lock, { cacheDir: ctx.cacheDir, mirror: d.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus: (s) => p.status(s) });
     p.status('indexing the locked packages');
-    const index = await lockedPackagesIndex(lock, ctx.cacheDir);
+    const index = await lockedPackagesIndex(lock, ctx.cacheDir, ctx.logger);
     const repo = await serveLockedRepo(lock, ctx.cacheDir, index, join(ctx.workDir, 'locked-repo'));
-    ctx.lock = { file, sha256, lock, repo };
+    ctx.lock = { file, sha256, lock, repo, trust, ...(toolsTrust ? { toolsTrust } : {}) };
     const fetched = got.fromMirror + got.fromSnapshot.length;
     p.log(`${lock.packages.length} locked packages (kiln.lock ${sha256.slice(0, 12)}): ${got.cached + got.reused} cached, ${fetched} downloaded${got.fromSnapshot.length ? `, ${got.fromSnapshot.length} from the snapshot mirror` : ''}`);
   },
@@ -55,13 +67,8 @@ export const lockStep: Step<BuildContext> = {
   },
 };
 
-/** What the source step trusts in a locked build: the signed index the lock was resolved from. */
-export function trustFromLock(lock: LockedSet): ArchiveTrust {
-  return { verified: lock.archive.verified, inReleaseSha256: lock.archive.inRelease, archiveDate: lock.archive.date, signingKeyFingerprint: lock.archive.signedBy };
-}
-
 export function lockedBase(s: LockState): LockedBase {
-  return { sourcesLine: s.repo.sourcesLine, packageSet: packageSetDigest(s.lock), sourceDateEpoch: s.lock.archive.date };
+  return { sourcesLine: s.repo.sourcesLine, packageSet: packageSetDigest(s.lock), sourceDateEpoch: s.trust.archiveDate };
 }
 
 /**
@@ -123,15 +130,16 @@ export async function lockedController(ctx: BuildContext, onStatus: (s: string) 
   if (pins.archive.suite !== c.provision.ansible) {
     throw new KilnError(`kiln.lock pins a ${pins.archive.suite} tools tree, but kiln.yaml asks for ${c.provision.ansible} (provision.ansible)`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });
   }
-  const cached = cachedToolsFor(ctx.cacheDir, c.provision.ansible, pins);
+  const trust = lock.toolsTrust!;
+  const cached = cachedToolsFor(ctx.cacheDir, c.provision.ansible, pins, trust);
   if (cached) return { root: cached.root, ansibleCore: ansibleCoreVersion(cached.packages), tools: cached };
   const d = c.source.debian;
   await fetchLockedDebs(pins, { cacheDir: ctx.cacheDir, mirror: pins.archive.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus });
-  const index = await lockedPackagesIndex(pins, ctx.cacheDir);
+  const index = await lockedPackagesIndex(pins, ctx.cacheDir, ctx.logger);
   const repo = await serveLockedRepo(pins, ctx.cacheDir, index, join(ctx.workDir, 'locked-tools-repo'));
   try {
     const controller = await controllerFor(c, ctx.cacheDir, ctx.workDir, ctx.logger, onStatus, {
-      sourcesLine: repo.sourcesLine, packageSet: packageSetDigest(pins), trust: trustFromLock(pins),
+      sourcesLine: repo.sourcesLine, packageSet: packageSetDigest(pins), trust,
     });
     const { unlocked } = compareInstalled(controller.tools!.packages, pins);
     if (unlocked.length) throw new KilnError(`the tools tree has ${unlocked.length} package(s) kiln.lock does not pin: ${unlocked.slice(0, 5).join(', ')}`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });

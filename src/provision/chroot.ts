@@ -64,6 +64,11 @@ export interface ProvisionSandboxOptions {
   hostname: string;
   sourceDateEpoch?: number;
   locked?: LockedApt;
+  /**
+   * The sources line apt uses in the sandbox when it is not the image's own: `[trusted=yes]` when
+   * source.debian.verify is false. Bound over the image's sources.list, so it never stays in the image.
+   */
+  buildSourcesLine?: string;
   logger: Logger;
   /** Use the repository copy already in the work area (`kiln shell` reopening a kept build). */
   reuseRepoCopy?: boolean;
@@ -134,6 +139,11 @@ export class ProvisionSandbox {
         { kind: 'bind', mode: 'rw', src: archives, dst: `${IMAGE}/var/cache/apt/archives` },
         { kind: 'bind', mode: 'rw', src: lists, dst: `${IMAGE}/var/lib/apt/lists` },
       );
+      if (o.buildSourcesLine) {
+        const sources = join(dir, 'build-sources.list');
+        writeFileSync(sources, `${o.buildSourcesLine}\n`);
+        binds.push({ kind: 'bind', mode: 'ro', src: sources, dst: `${IMAGE}/etc/apt/sources.list` });
+      }
     }
     if (resolvConf && statInTree(o.tree, '/etc/resolv.conf')?.isFile()) {
       binds.push({ kind: 'bind', mode: 'ro', src: resolvConf, dst: `${IMAGE}/etc/resolv.conf` });

@@ -20,7 +20,7 @@ export const TOOLS_PACKAGES = ['ansible', 'mount'] as const;
 export const TOOLS_SUITES = { trixie: '2.19', bookworm: '2.14' } as const;
 export type ToolsSuite = keyof typeof TOOLS_SUITES;
 
-export interface ToolsSpec { suite: ToolsSuite; mirror: string; keyring: string; verify: boolean }
+export interface ToolsSpec { suite: ToolsSuite; mirror: string; keyring: string; verify: boolean; max_age: string }
 
 export interface ToolsTree {
   /** The tree (read-only in the sandbox). */
@@ -40,7 +40,7 @@ export interface LockedTools {
   sourcesLine: string;
   /** Digest of the pinned package set (the cache key). */
   packageSet: string;
-  /** What the lock recorded of the archive the pins came from. */
+  /** What the chain check of the pins found (src/lock/chain.ts), not what the lock's text says. */
   trust: ArchiveTrust;
 }
 
@@ -102,7 +102,7 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
  * exactly the pinned packages installed (so from the pinned .debs, whose sha256 that InRelease's
  * index gives). A locked build then needs neither the .debs nor a second mmdebstrap run.
  */
-export function cachedToolsFor(cacheDir: string, suite: ToolsSuite, pins: { archive: { inRelease: string; date: number; verified: boolean; signedBy?: string }; packages: { name: string; version: string; architecture: string }[] }): ToolsTree | undefined {
+export function cachedToolsFor(cacheDir: string, suite: ToolsSuite, pins: { archive: { inRelease: string }; packages: { name: string; version: string; architecture: string }[] }, trust: ArchiveTrust): ToolsTree | undefined {
   const dir = join(cacheDir, 'tools');
   const want = [...pins.packages].map((p) => `${p.name}:${p.architecture}=${p.version}`).sort().join('\n');
   for (const f of existsSync(dir) ? readdirSync(dir).filter((n) => n.endsWith('.json')) : []) {
@@ -112,7 +112,6 @@ export function cachedToolsFor(cacheDir: string, suite: ToolsSuite, pins: { arch
     if (rec.suite !== suite || rec.inRelease !== pins.archive.inRelease || !existsSync(join(dir, key, 'usr/bin/ansible-playbook'))) continue;
     const have = (rec.packages ?? []).map((p) => `${p.name}:${p.arch}=${p.version}`).sort().join('\n');
     if (have !== want) continue;
-    const trust: ArchiveTrust = { verified: pins.archive.verified, inReleaseSha256: pins.archive.inRelease, archiveDate: pins.archive.date, signingKeyFingerprint: pins.archive.signedBy };
     return { root: join(dir, key), key, suite, cached: true, trust, packages: rec.packages! };
   }
   return undefined;
@@ -142,7 +141,7 @@ export async function hostController(): Promise<Controller> {
 export async function controllerFor(c: KilnConfig, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools): Promise<Controller> {
   if (c.provision.ansible === 'host') return hostController();
   const d = c.source.debian;
-  const tools = await toolsTree({ suite: c.provision.ansible, mirror: d.mirror, keyring: d.keyring, verify: d.verify }, cacheDir, workDir, logger, onLine, locked);
+  const tools = await toolsTree({ suite: c.provision.ansible, mirror: d.mirror, keyring: d.keyring, verify: d.verify, max_age: d.max_age }, cacheDir, workDir, logger, onLine, locked);
   return { root: tools.root, ansibleCore: ansibleCoreVersion(tools.packages), tools };
 }
 

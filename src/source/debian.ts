@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
 import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-entry.js';
 import { resolvedPath } from '../image/tree.js';
+import { checkFreshness, unverifiedInRelease, verifyInRelease, type ReleaseText } from './inrelease.js';
 
 /** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
 export const BASE_PACKAGES = [
@@ -58,8 +59,26 @@ export function sha256(data: string | Buffer): string {
 
 export interface ArchiveTrust { verified: boolean; inReleaseSha256: string; archiveDate: number; signingKeyFingerprint?: string; keyringSha256?: string }
 
-/** Fetches and verifies dists/<suite>/InRelease. An unverifiable archive is an error unless verify is off. */
-export async function verifyArchive(d: KilnConfig['source']['debian'], workDir: string, logger: Logger, fileName = 'InRelease'): Promise<ArchiveTrust> {
+/** The trust a build records from what an InRelease's signed text says. */
+export function trustOf(r: ReleaseText, keyring: string): ArchiveTrust {
+  return {
+    verified: r.verified, inReleaseSha256: r.inReleaseSha256, archiveDate: r.date,
+    ...(r.verified ? { signingKeyFingerprint: r.signedBy, keyringSha256: sha256(readFileSync(keyring)) } : {}),
+  };
+}
+
+/** The one warning of a build whose archive signature is not checked (source.debian.verify: false). */
+export function warnUnverified(logger: Logger): void {
+  logger.warn('source.debian.verify is false: the archive signature is NOT checked. Whoever answers for the mirror chooses '
+    + "the image's packages. The build and release record say verified: false; the image's own sources.list is the plain "
+    + 'line (no [trusted=yes]), so apt in the image checks signatures again.');
+}
+
+/**
+ * Fetches dists/<suite>/InRelease, verifies it with gpgv and checks it is fresh (source.debian.max_age,
+ * Valid-Until). An unverifiable archive is an error unless verify is off.
+ */
+export async function verifyArchive(d: KilnConfig['source']['debian'], workDir: string, logger: Logger, fileName = 'InRelease', now?: number): Promise<ArchiveTrust> {
   const url = `${d.mirror.replace(/\/$/, '')}/dists/${d.suite}/InRelease`;
   const file = join(workDir, fileName);
   const got = await exec('curl', ['-fsSL', '--retry', '2', '--connect-timeout', '20', '-o', file, url], { allowFailure: true, logger });
@@ -68,29 +87,21 @@ export async function verifyArchive(d: KilnConfig['source']['debian'], workDir: 
       hint: 'check source.debian.mirror in kiln.yaml and the network (the mirror must be reachable from the build host)',
     });
   }
-  const text = readFileSync(file);
-  const dateLine = /^Date: (.*)$/m.exec(text.toString('utf8'))?.[1];
-  const archiveDate = dateLine ? Math.floor(Date.parse(dateLine) / 1000) : 0;
-  const trust: ArchiveTrust = { verified: false, inReleaseSha256: sha256(text), archiveDate };
+  const release = await readArchiveInRelease(d, file, logger, url);
+  checkFreshness(release, { maxAge: d.max_age, now, what: `the archive's InRelease at ${url}` });
+  return trustOf(release, d.keyring);
+}
+
+/** An InRelease of source.debian's archive: gpgv-verified against its keyring, or read as is when verify is false. */
+export async function readArchiveInRelease(d: Pick<KilnConfig['source']['debian'], 'verify' | 'keyring'>, file: string, logger: Logger, what: string): Promise<ReleaseText> {
   if (!d.verify) {
-    logger.warn(`source.debian.verify is false: the archive signature is NOT checked (recorded in the build record)`);
-    return trust;
+    warnUnverified(logger);
+    return unverifiedInRelease(file, what);
   }
   if (!existsSync(d.keyring)) {
     throw new KilnError(`archive keyring not found: ${d.keyring}`, { hint: 'install debian-archive-keyring (`kiln doctor`) or set source.debian.keyring' });
   }
-  const v = await exec('gpgv', ['--status-fd', '1', '--keyring', d.keyring, file], { allowFailure: true, logger });
-  const valid = /^\[GNUPG:\] VALIDSIG ([0-9A-F]+)/m.exec(v.stdout);
-  if (v.code !== 0 || !valid) {
-    throw new KilnError(`the archive's InRelease at ${url} is not signed by a key in ${d.keyring}`, {
-      detail: v.stderr,
-      hint: 'refusing an unverifiable source; use the right keyring, or set source.debian.verify: false to opt out explicitly',
-    });
-  }
-  trust.verified = true;
-  trust.signingKeyFingerprint = valid[1];
-  trust.keyringSha256 = sha256(readFileSync(d.keyring));
-  return trust;
+  return verifyInRelease(file, d.keyring, logger, `the archive's InRelease at ${what}`);
 }
 
 export function basePackages(d: KilnConfig['source']['debian']): string[] {
@@ -98,34 +109,48 @@ export function basePackages(d: KilnConfig['source']['debian']): string[] {
 }
 
 export function baseKey(d: KilnConfig['source']['debian'], trust: ArchiveTrust): string {
-  return sha256(JSON.stringify({ v: 1, mirror: d.mirror, suite: d.suite, components: d.components, packages: basePackages(d), inRelease: trust.inReleaseSha256, verify: d.verify, keyring: trust.keyringSha256 ?? null }));
+  // An unverified base's key changed when its image stopped saying [trusted=yes] (imageSources).
+  return sha256(JSON.stringify({ v: 1, mirror: d.mirror, suite: d.suite, components: d.components, packages: basePackages(d), inRelease: trust.inReleaseSha256, verify: d.verify, keyring: trust.keyringSha256 ?? null, ...(d.verify ? {} : { imageSources: 'plain' }) }));
 }
 
 /** The locked base's key: the locked set, not the archive's state today. */
 export function lockedBaseKey(d: KilnConfig['source']['debian'], locked: LockedBase): string {
-  return sha256(JSON.stringify({ v: 2, mirror: d.mirror, suite: d.suite, components: d.components, packages: basePackages(d), packageSet: locked.packageSet, sde: locked.sourceDateEpoch, verify: d.verify }));
+  return sha256(JSON.stringify({ v: 2, mirror: d.mirror, suite: d.suite, components: d.components, packages: basePackages(d), packageSet: locked.packageSet, sde: locked.sourceDateEpoch, verify: d.verify, ...(d.verify ? {} : { imageSources: 'plain' }) }));
 }
 
-/** The sources.list every image gets (also when a lock's local repository installed it). */
+/**
+ * The sources.list every image gets: the plain line, whatever the build itself used (a lock's local
+ * repository, or `[trusted=yes]` when source.debian.verify is false), so apt in the image always
+ * checks the archive's signatures.
+ */
 export function mirrorSourcesLine(d: KilnConfig['source']['debian']): string {
-  return `deb${d.verify ? '' : ' [trusted=yes]'} ${d.mirror} ${d.suite} ${d.components.join(' ')}`;
+  return `deb ${d.mirror} ${d.suite} ${d.components.join(' ')}`;
+}
+
+/** The line apt uses while the image is built: `[trusted=yes]` only when verify is false, and never in the image. */
+export function buildSourcesLine(d: KilnConfig['source']['debian']): string {
+  return d.verify ? mirrorSourcesLine(d) : `deb [trusted=yes] ${d.mirror} ${d.suite} ${d.components.join(' ')}`;
 }
 
 /**
  * mmdebstrap's argv for the base tree (pure, so what reaches a hook is testable). mmdebstrap runs a
  * hook under `sh -c` unless it is one of its special commands, and splits those like a shell: the
  * only hook here is `upload`, whose one host path is quoted with quoteArg (tested against that split).
+ * When the build installs from another line than the image's (a lock's local repository, or the
+ * `[trusted=yes]` line of verify: false), the image's own line is uploaded over it at the end.
  */
-export function mmdebstrapArgs(d: KilnConfig['source']['debian'], tar: string, locked?: LockedBase & { sourcesFile: string }): string[] {
+export function mmdebstrapArgs(d: KilnConfig['source']['debian'], tar: string, locked?: LockedBase, imageSourcesFile?: string): string[] {
   const insecure = ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"'];
+  const line = locked ? locked.sourcesLine : buildSourcesLine(d);
+  if (line !== mirrorSourcesLine(d) && !imageSourcesFile) throw new Error('mmdebstrapArgs: the image needs its own sources.list file');
   return [
     '--mode=root', '--variant=apt', '--format=tar',
     `--include=${basePackages(d).join(',')}`,
     `--components=${d.components.join(',')}`,
     ...(d.verify ? (locked ? [] : [`--keyring=${d.keyring}`]) : insecure),
     '--aptopt=Acquire::Retries "3"',
-    ...(locked ? [`--customize-hook=upload ${quoteArg(locked.sourcesFile)} /etc/apt/sources.list`] : []),
-    d.suite, tar, locked ? locked.sourcesLine : mirrorSourcesLine(d),
+    ...(line !== mirrorSourcesLine(d) ? [`--customize-hook=upload ${quoteArg(imageSourcesFile!)} /etc/apt/sources.list`] : []),
+    d.suite, tar, line,
   ];
 }
 
@@ -140,11 +165,12 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
   removeDeadTemps(dir);
   // Built in the cache's directory: a rename from workDir fails when KILN_CACHE_DIR is on another filesystem.
   const tmp = entryTemp(tar);
-  // Installed from the lock's local repository, the image still names the real mirror: the line goes
-  // into a file that mmdebstrap uploads, so no value from kiln.yaml is ever part of a hook's shell text.
-  const lockedInstall = locked && { ...locked, sourcesFile: resolve(workDir, 'image-sources.list') };
-  if (lockedInstall) writeFileSync(lockedInstall.sourcesFile, `${mirrorSourcesLine(d)}\n`);
-  const args = mmdebstrapArgs(d, tmp, lockedInstall);
+  // Installed from the lock's local repository (or a [trusted=yes] line), the image still gets the
+  // plain line: it goes into a file that mmdebstrap uploads, so no value from kiln.yaml is ever part
+  // of a hook's shell text.
+  const imageSources = resolve(workDir, 'image-sources.list');
+  writeFileSync(imageSources, `${mirrorSourcesLine(d)}\n`);
+  const args = mmdebstrapArgs(d, tmp, locked, imageSources);
   await exec('mmdebstrap', args, {
     logger, onStderrLine: onLine,
     env: { SOURCE_DATE_EPOCH: String(locked ? locked.sourceDateEpoch : trust.archiveDate), LC_ALL: 'C.UTF-8' },

@@ -2,6 +2,8 @@
  * kiln.yaml, declared once: this JSON Schema drives validation, the defaults, and `kiln schema`
  * (for editors, e.g. the YAML language server's `# yaml-language-server: $schema=` comment).
  */
+import { MAX_AGE_PATTERN } from '../source/inrelease.js';
+
 export const FORMATS = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'ova', 'gce'] as const;
 export type FormatName = (typeof FORMATS)[number];
 
@@ -53,6 +55,7 @@ export const kilnSchema = {
             packages: { ...names('Extra packages in the base tree (before the playbook runs): Debian package names, optionally name=version.', PACKAGE), default: [] },
             keyring: str('OpenPGP keyring that signs the archive Release file.', { default: '/usr/share/keyrings/debian-archive-keyring.gpg' }),
             verify: { type: 'boolean', default: true, description: 'Verify the Release signature. false is an explicit, recorded opt-out.' },
+            max_age: str('Oldest archive metadata an unlocked build (and `kiln lock`) accepts, by the signed Date of the InRelease: hours, days or weeks, e.g. 30d. An InRelease past its signed Valid-Until is always refused. Locked builds check the chain of the InRelease kept with kiln.lock, not its age.', { default: '365d', pattern: MAX_AGE_PATTERN }),
             snapshot: str('snapshot.debian.org-style mirror (same pool layout) that locked builds download from when the mirror no longer has a locked version, e.g. https://snapshot.debian.org/archive/debian/20250101T000000Z/.', { pattern: MIRROR_URL }),
           },
         },
@@ -133,7 +136,7 @@ export interface KilnConfig {
   source: {
     debian: {
       suite: string; mirror: string; components: string[]; kernel: string; packages: string[];
-      keyring: string; verify: boolean; snapshot?: string;
+      keyring: string; verify: boolean; max_age: string; snapshot?: string;
     };
   };
   provision: { playbook: string; vars: Record<string, unknown>; idempotence: 'fail' | 'warn' | 'off'; host_ports: number[]; ansible: 'trixie' | 'bookworm' | 'host' };

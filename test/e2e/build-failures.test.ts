@@ -108,7 +108,7 @@ describe('failed builds leave nothing behind', () => {
     const { mkdtempSync } = await import('node:fs');
     const warnings: string[] = [];
     const logger = { verbose: false, info() {}, debug() {}, warn: (m: string) => warnings.push(m) };
-    const d = { suite: 'bookworm', mirror: 'http://deb.debian.org/debian', components: ['main'], kernel: 'k', packages: [], keyring: '/usr/share/keyrings/debian-archive-keyring.gpg' };
+    const d = { suite: 'bookworm', mirror: 'http://deb.debian.org/debian', components: ['main'], kernel: 'k', packages: [], keyring: '/usr/share/keyrings/debian-archive-keyring.gpg', max_age: '365d' };
     const off = await verifyArchive({ ...d, verify: false }, mkdtempSync('/tmp/kiln-v-'), logger);
     assert.equal(off.verified, false);
     assert.match(off.inReleaseSha256, /^[0-9a-f]{64}$/);

@@ -9,7 +9,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { E2E_DIR, RUN_ID, exampleRepo, kiln, type BuildRecordLite } from './fixture.js';
@@ -35,6 +35,9 @@ const shaOf = (rec: BuildRecordLite) => Object.fromEntries(rec.artifacts.map((a)
 
 describe('reproducible builds from a lock', () => {
   let lockText = '';
+  /** The directory `kiln lock` wrote: kiln.lock.d (the signed InRelease files) goes with kiln.lock. */
+  let lockDir = '';
+  const putLock = (d: string) => { writeFileSync(join(d, 'kiln.lock'), lockText); cpSync(join(lockDir, 'kiln.lock.d'), join(d, 'kiln.lock.d'), { recursive: true }); };
   let first: BuildRecordLite & { source: { lockSha256?: string } };
   let repoA = '';
   /** The changed-variable build, started beside `kiln rebuild` and checked by its own test. */
@@ -45,6 +48,11 @@ describe('reproducible builds from a lock', () => {
     const r = await kiln(['lock'], { cwd: dir });
     assert.equal(r.code, 0, r.stderr.slice(-3000));
     lockText = readFileSync(join(dir, 'kiln.lock'), 'utf8');
+    lockDir = dir;
+    assert.match(lockText, /^lock: 2$/m);
+    const kept = readdirSync(join(dir, 'kiln.lock.d')).sort();
+    const named = [...lockText.matchAll(/inRelease: "([0-9a-f]{64})"/g)].map((m) => `${m[1]}.InRelease`);
+    assert.deepEqual(kept, [...new Set(named)].sort(), 'kiln.lock.d holds exactly the signed InRelease files kiln.lock names');
     const entries = lockText.split('\n').filter((l) => l.startsWith('  - '));
     assert.ok(entries.length > 150, `a Debian image has >150 packages, the lock has ${entries.length}`);
     for (const n of ['nginx', 'openssh-server', 'linux-image-cloud-amd64', 'systemd']) assert.match(lockText, new RegExp(`name: "${n}", version: "[^"]+", architecture: "(amd64|all)", sha256: "[0-9a-f]{64}"`), n);
@@ -59,7 +67,7 @@ describe('reproducible builds from a lock', () => {
 
   test('two builds of the same tag in two directories give identical artifacts in every format', async () => {
     assert.ok(lockText, 'needs the lock');
-    const withLock = (d: string) => { setFormats(d); writeFileSync(join(d, 'kiln.lock'), lockText); };
+    const withLock = (d: string) => { setFormats(d); putLock(d); };
     repoA = exampleRepo('repro-a', { tag: 'release-0.1.0', date: DATE, edit: withLock });
     const repoB = exampleRepo('repro-b', { tag: 'release-0.1.0', date: DATE, edit: withLock });
     // At once: the cache is shared, so this also shows that concurrent builds do not disturb each other.
@@ -94,7 +102,7 @@ describe('reproducible builds from a lock', () => {
       tag: 'release-0.1.0', date: DATE,
       edit: (d) => {
         setFormats(d, 'formats: [raw]');
-        writeFileSync(join(d, 'kiln.lock'), lockText);
+        putLock(d);
         const f = join(d, 'roles/web/defaults/main.yml');
         writeFileSync(f, readFileSync(f, 'utf8').replace('web_title: "Kiln example"', 'web_title: "Kiln example, changed"'));
       },
@@ -113,7 +121,7 @@ describe('reproducible builds from a lock', () => {
     const dir = exampleRepo('repro-outside', {
       date: DATE,
       edit: (d) => {
-        writeFileSync(join(d, 'kiln.lock'), lockText);
+        putLock(d);
         const f = join(d, 'roles/web/tasks/main.yml');
         writeFileSync(f, `${readFileSync(f, 'utf8')}\n- name: Install tree\n  ansible.builtin.apt:\n    name: tree\n    state: present\n`);
       },

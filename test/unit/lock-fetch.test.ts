@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,7 +35,7 @@ function makeDeb(dir: string, name: string, version: string): LockedPackage {
 }
 
 const lockOf = (packages: LockedPackage[]): LockFile => ({
-  lock: 1, image: 't', archive: { mirror: mirrorUrl, suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: '0'.repeat(64), verified: true }, packages,
+  lock: 1, image: 't', archive: { mirror: mirrorUrl, suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: '0'.repeat(64), verified: true, indexes: [] }, packages,
 });
 
 before(async () => {
@@ -114,6 +114,19 @@ test('the local repository serves exactly the locked .debs with a matching index
   }
 });
 
+test("the locked set's cached index cut short by one byte is a miss and is made again", async () => {
+  const cache = join(base, 'cache2');
+  const lock = lockOf(pkgs);
+  const index = await lockedPackagesIndex(lock, cache);
+  const file = readdirSync(join(cache, 'lock-index')).find((n) => n.endsWith('.Packages'))!;
+  const path = join(cache, 'lock-index', file);
+  truncateSync(path, statSync(path).size - 1);
+  const warnings: string[] = [];
+  assert.equal(await lockedPackagesIndex(lock, cache, { ...silentLogger, warn: (m: string) => { warnings.push(m); } }), index);
+  assert.equal(readFileSync(path, 'utf8'), index);
+  assert.match(warnings.join('\n'), /is damaged \(it is \d+ bytes, its record says \d+\)/);
+});
+
 test('the local repository answers 404 for a .deb deleted from the cache and keeps serving', async () => {
   const cache = join(base, 'cache-deleted');
   const lock = lockOf([pkgs[0]]);
@@ -139,13 +152,14 @@ test('a cached .deb cut short or changed is detected on use, discarded with a wa
   mkdirSync(join(cache, 'debs'), { recursive: true });
   const warnings: string[] = [];
   const logger = { ...silentLogger, warn: (m: string) => { warnings.push(m); } };
-  for (const damaged of [good.subarray(0, good.length - 100), Buffer.concat([good.subarray(0, 10), Buffer.from('X'), good.subarray(11)])]) {
+  for (const damaged of [good.subarray(0, good.length - 100), good.subarray(0, good.length - 1), Buffer.concat([good.subarray(0, 10), Buffer.from('X'), good.subarray(11)])]) {
     writeFileSync(debPath(cache, pkgs[0]), damaged);
     const r = await fetchLockedDebs(lockOf([pkgs[0]]), { cacheDir: cache, mirror: mirrorUrl, logger });
     assert.deepEqual([r.cached, r.fromMirror], [0, 1]);
     assert.deepEqual(readFileSync(debPath(cache, pkgs[0])), good);
   }
-  assert.equal(warnings.length, 2);
+  assert.equal(warnings.length, 3);
   assert.match(warnings[0], /cached hello-kiln 1\.0-1 .* is damaged \(\d+ bytes, the lock says \d+\): discarded, downloading it again/);
-  assert.match(warnings[1], /is damaged \(sha256 [0-9a-f]{64}\)/);
+  assert.match(warnings[1], /is damaged \(\d+ bytes, the lock says \d+\)/, 'one byte short');
+  assert.match(warnings[2], /is damaged \(sha256 [0-9a-f]{64}\)/);
 });

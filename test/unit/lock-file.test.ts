@@ -8,8 +8,11 @@ const pkg = (name: string, version: string, architecture = 'amd64', c = 'a'): Lo
 });
 
 const lockOf = (packages: LockedPackage[]): LockFile => ({
-  lock: 1, image: 'web',
-  archive: { mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: 'b'.repeat(64), signedBy: 'ABCD', verified: true },
+  lock: 2, image: 'web',
+  archive: {
+    mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: 'b'.repeat(64), signedBy: 'ABCD', verified: true,
+    indexes: [{ path: 'main/binary-amd64/Packages', sha256: 'c'.repeat(64), size: 50060337 }],
+  },
   packages,
 });
 
@@ -36,9 +39,9 @@ test('the package-set digest ignores order and metadata but not a sha256', () =>
 test('bad locks are rejected with the entry named', () => {
   const good = formatLock(lockOf([pkg('nginx', '1.22.1-9')]));
   assert.throws(() => parseLock(good.replace(/sha256: "a+"/, 'sha256: "xyz"')), (e: unknown) => e instanceof KilnError && /packages\[0\] \(nginx\): sha256/.test(e.message));
-  assert.throws(() => parseLock(good.replace('lock: 1', 'lock: 9')), /unsupported lock format 9/);
+  assert.throws(() => parseLock(good.replace('lock: 2', 'lock: 9')), /unsupported lock format 9/);
   assert.throws(() => parseLock(good.replace(/filename: "[^"]+"/, 'filename: "../../etc/passwd"')), /filename must be a path inside the archive/);
-  const twice = good.replace(/(  - .*\n)/, '$1$1');
+  const twice = good.replace(/(  - \{ name.*\n)/, '$1$1');
   assert.throws(() => parseLock(twice), /nginx:amd64 is listed twice/);
   assert.throws(() => parseLock('packages: [\n'), /not valid YAML/);
 });
@@ -75,13 +78,13 @@ test('the suggested snapshot URL is the lock archive date', () => {
 
 test('the tools tree pins round-trip, are checked like the image\'s, and show in a diff', async () => {
   const { formatLock, parseLock, diffLocks, formatChange } = await import('../../src/lock/file.js');
-  const archive = { mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], date: 1700000000, inRelease: 'a'.repeat(64), signedBy: undefined, verified: true };
+  const archive = { mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], date: 1700000000, inRelease: 'a'.repeat(64), signedBy: undefined, verified: true, indexes: [{ path: 'main/binary-amd64/Packages', sha256: 'c'.repeat(64), size: 1 }] };
   const pkg = (name: string, version: string) => ({ name, version, architecture: 'all', sha256: name.length.toString(16).padStart(64, '0'), size: 1, filename: `pool/main/${name}.deb` });
-  const lock = { lock: 1, image: 'web', archive, packages: [pkg('base-files', '12')], tools: { archive: { ...archive, suite: 'trixie' }, packages: [pkg('ansible-core', '2.19.1-1')] } };
+  const lock = { lock: 2, image: 'web', archive, packages: [pkg('base-files', '12')], tools: { archive: { ...archive, suite: 'trixie' }, packages: [pkg('ansible-core', '2.19.1-1')] } };
   const text = formatLock(lock);
   assert.match(text, /^tools:\n {2}archive:\n {4}mirror: "http:\/\/deb\.debian\.org\/debian"\n {4}suite: "trixie"/m);
   assert.deepEqual(parseLock(text), lock);
-  assert.throws(() => parseLock(text.replace(/(tools:[\s\S]*?sha256: )"[0-9a-f]+"/, '$1"nothex"')), /tools\.packages\[0\] \(ansible-core\): sha256 must be 64 lower-case hex digits/);
+  assert.throws(() => parseLock(text.replace(/(tools:[\s\S]*?name: "ansible-core"[^\n]*?sha256: )"[0-9a-f]+"/, '$1"nothex"')), /tools\.packages\[0\] \(ansible-core\): sha256 must be 64 lower-case hex digits/);
   const newer = { ...lock, tools: { ...lock.tools, packages: [pkg('ansible-core', '2.19.2-1')] } };
   assert.deepEqual(diffLocks(lock, newer).map(formatChange), ['~ tools: ansible-core (all) 2.19.1-1 -> 2.19.2-1']);
 });

@@ -108,7 +108,7 @@ test('diffTrees lists content, mode, type and presence differences in path order
 });
 
 test('the signed text of an InRelease and the index hashes it gives', async () => {
-  const { signedText, releaseHashes } = await import('../../src/lock/archive-index.js');
+  const { signedText, releaseHashes } = await import('../../src/source/inrelease.js');
   const inRelease = [
     '-----BEGIN PGP SIGNED MESSAGE-----', 'Hash: SHA512', '',
     'Origin: Debian', 'SHA256:', ` ${'1'.repeat(64)}   123 main/binary-amd64/Packages.xz`, ` ${'2'.repeat(64)}   456 main/binary-amd64/Packages`,

@@ -14,15 +14,16 @@ test('a cached tools tree is the pinned one only with the same InRelease and exa
   writeFileSync(join(cache, 'tools', key, 'usr/bin/ansible-playbook'), '');
   const installed = [{ name: 'ansible-core', version: '2.19.11-0+deb13u1', arch: 'all' }, { name: 'python3', version: '3.13.5-1', arch: 'amd64' }];
   writeFileSync(join(cache, 'tools', `${key}.json`), JSON.stringify({ suite: 'trixie', inRelease: 'a'.repeat(64), packages: installed }));
-  const archive = { inRelease: 'a'.repeat(64), date: 1, verified: true, signedBy: 'F' };
+  const archive = { inRelease: 'a'.repeat(64) };
+  const trust = { verified: true, inReleaseSha256: 'a'.repeat(64), archiveDate: 1, signingKeyFingerprint: 'F' };
   const pins = installed.map((p) => ({ name: p.name, version: p.version, architecture: p.arch }));
-  const hit = cachedToolsFor(cache, 'trixie', { archive, packages: [...pins].reverse() });
+  const hit = cachedToolsFor(cache, 'trixie', { archive, packages: [...pins].reverse() }, trust);
   assert.equal(hit?.root, join(cache, 'tools', key));
   assert.equal(hit?.trust.inReleaseSha256, 'a'.repeat(64));
-  assert.equal(cachedToolsFor(cache, 'trixie', { archive: { ...archive, inRelease: 'b'.repeat(64) }, packages: pins }), undefined, 'another InRelease');
-  assert.equal(cachedToolsFor(cache, 'trixie', { archive, packages: [pins[0], { ...pins[1], version: '3.13.5-2' }] }), undefined, 'another version');
-  assert.equal(cachedToolsFor(cache, 'trixie', { archive, packages: [pins[0]] }), undefined, 'a package more in the tree');
-  assert.equal(cachedToolsFor(cache, 'bookworm', { archive, packages: pins }), undefined, 'another suite');
+  assert.equal(cachedToolsFor(cache, 'trixie', { archive: { ...archive, inRelease: 'b'.repeat(64) }, packages: pins }, trust), undefined, 'another InRelease');
+  assert.equal(cachedToolsFor(cache, 'trixie', { archive, packages: [pins[0], { ...pins[1], version: '3.13.5-2' }] }, trust), undefined, 'another version');
+  assert.equal(cachedToolsFor(cache, 'trixie', { archive, packages: [pins[0]] }, trust), undefined, 'a package more in the tree');
+  assert.equal(cachedToolsFor(cache, 'bookworm', { archive, packages: pins }, trust), undefined, 'another suite');
 });
 
 test('work areas of builds whose process is gone are removed; a live one stays', () => {
