@@ -23,7 +23,7 @@ const extra = process.argv.slice(2);
 mkdirSync(join(e2eDir, runId), { recursive: true });
 const tap = join(e2eDir, runId, 'results.tap');
 const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout',
-  '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...extra, ...files], { stdio: 'inherit', env: { ...process.env, KILN_E2E_RUN: runId } });
+  '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...extra, ...files], { stdio: 'inherit', env: { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId } });
 const totals = existsSync(tap) ? readFileSync(tap, 'utf8').split('\n').filter((l) => /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /.test(l)) : [];
 if (r.status !== 0) {
   // The end-to-end fixture logs every kiln run's stderr; show the ones that did not exit 0 (a failure
