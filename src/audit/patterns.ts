@@ -77,13 +77,17 @@ function* each(re: RegExp, text: string): Generator<{ start: number; end: number
 type Hit = { message: string; start: number; end: number; secret: string };
 
 /** Kiln's scanners in priority order: where two findings overlap, the earlier scanner names it. */
-export const contentScanners: { name: string; scan(text: string): Hit[] }[] = [
+export const contentScanners: { name: string; hints: string[]; window: number | 'whole'; scan(text: string): Hit[] }[] = [
   {
     name: 'gcp-service-account',
+    hints: ['service_account'],
+    window: 'whole',
     scan: (t) => (GCP_TYPE.test(t) ? [...each(GCP_KEY, t)].map((h) => ({ ...h, message: 'GCP service account key (JSON with a private_key)' })) : []),
   },
   {
     name: 'aws-credentials',
+    hints: ['AKIA', 'ASIA', 'ws_secret_access_key', 'WS_SECRET_ACCESS_KEY'],
+    window: 4096,
     scan: (t) => [
       ...[...each(AWS_KEY_ID, t)].filter((h) => !h.secret.endsWith('EXAMPLE')).map((h) => ({ ...h, message: `AWS access key id ${mask(h.secret)}` })),
       ...[...each(AWS_SECRET, t)].map((h) => ({ ...h, message: `AWS secret access key ${mask(h.secret)}` })),
@@ -91,6 +95,8 @@ export const contentScanners: { name: string; scan(text: string): Hit[] }[] = [
   },
   {
     name: 'azure-credentials',
+    hints: ['AccountKey=', 'SharedAccessKey=', 'Q~', 'AZURE_CLIENT_SECRET', 'clientSecret'],
+    window: 4096,
     scan: (t) => [
       ...[...each(AZURE_ACCOUNT_KEY, t)].map((h) => ({ ...h, message: `Azure storage/service bus account key (connection string) ${mask(h.secret)}` })),
       ...[...each(AZURE_CLIENT_SECRET_VALUE, t), ...each(AZURE_CLIENT_SECRET_KEY, t)].map((h) => ({ ...h, message: `Azure AD client secret ${mask(h.secret)}` })),
@@ -98,6 +104,8 @@ export const contentScanners: { name: string; scan(text: string): Hit[] }[] = [
   },
   {
     name: 'private-key',
+    hints: ['PRIVATE KEY', 'LS0tLS1CRUdJT'],
+    window: MAX_KEY_SPAN + 4096,
     scan: (t) => [
       ...privateKeys(t).map((k) => ({ start: k.start, end: k.end, secret: t.slice(k.start, k.end), message: keyName(k.kind) })),
       ...[...each(B64_PEM, t)].flatMap((h) => {
@@ -110,7 +118,7 @@ export const contentScanners: { name: string; scan(text: string): Hit[] }[] = [
 
 /** Every secret Kiln's own scanners find in text, in priority order. */
 export function scanKiln(text: string): SecretMatch[] {
-  return contentScanners.flatMap((s) => s.scan(text).map((h) => ({ check: s.name, ...h })));
+  return contentScanners.filter((s) => s.hints.some((h) => text.includes(h))).flatMap((s) => s.scan(text).map((h) => ({ check: s.name, ...h })));
 }
 
 /** Matches that do not overlap an earlier one: one secret, one finding. */
@@ -125,5 +133,3 @@ export function scanText(text: string): SecretMatch | undefined {
   return scanKiln(text)[0];
 }
 
-/** Quick filter: text without any of these bytes cannot match one of Kiln's own scanners. */
-export const HINTS = ['PRIVATE KEY', 'AKIA', 'ASIA', 'ws_secret_access_key', 'WS_SECRET_ACCESS_KEY', 'AccountKey=', 'SharedAccessKey=', 'Q~', 'AZURE_CLIENT_SECRET', 'clientSecret', 'service_account', 'LS0tLS1CRUdJT'];

@@ -23,13 +23,13 @@ interface RuleCreator {
 }
 
 /**
- * What text a rule can match must contain (case-sensitive bytes, or lower case for rules that
- * match case-insensitively, tested against the lowered text). Derived from each rule's patterns.
+ * What text a rule can match must contain (case-sensitive bytes), and the longest match (its window: the rule reads only the text this
+ * far either side of each hint; `whole` rules read the whole text). Derived from each rule's patterns.
  */
-const RULE_HINTS: Record<string, { hints: string[]; lower?: boolean }> = {
+const RULE_HINTS: Record<string, { hints: string[]; window?: number | 'whole' }> = {
   aws: { hints: ['ecret', 'ECRET'] },
-  gcp: { hints: ['private_key'] },
-  npm: { hints: ['npm_', '_authToken', 'x-oauth-basic'] },
+  gcp: { hints: ['private_key'], window: 'whole' },
+  npm: { hints: ['npm_', '_authToken', 'x-oauth-basic'], window: 16 * 1024 },
   slack: { hints: ['xox', 'xapp-', 'hooks.slack.com'] },
   basicauth: { hints: ['://'] },
   openai: { hints: ['T3BlbkFJ'] },
@@ -38,14 +38,15 @@ const RULE_HINTS: Record<string, { hints: string[]; lower?: boolean }> = {
   huggingface: { hints: ['hf_'] },
   linear: { hints: ['lin_api_'] },
   notion: { hints: ['ntn_'] },
-  privatekey: { hints: ['PRIVATE KEY'] },
+  privatekey: { hints: ['PRIVATE KEY'], window: 12 * 1024 },
   sendgrid: { hints: ['SG.'] },
   shopify: { hints: ['shppa_', 'shpca_', 'shpat_', 'shpss_'] },
   github: { hints: ['ghp_', 'gho_', 'ghu_', 'ghs_', 'ghr_', 'github_pat_'] },
   gitlab: { hints: ['glpat-'] },
   grafana: { hints: ['glc_', 'glsa_'] },
   '1password': { hints: ['ops_ey'] },
-  'database-connection-string': { hints: ['mongodb', 'mysql', 'postgres'], lower: true },
+  // mongodb://, mysql://, postgres(ql)://, in any case: the URL's '://' is the hint.
+  'database-connection-string': { hints: ['://'] },
   'hashicorp-vault': { hints: ['hvs.', 'hvb.', 'hvr.'] },
   vercel: { hints: ['vcp_', 'vci_', 'vca_', 'vcr_', 'vck_'] },
   databricks: { hints: ['dapi'] },
@@ -69,11 +70,14 @@ const context: RuleContext = {
   },
 };
 
+/** Window either side of a hint for rules whose matches are short (tokens, URLs: at most about 1.5 KiB). */
+const WINDOW = 4096;
+
 export interface RuleScanner {
   /** Kiln's check name for the rule, e.g. secretlint-github. */
   name: string;
   hints: string[];
-  lower: boolean;
+  window: number | 'whole';
   file(source: RuleSource): unknown;
 }
 
@@ -83,35 +87,25 @@ export const ruleScanners: RuleScanner[] = (presetRules as unknown as RuleCreato
   .map(({ r, short }) => {
     const handler = r.create(context, {});
     const hints = RULE_HINTS[short];
-    return { name: `secretlint-${short}`, hints: hints?.hints ?? [], lower: hints?.lower ?? false, file: (s: RuleSource) => handler.file?.(s) };
+    return {
+      name: `secretlint-${short}`, hints: hints?.hints ?? [],
+      window: hints ? hints.window ?? WINDOW : 'whole', file: (s: RuleSource) => handler.file?.(s),
+    };
   });
 
-/** Every hint any rule needs, for the file-level prefilter. */
-export const RULE_HINT_LIST: { hint: string; lower: boolean }[] = ruleScanners.flatMap((s) => s.hints.map((hint) => ({ hint, lower: s.lower })));
-
-/** What the preset's rules find in text (latin1 of a file or a chunk of it); path is the image path. */
-export function scanWithRules(text: string, path: string): SecretMatch[] {
-  const out: SecretMatch[] = [];
-  let lowered: string | undefined;
+/** What one rule finds in text (a window of a file's latin1 text); path is the image path. */
+export function scanWithRule(s: RuleScanner, text: string, path: string): SecretMatch[] {
   const base = path.slice(path.lastIndexOf('/') + 1);
   const dot = base.lastIndexOf('.');
   // .p12 files go through an asynchronous check of the file itself; Kiln's scan is synchronous and
   // reads text, so they are not handed to the GCP rule (its JSON form is Kiln's own check too).
   const ext = dot > 0 && base.slice(dot) !== '.p12' ? base.slice(dot) : '';
-  const source: RuleSource = { content: text, filePath: path, ext, contentType: 'text' };
-  for (const s of ruleScanners) {
-    if (s.hints.length) {
-      const hay = s.lower ? (lowered ??= text.toLowerCase()) : text;
-      if (!s.hints.some((h) => hay.includes(h))) continue;
-    }
-    reports = [];
-    try {
-      const r = s.file(source);
-      if (r instanceof Promise) r.catch(() => {});
-    } catch {
-      continue; // a rule that throws on odd input (binary text) found nothing
-    }
-    for (const d of reports) out.push({ check: s.name, message: d.message, start: d.range[0], end: d.range[1], secret: text.slice(d.range[0], d.range[1]) });
+  reports = [];
+  try {
+    const r = s.file({ content: text, filePath: path, ext, contentType: 'text' });
+    if (r instanceof Promise) r.catch(() => {});
+  } catch {
+    return []; // a rule that throws on odd input (binary text) found nothing
   }
-  return out;
+  return reports.map((d) => ({ check: s.name, message: d.message, start: d.range[0], end: d.range[1], secret: text.slice(d.range[0], d.range[1]) }));
 }
