@@ -47,12 +47,12 @@ export const auditStep: Step<BuildContext> = {
   describe: 'prove the seal: read the disk (not the tree) and fail on any finding',
   async run(ctx, p) {
     const s = ctx.template.config.seal;
-    const findings = await auditImage(ctx.raw!, { format: 'raw', disable: s.disable, keep: s.keep, workDir: join(ctx.workDir, 'audit'), logger: ctx.logger });
+    const findings = await auditImage(ctx.raw!, { format: 'raw', disable: s.disable, keep: s.keep, accept: ctx.template.config.audit.accept, workDir: join(ctx.workDir, 'audit'), logger: ctx.logger });
     ctx.findings = findings;
     if (findings.length) {
       throw new KilnError(`the audit found ${findings.length} problem(s) in the image`, {
         detail: formatFindings(findings),
-        hint: 'remove these in the playbook, or declare deliberate files in seal.keep (kiln.yaml)',
+        hint: 'remove these in the playbook, or declare deliberate files in seal.keep and secrets shipped on purpose by fingerprint in audit.accept (kiln.yaml)',
       });
     }
     p.log('clean: no findings');

@@ -18,10 +18,18 @@ export interface TreeEntry {
   error?: string;
 }
 
-/** Top-level directories the audit does not walk: packaged code, kernel trees, API filesystems. */
+/** Top-level directories the seal does not walk: packaged code, kernel trees, API filesystems. */
 export const SCAN_SKIP = new Set(['proc', 'sys', 'dev', 'boot', 'usr', 'lib', 'lib32', 'lib64', 'libx32', 'bin', 'sbin', 'lost+found']);
 /** Walked even though their top-level directory is skipped. */
 export const SCAN_ALSO = ['/usr/local'];
+/** Top-level directories no walk enters: API filesystems, whose contents are the running host's, not the image's. */
+export const PSEUDO_FS = new Set(['proc', 'sys', 'dev', 'run']);
+
+/** True when the seal's walk (SCAN_SKIP, SCAN_ALSO) covers the path. */
+export function inSealScope(p: string): boolean {
+  const top = p.split('/')[1] ?? '';
+  return !SCAN_SKIP.has(top) || SCAN_ALSO.some((d) => under(p, d));
+}
 
 function lstatOrUndefined(p: string): Stats | undefined {
   try { return lstatSync(p); } catch { return undefined; }
@@ -134,10 +142,11 @@ function stamp(host: string, ctx: SealContext): void {
 const why = (e: unknown) => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
 
 /**
- * Every entry of the scanned part of the tree, depth first, symlinks not followed. A directory or
- * entry that cannot be read is an entry of kind 'unreadable', never skipped: the audit fails closed.
+ * Every entry of the tree but the top-level directories in skip (then those in also), depth first,
+ * symlinks not followed. A directory or entry that cannot be read is an entry of kind
+ * 'unreadable', never skipped: the audit fails closed.
  */
-export function walk(root: string): TreeEntry[] {
+export function walk(root: string, skip: ReadonlySet<string> = SCAN_SKIP, also: readonly string[] = SCAN_ALSO): TreeEntry[] {
   const out: TreeEntry[] = [];
   const visit = (dir: string) => {
     let names: string[];
@@ -147,7 +156,7 @@ export function walk(root: string): TreeEntry[] {
     }
     for (const n of names) {
       const p = child(dir, n);
-      if (dir === '/' && SCAN_SKIP.has(n)) continue;
+      if (dir === '/' && skip.has(n)) continue;
       let st: Stats;
       try { st = lstatSync(join(root, p)); } catch (e) {
         out.push({ path: p, kind: 'unreadable', size: 0, error: `cannot read the entry (${why(e)})` });
@@ -159,7 +168,7 @@ export function walk(root: string): TreeEntry[] {
     }
   };
   visit('/');
-  for (const extra of SCAN_ALSO) {
+  for (const extra of also) {
     const st = statInTree(root, extra);
     if (st?.isDirectory()) { out.push({ path: extra, kind: 'dir', size: st.size }); visit(extra); }
   }

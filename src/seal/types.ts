@@ -12,11 +12,13 @@ export interface Finding {
   check: string;
   path: string;
   message: string;
+  /** A secret finding's stable name, for kiln.yaml audit.accept (the secret itself is never shown). */
+  fingerprint?: string;
 }
 
 export interface SealContext {
   logger: Logger;
-  /** Paths the user declared to keep (kiln.yaml seal.keep): never touched, never reported. */
+  /** Paths the user declared to keep (kiln.yaml seal.keep): never touched, not reported by seal checks (secrets in them are). */
   keep: KeepList;
   /** Timestamp (seconds) for files the seal creates, so rebuilds stay reproducible. */
   sourceDateEpoch?: number;

@@ -82,6 +82,15 @@ export const kilnSchema = {
         keep: { ...strList('Paths the playbook installs on purpose that sealing must leave alone (e.g. an authorized_keys).'), default: [] },
       },
     },
+    audit: {
+      type: 'object', additionalProperties: false, default: {}, description: 'The audit of the finished disk.',
+      properties: {
+        accept: {
+          type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{16}$' }, uniqueItems: true, default: [],
+          description: 'Fingerprints of secret findings shipped on purpose (shown by `kiln audit` as [fingerprint …]); each accepts exactly that secret in that file.',
+        },
+      },
+    },
     disk: {
       type: 'object', additionalProperties: false, default: {}, description: 'The raw GPT disk every format is written from.',
       properties: {
@@ -141,6 +150,7 @@ export interface KilnConfig {
   };
   provision: { playbook: string; vars: Record<string, unknown>; idempotence: 'fail' | 'warn' | 'off'; host_ports: number[]; ansible: 'trixie' | 'bookworm' | 'host' };
   seal: { disable: string[]; keep: string[] };
+  audit: { accept: string[] };
   disk: { size: string; firmware: ('bios' | 'uefi')[]; hostname: string; kernel_cmdline: string };
   vm: { cpus: number; memory_mib: number };
   formats: FormatName[];

@@ -3,6 +3,7 @@
  * look-alikes that must not be reported. `planted` is what the audit must report, exactly.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -50,7 +51,9 @@ export function buildFixture(root: string): { planted: Expected[]; unsealable: E
   put('/var/cache/apt/archives/lock', '');
   put('/usr/sbin/sshd', '#!/bin/sh\n', 0o755);
   put('/usr/sbin/make-ssl-cert', '#!/bin/sh\n', 0o755);
-  put('/usr/lib/python3/dist-packages/tests/key.pem', pem('PRIVATE KEY', 99)); // packaged code is not scanned
+  // A test key exactly as its Debian package ships it (dpkg's md5sums say so) is the distribution's, not the build's.
+  put('/usr/lib/python3/dist-packages/tests/key.pem', pem('PRIVATE KEY', 99));
+  put('/var/lib/dpkg/info/python3-tests.md5sums', `${createHash('md5').update(pem('PRIVATE KEY', 99)).digest('hex')}  usr/lib/python3/dist-packages/tests/key.pem\n`);
 
   // ssh-hostkeys (sshd is installed, the first-boot unit is not)
   sshKey('/etc/ssh/ssh_host_ed25519_key', 'root@build');
