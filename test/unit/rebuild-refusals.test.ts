@@ -9,7 +9,8 @@ import { fakeRecord } from './store-fixtures.js';
 /** A store holding one release record, as read back from a shared store that may have been altered. */
 function storeWith(record: ReturnType<typeof fakeRecord>): ReleaseStore {
   return {
-    resolve: async () => ({ name: record.name, version: record.version, artifacts: [] }),
+    resolve: async () => ({ name: record.name, version: record.version, artifacts: [], signers: [] }),
+    trust: { requireSignature: false, keys: [] },
     entry: async () => ({ name: record.name, version: record.version, record }),
   } as unknown as ReleaseStore;
 }
