@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
-import { auditTree } from '../../src/audit/tree.js';
+import { auditTree, pycSource } from '../../src/audit/tree.js';
 import { CHUNK, findSecrets } from '../../src/audit/secrets.js';
 import type { Finding } from '../../src/seal/types.js';
 
@@ -128,4 +128,25 @@ test('harmless look-alikes are not secrets', async () => {
   });
   assert.deepEqual(await auditTree(root), []);
   assert.deepEqual(findSecrets('nothing to see here', '/x'), []);
+});
+
+test('a packaged, unmodified file is the distribution\'s, and so is its byte-compiled cache; a changed one is reported', async () => {
+  const example = rsaKey();
+  const other = rsaKey();
+  const source = `"""Example:\n${example}"""\n`;
+  const md5 = (await import('node:crypto')).createHash('md5').update(source).digest('hex');
+  const root = tree({
+    '/var/lib/dpkg/info/cloud-init.md5sums': `${md5}  usr/lib/python3/dist-packages/cloudinit/cc_ssh.py\n`,
+    '/usr/lib/python3/dist-packages/cloudinit/cc_ssh.py': source,
+    '/usr/lib/python3/dist-packages/cloudinit/__pycache__/cc_ssh.cpython-311.pyc': Buffer.concat([Buffer.from([0xa7, 0x0d, 0x0d, 0x0a, 0, 0]), Buffer.from(example)]),
+    '/usr/lib/python3/dist-packages/cloudinit/__pycache__/cc_ssh.cpython-311.opt-1.pyc': Buffer.concat([Buffer.from([0xa7, 0x0d, 0, 0]), Buffer.from(example), Buffer.from(other.replace('RSA PRIVATE', 'EC PRIVATE'))]),
+    '/usr/lib/python3/dist-packages/other/__pycache__/m.cpython-311.pyc': Buffer.from(other),
+  });
+  const findings = await auditTree(root);
+  assert.deepEqual(found(findings, '/usr/lib/python3/dist-packages/cloudinit/cc_ssh.py'), [], 'the packaged file as shipped');
+  assert.deepEqual(found(findings, '/usr/lib/python3/dist-packages/cloudinit/__pycache__/cc_ssh.cpython-311.pyc'), [], 'its cache holds only its strings');
+  assert.equal(found(findings, '/usr/lib/python3/dist-packages/cloudinit/__pycache__/cc_ssh.cpython-311.opt-1.pyc').length, 1, 'a key the source does not have is reported');
+  assert.equal(found(findings, '/usr/lib/python3/dist-packages/other/__pycache__/m.cpython-311.pyc').length, 1, 'no packaged source: reported');
+  assert.equal(pycSource('/usr/lib/x/__pycache__/m.cpython-311.opt-2.pyc'), '/usr/lib/x/m.py');
+  assert.equal(pycSource('/usr/lib/x/m.pyc'), undefined);
 });
