@@ -35,7 +35,7 @@ export async function withMountedFilesystem<T>(file: string, offset: number, scr
     '--pdeathsig', 'KILL', '--',
     'unshare', '--mount', '--propagation', 'private', '--',
     // -f: stay in the foreground, so this process is fuse2fs and the parent-death signal reaches it.
-    'fuse2fs', '-f', file, mnt, '-o', `ro,norecovery,offset=${offset},nosuid,nodev,noexec`,
+    'fuse2fs', '-f', file, mnt, '-o', `ro,norecovery,offset=${offset},nosuid,nodev,noexec,kernel_cache,attr_timeout=3600,entry_timeout=3600`,
   ], {
     allowFailure: true, logger,
     onSpawn: (c) => { pid = c.pid; },
