@@ -5,7 +5,8 @@
  * The file is built as a temporary in the cache's own directory (a rename from elsewhere fails
  * with EXDEV when KILN_CACHE_DIR is on another filesystem) and renamed into place once fsynced.
  */
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDirSync, fsyncPath, sha256OfFile, writeFileDurable } from './fsio.js';
@@ -64,4 +65,27 @@ export function removeDeadTemps(dir: string): void {
     const pid = Number(/\.(\d+)\.tmp$/.exec(n)?.[1]);
     if (pid && pid !== process.pid && !processAlive(pid)) rmSync(join(dir, n), { recursive: true, force: true });
   }
+}
+
+/**
+ * The digest of a cached directory tree (the tools tree, 600+ MB): every entry's path, type, mode,
+ * owner, size, change time (ns) and link target, sorted, hashed. Recorded when the tree is in place
+ * and compared on every use, so a file cut short, rewritten or added since (each changes a size or a
+ * ctime, which no one can set back) makes the tree a miss, not half used. Stats, not contents: it
+ * costs a walk (about 0.3 s), not reading the tree on every build.
+ */
+export function treeDigest(root: string): string {
+  const outer = createHash('sha256');
+  const visit = (rel: string) => {
+    for (const name of readdirSync(rel ? join(root, rel) : root).sort()) {
+      const p = rel ? `${rel}/${name}` : name;
+      const st = lstatSync(join(root, p), { bigint: true });
+      const type = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : 'o';
+      const extra = type === 'l' ? readlinkSync(join(root, p)) : type === 'o' ? String(st.rdev) : '';
+      outer.update(`${p}\0${type}\0${(st.mode & 0o7777n).toString(8)}\0${st.uid}:${st.gid}\0${type === 'f' ? st.size : 0n}\0${st.ctimeNs}\0${extra}\n`);
+      if (type === 'd') visit(p);
+    }
+  };
+  visit('');
+  return outer.digest('hex');
 }

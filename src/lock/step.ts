@@ -131,7 +131,7 @@ export async function lockedController(ctx: BuildContext, onStatus: (s: string) 
     throw new KilnError(`kiln.lock pins a ${pins.archive.suite} tools tree, but kiln.yaml asks for ${c.provision.ansible} (provision.ansible)`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });
   }
   const trust = lock.toolsTrust!;
-  const cached = cachedToolsFor(ctx.cacheDir, c.provision.ansible, pins, trust);
+  const cached = cachedToolsFor(ctx.cacheDir, c.provision.ansible, pins, trust, ctx.logger);
   if (cached) return { root: cached.root, ansibleCore: ansibleCoreVersion(cached.packages), tools: cached };
   const d = c.source.debian;
   await fetchLockedDebs(pins, { cacheDir: ctx.cacheDir, mirror: pins.archive.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus });

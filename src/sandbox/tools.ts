@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec } from '../exec.js';
-import type { Logger } from '../log.js';
+import { silentLogger, type Logger } from '../log.js';
+import { treeDigest } from '../cache-entry.js';
 import { installedPackages, verifyArchive, type ArchiveTrust, type InstalledPackage } from '../source/debian.js';
 import type { KilnConfig } from '../template/schema.js';
 import { writeFileAtomic } from '../fsio.js';
@@ -50,6 +51,31 @@ export function toolsKey(s: ToolsSpec, trust: ArchiveTrust): string {
   })).digest('hex');
 }
 
+/**
+ * True when the cached tree <dir>/<key> is there with its record and its digest (treeDigest) is the
+ * recorded one; a tree that is not (cut short, changed, or recorded by an older Kiln) is removed,
+ * with a warning, so it is built again.
+ */
+export function intactTree(dir: string, key: string, logger: Logger): boolean {
+  const root = join(dir, key);
+  const record = join(dir, `${key}.json`);
+  if (!existsSync(record) || !existsSync(root)) return false;
+  let want: string | undefined;
+  try { want = (JSON.parse(readFileSync(record, 'utf8')) as { treeDigest?: string }).treeDigest; } catch { want = undefined; }
+  let problem: string | undefined;
+  if (!want) problem = 'its record has no tree digest (written by an older Kiln) or is unreadable';
+  else if (!existsSync(join(root, 'usr/bin/ansible-playbook'))) problem = 'it has no ansible-playbook';
+  else {
+    const got = treeDigest(root);
+    if (got !== want) problem = `its digest is ${got.slice(0, 12)}…, its record says ${want.slice(0, 12)}…: a file changed or was cut short`;
+  }
+  if (!problem) return true;
+  logger.warn(`cached tools tree ${root} is damaged (${problem}): discarded, building it again`);
+  rmSync(root, { recursive: true, force: true });
+  rmSync(record, { force: true });
+  return false;
+}
+
 /** The tools tree for spec, built once per key into <cacheDir>/tools/<key>. */
 export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools): Promise<ToolsTree> {
   const inReleaseFile = locked ? undefined : join(workDir, 'tools-InRelease');
@@ -60,7 +86,7 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
   const dir = join(cacheDir, 'tools');
   const root = join(dir, key);
   const record = join(dir, `${key}.json`);
-  if (existsSync(record) && existsSync(join(root, 'usr/bin/ansible-playbook'))) {
+  if (intactTree(dir, key, logger)) {
     const packages = (JSON.parse(readFileSync(record, 'utf8')) as { packages: InstalledPackage[] }).packages;
     return { root, key, suite: s.suite, cached: true, trust, inReleaseFile, packages };
   }
@@ -90,7 +116,8 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
         if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
       }
     }
-    writeFileAtomic(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, created: new Date().toISOString() }, null, 2));
+    // The tree's digest, taken where it now is (a rename changes the top directory's ctime).
+    writeFileAtomic(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, treeDigest: treeDigest(root), created: new Date().toISOString() }, null, 2));
     return { root, key, suite: s.suite, cached: false, trust, inReleaseFile, packages };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -102,16 +129,16 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
  * exactly the pinned packages installed (so from the pinned .debs, whose sha256 that InRelease's
  * index gives). A locked build then needs neither the .debs nor a second mmdebstrap run.
  */
-export function cachedToolsFor(cacheDir: string, suite: ToolsSuite, pins: { archive: { inRelease: string }; packages: { name: string; version: string; architecture: string }[] }, trust: ArchiveTrust): ToolsTree | undefined {
+export function cachedToolsFor(cacheDir: string, suite: ToolsSuite, pins: { archive: { inRelease: string }; packages: { name: string; version: string; architecture: string }[] }, trust: ArchiveTrust, logger: Logger = silentLogger): ToolsTree | undefined {
   const dir = join(cacheDir, 'tools');
   const want = [...pins.packages].map((p) => `${p.name}:${p.architecture}=${p.version}`).sort().join('\n');
   for (const f of existsSync(dir) ? readdirSync(dir).filter((n) => n.endsWith('.json')) : []) {
     const key = f.slice(0, -'.json'.length);
     let rec: { suite?: string; inRelease?: string; packages?: InstalledPackage[] };
     try { rec = JSON.parse(readFileSync(join(dir, f), 'utf8')); } catch { continue; }
-    if (rec.suite !== suite || rec.inRelease !== pins.archive.inRelease || !existsSync(join(dir, key, 'usr/bin/ansible-playbook'))) continue;
+    if (rec.suite !== suite || rec.inRelease !== pins.archive.inRelease) continue;
     const have = (rec.packages ?? []).map((p) => `${p.name}:${p.arch}=${p.version}`).sort().join('\n');
-    if (have !== want) continue;
+    if (have !== want || !intactTree(dir, key, logger)) continue;
     return { root: join(dir, key), key, suite, cached: true, trust, packages: rec.packages! };
   }
   return undefined;

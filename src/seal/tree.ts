@@ -150,7 +150,10 @@ export function walk(root: string, skip: ReadonlySet<string> = SCAN_SKIP, also: 
   const out: TreeEntry[] = [];
   const visit = (dir: string) => {
     let names: string[];
-    try { names = readdirSync(hostPath(root, dir)).sort(); } catch (e) {
+    // dir was reached through lstat as a real directory (links are never followed), in a tree nothing
+    // else writes while it is walked: joined, not resolved component by component (on an image read
+    // through FUSE every lookup is a round trip).
+    try { names = readdirSync(dir === '/' ? root : join(root, dir)).sort(); } catch (e) {
       out.push({ path: dir, kind: 'unreadable', size: 0, error: `cannot list the directory (${why(e)})` });
       return;
     }
