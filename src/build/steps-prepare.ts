@@ -76,7 +76,7 @@ export const fetchSourceStep: Step<BuildContext> = {
       type: 'debian', mirror: d.mirror, suite: d.suite, components: d.components, verified: ctx.trust.verified,
       inReleaseSha256: ctx.trust.inReleaseSha256, archiveDate: ctx.trust.archiveDate,
       signingKeyFingerprint: ctx.trust.signingKeyFingerprint, keyring: d.keyring, keyringSha256: ctx.trust.keyringSha256,
-      packages, baseKey: base.key, ...(ctx.lock ? { lockSha256: ctx.lock.sha256 } : {}),
+      packages, baseKey: base.key, baseSha256: base.sha256, ...(ctx.lock ? { lockSha256: ctx.lock.sha256 } : {}),
     };
   },
 };

@@ -1,6 +1,8 @@
 /** Releasing: a release build goes into the store once, immutably; a snapshot never does. */
 import { KilnError } from '../errors.js';
+import { exec } from '../exec.js';
 import { makeProvenance, makeSbom, openStore, signerFromConfig, trustFromConfig, type ReleaseRecord } from '../store/index.js';
+import type { BuildFacts } from '../store/record.js';
 import { parseTtlDays } from '../store/metadata.js';
 import type { Step } from '../pipeline/runner.js';
 import { KILN_VERSION } from '../version.js';
@@ -41,7 +43,30 @@ export const releaseCheckStep: Step<BuildContext> = {
   },
 };
 
-export function releaseRecord(ctx: BuildContext): ReleaseRecord {
+/** Host packages whose programs write the image's bytes or check its inputs. */
+const HOST_TOOLS = ['mmdebstrap', 'qemu-utils', 'e2fsprogs', 'fuse2fs', 'mtools', 'fdisk', 'grub-pc-bin', 'grub-efi-amd64-bin', 'gpgv', 'bubblewrap', 'tar', 'xz-utils'];
+
+/** The facts provenance records about how the build ran: git tree, Ansible, host tool versions. */
+export async function buildFacts(ctx: BuildContext): Promise<BuildFacts> {
+  const v = ctx.version!;
+  const tree = await exec('git', ['-C', v.repoRoot, 'rev-parse', `${v.commit}^{tree}`], { allowFailure: true });
+  const q = await exec('dpkg-query', ['-W', '-f', '${db:Status-Abbrev}\t${Package}\t${Version}\n', ...HOST_TOOLS], { allowFailure: true });
+  const hostTools: Record<string, string> = {};
+  for (const l of q.stdout.split('\n')) {
+    const [status, name, version] = l.split('\t');
+    if (status?.startsWith('ii') && name) hostTools[name] = version;
+  }
+  const c = ctx.controller;
+  const tools = c?.tools;
+  const collections = tools?.packages.find((p) => p.name === 'ansible')?.version;
+  return {
+    ...(tree.code === 0 ? { gitTree: tree.stdout.trim() } : {}),
+    ...(c ? { ansible: { core: c.ansibleCore, ...(collections ? { collections } : {}), controller: tools ? 'tools-tree' as const : 'host' as const, ...(tools ? { toolsSuite: tools.suite, toolsInRelease: tools.trust.inReleaseSha256 } : {}) } } : {}),
+    hostTools,
+  };
+}
+
+export function releaseRecord(ctx: BuildContext, build?: BuildFacts): ReleaseRecord {
   const v = ctx.version!;
   const src = ctx.source!;
   const materials = [
@@ -58,6 +83,7 @@ export function releaseRecord(ctx: BuildContext): ReleaseRecord {
     materials,
     parents: [],
     buildDurationSeconds: Math.round((Date.now() - ctx.startedAt) / 1000),
+    ...(build ? { build } : {}),
     kilnVersion: KILN_VERSION,
     artifacts: [],
   };
@@ -70,7 +96,7 @@ export const releaseStep: Step<BuildContext> = {
   async run(ctx, p, signal) {
     const cfg = ctx.template.config.release;
     const s = await store(ctx);
-    const record = releaseRecord(ctx);
+    const record = releaseRecord(ctx, await buildFacts(ctx));
     const artifacts = ctx.artifacts.map((a) => ({ format: a.format, file: a.file, size: a.size, sha256: a.sha256, mediaType: a.mediaType }));
     const signer = await signerFromConfig(cfg.sign, ctx.template.dir);
     const full = { ...record, artifacts: artifacts.map((a) => ({ format: a.format, file: a.file.split('/').pop()!, size: a.size, sha256: a.sha256 })) };

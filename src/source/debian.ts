@@ -11,7 +11,7 @@ import { KilnError } from '../errors.js';
 import { exec, output, quoteArg } from '../exec.js';
 import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
-import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-entry.js';
+import { commitEntry, entryTemp, intactEntry, removeDeadTemps, type EntryRecord } from '../cache-entry.js';
 import { resolvedPath } from '../image/tree.js';
 import { checkFreshness, unverifiedInRelease, verifyInRelease, type ReleaseText } from './inrelease.js';
 
@@ -39,6 +39,8 @@ export interface SourceRecord {
   packages: InstalledPackage[];
   /** Cache key of the base tree. */
   baseKey: string;
+  /** sha256 of the base tree tarball the image was made from (checked against the cache record on use). */
+  baseSha256?: string;
   /** sha256 of kiln.lock, when the build installed exactly its package set. */
   lockSha256?: string;
 }
@@ -155,13 +157,13 @@ export function mmdebstrapArgs(d: KilnConfig['source']['debian'], tar: string, l
 }
 
 /** Builds (or reuses from the cache) the base tree tarball; returns its path. */
-export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedBase): Promise<{ tar: string; key: string; cached: boolean }> {
+export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedBase): Promise<{ tar: string; key: string; cached: boolean; sha256: string }> {
   const key = locked ? lockedBaseKey(d, locked) : baseKey(d, trust);
   const dir = join(cacheDir, 'base');
   mkdirSync(dir, { recursive: true });
   const tar = join(dir, `${key}.tar`);
   const record = join(dir, `${key}.json`);
-  if (await intactEntry(tar, record, logger)) return { tar, key, cached: true };
+  if (await intactEntry(tar, record, logger)) return { tar, key, cached: true, sha256: (JSON.parse(readFileSync(record, 'utf8')) as EntryRecord).sha256 };
   removeDeadTemps(dir);
   // Built in the cache's directory: a rename from workDir fails when KILN_CACHE_DIR is on another filesystem.
   const tmp = entryTemp(tar);
@@ -178,8 +180,8 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
       ? 'mmdebstrap could not install the base from kiln.lock: a package in source.debian (or one it needs) is probably not locked; run `kiln lock --update`'
       : 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',
   }).catch((e: unknown) => { rmSync(tmp, { force: true }); throw e; });
-  await commitEntry(tmp, tar, record, { mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() });
-  return { tar, key, cached: false };
+  const entry = await commitEntry(tmp, tar, record, { mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() });
+  return { tar, key, cached: false, sha256: entry.sha256 };
 }
 
 export async function extractTree(tar: string, root: string, logger: Logger): Promise<void> {

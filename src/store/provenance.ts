@@ -27,9 +27,19 @@ export interface InTotoStatement {
   };
 }
 
-/** Upstream inputs: the record's materials, then every package whose .deb digest is known. */
+/**
+ * Upstream inputs: the record's materials (archive InRelease, keyring), the repository at its
+ * commit, the lock and the base tree with their digests, then every package whose .deb digest is
+ * known (a locked build knows them all) and parent releases.
+ */
 export function materialsOf(record: ReleaseRecord): Material[] {
   const out: Material[] = [...(record.materials ?? [])];
+  const src = record.source as { lockSha256?: string; baseSha256?: string; baseKey?: string };
+  if (record.git.commit) {
+    out.push({ name: 'repository', uri: `git+${record.git.repository ?? 'repository'}@${record.git.tag ? `refs/tags/${record.git.tag}` : record.git.commit}`, digest: { gitCommit: record.git.commit, ...(record.build?.gitTree ? { gitTree: record.build.gitTree } : {}) } });
+  }
+  if (src.lockSha256) out.push({ name: 'kiln.lock', uri: 'kiln.lock', digest: { sha256: src.lockSha256 } });
+  if (src.baseSha256) out.push({ name: 'base-tree', uri: `kiln-base-tree:${src.baseKey ?? ''}`, digest: { sha256: src.baseSha256 } });
   for (const p of record.source.packages ?? []) {
     if (p.sha256) out.push({ uri: debPurl(p), digest: { sha256: p.sha256 }, name: p.name });
   }
@@ -55,7 +65,11 @@ export function makeProvenance(record: ReleaseRecord, artifacts: (ReleaseArtifac
       buildDefinition: {
         buildType: BUILD_TYPE,
         externalParameters,
-        internalParameters: { name: record.name, version: record.version, sourceDateEpoch: record.sourceDateEpoch },
+        internalParameters: {
+          name: record.name, version: record.version, sourceDateEpoch: record.sourceDateEpoch,
+          ...(record.build?.ansible ? { ansible: record.build.ansible } : {}),
+          ...(record.build ? { hostTools: record.build.hostTools } : {}),
+        },
         resolvedDependencies: materialsOf(record),
       },
       runDetails: {

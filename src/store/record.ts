@@ -41,6 +41,15 @@ export interface ReleaseParent {
   digest?: string;
 }
 
+export interface BuildFacts {
+  /** The git tree object of the commit (what the dirty check compared the work tree with). */
+  gitTree?: string;
+  /** ansible-core and the collections package (Debian's `ansible`) the playbook ran with, and where they came from. */
+  ansible?: { core?: string; collections?: string; controller: 'tools-tree' | 'host'; toolsSuite?: string; toolsInRelease?: string };
+  /** Debian package versions of the host tools that wrote the image (mmdebstrap, qemu-utils, e2fsprogs…). */
+  hostTools: Record<string, string>;
+}
+
 export interface ReleaseRecord {
   name: string;
   version: string;
@@ -55,6 +64,8 @@ export interface ReleaseRecord {
   parents: ReleaseParent[];
   buildDurationSeconds?: number;
   kilnVersion: string;
+  /** What the build ran with (provenance's internalParameters): the repository tree, the Ansible, the host's tools. */
+  build?: BuildFacts;
   artifacts: ReleaseArtifact[];
 }
 

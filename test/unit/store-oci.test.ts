@@ -63,6 +63,27 @@ test('provenance is an in-toto v1 statement with a SLSA v1 predicate over the ar
   assert.match(p.predicate.runDetails.builder.id, /kiln@0\.1\.0$/);
 });
 
+test('provenance names every input: the repository commit and tree, the lock, the base tree, each .deb, the Ansible and host tools', () => {
+  const r = fakeRecord('web', 'release-0.1.0', {
+    source: {
+      mirror: 'http://deb.debian.org/debian', lockSha256: 'c'.repeat(64), baseSha256: 'e'.repeat(64), baseKey: 'f'.repeat(64),
+      packages: [{ name: 'bash', version: '5.2.15-2+b7', arch: 'amd64', sha256: '1'.repeat(64) }],
+    } as never,
+    build: { gitTree: '2'.repeat(40), ansible: { core: '2.19.11-0+deb13u1', collections: '12.0.0+dfsg-1', controller: 'tools-tree', toolsSuite: 'trixie', toolsInRelease: '3'.repeat(64) }, hostTools: { mmdebstrap: '1.3.5-2', 'qemu-utils': '1:7.2+dfsg-7' } },
+  });
+  const p = makeProvenance(r, [{ format: 'raw', file: 'web.raw', size: 1, sha256: 'd'.repeat(64) }]);
+  const deps = p.predicate.buildDefinition.resolvedDependencies;
+  const by = (name: string) => deps.find((d) => d.name === name);
+  assert.deepEqual(by('repository')?.digest, { gitCommit: 'a'.repeat(40), gitTree: '2'.repeat(40) });
+  assert.equal(by('repository')?.uri, 'git+https://git.example/web.git@refs/tags/release-0.1.0');
+  assert.deepEqual(by('kiln.lock')?.digest, { sha256: 'c'.repeat(64) });
+  assert.deepEqual(by('base-tree'), { name: 'base-tree', uri: `kiln-base-tree:${'f'.repeat(64)}`, digest: { sha256: 'e'.repeat(64) } });
+  assert.deepEqual(by('bash')?.digest, { sha256: '1'.repeat(64) });
+  const internal = p.predicate.buildDefinition.internalParameters as Record<string, unknown>;
+  assert.deepEqual(internal.ansible, r.build?.ansible);
+  assert.deepEqual(internal.hostTools, { mmdebstrap: '1.3.5-2', 'qemu-utils': '1:7.2+dfsg-7' });
+});
+
 test('references, store URLs and auth challenges parse', () => {
   assert.deepEqual(parseReleaseRef('web@release-0.1.0'), { name: 'web', selector: 'release-0.1.0' });
   assert.throws(() => parseReleaseRef('web'), /not a release reference/);
