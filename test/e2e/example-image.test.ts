@@ -2,6 +2,8 @@
  * The example builds into a provisioned, versioned, sealed image that boots under BIOS and UEFI.
  * One build is shared by all end-to-end files (see fixture.ts).
  */
+import { openStore } from '../../src/store/index.js';
+import type { InTotoStatement } from '../../src/store/provenance.js';
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -59,6 +61,19 @@ describe('kiln build of the example', () => {
     assert.match(again.stderr, /web@release-0\.1\.0 is already released .*never rebuilt in place/);
     const rel = await kiln(['releases'], { cwd: built.dir });
     assert.match(rel.stdout, /release-0\.1\.0/);
+    // The provenance names every input: the repository tree, the base tree, the Ansible, the host tools.
+    const store = await openStore(join(built.dir, '.kiln/store'), built.dir, { create: false });
+    const e = await store.entry('web@release-0.1.0');
+    const layer = e.manifest.layers.find((l) => l.mediaType === 'application/vnd.in-toto+json');
+    assert.ok(layer, 'a provenance layer');
+    const prov = JSON.parse((await store.backend.readBlob('web', layer)).toString('utf8')) as InTotoStatement;
+    const deps = prov.predicate.buildDefinition.resolvedDependencies;
+    assert.match(deps.find((d) => d.name === 'repository')?.digest.gitTree ?? '', /^[0-9a-f]{40}$/);
+    assert.match(deps.find((d) => d.name === 'base-tree')?.digest.sha256 ?? '', /^[0-9a-f]{64}$/);
+    const internal = prov.predicate.buildDefinition.internalParameters as { ansible?: { core?: string; controller?: string }; hostTools?: Record<string, string> };
+    assert.match(internal.ansible?.core ?? '', /^2\./);
+    assert.match(internal.hostTools?.mmdebstrap ?? '', /^\d/);
+    assert.match(internal.hostTools?.['qemu-utils'] ?? '', /\d/);
   });
 
   test('the disk carries the version and no build-time identity', async () => {
