@@ -30,6 +30,13 @@ const rand = (len: number, alphabet = B62) => Array.from({ length: len }, () => 
 const pemKey = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
 const rsaKey = () => generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
 
+/** A 1Password service account token: ops_ + base64 of a JSON object whose length makes the base64 end in fQ==. */
+function onePassword(): string {
+  let json = JSON.stringify({ email: `${rand(12).toLowerCase()}@1passwordserviceaccounts.lcl`, secretKey: rand(40), srpX: randomBytes(32).toString('hex'), signInAddress: 'my.1password.com' });
+  while (json.length % 3 !== 1) json = json.replace('"email"', ' "email"');
+  return Buffer.from(json).toString('base64');
+}
+
 /** One generated secret of each family the scan covers: where it is planted, and the check that must find it. */
 function family(): { path: string; text: string; check: RegExp }[] {
   const awsId = `AKIA${rand(16, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567')}`;
@@ -50,6 +57,20 @@ function family(): { path: string; text: string; check: RegExp }[] {
     { path: '/opt/app/sa.json', text: JSON.stringify({ type: 'service_account', private_key_id: rand(40), private_key: pemKey() }), check: /gcp-service-account/ },
     { path: '/etc/app/tls.key', text: pemKey(), check: /private-key/ },
     { path: '/etc/app/rsa.key', text: rsaKey(), check: /private-key/ },
+    { path: '/srv/ai/openai.env', text: `OPENAI_API_KEY=sk-proj-${rand(74, B62 + '_-')}T3BlbkFJ${rand(74, B62 + '_-')}\n`, check: /secretlint-openai/ },
+    { path: '/srv/ai/anthropic.env', text: `ANTHROPIC_API_KEY=sk-ant-api03-${rand(93, B62 + '_-')}AA\n`, check: /secretlint-anthropic/ },
+    { path: '/srv/ai/groq.env', text: `GROQ_API_KEY=gsk_${rand(52)}\n`, check: /secretlint-groq/ },
+    { path: '/srv/ai/hf.env', text: `HF_TOKEN=hf_${rand(34, B62.slice(0, 52))}\n`, check: /secretlint-huggingface/ },
+    { path: '/srv/app/linear.env', text: `LINEAR=lin_api_${rand(40)}\n`, check: /secretlint-linear/ },
+    { path: '/srv/app/notion.env', text: `NOTION=ntn_${rand(11, '0123456789')}${rand(35)}\n`, check: /secretlint-notion/ },
+    { path: '/srv/app/sendgrid.env', text: `SENDGRID=SG.${rand(22)}.${rand(43)}\n`, check: /secretlint-sendgrid/ },
+    { path: '/srv/app/shopify.env', text: `SHOPIFY=shpat_${rand(32)}\n`, check: /secretlint-shopify/ },
+    { path: '/srv/app/grafana.env', text: `GRAFANA=glsa_${rand(32)}_${randomBytes(4).toString('hex')}\n`, check: /secretlint-grafana/ },
+    { path: '/srv/app/op.env', text: `OP_SERVICE_ACCOUNT_TOKEN=ops_${onePassword()}\n`, check: /secretlint-1password/ },
+    { path: '/srv/app/vercel.env', text: `VERCEL=vcp_${rand(40)}\n`, check: /secretlint-vercel/ },
+    { path: '/srv/app/databricks.env', text: `DATABRICKS=dapi${randomBytes(16).toString('hex')}\n`, check: /secretlint-databricks/ },
+    { path: '/root/.docker/token', text: `DOCKER_PAT=dckr_pat_${rand(27)}\n`, check: /secretlint-docker/ },
+    { path: '/srv/app/figma.env', text: `FIGMA=figd_${rand(40)}\n`, check: /secretlint-figma/ },
     { path: '/etc/app/kubeconfig.yaml', text: `users:\n- name: admin\n  user:\n    client-key-data: ${Buffer.from(pemKey()).toString('base64')}\n`, check: /private-key/ },
   ];
 }
