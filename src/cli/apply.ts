@@ -64,5 +64,5 @@ async function releaseToApply(store: ReleaseStore, ref: string): Promise<{ recor
   if (problem) throw new KilnError(`refusing ${e.name}@${e.version}: ${problem}`, { hint: 'run kiln verify for details' });
   if (d.revocation) throw new KilnError(`${e.name}@${e.version} is revoked: ${d.revocation.reason}`, { hint: 'apply a newer release' });
   if (!e.record.template) throw new KilnError(`release ${e.name}@${e.version} does not record its kiln.yaml path`);
-  return { record: e.record, signers: d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)')) };
+  return { record: e.record, signers: store.signerNames(d) };
 }

@@ -327,15 +327,26 @@ export class ReleaseStore {
     if (m.artifactType !== MT.metadata || m.config.mediaType !== MT.metadata) throw new KilnError(`${where} is not a Kiln metadata manifest`, { hint: 'the store was tampered with' });
     const configBytes = await this.backend.readBlob(name, m.config);
     const meta = checkMetadata(parseJson(configBytes, where), name, where);
-    const sigLayer = m.layers.find((l) => l.mediaType === MT.sshSignature || l.mediaType === MT.pgpSignature);
-    if (!sigLayer) return { meta, digest: stored.digest };
-    const keyLayer = m.layers.find((l) => l.mediaType === 'application/pgp-keys');
-    const blob: SignatureBlob = {
-      kind: sigLayer.mediaType === MT.sshSignature ? 'ssh' : 'pgp', mediaType: sigLayer.mediaType, signer: m.annotations?.[ANN.signer] ?? '',
-      signature: await this.backend.readBlob(name, sigLayer),
-      publicKey: keyLayer ? (await this.backend.readBlob(name, keyLayer)).toString('utf8') : undefined,
-    };
+    const blob = await this.signatureIn(name, m, m.annotations?.[ANN.signer] ?? '');
+    if (!blob) return { meta, digest: stored.digest };
     return { meta, digest: stored.digest, signature: await checkSignature(blob, configBytes, this.trust.keys) };
+  }
+
+  /** The signature a manifest carries as layers (and an OpenPGP signer's public key), or undefined when it has none. */
+  private async signatureIn(repo: string, m: ImageManifest, signer: string, kind?: 'ssh' | 'pgp'): Promise<SignatureBlob | undefined> {
+    const sigLayer = m.layers.find((l) => l.mediaType === MT.sshSignature || l.mediaType === MT.pgpSignature);
+    if (!sigLayer) return undefined;
+    const keyLayer = m.layers.find((l) => l.mediaType === 'application/pgp-keys');
+    return {
+      kind: kind ?? (sigLayer.mediaType === MT.sshSignature ? 'ssh' : 'pgp'), mediaType: sigLayer.mediaType, signer,
+      signature: await this.backend.readBlob(repo, sigLayer),
+      publicKey: keyLayer ? (await this.backend.readBlob(repo, keyLayer)).toString('utf8') : undefined,
+    };
+  }
+
+  /** Who signed a release, for messages: each valid signature's signer, marked when its key is not trusted. */
+  signerNames(d: ReleaseDetails): string[] {
+    return d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)'));
   }
 
   /**
@@ -482,14 +493,8 @@ export class ReleaseStore {
       const type = r.manifest.artifactType ?? r.manifest.config.mediaType;
       if (type !== MT.signature) continue;
       const cfg = parseJson(await this.backend.readBlob(e.name, r.manifest.config), `signature ${r.digest}`) as { kind: 'ssh' | 'pgp'; signer: string };
-      const sigLayer = r.manifest.layers.find((l) => l.mediaType === MT.sshSignature || l.mediaType === MT.pgpSignature);
-      if (!sigLayer) { d.problems.push(`signature ${r.digest} has no signature layer`); continue; }
-      const keyLayer = r.manifest.layers.find((l) => l.mediaType === 'application/pgp-keys');
-      const blob: SignatureBlob = {
-        kind: cfg.kind, mediaType: sigLayer.mediaType, signer: cfg.signer,
-        signature: await this.backend.readBlob(e.name, sigLayer),
-        publicKey: keyLayer ? (await this.backend.readBlob(e.name, keyLayer)).toString('utf8') : undefined,
-      };
+      const blob = await this.signatureIn(e.name, r.manifest, cfg.signer, cfg.kind);
+      if (!blob) { d.problems.push(`signature ${r.digest} has no signature layer`); continue; }
       const check = await checkSignature(blob, signaturePayload(e.name, e.version, e.digest), this.trust.keys);
       d.signatures.push({ blob, check, digest: r.digest });
     }
@@ -545,7 +550,7 @@ export class ReleaseStore {
     if (!this.backend.remote) for (const a of artifact ? [artifact] : artifacts) await this.backend.verifyBlob(e.name, { mediaType: a.mediaType, digest: a.digest, size: a.size });
     return {
       name: e.name, version: e.version, digest: e.digest, channel: e.channel, reference: this.reference(e),
-      artifact, artifacts, cloudIds: d.cloudIds, signers: d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)')),
+      artifact, artifacts, cloudIds: d.cloudIds, signers: this.signerNames(d),
       revoked: d.revocation, sourceDateEpoch: e.record.sourceDateEpoch, commit: e.record.git.commit, sourceVerified: sourceVerified(e.record),
       metadataSigner: d.metadataSigner,
     };
@@ -672,7 +677,7 @@ export class ReleaseStore {
     const d = await this.details(e);
     const problem = this.trustProblem(d);
     if (problem) throw new KilnError(`refusing to copy ${e.name}@${e.version}: ${problem}`, { hint: 'run kiln verify for details' });
-    const signers = d.signatures.filter((s) => s.check.valid).map((s) => s.check.signer + (s.check.trusted ? '' : ' (untrusted)'));
+    const signers = this.signerNames(d);
     let copied = true;
     if (await dst.exists(e.name, e.version)) {
       const there = await dst.release(e.name, e.version);
