@@ -7,7 +7,7 @@ export const hostTools = [
   ['qemu-img', 'qemu-utils', 'convert the raw disk into qcow2, VMDK, VHD, VHDX'],
   ['qemu-system-x86_64', 'qemu-system-x86', 'boot images for tests and `kiln boot`'],
   ['mke2fs', 'e2fsprogs', 'build the ext4 root filesystem from a tree'],
-  ['debugfs', 'e2fsprogs', 'fix ext4 hash seed and inode times on e2fsprogs < 1.47.1'],
+  ['debugfs', 'e2fsprogs', 'fix ext4 hash seed and inode times on e2fsprogs < 1.47.1; read every file of an image in one pass for the audit'],
   ['fuse2fs', 'fuse2fs', 'read an image\'s filesystem losslessly for `kiln audit` and `kiln rebuild`, with no loop device and no mount on the host'],
   ['mkfs.vfat', 'dosfstools', 'build the EFI system partition'],
   ['mcopy', 'mtools', 'fill FAT images without mounting'],

@@ -16,6 +16,7 @@ import { silentLogger } from '../log.js';
 import type { Finding } from '../seal/types.js';
 import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, SECTOR, type GptEntry } from '../disk/gpt.js';
 import { checkedDiskFormat, qemuSource, type DiskFileFacts } from '../image/disk-file.js';
+import { readInodes } from '../image/inode-stream.js';
 import { withMountedFilesystem } from '../image/mount.js';
 import { isExtSuperblock, rootCandidates } from './gpt.js';
 import { auditTree, type AuditOptions } from './tree.js';
@@ -82,7 +83,10 @@ export async function auditImage(image: string, opts: ImageAuditOptions = {}): P
   try {
     const raw = await rawOf(path, facts, work, logger);
     const offset = rootOffset(raw);
-    return await withMountedFilesystem(raw, offset, work, async (t) => auditTree(t.root, opts), logger);
+    // The walk and the few files the seal's checks open go through the mounted view; the bytes of
+    // every file, read for the secret scan, come from one debugfs pass over the same read-only file.
+    const readFiles: AuditOptions['readFiles'] = (files, sink) => readInodes(raw, offset, files, sink);
+    return await withMountedFilesystem(raw, offset, work, async (t) => auditTree(t.root, { ...opts, readFiles }), logger);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -96,34 +96,78 @@ export function fingerprint(check: string, path: string, secret: string): string
 
 export interface FileSecret extends SecretMatch { fingerprint: string }
 
+/**
+ * The scan of one file fed in pieces, in order: bytes gather into a buffer of up to CHUNK, each full
+ * buffer is scanned and its last OVERLAP bytes carried into the next, so a secret across a boundary
+ * is still seen whole. Fed from a file descriptor (scanFile) or a stream of an image's files
+ * (src/image/inode-stream.ts).
+ */
+export class SecretStream {
+  private readonly buf: Buffer;
+  private got = 0;
+  /** File offset of buf[0]. */
+  private pos = 0;
+  /** Bytes at the start of buf already scanned with the chunk before. */
+  private carried = 0;
+  private scannedOnce = false;
+  private readonly found = new Map<string, FileSecret>();
+
+  constructor(private readonly path: string, size: number) {
+    this.buf = Buffer.alloc(Math.min(Math.max(size, 1), CHUNK));
+  }
+
+  /** The free part of the buffer, for a reader to fill in place; then commit(n). */
+  space(): Buffer { return this.buf.subarray(this.got); }
+
+  commit(n: number): void {
+    this.got += n;
+    if (this.got === this.buf.length) this.scan(true);
+  }
+
+  push(data: Buffer): void {
+    for (let off = 0; off < data.length;) {
+      const n = data.copy(this.buf, this.got, off);
+      off += n;
+      this.commit(n);
+    }
+  }
+
+  /** Every distinct secret in the bytes pushed. */
+  end(): FileSecret[] {
+    if (this.got > this.carried || !this.scannedOnce) this.scan(false);
+    // A secret near a chunk's end may be seen cut short there and whole in the next chunk: keep the longest.
+    return distinct([...this.found.values()].sort((a, b) => a.start - b.start || b.end - a.end)) as FileSecret[];
+  }
+
+  private scan(full: boolean): void {
+    this.scannedOnce = true;
+    for (const m of findSecrets(this.buf.subarray(0, this.got), this.path)) {
+      const fp = fingerprint(m.check, this.path, m.secret);
+      if (!this.found.has(fp)) this.found.set(fp, { ...m, start: m.start + this.pos, end: m.end + this.pos, fingerprint: fp });
+    }
+    if (!full) return;
+    // A buffer too small to overlap (a file that grew since the walk) goes on without one.
+    const keep = this.buf.length > OVERLAP ? OVERLAP : 0;
+    this.buf.copy(this.buf, 0, this.got - keep, this.got);
+    this.pos += this.got - keep;
+    this.got = keep;
+    this.carried = keep;
+  }
+}
+
 /** Every distinct secret in a host file (image path `path`), or why it could not be read. */
 export function scanFile(file: string, path: string, size: number): FileSecret[] | { error: string } {
   let fd: number;
   // O_NOFOLLOW: the walk saw a regular file here; if that changed, do not read through a link.
   try { fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW); } catch (e) { return { error: (e as NodeJS.ErrnoException).code ?? String(e) }; }
-  const found = new Map<string, FileSecret>();
+  const stream = new SecretStream(path, size);
   try {
-    const buf = Buffer.alloc(Math.min(Math.max(size, 1), CHUNK));
-    let pos = 0;
-    for (;;) {
-      let got = 0;
-      try {
-        // Read until the buffer is full or the file ends (it may have grown or shrunk since the walk).
-        for (let n; got < buf.length && (n = readSync(fd, buf, got, buf.length - got, pos + got)) > 0;) got += n;
-      } catch (e) {
-        return { error: (e as NodeJS.ErrnoException).code ?? String(e) };
-      }
-      for (const m of findSecrets(buf.subarray(0, got), path)) {
-        const fp = fingerprint(m.check, path, m.secret);
-        if (!found.has(fp)) found.set(fp, { ...m, start: m.start + pos, end: m.end + pos, fingerprint: fp });
-      }
-      if (got < buf.length) break;
-      // A file that grew since the walk, read in buffers too small to overlap, goes on without one.
-      pos += buf.length > OVERLAP ? got - OVERLAP : got;
-    }
+    // Read to the end (the file may have grown or shrunk since the walk).
+    for (let n; (n = readSync(fd, stream.space(), 0, stream.space().length, null)) > 0;) stream.commit(n);
+  } catch (e) {
+    return { error: (e as NodeJS.ErrnoException).code ?? String(e) };
   } finally {
     closeSync(fd);
   }
-  // A secret near a chunk's end may be seen cut short there and whole in the next chunk: keep the longest.
-  return distinct([...found.values()].sort((a, b) => a.start - b.start || b.end - a.end)) as FileSecret[];
+  return stream.end();
 }

@@ -15,9 +15,10 @@ import { enabledOperations } from '../seal/operations.js';
 import { credentialFiles } from '../seal/ops/credential-files.js';
 import { leftovers } from '../seal/ops/provisioner-artifacts.js';
 import { sealContext } from '../seal/seal.js';
-import { inSealScope, PSEUDO_FS, SCAN_SKIP, under, walk } from '../seal/tree.js';
+import { inSealScope, PSEUDO_FS, SCAN_SKIP, under, walk, type TreeEntry } from '../seal/tree.js';
 import type { Finding } from '../seal/types.js';
-import { scanFile } from './secrets.js';
+import { SecretStream, scanFile, type FileSecret } from './secrets.js';
+import { InodeStreamError, type FileSink, type InodeFile } from '../image/inode-stream.js';
 
 export interface AuditOptions {
   /** Seal operations whose checks are skipped (scanners always run). */
@@ -26,7 +27,51 @@ export interface AuditOptions {
   keep?: readonly string[];
   /** Fingerprints of secret findings accepted on purpose (kiln.yaml audit.accept). */
   accept?: readonly string[];
+  /**
+   * Reads many files' bytes in one pass (an image's filesystem: debugfs, src/image/inode-stream.ts)
+   * where opening each through root costs a round trip per read. What it reads counts only if it
+   * resolves; otherwise every file is read through root.
+   */
+  readFiles?: (files: readonly InodeFile[], sink: (i: number) => FileSink) => Promise<void>;
   logger?: Logger;
+}
+
+/** A file's scan: its secrets, why it could not be read, or 'unmodified' for a packaged file as shipped. */
+type Scanned = FileSecret[] | { error: string } | 'unmodified';
+
+/** Bytes of a packaged file held while it is hashed, to scan them if the hash differs; a larger one is read again. */
+const HOLD = 64 * 1024 * 1024;
+
+/** Each file's scan, in order: through readFiles when given and it vouches for its read, else file by file through root. */
+async function scanFiles(root: string, files: readonly TreeEntry[], packaged: Packaged, readFiles: AuditOptions['readFiles'], logger: Logger): Promise<Scanned[]> {
+  const one = (e: TreeEntry): Scanned => (packaged.unmodified(e.path) ? 'unmodified' : scanFile(join(root, e.path), e.path, e.size));
+  if (!readFiles || !files.length || files.some((e) => e.ino === undefined)) return files.map(one);
+  const results: (Scanned | 'again')[] = new Array(files.length);
+  try {
+    await readFiles(files.map((e) => ({ ino: e.ino as number, size: e.size })), (i) => {
+      const e = files[i];
+      const want = packaged.expected(e.path);
+      if (!want) {
+        const stream = new SecretStream(e.path, e.size);
+        return { data: (c) => stream.push(c), end: () => { results[i] = stream.end(); } };
+      }
+      const hash = createHash('md5');
+      const held: Buffer[] = [];
+      return {
+        data: (c) => { hash.update(c); if (e.size <= HOLD) held.push(c); },
+        end: () => {
+          if (hash.digest('hex') === want) results[i] = 'unmodified';
+          else if (e.size > HOLD) results[i] = 'again';
+          else { const stream = new SecretStream(e.path, e.size); for (const c of held) stream.push(c); results[i] = stream.end(); }
+        },
+      };
+    });
+  } catch (err) {
+    if (!(err instanceof InodeStreamError)) throw err;
+    logger.warn(`audit: ${err.message}; reading every file through the mounted view instead`);
+    return files.map(one);
+  }
+  return results.map((r, i) => (r === 'again' ? scanFile(join(root, files[i].path), files[i].path, files[i].size) : r));
 }
 
 export async function auditTree(root: string, opts: AuditOptions = {}): Promise<Finding[]> {
@@ -49,17 +94,18 @@ export async function auditTree(root: string, opts: AuditOptions = {}): Promise<
 
   const accepted = new Set(opts.accept ?? []);
   const packaged = packagedFiles(root);
+  const files = all.filter((e) => e.kind === 'file' && e.size > 0 && !covered(e.path));
+  const results = await scanFiles(root, files, packaged, opts.readFiles, ctx.logger);
   let scanned = 0;
   let acceptedCount = 0;
-  for (const e of all) {
-    if (e.kind !== 'file' || e.size === 0 || covered(e.path)) continue;
+  files.forEach((e, i) => {
+    const found = results[i];
     // A packaged file exactly as its package shipped it is the distribution's (see packagedFiles):
     // hashing it is cheaper than scanning it, and most of an image's bytes are such files.
-    if (packaged.unmodified(e.path)) continue;
-    const found = scanFile(join(root, e.path), e.path, e.size);
+    if (found === 'unmodified') return;
     scanned++;
-    if (!Array.isArray(found)) { add({ check: 'unreadable', path: e.path, message: `cannot read the file (${found.error}): the audit cannot vouch for it` }); continue; }
-    if (!found.length) continue;
+    if (!Array.isArray(found)) { add({ check: 'unreadable', path: e.path, message: `cannot read the file (${found.error}): the audit cannot vouch for it` }); return; }
+    if (!found.length) return;
     // Python's byte-compiled cache of a packaged, unmodified module holds that module's strings
     // (cloud-init's docstrings carry example keys): a match the source has too is the source's.
     const source = pycSource(e.path);
@@ -70,7 +116,7 @@ export async function auditTree(root: string, opts: AuditOptions = {}): Promise<
       if (accepted.has(s.fingerprint)) { acceptedCount++; continue; }
       findings.push({ check: s.check, path: e.path, message: s.message, fingerprint: s.fingerprint });
     }
-  }
+  });
   ctx.logger.debug(`audit: ${all.length} entries walked, ${scanned} files scanned for secrets, ${acceptedCount} accepted by fingerprint, ${findings.length} finding(s)`);
   return findings.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.check.localeCompare(b.check)));
 }
@@ -87,7 +133,15 @@ export function pycSource(p: string): string | undefined {
  * own test key or documentation example, not the build's secret; a packaged file the build changed,
  * or any unpackaged file, is reported. Hashes are computed only for files with a match.
  */
-function packagedFiles(root: string): { unmodified(p: string): boolean } {
+interface Packaged {
+  /** The md5 dpkg recorded for a file of the packaged trees, if any. */
+  expected(p: string): string | undefined;
+  /** True when the file's bytes hash to that md5. */
+  unmodified(p: string): boolean;
+}
+
+function packagedFiles(root: string): Packaged {
+
   let sums: Map<string, string> | undefined;
   const load = () => {
     const m = new Map<string, string>();
@@ -103,12 +157,17 @@ function packagedFiles(root: string): { unmodified(p: string): boolean } {
     }
     return m;
   };
+  const expected = (p: string) => {
+    const top = p.split('/')[1] ?? '';
+    if (!SCAN_SKIP.has(top) || under(p, '/usr/local')) return undefined;
+    return (sums ??= load()).get(p);
+  };
   return {
+    expected,
     unmodified(p) {
-      const top = p.split('/')[1] ?? '';
-      if (!SCAN_SKIP.has(top) || under(p, '/usr/local')) return false;
-      const want = (sums ??= load()).get(p);
+      const want = expected(p);
       if (!want) return false;
+
       // The walk saw a regular file under real directories (it follows no link), in a tree nothing
       // else writes: joined, not resolved component by component (every lstat crosses FUSE).
       let fd: number | undefined;

@@ -14,6 +14,8 @@ export interface TreeEntry {
   path: string;
   kind: 'file' | 'dir' | 'symlink' | 'other' | 'unreadable';
   size: number;
+  /** Inode number (on an image's filesystem read through FUSE, the ext4 inode). */
+  ino?: number;
   /** Why an unreadable entry could not be read (e.g. EIO from a damaged or hostile directory). */
   error?: string;
 }
@@ -166,7 +168,7 @@ export function walk(root: string, skip: ReadonlySet<string> = SCAN_SKIP, also: 
         continue;
       }
       const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-      out.push({ path: p, kind, size: st.size });
+      out.push({ path: p, kind, size: st.size, ino: st.ino });
       if (kind === 'dir') visit(p);
     }
   };
