@@ -2,7 +2,7 @@
  * auditImage: audit a disk image without booting it. The file is classified from its own bytes
  * first (src/image/disk-file.ts: anything naming another file is refused); other formats become a
  * temporary raw (qemu-img convert, backing chains off); the root ext4 partition is found from the
- * GPT; and the filesystem is read losslessly through fuse2fs in a mount namespace of its own
+ * GPT (src/image/root-fs.ts); and the filesystem is read losslessly through fuse2fs in a mount namespace of its own
  * (src/image/mount.ts): no loop device, no mount on the host, nothing written outside the scratch
  * directory, setuid bits, capabilities and hard links as they ship. Temporary files are removed
  * whatever happens.
@@ -14,11 +14,10 @@ import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import { silentLogger } from '../log.js';
 import type { Finding } from '../seal/types.js';
-import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, SECTOR, type GptEntry } from '../disk/gpt.js';
 import { checkedDiskFormat, qemuSource, type DiskFileFacts } from '../image/disk-file.js';
 import { readInodes } from '../image/inode-stream.js';
 import { withMountedFilesystem } from '../image/mount.js';
-import { isExtSuperblock, rootCandidates } from './gpt.js';
+import { rootOffset } from '../image/root-fs.js';
 import { auditTree, type AuditOptions } from './tree.js';
 
 export interface ImageAuditOptions extends AuditOptions {
@@ -37,40 +36,7 @@ export async function rawOf(path: string, facts: DiskFileFacts, work: string, lo
   return raw;
 }
 
-function readAt(fd: number, offset: number, length: number): Buffer {
-  const b = Buffer.alloc(length);
-  const n = readSync(fd, b, 0, length, offset);
-  return b.subarray(0, n);
-}
-
-/** Byte offset of the root ext4 filesystem in a raw disk (0 for a bare filesystem image). */
-export function rootOffset(raw: string): number {
-  const fd = openSync(raw, 'r');
-  try {
-    const head = readAt(fd, 0, 2 * SECTOR);
-    if (head.subarray(SECTOR, SECTOR + 8).toString('latin1') === 'EFI PART') {
-      let entries: GptEntry[];
-      try {
-        entries = parseGpt(readAt(fd, 0, gptBytesNeeded(parseGptHeader(head.subarray(SECTOR))))).entries;
-      } catch (e) {
-        if (e instanceof GptError) throw new KilnError(`${raw}: unreadable partition table: ${e.message}`);
-        throw e;
-      }
-      const root = rootCandidates(entries).find((p) => isExtSuperblock(readAt(fd, p.firstLba * SECTOR, 2048)));
-      if (!root) {
-        throw new KilnError(`no ext4 root partition in ${raw}`, {
-          detail: entries.map((p) => `partition ${p.index}: type ${p.type} "${p.name}" at LBA ${p.firstLba}`).join('\n') || 'the partition table is empty',
-          hint: 'Kiln audits images whose root is ext4 in a Linux root (4F68BCE3-…) or Linux data (0FC63DAF-…) partition',
-        });
-      }
-      return root.firstLba * SECTOR;
-    }
-    if (isExtSuperblock(readAt(fd, 0, 2048))) return 0;
-  } finally {
-    closeSync(fd);
-  }
-  throw new KilnError(`${raw}: no GPT partition table and no ext4 filesystem`, { hint: 'is the format right? pass --format if detection guessed wrong' });
-}
+export { rootOffset } from '../image/root-fs.js';
 
 export async function auditImage(image: string, opts: ImageAuditOptions = {}): Promise<Finding[]> {
   const logger = opts.logger ?? silentLogger;

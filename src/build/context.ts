@@ -6,6 +6,7 @@ import type { ProvisionSandbox } from '../provision/chroot.js';
 import type { Controller } from '../sandbox/tools.js';
 import type { DeferredAction, HostStats, TaskResult } from '../provision/results.js';
 import type { LockState } from '../lock/step.js';
+import type { Artifact } from '../formats/index.js';
 
 export interface BuildOptions {
   snapshot: boolean;
@@ -19,8 +20,6 @@ export interface BuildOptions {
   /** Cache directory; default KILN_CACHE_DIR, else .kiln/cache beside kiln.yaml. */
   cacheDir?: string;
 }
-
-export interface ArtifactRecord { format: string; file: string; size: number; sha256: string; mediaType: string }
 
 export interface ProvisionRecord {
   /** The Ansible that ran (ansible-core version and where it came from). */
@@ -64,6 +63,6 @@ export interface BuildContext {
   raw?: string;
   diskLayout?: unknown;
   findings?: { check: string; path: string; message: string }[];
-  artifacts: ArtifactRecord[];
+  artifacts: Artifact[];
   release?: { store: string; ref: string; digest: string };
 }

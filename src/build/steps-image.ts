@@ -69,7 +69,7 @@ export const formatsStep: Step<BuildContext> = {
       raw: ctx.raw!, outDir: ctx.stagingDir, name: c.name, version: v.version, sourceDateEpoch: v.sourceDateEpoch,
       firmware: c.disk.firmware, cpus: c.vm.cpus, memoryMiB: c.vm.memory_mib, description: c.description, logger: ctx.logger,
     });
-    ctx.artifacts = artifacts.map((a) => ({ format: a.format, file: a.file, size: a.size, sha256: a.sha256, mediaType: a.mediaType }));
+    ctx.artifacts = artifacts;
     ctx.raw = artifacts.find((a) => a.format === 'raw')?.file ?? ctx.raw;
     for (const a of ctx.artifacts) p.log(`${a.format.padEnd(6)} ${humanBytes(a.size).padStart(10)}  ${a.sha256.slice(0, 16)}…`);
   },

@@ -97,7 +97,7 @@ export const releaseStep: Step<BuildContext> = {
     const cfg = ctx.template.config.release;
     const s = await store(ctx);
     const record = releaseRecord(ctx, await buildFacts(ctx));
-    const artifacts = ctx.artifacts.map((a) => ({ format: a.format, file: a.file, size: a.size, sha256: a.sha256, mediaType: a.mediaType }));
+    const artifacts = ctx.artifacts;
     const signer = await signerFromConfig(cfg.sign, ctx.template.dir);
     const full = { ...record, artifacts: artifacts.map((a) => ({ format: a.format, file: a.file.split('/').pop()!, size: a.size, sha256: a.sha256 })) };
     const res = await s.publish({

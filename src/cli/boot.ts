@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { KilnError } from '../errors.js';
+import { FORMAT_SPECS } from '../formats/registry.js';
 import { exec } from '../exec.js';
 import { createLogger } from '../log.js';
 import { bootVm, type Accel, type Firmware } from '../vm/qemu.js';
@@ -63,7 +64,8 @@ async function resolveImage(ref: string, flags: StoreFlags, format?: string): Pr
   if (existsSync(ref)) return { path: ref, format };
   if (/^[a-z0-9][a-z0-9._-]*@.+$/.test(ref)) {
     const { resolveForBoot } = await import('../store/boot.js');
-    return resolveForBoot(ref, flags, format === 'vpc' ? 'vhd' : format);
+    // --format takes qemu-img's names (vpc for VHD); the release names its artifacts by Kiln's.
+    return resolveForBoot(ref, flags, format === undefined ? undefined : FORMAT_SPECS.find((f) => 'qemuImg' in f && f.qemuImg === format)?.name ?? format);
   }
   throw new KilnError(`image not found: ${ref}`, { hint: 'pass a disk image file, or name@version of a release' });
 }

@@ -205,13 +205,3 @@ export function parseGpt(image: Buffer): { header: GptHeader; entries: GptEntry[
   }
   return { header, entries };
 }
-
-/** The root filesystem partition: the x86-64 root type, else the only generic Linux data partition. */
-export function selectRootEntry(entries: GptEntry[]): GptEntry {
-  const dps = entries.filter((e) => e.type === PART_TYPE.rootX86_64);
-  if (dps.length === 1) return dps[0]!;
-  if (dps.length > 1) throw new GptError(`${dps.length} partitions have the x86-64 root type; expected one`);
-  const linux = entries.filter((e) => e.type === PART_TYPE.linuxData);
-  if (linux.length === 1) return linux[0]!;
-  throw new GptError(linux.length === 0 ? 'no root partition (x86-64 root or Linux filesystem type) in the GPT' : 'several Linux filesystem partitions and no x86-64 root partition');
-}

@@ -12,7 +12,7 @@ import { patchCoreImg, patchMbr } from './bios.js';
 import { fstab, grubConfig } from './bootconfig.js';
 import { buildEsp } from './esp.js';
 import { buildExt4 } from './ext4.js';
-import { GptError, MIB, OVERHEAD_MIB, SECTOR, gptBytesNeeded, parseGpt, parseGptHeader, planPartitions, selectRootEntry, sfdiskScript, type Partition, type PartitionPlan } from './gpt.js';
+import { MIB, OVERHEAD_MIB, SECTOR, planPartitions, sfdiskScript, type Partition, type PartitionPlan } from './gpt.js';
 import { GRUB_LIB, buildGrubImage, grubModuleDir } from './grub.js';
 import { diskIds, fatSerialForFstab } from './ids.js';
 import { copyIntoSparse, readAt, writeAt } from './sparse.js';
@@ -174,19 +174,4 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
     partitions: parts.map((p) => ({ name: p.name, type: p.type, uuid: p.uuid, startLba: p.startLba, sizeLba: p.sizeLba })),
     sizeBytes: plan.sizeBytes,
   };
-}
-
-/** Byte offset and size of the ext4 root partition of a raw image, read from its GPT. */
-export async function findRootPartition(image: string): Promise<{ offset: number; size: number }> {
-  try {
-    const head = await readAt(image, 0, 2 * SECTOR);
-    const need = gptBytesNeeded(parseGptHeader(head.subarray(SECTOR)));
-    const { entries } = parseGpt(await readAt(image, 0, need));
-    const root = selectRootEntry(entries);
-    return { offset: root.firstLba * SECTOR, size: (root.lastLba - root.firstLba + 1) * SECTOR };
-  } catch (e) {
-    if (e instanceof GptError) throw new KilnError(`cannot find the root partition: ${e.message}`, { where: { file: image } });
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new KilnError(`disk image not found: ${image}`, { where: { file: image } });
-    throw e;
-  }
 }

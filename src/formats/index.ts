@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
 import { humanBytes, humanSeconds, silentLogger, type Logger } from '../log.js';
-import { FORMATS, type FormatName } from '../template/schema.js';
+import { FORMATS, formatMediaType, type FormatName } from './registry.js';
 import { writeGceTarball } from './gce.js';
 import { sha256OfFile } from '../fsio.js';
 import { hashFile, runLimited } from './io.js';
@@ -24,9 +24,10 @@ import { placeRaw } from './raw.js';
 import { planFixedVhd, writeFixedVhd } from './vhd.js';
 import { writeVhdx } from './vhdx.js';
 import { writeStreamOptimizedVmdk } from './vmdk.js';
-import { artifactFileName, FORMAT_MEDIA_TYPE } from './names.js';
+import { artifactFileName } from './names.js';
 
-export { artifactFileName, FORMAT_MEDIA_TYPE, FORMAT_SUFFIX } from './names.js';
+export { artifactFileName } from './names.js';
+export { FORMAT_SPECS, FORMATS, formatMediaType, formatSpec, type FormatName, type FormatSpec } from './registry.js';
 export { extractOvaDisk, listOva, readOvaMember } from './ova.js';
 export { parseVhdFooter, type VhdFooter } from './vhd-footer.js';
 export { validateOvf } from './ovf-validate.js';
@@ -51,6 +52,7 @@ export interface FormatInput {
   logger?: Logger;
 }
 
+/** An artifact file of a build: the build's state, the release step and the store (as its ArtifactInput) all take this one type. */
 export interface Artifact {
   format: FormatName;
   /** Absolute path. */
@@ -136,7 +138,7 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
       const size = (await stat(file)).size;
       const digest = sha.get(f);
       if (!digest) throw new Error(`no digest computed for ${f}`);
-      artifacts.push({ format: f, file, size, sha256: digest, mediaType: FORMAT_MEDIA_TYPE[f] });
+      artifacts.push({ format: f, file, size, sha256: digest, mediaType: formatMediaType(f) });
       logger.info(`  ${f.padEnd(6)} ${humanBytes(size).padStart(10)}  sha256:${digest.slice(0, 16)}…  ${file}`);
     }
     return artifacts;

@@ -1,21 +1,6 @@
-/** Artifact file names and media types, one table for every format. */
+/** Artifact file names: `<name>-<version><suffix>`, the suffix from the format registry. */
 import { KilnError } from '../errors.js';
-import type { FormatName } from '../template/schema.js';
-
-export const FORMAT_SUFFIX: Record<FormatName, string> = {
-  raw: '.raw', qcow2: '.qcow2', vmdk: '.vmdk', vhd: '.vhd', vhdx: '.vhdx', ova: '.ova', gce: '.gce.tar.gz',
-};
-
-/** shared-mime-info (freedesktop.org) types, which file managers and registries already know. */
-export const FORMAT_MEDIA_TYPE: Record<FormatName, string> = {
-  raw: 'application/x-raw-disk-image',
-  qcow2: 'application/x-qemu-disk',
-  vmdk: 'application/x-vmdk-disk',
-  vhd: 'application/x-vhd-disk',
-  vhdx: 'application/x-vhdx-disk',
-  ova: 'application/x-virtualbox-ova',
-  gce: 'application/x-compressed-tar',
-};
+import { formatSpec, type FormatName } from './registry.js';
 
 const SAFE = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 
@@ -24,7 +9,7 @@ export function artifactFileName(name: string, version: string, format: FormatNa
   for (const [what, v] of [['image name', name], ['version', version]] as const) {
     if (!SAFE.test(v)) throw new KilnError(`${what} "${v}" cannot be used in a file name`, { hint: 'use letters, digits, ".", "_", "+" and "-"' });
   }
-  const file = `${name}-${version}${FORMAT_SUFFIX[format]}`;
+  const file = `${name}-${version}${formatSpec(format)?.suffix ?? `.${format}`}`;
   if (Buffer.byteLength(file) > 100) throw new KilnError(`artifact name ${file} is longer than 100 bytes (the OVA's tar limit)`, { hint: 'use a shorter image name or version' });
   return file;
 }

@@ -5,7 +5,7 @@
  */
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { findRootPartition } from '../disk/index.js';
+import { rootOffset } from '../image/root-fs.js';
 import { exec, output } from '../exec.js';
 import { sha256OfFile } from '../fsio.js';
 import { inspectDiskFile } from '../image/disk-file.js';
@@ -113,7 +113,7 @@ export async function diffRootTrees(rawA: string, rawB: string, scratch: string,
     const facts = inspectDiskFile(f);
     if (facts.format !== 'raw') throw new Error(`${f} is ${facts.detail}, not a raw disk`);
   }
-  const [{ offset: oa }, { offset: ob }] = await Promise.all([findRootPartition(rawA), findRootPartition(rawB)]);
+  const [oa, ob] = [rootOffset(rawA), rootOffset(rawB)];
   return withMountedFilesystem(rawA, oa, scratch, (a) => withMountedFilesystem(rawB, ob, scratch, async (b) => {
     const d = await diffTrees(a.root, b.root, opts);
     a.check();

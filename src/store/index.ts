@@ -21,7 +21,7 @@ export { loadSigner, loadTrustedKey } from './signing.js';
 export type { Signer, TrustedKey } from './signing.js';
 export { ReleaseStore, parseReleaseRef } from './release-store.js';
 export type { PublishInput, Resolved, ResolvedArtifact, ReleaseListing, VerifyReport, TrustPolicy, ChannelState, CloudIds, Revocation, MetadataView } from './release-store.js';
-export type { ReleaseRecord, ArtifactInput, ReleaseArtifact, SourceRecord, SourcePackage, Material, ReleaseParent } from './record.js';
+export type { ReleaseRecord, ArtifactInput, ReleaseArtifact, StoredSource, SourcePackage, Material, ReleaseParent } from './record.js';
 export { TagExistsError } from './backend.js';
 export { DigestMismatchError } from './blobio.js';
 

@@ -31,20 +31,7 @@ export const ANN = {
   signer: 'dev.kiln.signer',
 } as const;
 
-/** Media type of each artifact format's layer. None is registered with IANA, so they are vendor types. */
-export const FORMAT_MEDIA_TYPES: Record<string, string> = {
-  raw: 'application/vnd.kiln.disk.raw',
-  qcow2: 'application/vnd.kiln.disk.qcow2',
-  vmdk: 'application/vnd.kiln.disk.vmdk',
-  vhd: 'application/vnd.kiln.disk.vhd',
-  vhdx: 'application/vnd.kiln.disk.vhdx',
-  ova: 'application/vnd.kiln.ova+tar',
-  gce: 'application/vnd.kiln.disk.gce+tar+gzip',
-};
-
-export function formatMediaType(format: string): string {
-  return FORMAT_MEDIA_TYPES[format] ?? `application/vnd.kiln.disk.${format.replace(/[^a-z0-9.+-]/g, '')}`;
-}
+export { formatMediaType } from '../formats/registry.js';
 
 export interface Descriptor {
   mediaType: string;

@@ -14,8 +14,11 @@ export interface SourcePackage {
   sha256?: string;
 }
 
-/** Recorded by the fetch-source step; opaque to the store except `packages`. */
-export interface SourceRecord {
+/**
+ * The source as a release stores it: what the build's source step recorded (src/source/debian.ts's
+ * SourceRecord today, other upstreams later), opaque to the store except `packages`.
+ */
+export interface StoredSource {
   packages?: SourcePackage[];
   [key: string]: unknown;
 }
@@ -58,7 +61,7 @@ export interface ReleaseRecord {
   sourceDateEpoch: number;
   /** Path of kiln.yaml relative to the repository root. */
   template?: string;
-  source: SourceRecord;
+  source: StoredSource;
   /** Upstream inputs with digests (archive Release file, verified images, parent releases). */
   materials?: Material[];
   parents: ReleaseParent[];
@@ -69,14 +72,12 @@ export interface ReleaseRecord {
   artifacts: ReleaseArtifact[];
 }
 
-/** A release artifact as the build hands it over. */
-export interface ArtifactInput {
-  format: string;
-  /** Path of the file to store (the build's output); its base name becomes the file name in the release. */
-  file: string;
-  size: number;
-  sha256: string;
-  /** Layer media type; default from the format (see FORMAT_MEDIA_TYPES). */
+/**
+ * A release artifact as the build hands it over (src/formats' Artifact is one): `file` is the path
+ * of the file to store, whose base name becomes the file name in the release.
+ */
+export interface ArtifactInput extends ReleaseArtifact {
+  /** Layer media type; default from the format (src/formats/registry.ts). */
   mediaType?: string;
 }
 

@@ -4,8 +4,9 @@
  */
 import { MAX_AGE_PATTERN } from '../source/inrelease.js';
 
-export const FORMATS = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'ova', 'gce'] as const;
-export type FormatName = (typeof FORMATS)[number];
+import { FORMATS, type FormatName } from '../formats/registry.js';
+
+export { FORMATS, type FormatName } from '../formats/registry.js';
 
 const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', description, ...extra });
 const strList = (description: string) => ({ type: 'array', items: { type: 'string' }, description });

@@ -14,8 +14,9 @@ import { commandLine, exec } from '../exec.js';
 import { silentLogger, type Logger } from '../log.js';
 import { writeSeed } from './seed.js';
 import { sshArgs, waitForSsh } from './ssh.js';
+import type { Firmware } from '../disk/index.js';
 
-export type Firmware = 'bios' | 'uefi';
+export type { Firmware };
 export type Accel = 'auto' | 'kvm' | 'tcg';
 
 export interface BootOptions {

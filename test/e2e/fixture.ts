@@ -3,10 +3,10 @@
  * minutes): the first test file that needs it builds it, later files in the same `npm test` run
  * (KILN_E2E_RUN) reuse the record. The Debian base-tree cache is shared across runs.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { findRootPartition } from '../../src/disk/index.js';
+import { rootOffset } from '../../src/image/root-fs.js';
 
 export const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
 export const KILN = join(ROOT, 'bin/kiln.js');
@@ -100,15 +100,25 @@ export function artifact(b: BuiltExample, format: string): string {
   return a.file;
 }
 
-/** A file of the root filesystem of a raw disk (debugfs reads it; nothing is mounted). */
+/**
+ * One debugfs request on the root filesystem of a raw disk (nothing is mounted). debugfs exits 0
+ * when a request fails and says so on stderr: anything there but its banner throws, so a missing
+ * file is never read as an empty one.
+ */
+function debugfsRequest(raw: string, request: string): string {
+  const r = spawnSync('debugfs', ['-R', request, `${raw}?offset=${rootOffset(raw)}`], { encoding: 'utf8' });
+  const errors = (r.stderr ?? '').split('\n').filter((l) => l.trim() && !/^debugfs \d+(\.\d+)* \(/.test(l));
+  if (r.status !== 0 || errors.length) throw new Error(`debugfs -R '${request}' on ${raw}: ${errors.join('; ') || `exit ${r.status}`}`);
+  return r.stdout;
+}
+
+/** A file of the root filesystem of a raw disk; throws when it is not there. */
 export async function readFromDisk(raw: string, path: string): Promise<string> {
-  const { offset } = await findRootPartition(raw);
-  return execFileSync('debugfs', ['-R', `cat ${path}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return debugfsRequest(raw, `cat ${path}`);
 }
 
 export async function listOnDisk(raw: string, dir: string): Promise<string[]> {
-  const { offset } = await findRootPartition(raw);
-  const out = execFileSync('debugfs', ['-R', `ls -l ${dir}`, `${raw}?offset=${offset}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const out = debugfsRequest(raw, `ls -l ${dir}`);
   return out.split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '').filter((n) => n && n !== '.' && n !== '..');
 }
 

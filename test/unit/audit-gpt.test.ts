@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { rootOffset } from '../../src/audit/image.js';
-import { isExtSuperblock, rootCandidates } from '../../src/audit/gpt.js';
+import { isExtSuperblock, rootCandidates } from '../../src/image/root-fs.js';
 import { parseGpt, PART_TYPE } from '../../src/disk/gpt.js';
 
 test('the audit prefers the x86-64 root type over generic Linux data, and needs an ext filesystem there', () => {

@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { GptError, PART_TYPE, crc32, guidFromBytes, guidToBytes, parseGpt, planPartitions, selectRootEntry, sfdiskScript } from '../../src/disk/gpt.js';
+import { GptError, PART_TYPE, crc32, guidFromBytes, guidToBytes, parseGpt, planPartitions, sfdiskScript } from '../../src/disk/gpt.js';
+import { rootCandidates } from '../../src/image/root-fs.js';
 import { diskIds } from '../../src/disk/ids.js';
 
 const MiB = 1024 * 1024;
@@ -99,8 +100,7 @@ test('parseGpt reads the header and the used entries', () => {
   assert.equal(header.entryCount, 128);
   assert.deepEqual(entries.map((e) => [e.index, e.type, e.uuid, e.firstLba, e.lastLba, e.name]),
     sample.map((p, i) => [i + 1, p.type, p.uuid.toUpperCase(), p.first, p.last, p.name]));
-  const root = selectRootEntry(entries);
-  assert.equal(root.firstLba, 135168);
+  assert.equal(rootCandidates(entries)[0]?.firstLba, 135168);
 });
 
 test('parseGpt rejects a missing signature, a corrupted header and a corrupted entry array', () => {
@@ -114,8 +114,8 @@ test('parseGpt rejects a missing signature, a corrupted header and a corrupted e
   assert.throws(() => parseGpt(gptImage(sample).subarray(0, 4000)), /truncated/);
 });
 
-test('the root is the x86-64 root partition, else a single Linux filesystem partition', () => {
+test('the root candidates are the x86-64 root partitions, then the Linux filesystem partitions', () => {
   const linux = sample.map((p) => (p.name === 'root' ? { ...p, type: PART_TYPE.linuxData } : p));
-  assert.equal(selectRootEntry(parseGpt(gptImage(linux)).entries).name, 'root');
-  assert.throws(() => selectRootEntry(parseGpt(gptImage(sample.slice(0, 2))).entries), /no root partition/);
+  assert.deepEqual(rootCandidates(parseGpt(gptImage(linux)).entries).map((e) => e.name), ['root']);
+  assert.deepEqual(rootCandidates(parseGpt(gptImage(sample.slice(0, 2))).entries), []);
 });

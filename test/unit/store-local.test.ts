@@ -224,3 +224,20 @@ test('skopeo reads a release from the layout and sees the same manifest digest',
   assert.equal(`sha256:${(await import('node:crypto')).createHash('sha256').update(r.stdout).digest('hex')}`, digest);
   assert.equal(JSON.parse(r.stdout.toString()).artifactType, 'application/vnd.kiln.release.v1+json');
 });
+
+test('layers carry the documented media types; a release written with the older shared-mime-info types still resolves and verifies', async () => {
+  const dir = scratch();
+  const store = await openStore(join(dir, 'store'), dir);
+  await publishFake(store, dir, 'web', 'release-0.1.0');
+  const now = await store.resolve('web@release-0.1.0', { format: 'qcow2' });
+  assert.deepEqual(now.artifacts.map((a) => a.mediaType), ['application/vnd.kiln.disk.raw', 'application/vnd.kiln.disk.qcow2']);
+  // What Kiln wrote before the format registry: the same layers under application/x-* types.
+  const old = fakeArtifacts(dir, 'web', 'release-0.0.9').map((a) => ({ ...a, mediaType: a.format === 'raw' ? 'application/x-raw-disk-image' : 'application/x-qemu-disk' }));
+  const record = { ...fakeRecord('web', 'release-0.0.9'), artifacts: old.map((a) => ({ format: a.format, file: a.file.split('/').pop() ?? '', size: a.size, sha256: a.sha256 })) };
+  await store.publish({ record: fakeRecord('web', 'release-0.0.9'), artifacts: old, sbom: makeSbom(record), provenance: makeProvenance(record, old) });
+  const r = await store.resolve('web@release-0.0.9', { format: 'qcow2' });
+  assert.equal(r.artifact?.mediaType, 'application/x-qemu-disk');
+  assert.equal(sha256File(r.artifact!.location), old[1].sha256);
+  const report = await store.verify('web@release-0.0.9');
+  assert.deepEqual(report.checked.filter((c) => !c.ok), [], 'every layer verifies');
+});
