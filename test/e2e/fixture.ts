@@ -4,7 +4,7 @@
  * (KILN_E2E_RUN) reuse the record. The Debian base-tree cache is shared across runs.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { rootOffset } from '../../src/image/root-fs.js';
 
@@ -88,10 +88,32 @@ export async function builtExample(): Promise<BuiltExample> {
 }
 
 /** Mounts whose mount point is under the given directory (there must be none after any build). */
+/**
+ * Mount points under dir in any mount namespace on the machine, not only the test's own: a build's
+ * mounts live in private namespaces (the sandbox's, fuse2fs's), where the test's /proc/mounts could
+ * never show a leak. One process per namespace is read; a process that exits meanwhile is skipped.
+ */
 export function mountsUnder(dir: string): string[] {
-  // /proc/mounts writes a space in a path as \040 (and tab, newline, backslash likewise).
+  // mountinfo writes a space in a path as \040 (and tab, newline, backslash likewise).
   const decode = (m: string) => m.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => decode(l.split(' ')[1] ?? '')).filter((m) => m && m.startsWith(dir));
+  const seen = new Set<string>();
+  const found = new Set<string>();
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let ns: string;
+    let info: string;
+    try {
+      ns = readlinkSync(`/proc/${pid}/ns/mnt`);
+      if (seen.has(ns)) continue;
+      info = readFileSync(`/proc/${pid}/mountinfo`, 'utf8');
+    } catch { continue; }
+    seen.add(ns);
+    // Field 5 of each line is the mount point.
+    for (const l of info.split('\n')) {
+      const m = decode(l.split(' ')[4] ?? '');
+      if (m && m.startsWith(dir)) found.add(`${m} (mount namespace ${ns}, seen from pid ${pid})`);
+    }
+  }
+  return [...found].sort();
 }
 
 export function artifact(b: BuiltExample, format: string): string {

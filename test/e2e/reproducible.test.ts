@@ -1,20 +1,22 @@
 /**
  * Reproducibility: the example, locked, built twice from the same tag in two separate repository
- * directories (at different times, sharing the cache) gives bit-identical artifacts in every
- * format; `kiln rebuild` says "identical" for the release; changing one template variable changes
- * the image; a playbook asking for a package outside kiln.lock fails naming it.
- * Formats are restricted to raw, qcow2, vmdk, vhd to keep the file's runtime down, and the builds run
- * two at a time (the two directories together; the rebuild beside the changed-variable build): each
- * build is mostly one busy core (mmdebstrap, dpkg, qemu-img), and the machine has two.
+ * directories gives bit-identical artifacts in all seven formats, hashed here from the files (not
+ * the digests Kiln recorded), each build's base tree made by its own mmdebstrap run (the locked
+ * base trees a cache kept across runs would hand both are removed first); `kiln rebuild` says
+ * "identical" for the release; changing one template variable changes the image; a playbook asking
+ * for a package outside kiln.lock fails naming it.
+ * The builds run two at a time (the two directories together; the rebuild beside the
+ * changed-variable build): each build is mostly one busy core (mmdebstrap, dpkg, qemu-img), and the
+ * machine has two.
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { E2E_DIR, RUN_ID, exampleRepo, kiln, type BuildRecordLite } from './fixture.js';
+import { CACHE_DIR, E2E_DIR, RUN_ID, exampleRepo, kiln, type BuildRecordLite } from './fixture.js';
 
-const FORMATS = 'formats: [raw, qcow2, vmdk, vhd]';
+const FORMATS = 'formats: [raw, qcow2, vmdk, vhd, vhdx, ova, gce]';
 const DATE = '2026-11-01T12:00:00Z';
 
 function setFormats(dir: string, formats = FORMATS): void {
@@ -25,10 +27,40 @@ function setFormats(dir: string, formats = FORMATS): void {
   writeFileSync(f, t);
 }
 
-async function buildJson(dir: string, args: string[]): Promise<BuildRecordLite & { source: { lockSha256?: string } }> {
+type Rec = BuildRecordLite & { source: { lockSha256?: string }; stderr: string };
+
+async function buildJson(dir: string, args: string[]): Promise<Rec> {
   const r = await kiln(['build', '--json', ...args], { cwd: dir });
   assert.equal(r.code, 0, `build in ${dir} failed:\n${r.stderr.slice(-4000)}`);
-  return JSON.parse(r.stdout) as BuildRecordLite & { source: { lockSha256?: string } };
+  return { ...(JSON.parse(r.stdout) as Rec), stderr: r.stderr };
+}
+
+/** sha256 of a file, read here: what is compared is the bytes on disk, not what Kiln says of them. */
+async function hashOf(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+async function filesHashed(rec: BuildRecordLite): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const a of rec.artifacts) out[a.format] = await hashOf(a.file);
+  return out;
+}
+
+/** Removes the locked base trees from the shared cache, so the next builds make theirs with mmdebstrap. */
+function removeLockedBases(): number {
+  const dir = join(CACHE_DIR, 'base');
+  let n = 0;
+  for (const f of existsSync(dir) ? readdirSync(dir).filter((x) => x.endsWith('.json')) : []) {
+    let locked = false;
+    try { locked = (JSON.parse(readFileSync(join(dir, f), 'utf8')) as { locked?: boolean }).locked === true; } catch { /* not a record */ }
+    if (!locked) continue;
+    rmSync(join(dir, f), { force: true });
+    rmSync(join(dir, f.replace(/\.json$/, '.tar')), { force: true });
+    n++;
+  }
+  return n;
 }
 
 const shaOf = (rec: BuildRecordLite) => Object.fromEntries(rec.artifacts.map((a) => [a.format, a.sha256]));
@@ -38,7 +70,7 @@ describe('reproducible builds from a lock', () => {
   /** The directory `kiln lock` wrote: kiln.lock.d (the signed InRelease files) goes with kiln.lock. */
   let lockDir = '';
   const putLock = (d: string) => { writeFileSync(join(d, 'kiln.lock'), lockText); cpSync(join(lockDir, 'kiln.lock.d'), join(d, 'kiln.lock.d'), { recursive: true }); };
-  let first: BuildRecordLite & { source: { lockSha256?: string } };
+  let first: Rec;
   let repoA = '';
   /** The changed-variable build, started beside `kiln rebuild` and checked by its own test. */
   let changedBuild: Promise<BuildRecordLite> | undefined;
@@ -70,13 +102,19 @@ describe('reproducible builds from a lock', () => {
     const withLock = (d: string) => { setFormats(d); putLock(d); };
     repoA = exampleRepo('repro-a', { tag: 'release-0.1.0', date: DATE, edit: withLock });
     const repoB = exampleRepo('repro-b', { tag: 'release-0.1.0', date: DATE, edit: withLock });
-    // At once: the cache is shared, so this also shows that concurrent builds do not disturb each other.
+    removeLockedBases();
+    // At once: both look the base up within seconds of starting and mmdebstrap takes far longer, so
+    // each makes its own; the cache is shared, so this also shows that concurrent builds do not
+    // disturb each other.
     const [a, second] = await Promise.all([buildJson(repoA, []), buildJson(repoB, ['--no-release', '--out', join(E2E_DIR, RUN_ID, 'repro-b-out')])]);
     first = a;
+    for (const r of [first, second]) assert.match(r.stderr, /base tree built by mmdebstrap/, 'each build made its own base tree');
     assert.ok(first.release, 'the first build is released');
     assert.equal(first.commit, second.commit, 'same content and date: the same commit');
-    assert.deepEqual(first.artifacts.map((a) => a.format).sort(), ['qcow2', 'raw', 'vhd', 'vmdk']);
-    assert.deepEqual(shaOf(second), shaOf(first), 'every artifact is bit-identical');
+    assert.deepEqual(first.artifacts.map((a) => a.format).sort(), ['gce', 'ova', 'qcow2', 'raw', 'vhd', 'vhdx', 'vmdk']);
+    const [hashedA, hashedB] = [await filesHashed(first), await filesHashed(second)];
+    assert.deepEqual(hashedA, shaOf(first), 'what Kiln recorded is what is on disk');
+    assert.deepEqual(hashedB, hashedA, 'every artifact is bit-identical');
     const lockSha = createHash('sha256').update(lockText).digest('hex');
     assert.equal(first.source.lockSha256, lockSha, 'the build record names the lock it installed');
     const step = (r: BuildRecordLite, n: string) => r.steps.find((s) => s.name === n)?.status;
@@ -92,7 +130,7 @@ describe('reproducible builds from a lock', () => {
     assert.match(r.stderr, /identical: web@release-0\.1\.0 rebuilt from [0-9a-f]{12}/);
     const report = JSON.parse(r.stdout) as { identical: boolean; artifacts: { format: string; released: string; rebuilt: string }[]; lockSha256: { released: string; rebuilt: string } };
     assert.equal(report.identical, true);
-    assert.equal(report.artifacts.length, 4);
+    assert.equal(report.artifacts.length, 7);
     for (const a of report.artifacts) assert.equal(a.rebuilt, shaOf(first)[a.format]);
     assert.equal(report.lockSha256.released, report.lockSha256.rebuilt);
   });
