@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import { silentLogger } from '../log.js';
-import type { Finding } from '../seal/types.js';
+import type { Finding } from './finding.js';
 import { checkedDiskFormat, qemuSource, type DiskFileFacts } from '../image/disk-file.js';
 import { readInodes } from '../image/inode-stream.js';
 import { withMountedFilesystem } from '../image/mount.js';

@@ -15,8 +15,9 @@ import { enabledOperations } from '../seal/operations.js';
 import { credentialFiles } from '../seal/ops/credential-files.js';
 import { leftovers } from '../seal/ops/provisioner-artifacts.js';
 import { sealContext } from '../seal/seal.js';
-import { inSealScope, PSEUDO_FS, SCAN_SKIP, under, walk, type TreeEntry } from '../seal/tree.js';
-import type { Finding } from '../seal/types.js';
+import { inSealScope, PSEUDO_FS, SCAN_SKIP, under, walk } from '../seal/tree.js';
+import type { TreeEntry } from '../seal/types.js';
+import type { Finding } from './finding.js';
 import { SecretStream, scanFile, type FileSecret } from './secrets.js';
 import { InodeStreamError, type FileSink, type InodeFile } from '../image/inode-stream.js';
 

@@ -5,7 +5,8 @@ import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../source/deb
 import type { ProvisionSandbox } from '../provision/chroot.js';
 import type { Controller } from '../sandbox/tools.js';
 import type { DeferredAction, HostStats, TaskResult } from '../provision/results.js';
-import type { LockState } from '../lock/step.js';
+import type { LockFile } from '../lock/file.js';
+import type { LockedRepo } from '../lock/repo.js';
 import type { Artifact } from '../formats/index.js';
 
 export interface BuildOptions {
@@ -65,4 +66,16 @@ export interface BuildContext {
   findings?: { check: string; path: string; message: string }[];
   artifacts: Artifact[];
   release?: { store: string; ref: string; digest: string };
+}
+
+/** What the lock step found and serves, for the steps that install packages. */
+export interface LockState {
+  file: string;
+  sha256: string;
+  lock: LockFile;
+  repo: LockedRepo;
+  /** What the chain check of the image's set found (verifyLockedSet), not what the lock's text says. */
+  trust: ArchiveTrust;
+  /** The same for the tools tree's pins. */
+  toolsTrust?: ArchiveTrust;
 }

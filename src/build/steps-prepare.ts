@@ -10,7 +10,7 @@ import { deferredServiceActions, type PlaybookEvent } from '../provision/results
 import { controllerFor, describeController, hostController, type Controller } from '../sandbox/tools.js';
 import { eventStatus } from '../provision/run.js';
 import { baseTarball, buildSourcesLine, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
-import { compareInstalled, explainLockedFailure, lockedBase, lockedController } from '../lock/step.js';
+import { compareInstalled, explainLockedFailure, lockedBase, lockedController } from './steps-lock.js';
 import { resolveVersion } from '../version/git.js';
 import { checkOutDir, publishOutputs } from './outputs.js';
 import type { Step, StepProgress } from '../pipeline/runner.js';

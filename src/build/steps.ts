@@ -3,7 +3,7 @@ import type { BuildContext } from './context.js';
 import { auditStep, diskStep, formatsStep, sealStep } from './steps-image.js';
 import { fetchSourceStep, imageLayerStep, provisionStep, publishStep, resolveVersionStep, stampStep, toolsStep, workAreaStep } from './steps-prepare.js';
 import { releaseCheckStep, releaseStep } from './steps-release.js';
-import { lockStep } from '../lock/step.js';
+import { lockStep } from './steps-lock.js';
 
 /** What `kiln build` does, in order. Each step's cleanup runs in reverse on failure or Ctrl-C. */
 export const buildSteps: Step<BuildContext>[] = [

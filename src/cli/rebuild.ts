@@ -1,5 +1,5 @@
 import { KilnError } from '../errors.js';
-import { rebuildRelease, type RebuildReport } from '../lock/rebuild.js';
+import { rebuildRelease, type RebuildReport } from '../reproduce/rebuild.js';
 import { createLogger, humanSeconds } from '../log.js';
 import { storeFromFlags, storeOptions } from '../store/from-cli.js';
 import { parse, type Command } from './command.js';

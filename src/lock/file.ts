@@ -11,6 +11,7 @@
  * one is written before the kiln.lock that names it, so a crash never leaves a lock without its InRelease.
  */
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument, parse as parseYaml } from 'yaml';
 import { KilnError } from '../errors.js';
@@ -301,4 +302,13 @@ function debCompare(a: string, b: string): number {
 export function snapshotUrlFor(l: LockedSet): string {
   const t = isoFromEpoch(l.archive.date).replace(/[-:]/g, '');
   return `https://snapshot.debian.org/archive/debian/${t}/`;
+}
+
+export function lockPath(templateDir: string): string {
+  return join(templateDir, LOCK_FILE);
+}
+
+export function readLock(file: string): { lock: LockFile; sha256: string } {
+  const text = readFileSync(file);
+  return { lock: parseLock(text.toString('utf8'), file), sha256: createHash('sha256').update(text).digest('hex') };
 }

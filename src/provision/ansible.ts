@@ -5,7 +5,6 @@
  */
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import { silentLogger, type Logger } from '../log.js';
 import { Sandbox } from '../sandbox/index.js';
@@ -41,21 +40,3 @@ export async function syntaxCheck(t: LoadedTemplate, logger: Logger = silentLogg
   }
 }
 
-/**
- * Turns Ansible's error into a located KilnError: ansible-core 2.14's "ERROR! ... The error appears
- * to be in 'FILE': line N, column M", or 2.19's "[ERROR]: ...\nOrigin: FILE:N:M".
- */
-export function playbookError(playbook: string, text: string, mapPath: (p: string) => string = (p) => p): KilnError {
-  const old = /appears to be in '([^']+)': line (\d+), column (\d+)/.exec(text);
-  const origin = /^Origin: (.+?):(\d+):(\d+)\s*$/m.exec(text);
-  const m = old ?? origin;
-  const first = (/ERROR! (.*)/.exec(text)?.[1] ?? /\[ERROR\]: (.*)/.exec(text)?.[1] ?? text.trim().split('\n')[0] ?? 'syntax error').trim();
-  if (/the playbook: .* could not be found/.test(text)) {
-    return new KilnError(`playbook not found: ${mapPath(playbook)}`, { where: { file: mapPath(playbook) } });
-  }
-  return new KilnError(`playbook syntax error: ${first}`, {
-    where: m ? { file: mapPath(m[1]), line: Number(m[2]), column: Number(m[3]) } : { file: mapPath(playbook) },
-    detail: text.split('\n').filter((l) => l.trim() && !l.startsWith('[WARNING]')).slice(0, 20).join('\n'),
-    exitCode: 2,
-  });
-}

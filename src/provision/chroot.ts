@@ -16,8 +16,7 @@ import { FACADE_PYTHON, writeFacade } from '../sandbox/facade.js';
 import { Sandbox } from '../sandbox/index.js';
 import { controllerLayout, IMAGE, IMAGE_KILN, imageLayout, KILN_RUN, prepareMountPoints, treePath, type SpecLine } from '../sandbox/layout.js';
 import { existsInTree, removeInTree, statInTree } from '../image/tree.js';
-import { playbookError } from './ansible.js';
-import { ANSIBLE_ENV, describeFailures, runPlaybook, type PlaybookOutcome } from './run.js';
+import { ANSIBLE_ENV, describeFailures, playbookError, runPlaybook, type PlaybookOutcome } from './run.js';
 import { fatalFailures, type PlaybookEvent, type TaskResult } from './results.js';
 
 /** Inside the image: Ansible's remote temp dir, removed after provisioning (and caught by the seal if not). */

@@ -7,8 +7,8 @@ import { KilnError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { KeepList } from './keep.js';
 import { enabledOperations, sealOperations } from './operations.js';
-import { walk, type TreeEntry } from './tree.js';
-import type { SealContext, SealReport } from './types.js';
+import { walk } from './tree.js';
+import type { SealContext, SealReport, TreeEntry } from './types.js';
 
 export interface SealOptions {
   /** Operation names to skip (kiln.yaml seal.disable). */

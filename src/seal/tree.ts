@@ -7,18 +7,7 @@
 import { lstatSync, lutimesSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, truncateSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { hostPath, pathParts, statInTree } from '../image/tree.js';
-import type { SealContext } from './types.js';
-
-export interface TreeEntry {
-  /** Image path, e.g. /etc/passwd. */
-  path: string;
-  kind: 'file' | 'dir' | 'symlink' | 'other' | 'unreadable';
-  size: number;
-  /** Inode number (on an image's filesystem read through FUSE, the ext4 inode). */
-  ino?: number;
-  /** Why an unreadable entry could not be read (e.g. EIO from a damaged or hostile directory). */
-  error?: string;
-}
+import type { SealContext, TreeEntry } from './types.js';
 
 /** Top-level directories the seal does not walk: packaged code, kernel trees, API filesystems. */
 export const SCAN_SKIP = new Set(['proc', 'sys', 'dev', 'boot', 'usr', 'lib', 'lib32', 'lib64', 'libx32', 'bin', 'sbin', 'lost+found']);

@@ -5,15 +5,17 @@
  */
 import type { Logger } from '../log.js';
 import type { KeepList } from './keep.js';
-import type { TreeEntry } from './tree.js';
+import type { Finding } from '../audit/finding.js';
 
-/** One problem in an image: which check found it, where (as seen inside the image), and why it matters. */
-export interface Finding {
-  check: string;
+export interface TreeEntry {
+  /** Image path, e.g. /etc/passwd. */
   path: string;
-  message: string;
-  /** A secret finding's stable name, for kiln.yaml audit.accept (the secret itself is never shown). */
-  fingerprint?: string;
+  kind: 'file' | 'dir' | 'symlink' | 'other' | 'unreadable';
+  size: number;
+  /** Inode number (on an image's filesystem read through FUSE, the ext4 inode). */
+  ino?: number;
+  /** Why an unreadable entry could not be read (e.g. EIO from a damaged or hostile directory). */
+  error?: string;
 }
 
 export interface SealContext {

@@ -18,7 +18,6 @@
  */
 import { compareVersions } from '../apply/version-order.js';
 import { KilnError } from '../errors.js';
-import type { CloudIds } from './release-store.js';
 
 export const METADATA_TAG = 'kiln.metadata';
 export const METADATA_TYPE = 'kiln.metadata/v1';
@@ -37,6 +36,8 @@ export interface ChannelMove {
 
 export interface ChannelEntry { version: string; digest: string; log: ChannelMove[] }
 export interface RevocationEntry { digest: string; reason: string; time: string; by?: string }
+/** The ids a release's image has in each cloud: cloud → region → id. */
+export type CloudIds = Record<string, Record<string, string>>;
 export interface CloudEntry { digest: string; ids: CloudIds }
 
 export interface Metadata {

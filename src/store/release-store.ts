@@ -16,7 +16,7 @@ import {
   jsonBlob, manifestBytes, MT, parseIndex, parseJson, parseManifest, referrerDescriptor, referrerManifest, referrersIndex, referrersTag, sha256Digest,
   type Descriptor, type ImageManifest,
 } from './oci.js';
-import { channelProblems, checkMetadata, DEFAULT_METADATA_TTL_DAYS, emptyMetadata, METADATA_TAG, type ChannelMove, type Metadata } from './metadata.js';
+import { channelProblems, checkMetadata, DEFAULT_METADATA_TTL_DAYS, emptyMetadata, METADATA_TAG, type ChannelMove, type CloudIds, type Metadata } from './metadata.js';
 import { artifactLayer, checkName, checkVersion, releaseManifest, validateRecord, type ArtifactInput, type ReleaseArtifact, type ReleaseRecord } from './record.js';
 import { readSeen, recordSeen } from './seen.js';
 import { checkSignature, signaturePayload, type SignatureBlob, type SignatureCheck, type Signer, type TrustedKey } from './signing.js';
@@ -60,7 +60,6 @@ export interface PublishInput {
 interface Written { signal?: AbortSignal; changes: PublishChanges }
 
 export interface Revocation { reason: string; time: string; by?: string }
-export type CloudIds = Record<string, Record<string, string>>;
 
 export type { ChannelMove } from './metadata.js';
 export interface ChannelState { name: string; channel: string; version: string; digest: string; log: ChannelMove[] }

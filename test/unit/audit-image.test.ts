@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { auditImage, rootOffset } from '../../src/audit/image.js';
 import { inspectDiskFile } from '../../src/image/disk-file.js';
-import type { Finding } from '../../src/seal/types.js';
+import type { Finding } from '../../src/audit/finding.js';
 import { buildDisk, buildFixture, type Expected } from './seal-fixture.js';
 
 const key = (f: Expected | Finding) => `${f.check} ${f.path}`;

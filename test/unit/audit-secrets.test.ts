@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
 import { auditTree, pycSource } from '../../src/audit/tree.js';
 import { CHUNK, findSecrets } from '../../src/audit/secrets.js';
-import type { Finding } from '../../src/seal/types.js';
+import type { Finding } from '../../src/audit/finding.js';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-audit-secrets-'));
 after(() => rmSync(work, { recursive: true, force: true }));

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { auditImage } from '../../src/audit/image.js';
 import { classifyDisk, HEAD_BYTES, inspectDiskFile } from '../../src/image/disk-file.js';
-import { diffRootTrees, diffTrees } from '../../src/lock/treediff.js';
+import { diffRootTrees, diffTrees } from '../../src/reproduce/treediff.js';
 import { buildDisk } from './seal-fixture.js';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-hostile-'));

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { aptListName, lockEntries, parsePackagesIndex, parseStanzas, repoRelease, repoStanza } from '../../src/lock/packages-index.js';
-import { compareInstalled, explainLockedFailure } from '../../src/lock/step.js';
-import { diffTrees } from '../../src/lock/treediff.js';
+import { compareInstalled, explainLockedFailure } from '../../src/build/steps-lock.js';
+import { diffTrees } from '../../src/reproduce/treediff.js';
 import { KilnError } from '../../src/errors.js';
 
 const INDEX = `Package: nginx

@@ -74,7 +74,7 @@ test('a controller task refused by the read-only sandbox gets a hint saying so',
 });
 
 test("Ansible's syntax errors are located, in 2.14's and 2.19's words, at the repository's path", async () => {
-  const { playbookError } = await import('../../src/provision/ansible.js');
+  const { playbookError } = await import('../../src/provision/run.js');
   const outside = (p: string) => p.replace(/^\/repo\//, '/srv/web/');
   const v219 = playbookError('/repo/playbook.yml', '[ERROR]: YAML parsing failed: While parsing a block mapping did not find expected key.\nOrigin: /repo/roles/web/tasks/main.yml:4:4\n\n4    bad indent: [\n', outside);
   assert.equal(v219.message, 'playbook syntax error: YAML parsing failed: While parsing a block mapping did not find expected key.');

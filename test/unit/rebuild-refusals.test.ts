@@ -1,7 +1,7 @@
 /** What `kiln rebuild` refuses before git or the file system sees the record (no build runs). */
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { rebuildRelease } from '../../src/lock/rebuild.js';
+import { rebuildRelease } from '../../src/reproduce/rebuild.js';
 import { silentLogger } from '../../src/log.js';
 import type { ReleaseStore } from '../../src/store/release-store.js';
 import { fakeRecord } from './store-fixtures.js';

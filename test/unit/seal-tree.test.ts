@@ -9,7 +9,7 @@ import { auditTree } from '../../src/audit/tree.js';
 import { KilnError } from '../../src/errors.js';
 import { sealOperations } from '../../src/seal/operations.js';
 import { sealTree } from '../../src/seal/seal.js';
-import type { Finding } from '../../src/seal/types.js';
+import type { Finding } from '../../src/audit/finding.js';
 import { buildFixture, type Expected } from './seal-fixture.js';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-seal-test-'));

@@ -1,5 +1,7 @@
-import { type TreeEntry, under, remove } from '../tree.js';
-import type { Finding, SealOperation } from '../types.js';
+import { under, remove } from '../tree.js';
+import type { TreeEntry } from '../types.js';
+import type { Finding } from '../../audit/finding.js';
+import type { SealOperation } from '../types.js';
 import { statInTree } from '../../image/tree.js';
 
 /**

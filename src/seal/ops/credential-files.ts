@@ -1,5 +1,7 @@
-import { readText, remove, type TreeEntry } from '../tree.js';
-import type { Finding, SealOperation } from '../types.js';
+import { readText, remove } from '../tree.js';
+import type { TreeEntry } from '../types.js';
+import type { Finding } from '../../audit/finding.js';
+import type { SealOperation } from '../types.js';
 
 /**
  * Credential files tools write in a home directory (often the build's, copied in by accident).

@@ -1,5 +1,7 @@
-import { list, remove, truncate, type TreeEntry, under } from '../tree.js';
-import type { Finding, SealOperation } from '../types.js';
+import { list, remove, truncate, under } from '../tree.js';
+import type { TreeEntry } from '../types.js';
+import type { Finding } from '../../audit/finding.js';
+import type { SealOperation } from '../types.js';
 
 /**
  * The build's logs. Live log files are emptied in place (owner, group and mode survive, and the

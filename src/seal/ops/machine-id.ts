@@ -1,7 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { hostPath, statInTree } from '../../image/tree.js';
 import { isFile, readText, remove, truncate } from '../tree.js';
-import type { Finding, SealOperation } from '../types.js';
+import type { Finding } from '../../audit/finding.js';
+import type { SealOperation } from '../types.js';
 
 /**
  * An empty /etc/machine-id makes systemd generate a fresh ID on each clone's first boot and

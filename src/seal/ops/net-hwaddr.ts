@@ -1,5 +1,6 @@
 import { dropLines, glob, isFile, readText, remove } from '../tree.js';
-import type { Finding, SealOperation } from '../types.js';
+import type { Finding } from '../../audit/finding.js';
+import type { SealOperation } from '../types.js';
 
 /**
  * Configuration bound to one NIC's MAC address: a clone has another MAC, so the binding either

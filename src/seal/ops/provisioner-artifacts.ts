@@ -1,5 +1,7 @@
-import { glob, homes, remove, under, type TreeEntry } from '../tree.js';
-import type { Finding, SealOperation } from '../types.js';
+import { glob, homes, remove, under } from '../tree.js';
+import type { TreeEntry } from '../types.js';
+import type { Finding } from '../../audit/finding.js';
+import type { SealOperation } from '../types.js';
 
 /**
  * What provisioning leaves behind: Ansible's remote tmp and caches, the literal "~user" directories

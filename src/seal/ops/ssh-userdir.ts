@@ -1,6 +1,7 @@
 import { privateKeyKind } from '../../audit/patterns.js';
 import { child, homes, isFile, list, readText, remove } from '../tree.js';
-import type { Finding, SealOperation } from '../types.js';
+import type { Finding } from '../../audit/finding.js';
+import type { SealOperation } from '../types.js';
 
 /**
  * Private keys and known_hosts in root's and users' ~/.ssh. authorized_keys, *.pub and config stay:

@@ -9,9 +9,9 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { build } from '../build/index.js';
-import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, toolsStep, workAreaStep } from '../build/steps-prepare.js';
-import type { BuildContext } from '../build/context.js';
+import { build } from './index.js';
+import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, toolsStep, workAreaStep } from './steps-prepare.js';
+import type { BuildContext } from './context.js';
 import { KilnError } from '../errors.js';
 import { writeFileDurable } from '../fsio.js';
 import type { Logger } from '../log.js';
@@ -20,11 +20,10 @@ import { installedPackages, readArchiveInRelease, type InstalledPackage } from '
 import { checkFreshness } from '../source/inrelease.js';
 import type { KilnConfig } from '../template/schema.js';
 import type { LoadedTemplate } from '../template/load.js';
-import { diffLocks, formatLock, inReleasePath, LOCK_DIR, LOCK_FORMAT, type LockChange, type LockedSet, type LockFile } from './file.js';
-import { packagesIndex } from './archive-index.js';
+import { diffLocks, formatLock, inReleasePath, LOCK_DIR, LOCK_FORMAT, lockPath, readLock, type LockChange, type LockedSet, type LockFile } from '../lock/file.js';
+import { packagesIndex } from '../lock/archive-index.js';
 import type { ToolsTree } from '../sandbox/tools.js';
-import { aptListName, lockEntries, parsePackagesIndex, type IndexEntry } from './packages-index.js';
-import { lockPath, readLock } from './step.js';
+import { aptListName, lockEntries, parsePackagesIndex, type IndexEntry } from '../lock/packages-index.js';
 
 /** A resolved set with the InRelease file it came from (to keep in kiln.lock.d). */
 export interface ResolvedSet { set: LockedSet; inReleaseFile: string }

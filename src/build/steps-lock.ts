@@ -3,38 +3,17 @@
  * package set. The step gets the locked .debs into the cache (verified), indexes them and serves
  * them as a local repository that the source and provision steps install from instead of the mirror.
  */
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import type { Step } from '../pipeline/runner.js';
 import type { ArchiveTrust, InstalledPackage, LockedBase } from '../source/debian.js';
-import type { BuildContext } from '../build/context.js';
-import { verifyLockedSet } from './chain.js';
-import { LOCK_FILE, LOCK_FORMAT, packageKey, packageSetDigest, parseLock, type LockedSet, type LockFile } from './file.js';
+import type { BuildContext, LockState } from './context.js';
+import { verifyLockedSet } from '../lock/chain.js';
+import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet, type LockFile } from '../lock/file.js';
 import { ansibleCoreVersion, cachedToolsFor, controllerFor, hostController, type Controller } from '../sandbox/tools.js';
-import { fetchLockedDebs } from './fetch.js';
-import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from './repo.js';
-
-export interface LockState {
-  file: string;
-  sha256: string;
-  lock: LockFile;
-  repo: LockedRepo;
-  /** What the chain check of the image's set found (verifyLockedSet), not what the lock's text says. */
-  trust: ArchiveTrust;
-  /** The same for the tools tree's pins. */
-  toolsTrust?: ArchiveTrust;
-}
-
-export function lockPath(templateDir: string): string {
-  return join(templateDir, LOCK_FILE);
-}
-
-export function readLock(file: string): { lock: LockFile; sha256: string } {
-  const text = readFileSync(file);
-  return { lock: parseLock(text.toString('utf8'), file), sha256: createHash('sha256').update(text).digest('hex') };
-}
+import { fetchLockedDebs } from '../lock/fetch.js';
+import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from '../lock/repo.js';
 
 export const lockStep: Step<BuildContext> = {
   name: 'lock',
