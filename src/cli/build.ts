@@ -1,4 +1,4 @@
-import { build, printSummary } from '../build/index.js';
+import { build, printSummary } from '../pipeline/build.js';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { findTemplate, loadTemplate } from '../template/load.js';

@@ -1,5 +1,5 @@
 import { formatChange } from '../lock/file.js';
-import { resolveLock } from '../build/resolve-lock.js';
+import { resolveLock } from '../pipeline/lock-resolve.js';
 import { createLogger } from '../log.js';
 import { findTemplate, loadTemplate } from '../template/load.js';
 import { parse, type Command } from './command.js';

@@ -7,7 +7,7 @@
 import { signedByLine } from '../store/policy.js';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { build, kilnDirFor, type BuildRecord } from '../build/index.js';
+import { build, kilnDirFor, type BuildRecord } from '../pipeline/build.js';
 import { KilnError } from '../errors.js';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';

@@ -35,6 +35,8 @@ export interface BootOptions {
   logger?: Logger;
   /** Keep the work dir (overlay, serial log, key) after stop. */
   keep?: boolean;
+  /** More top-level #cloud-config lines for the NoCloud seed. */
+  cloudConfig?: readonly string[];
 }
 
 export interface RunningVm {
@@ -117,7 +119,7 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
     const keyFile = join(workDir, 'id_ed25519');
     await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-boot', '-f', keyFile], { logger });
     const pub = readFileSync(`${keyFile}.pub`, 'utf8');
-    const seed = await writeSeed(workDir, { user, publicKey: pub, instanceId: `iid-kiln-${workDir.slice(-6)}`, hostname: 'kiln-vm' }, logger);
+    const seed = await writeSeed(workDir, { user, publicKey: pub, instanceId: `iid-kiln-${workDir.slice(-6)}`, hostname: 'kiln-vm', cloudConfig: o.cloudConfig }, logger);
     const overlay = join(workDir, 'overlay.qcow2');
     // The format comes from the file's own header, and an image that names another file (a
     // backing file, extents, a parent) is refused: QEMU would open that file for the guest.

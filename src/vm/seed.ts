@@ -7,7 +7,11 @@ import { join } from 'node:path';
 import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
 
-export interface SeedSpec { user: string; publicKey: string; instanceId: string; hostname: string }
+export interface SeedSpec {
+  user: string; publicKey: string; instanceId: string; hostname: string;
+  /** More top-level #cloud-config lines, e.g. `ssh_deletekeys: false`. */
+  cloudConfig?: readonly string[];
+}
 
 export function userData(s: SeedSpec): string {
   return [
@@ -19,6 +23,7 @@ export function userData(s: SeedSpec): string {
     '    lock_passwd: true',
     '    ssh_authorized_keys:',
     `      - ${s.publicKey.trim()}`,
+    ...(s.cloudConfig ?? []),
     '',
   ].join('\n');
 }

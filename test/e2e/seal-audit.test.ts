@@ -40,9 +40,12 @@ describe('two VMs from one image are distinct machines that both reach the netwo
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     port = (server.address() as { port: number }).port;
     const image = artifact(built, 'qcow2');
+    // cloud-init would make new host keys for each new instance-id by itself, which would hide a
+    // broken seal: told to keep and make none, the keys can only come from Kiln's first-boot unit.
+    const cloudConfig = ['ssh_deletekeys: false', 'ssh_genkeytypes: []'];
     vms.push(...await Promise.all([
-      bootVm({ image, firmware: 'bios', cpus: 1, mac: '52:54:00:aa:00:01', timeoutSec: 480 }),
-      bootVm({ image, firmware: 'bios', cpus: 1, mac: '52:54:00:bb:00:02', timeoutSec: 480 }),
+      bootVm({ image, firmware: 'bios', cpus: 1, mac: '52:54:00:aa:00:01', timeoutSec: 480, cloudConfig }),
+      bootVm({ image, firmware: 'bios', cpus: 1, mac: '52:54:00:bb:00:02', timeoutSec: 480, cloudConfig }),
     ]));
   });
   after(async () => { await Promise.all(vms.map((v) => v.stop())); server?.close(); });
@@ -57,7 +60,11 @@ describe('two VMs from one image are distinct machines that both reach the netwo
     }
   });
 
-  test('their SSH host keys and machine-ids differ', async () => {
+  test("their SSH host keys, made by Kiln's first-boot unit, and machine-ids differ", async () => {
+    for (const v of vms) {
+      assert.equal((await v.ssh('systemctl show -p ActiveState --value kiln-firstboot-ssh-keys.service')).stdout.trim(), 'active', 'the first-boot unit ran');
+      assert.match((await v.ssh('sudo journalctl -b -u kiln-firstboot-ssh-keys.service --no-pager -o cat')).stdout, /generating new host keys/, 'and made the keys');
+    }
     const fp = await Promise.all(vms.map(async (v) => (await v.ssh('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')).stdout.split(' ')[1]));
     const ids = await Promise.all(vms.map(async (v) => (await v.ssh('cat /etc/machine-id')).stdout.trim()));
     assert.match(fp[0], /^SHA256:/);

@@ -9,8 +9,8 @@ import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { BuildContext } from '../../src/build/context.js';
-import { checkOutDir, OUTPUTS_MANIFEST, publishOutputs, replaceOutputs } from '../../src/build/outputs.js';
+import type { Artifact } from '../../src/formats/index.js';
+import { checkOutDir, OUTPUTS_MANIFEST, publishOutputs, replaceOutputs, type OutputsContext } from '../../src/pipeline/outputs.js';
 import { KilnError } from '../../src/errors.js';
 
 function scratch(base = tmpdir()): string {
@@ -156,14 +156,11 @@ test("the build's artifact paths point at the final files; .kiln/out/<name>-<ver
     writeFileSync(join(out, 'web-1.raw'), 'from a Kiln before the manifest');
     writeFileSync(join(out, 'build.json'), '{}');
     const [raw, qcow2] = stage(join(d, 'work', 'out'), { 'web-1.raw': 'raw', 'web-1.qcow2': 'qcow2' });
-    const ctx = {
-      kilnDir, options: {}, template: { config: { name: 'web' } }, version: { version: '1' }, raw,
-      artifacts: [{ format: 'raw', file: raw, size: 3, sha256: '', mediaType: '' }, { format: 'qcow2', file: qcow2, size: 5, sha256: '', mediaType: '' }],
-    } as unknown as BuildContext;
-    await publishOutputs(ctx);
-    assert.equal(ctx.outDir, out);
-    assert.deepEqual(ctx.artifacts.map((x) => x.file), [join(out, 'web-1.raw'), join(out, 'web-1.qcow2')]);
-    assert.equal(ctx.raw, join(out, 'web-1.raw'));
+    const ctx = { kilnDir, options: {}, template: { config: { name: 'web' } }, version: { version: '1' } } as unknown as OutputsContext;
+    const artifacts = [{ format: 'raw', file: raw, size: 3, sha256: '', mediaType: '' }, { format: 'qcow2', file: qcow2, size: 5, sha256: '', mediaType: '' }] as Artifact[];
+    const placed = await publishOutputs(ctx, artifacts);
+    assert.equal(placed.outDir, out);
+    assert.deepEqual(placed.artifacts.map((x) => x.file), [join(out, 'web-1.raw'), join(out, 'web-1.qcow2')]);
     assert.equal(readFileSync(join(out, 'web-1.raw'), 'utf8'), 'raw');
   } finally {
     rmSync(d, { recursive: true, force: true });
@@ -194,7 +191,7 @@ test('a taken artifact name in --out is refused before the build starts work, an
     const out = join(d, 'out');
     userFiles(out);
     writeFileSync(join(out, 'web-1.qcow2'), 'mine');
-    const ctx = { kilnDir: join(d, '.kiln'), options: { outDir: out }, template: { config: { name: 'web', formats: ['raw', 'qcow2'] } }, version: { version: '1' } } as unknown as BuildContext;
+    const ctx = { kilnDir: join(d, '.kiln'), options: { outDir: out }, template: { config: { name: 'web', formats: ['raw', 'qcow2'] } }, version: { version: '1' } } as unknown as OutputsContext;
     await assert.rejects(checkOutDir(ctx), new RegExp(`${join(out, 'web-1.qcow2')} exists and was not written by Kiln`));
     rmSync(join(out, 'web-1.qcow2'));
     await checkOutDir(ctx);

@@ -17,7 +17,7 @@ import { silentLogger } from '../../src/log.js';
 import { indexCachePath, packagesIndex } from '../../src/lock/archive-index.js';
 import { verifyLockedSet } from '../../src/lock/chain.js';
 import { formatLock, LOCK_FORMAT, type LockedPackage, type LockFile } from '../../src/lock/file.js';
-import { resolveSet, writeLock } from '../../src/build/resolve-lock.js';
+import { resolveSet, writeLock } from '../../src/pipeline/lock-resolve.js';
 import { checkFreshness, maxAgeSeconds, verifyInRelease } from '../../src/source/inrelease.js';
 import type { KilnConfig } from '../../src/template/schema.js';
 

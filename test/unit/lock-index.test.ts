@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { aptListName, lockEntries, parsePackagesIndex, parseStanzas, repoRelease, repoStanza } from '../../src/lock/packages-index.js';
-import { compareInstalled, explainLockedFailure } from '../../src/build/steps-lock.js';
+import { compareInstalled, explainLockedFailure } from '../../src/pipeline/steps/lock.js';
 import { diffTrees } from '../../src/reproduce/treediff.js';
 import { KilnError } from '../../src/errors.js';
 

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { removeStaleWorkAreas } from '../../src/build/steps-prepare.js';
+import { removeStaleWorkAreas } from '../../src/pipeline/steps/work-area.js';
 import { treeDigest } from '../../src/cache-entry.js';
 import { silentLogger } from '../../src/log.js';
 import { cachedToolsFor, intactTree } from '../../src/sandbox/tools.js';

@@ -5,12 +5,13 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { quoteArg } from '../exec.js';
 import { humanBytes, humanSeconds, type Logger } from '../log.js';
-import { runSteps, type Step, type StepRecord } from '../pipeline/runner.js';
+import { checkPlan, PlanError } from './plan.js';
+import { runSteps, type StepRecord } from './runner.js';
 import type { LoadedTemplate } from '../template/load.js';
 import { KILN_VERSION } from '../version.js';
-import type { BuildContext, BuildOptions } from './context.js';
+import type { BuildContext, BuildOptions, BuildState, BuildStep } from './context.js';
 import { writeBuildRecord } from './outputs.js';
-import { buildSteps } from './steps.js';
+import { buildSteps } from './steps/index.js';
 
 export interface BuildRecord {
   kiln: string;
@@ -21,13 +22,13 @@ export interface BuildRecord {
   tag?: string;
   sourceDateEpoch: number;
   template: string;
-  source: BuildContext['source'];
-  provision: BuildContext['provision'];
-  packages: BuildContext['packages'];
-  seal?: unknown;
-  disk?: unknown;
-  artifacts: BuildContext['artifacts'];
-  release?: BuildContext['release'];
+  source: BuildState['source'];
+  provision: BuildState['provision'];
+  packages: BuildState['packages'];
+  seal?: BuildState['seal'];
+  disk?: NonNullable<BuildState['disk']>['layout'];
+  artifacts: NonNullable<BuildState['artifacts']>;
+  release?: BuildState['release'];
   steps: StepRecord[];
   durationMs: number;
   outDir: string;
@@ -50,11 +51,13 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
     template, options, logger, kilnDir,
     cacheDir: options.cacheDir ?? process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache'),
     workDir, root: join(workDir, 'root'), stagingDir: join(workDir, 'out'),
-    buildId, startedAt: Date.now(), artifacts: [],
+    buildId, startedAt: Date.now(),
   };
 }
 
-export async function build(template: LoadedTemplate, options: BuildOptions, logger: Logger, steps: Step<BuildContext>[] = buildSteps): Promise<BuildRecord> {
+/** Runs the steps (the whole build, or a partial pipeline such as `kiln lock`'s) after checking their plan. */
+export async function build(template: LoadedTemplate, options: BuildOptions, logger: Logger, steps: readonly BuildStep[] = buildSteps): Promise<BuildRecord> {
+  checkPlan(steps);
   const ctx = newContext(template, options, logger);
   const result = await runSteps(steps, ctx, {
     logger,
@@ -69,11 +72,12 @@ export async function build(template: LoadedTemplate, options: BuildOptions, log
 }
 
 function recordOf(ctx: BuildContext, steps: StepRecord[], durationMs: number): BuildRecord {
-  const v = ctx.version!;
+  const v = ctx.version;
+  if (!v) throw new PlanError('the build finished without a version: the pipeline has no version step');
   return {
     kiln: KILN_VERSION, name: ctx.template.config.name, version: v.version, snapshot: v.snapshot, commit: v.commit, tag: v.tag,
     sourceDateEpoch: v.sourceDateEpoch, template: v.templatePath, source: ctx.source, provision: ctx.provision, packages: ctx.packages,
-    seal: ctx.sealReport, disk: ctx.diskLayout, artifacts: ctx.artifacts, release: ctx.release, steps, durationMs, outDir: ctx.outDir ?? '',
+    seal: ctx.seal, disk: ctx.disk?.layout, artifacts: ctx.artifacts ?? [], release: ctx.release, steps, durationMs, outDir: ctx.outDir ?? '',
   };
 }
 

@@ -8,11 +8,15 @@ import type { DeferredAction, HostStats, TaskResult } from '../provision/results
 import type { LockFile } from '../lock/file.js';
 import type { LockedRepo } from '../lock/repo.js';
 import type { Artifact } from '../formats/index.js';
+import type { Finding } from '../audit/finding.js';
+import type { DiskLayout } from '../disk/index.js';
+import type { SealReport } from '../seal/types.js';
+import { stepsOver, type DeclaredStep } from './plan.js';
 
 export interface BuildOptions {
   snapshot: boolean;
   onError: 'cleanup' | 'keep';
-  /** Where finished artifacts go; default .kiln/out/<name>-<version>. Other files there are left alone (src/build/outputs.ts). */
+  /** Where finished artifacts go; default .kiln/out/<name>-<version>. Other files there are left alone (src/pipeline/outputs.ts). */
   outDir?: string;
   /** Skip releasing to the store even for a release build. */
   noRelease?: boolean;
@@ -32,8 +36,8 @@ export interface ProvisionRecord {
   idempotence?: { mode: 'fail' | 'warn' | 'off'; changed: string[]; totals?: HostStats };
 }
 
-/** Everything one build knows; each step reads what earlier steps wrote. */
-export interface BuildContext {
+/** What every step of a build gets: the template, the options and the build's directories. */
+export interface BuildEnv {
   template: LoadedTemplate;
   options: BuildOptions;
   logger: Logger;
@@ -46,27 +50,48 @@ export interface BuildContext {
   root: string;
   /** Artifacts are written here, then moved to outDir when every step has passed. */
   stagingDir: string;
-  outDir?: string;
   buildId: string;
   startedAt: number;
+}
+
+/**
+ * What steps pass on. Each result is set by the step that declares it in `provides` (or
+ * `mayProvide`), and read by steps that declare it in `needs` (then run() sees it as present) or
+ * `uses` (src/pipeline/plan.ts).
+ */
+export interface BuildState {
+  /** version: the git tag at HEAD, the commit, SOURCE_DATE_EPOCH. */
   version?: BuildVersion;
-  trust?: ArchiveTrust;
-  /** Set when kiln.lock is used: the locked set and its local repository. */
+  /** lock: the locked set and its local repository, when kiln.lock is used. */
   lock?: LockState;
+  /** source: what was verified of the archive. */
+  trust?: ArchiveTrust;
   source?: SourceRecord;
-  /** The Ansible controller (tools tree or host) the sandbox runs. */
+  /** tools: the Ansible controller (tools tree or host) the sandbox runs. */
   controller?: Controller;
-  /** The provisioning sandbox while the provision step runs (kept on --on-error=keep until the shell command is printed). */
+  /** provision: the sandbox while it runs (kept on --on-error=keep until the shell command is printed). */
   sandbox?: ProvisionSandbox;
   provision?: ProvisionRecord;
+  /** stamp: the packages the finished tree holds. */
   packages?: InstalledPackage[];
-  sealReport?: unknown;
-  raw?: string;
-  diskLayout?: unknown;
-  findings?: { check: string; path: string; message: string }[];
-  artifacts: Artifact[];
+  seal?: SealReport;
+  /** disk: the raw GPT disk in the work area and its layout. */
+  disk?: { raw: string; layout: DiskLayout };
+  findings?: Finding[];
+  /** formats: every artifact, in the staging directory until the outputs step moves them. */
+  artifacts?: Artifact[];
   release?: { store: string; ref: string; digest: string };
+  /** outputs: where the artifacts are now. */
+  outDir?: string;
 }
+
+export type BuildContext = BuildEnv & BuildState;
+
+/** A step of a build, declared with what it reads, needs and provides. */
+export type BuildStep = DeclaredStep<BuildContext, BuildState>;
+
+/** Declares a build step (src/pipeline/plan.ts); its run() sees its needs as present. */
+export const step = stepsOver<BuildEnv, BuildState>();
 
 /** What the lock step found and serves, for the steps that install packages. */
 export interface LockState {

@@ -1,23 +1,24 @@
 /**
- * The build's lock step: when kiln.lock exists beside kiln.yaml, the build installs exactly its
+ * lock: the build's lock step: when kiln.lock exists beside kiln.yaml, the build installs exactly its
  * package set. The step gets the locked .debs into the cache (verified), indexes them and serves
  * them as a local repository that the source and provision steps install from instead of the mirror.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { KilnError } from '../errors.js';
-import type { Step } from '../pipeline/runner.js';
-import type { ArchiveTrust, InstalledPackage, LockedBase } from '../source/debian.js';
-import type { BuildContext, LockState } from './context.js';
-import { verifyLockedSet } from '../lock/chain.js';
-import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet, type LockFile } from '../lock/file.js';
-import { ansibleCoreVersion, cachedToolsFor, controllerFor, hostController, type Controller } from '../sandbox/tools.js';
-import { fetchLockedDebs } from '../lock/fetch.js';
-import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from '../lock/repo.js';
+import { KilnError } from '../../errors.js';
+import type { ArchiveTrust, InstalledPackage, LockedBase } from '../../source/debian.js';
+import { step, type BuildEnv, type LockState } from '../context.js';
+import { verifyLockedSet } from '../../lock/chain.js';
+import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet, type LockFile } from '../../lock/file.js';
+import { ansibleCoreVersion, cachedToolsFor, controllerFor, hostController, type Controller } from '../../sandbox/tools.js';
+import { fetchLockedDebs } from '../../lock/fetch.js';
+import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from '../../lock/repo.js';
 
-export const lockStep: Step<BuildContext> = {
+export const lockStep = step({
   name: 'lock',
   describe: "kiln.lock: verify its signed InRelease and index chain, get the locked .debs (sha256-verified) and serve them as the only repository",
+  reads: ['source'],
+  provides: ['lock'],
   skip: (ctx) => ctx.options.lock === 'ignore' || !existsSync(lockPath(ctx.template.dir)),
   async run(ctx, p) {
     const file = lockPath(ctx.template.dir);
@@ -44,7 +45,7 @@ export const lockStep: Step<BuildContext> = {
   async cleanup(ctx) {
     await ctx.lock?.repo.close();
   },
-};
+});
 
 export function lockedBase(s: LockState): LockedBase {
   return { sourcesLine: s.repo.sourcesLine, packageSet: packageSetDigest(s.lock), sourceDateEpoch: s.trust.archiveDate };
@@ -96,9 +97,8 @@ export function compareInstalled(installed: InstalledPackage[], lock: LockedSet)
  * A locked build's tools tree: the pinned .debs (fetched and sha256-checked like the image's),
  * served to mmdebstrap as the only repository, and the result compared with the pins.
  */
-export async function lockedController(ctx: BuildContext, onStatus: (s: string) => void): Promise<Controller> {
+export async function lockedController(ctx: BuildEnv, lock: LockState, onStatus: (s: string) => void): Promise<Controller> {
   const c = ctx.template.config;
-  const lock = ctx.lock!;
   const pins = lock.lock.tools;
   if (c.provision.ansible === 'host') return hostController();
   if (!pins) {
@@ -109,7 +109,8 @@ export async function lockedController(ctx: BuildContext, onStatus: (s: string) 
   if (pins.archive.suite !== c.provision.ansible) {
     throw new KilnError(`kiln.lock pins a ${pins.archive.suite} tools tree, but kiln.yaml asks for ${c.provision.ansible} (provision.ansible)`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });
   }
-  const trust = lock.toolsTrust!;
+  const trust = lock.toolsTrust;
+  if (!trust) throw new Error('the lock step verified no tools pins, but the lock has them');
   const cached = cachedToolsFor(ctx.cacheDir, c.provision.ansible, pins, trust, ctx.logger);
   if (cached) return { root: cached.root, ansibleCore: ansibleCoreVersion(cached.packages), tools: cached };
   const d = c.source.debian;
@@ -120,7 +121,8 @@ export async function lockedController(ctx: BuildContext, onStatus: (s: string) 
     const controller = await controllerFor(c, ctx.cacheDir, ctx.workDir, ctx.logger, onStatus, {
       sourcesLine: repo.sourcesLine, packageSet: packageSetDigest(pins), trust,
     });
-    const { unlocked } = compareInstalled(controller.tools!.packages, pins);
+    if (!controller.tools) throw new Error(`controllerFor gave no tools tree for provision.ansible: ${c.provision.ansible}`);
+    const { unlocked } = compareInstalled(controller.tools.packages, pins);
     if (unlocked.length) throw new KilnError(`the tools tree has ${unlocked.length} package(s) kiln.lock does not pin: ${unlocked.slice(0, 5).join(', ')}`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });
     return controller;
   } finally {

@@ -16,7 +16,9 @@ import { KilnError } from '../errors.js';
 import { artifactFileName } from '../formats/names.js';
 import { copyFileSparse, fsyncPath, writeFileDurable } from '../fsio.js';
 import { processAlive } from '../store/lock.js';
-import type { BuildContext } from './context.js';
+import type { Artifact } from '../formats/index.js';
+import type { BuildVersion } from '../version/git.js';
+import type { BuildEnv } from './context.js';
 
 /** Kiln's list of the files it wrote in an out directory. */
 export const OUTPUTS_MANIFEST = '.kiln-outputs.json';
@@ -26,37 +28,38 @@ const TMP_PREFIX = '.kiln-tmp-';
 
 interface OutputsManifest { kiln: 1; files: string[] }
 
-export function outDirOf(ctx: BuildContext): string {
+/** What the out directory's functions read of a build. */
+export type OutputsContext = BuildEnv & { version: BuildVersion };
+
+export function outDirOf(ctx: OutputsContext): string {
   return ctx.options.outDir ?? defaultOutDir(ctx);
 }
 
-function defaultOutDir(ctx: BuildContext): string {
-  return join(ctx.kilnDir, 'out', `${ctx.template.config.name}-${ctx.version!.version}`);
+function defaultOutDir(ctx: OutputsContext): string {
+  return join(ctx.kilnDir, 'out', `${ctx.template.config.name}-${ctx.version.version}`);
 }
 
 /**
  * Refuses, before the build does any work, an out directory where an artifact's name is taken by
  * a file Kiln did not write: found at the end, the release would exist without its outputs.
  */
-export async function checkOutDir(ctx: BuildContext): Promise<void> {
+export async function checkOutDir(ctx: OutputsContext): Promise<void> {
   const c = ctx.template.config;
-  const names = c.formats.map((f) => artifactFileName(c.name, ctx.version!.version, f));
+  const names = c.formats.map((f) => artifactFileName(c.name, ctx.version.version, f));
   const out = outDirOf(ctx);
   await checkCollisions(out, [...names, BUILD_RECORD], await readManifest(out), out === defaultOutDir(ctx));
 }
 
-/** Moves the finished artifacts from the staging directory into the out directory. */
-export async function publishOutputs(ctx: BuildContext, signal?: AbortSignal): Promise<void> {
+/** Moves the finished artifacts from the staging directory into the out directory; returns them where they are now. */
+export async function publishOutputs(ctx: OutputsContext, artifacts: readonly Artifact[], signal?: AbortSignal): Promise<{ outDir: string; artifacts: Artifact[] }> {
   const out = outDirOf(ctx);
-  const placed = await replaceOutputs(out, ctx.artifacts.map((a) => a.file), {
+  const placed = await replaceOutputs(out, artifacts.map((a) => a.file), {
     reserved: [BUILD_RECORD],
     // .kiln/out/<name>-<version> is Kiln's own: a file there with one of Kiln's names was written by a Kiln from before the manifest.
     owned: out === defaultOutDir(ctx),
     signal,
   });
-  ctx.artifacts = ctx.artifacts.map((a) => ({ ...a, file: placed.get(a.file) ?? a.file }));
-  if (ctx.raw && placed.has(ctx.raw)) ctx.raw = placed.get(ctx.raw);
-  ctx.outDir = out;
+  return { outDir: out, artifacts: artifacts.map((a) => ({ ...a, file: placed.get(a.file) ?? a.file })) };
 }
 
 /** Writes build.json into the out directory the outputs step filled (listed in its manifest already). */

@@ -9,13 +9,12 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { build } from './index.js';
-import { fetchSourceStep, imageLayerStep, provisionStep, resolveVersionStep, toolsStep, workAreaStep } from './steps-prepare.js';
-import type { BuildContext } from './context.js';
+import { build } from './build.js';
+import { configureStep, provisionStep, sourceStep, toolsStep, versionStep, workAreaStep } from './steps/index.js';
+import { step, type BuildEnv, type BuildState } from './context.js';
 import { KilnError } from '../errors.js';
 import { writeFileDurable } from '../fsio.js';
 import type { Logger } from '../log.js';
-import type { Step } from '../pipeline/runner.js';
 import { installedPackages, readArchiveInRelease, type InstalledPackage } from '../source/debian.js';
 import { checkFreshness } from '../source/inrelease.js';
 import type { KilnConfig } from '../template/schema.js';
@@ -57,7 +56,7 @@ export async function resolveSet(installed: InstalledPackage[], o: {
 }
 
 /** The lock of the package set in ctx.root, from the InRelease apt used (verified here) and the index files. */
-export async function lockOfTree(ctx: BuildContext): Promise<{ lock: LockFile; inReleases: string[] }> {
+export async function lockOfTree(ctx: BuildEnv & Pick<BuildState, 'controller'>): Promise<{ lock: LockFile; inReleases: string[] }> {
   const d = ctx.template.config.source.debian;
   const lists = join(ctx.cacheDir, 'apt-lists');
   const aptInRelease = join(lists, aptListName(d.mirror, `dists/${d.suite}/InRelease`));
@@ -121,9 +120,12 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
     throw new KilnError(`${file} already exists`, { hint: '`kiln lock --update` re-resolves it against the mirror and shows what changed, package by package' });
   }
   let lock: LockFile | undefined;
-  const collect: Step<BuildContext> = {
+  const collect = step({
     name: 'lock',
     describe: 'verify the InRelease apt used and the Packages index against it; record the installed packages with the sha256 of each .deb',
+    reads: ['name', 'source'],
+    needs: ['provision'],
+    uses: ['controller'],
     async run(ctx, p) {
       const got = await lockOfTree(ctx);
       lock = got.lock;
@@ -131,9 +133,9 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
       written = writeLock(file, got.lock, got.inReleases);
       p.log(`${lock.packages.length} packages`);
     },
-  };
+  });
   await build(template, { snapshot: true, onError: 'cleanup', noRelease: true, lock: 'ignore' }, logger,
-    [resolveVersionStep, workAreaStep, fetchSourceStep, toolsStep, imageLayerStep, provisionStep, collect]);
+    [versionStep, workAreaStep, sourceStep, toolsStep, configureStep, provisionStep, collect]);
   const changes = diffLocks(previous, lock!);
   return { file, lock: lock!, previous, changes, written };
 }

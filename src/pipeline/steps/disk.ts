@@ -1,0 +1,27 @@
+/** disk: the tree as a raw GPT disk (ext4 root, BIOS + UEFI boot), assembled from files without mounts. */
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { assembleDisk } from '../../disk/index.js';
+import { humanBytes } from '../../log.js';
+import { parseSize } from '../../template/schema.js';
+import { step } from '../context.js';
+
+export const diskStep = step({
+  name: 'disk',
+  describe: 'assemble the raw GPT disk (ext4 root, BIOS + UEFI boot) from the tree, without mounts',
+  reads: ['name', 'disk'],
+  needs: ['version'],
+  provides: ['disk'],
+  async run(ctx, p) {
+    const c = ctx.template.config;
+    const v = ctx.version;
+    const raw = join(ctx.workDir, 'disk.raw');
+    const layout = await assembleDisk({
+      root: ctx.root, out: raw, sizeBytes: parseSize(c.disk.size), firmware: c.disk.firmware, seed: `${c.name}@${v.version}`,
+      sourceDateEpoch: v.sourceDateEpoch, kernelCmdline: c.disk.kernel_cmdline, workDir: join(ctx.workDir, 'disk'), logger: ctx.logger,
+    });
+    ctx.disk = { raw, layout };
+    const st = statSync(raw);
+    p.log(`${humanBytes(st.size)} disk, ${humanBytes(st.blocks * 512)} allocated`);
+  },
+});

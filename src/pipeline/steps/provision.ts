@@ -1,0 +1,99 @@
+/** provision: the Ansible playbook over the chroot connection, in the build sandbox, twice (idempotence). */
+import { existsSync } from 'node:fs';
+import { KilnError } from '../../errors.js';
+import { ProvisionSandbox, releaseTree, repositoryFiles, signingKeyFiles } from '../../provision/chroot.js';
+import { deferredServiceActions, type PlaybookEvent } from '../../provision/results.js';
+import { eventStatus } from '../../provision/run.js';
+import { describeController, hostController, type Controller } from '../../sandbox/tools.js';
+import { buildSourcesLine, installedPackages } from '../../source/debian.js';
+import type { BuildVersion } from '../../version/git.js';
+import type { StepProgress } from '../runner.js';
+import { step, type BuildEnv, type ProvisionRecord } from '../context.js';
+import { compareInstalled, explainLockedFailure } from './lock.js';
+
+export const provisionStep = step({
+  name: 'provision',
+  describe: 'apply the Ansible playbook over the chroot connection, in the build sandbox',
+  reads: ['name', 'provision', 'source', 'disk', 'release'],
+  needs: ['version', 'source'],
+  uses: ['controller', 'lock'],
+  provides: ['provision'],
+  mayProvide: ['sandbox'],
+  async run(ctx, p) {
+    const v = ctx.version;
+    const t = ctx.template;
+    const controller = ctx.controller ?? await hostController();
+    p.status('starting the build sandbox');
+    const sandbox = await ProvisionSandbox.open({
+      tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
+      repo: { root: v.repoRoot, files: await repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
+      network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname, sourceDateEpoch: v.sourceDateEpoch,
+      locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined,
+      buildSourcesLine: !ctx.lock && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
+    });
+    ctx.sandbox = sandbox;
+    try {
+      ctx.provision = await provisionTree(ctx, v, sandbox, controller, p);
+    } catch (e) {
+      throw ctx.lock ? explainLockedFailure(e, ctx.lock) : e;
+    } finally {
+      // --on-error=keep leaves the tree as the failing task saw it; the debug shell opens a new sandbox on it.
+      await sandbox.stop();
+    }
+    if (ctx.lock) {
+      const { unlocked, unused } = compareInstalled(await installedPackages(ctx.root), ctx.lock.lock);
+      if (unlocked.length) throw new KilnError(`the image has ${unlocked.length} package(s) that are not in kiln.lock: ${unlocked.slice(0, 5).join(', ')}`, { detail: unlocked.join('\n'), hint: 'run `kiln lock --update` and commit kiln.lock' });
+      if (unused.length) p.log(`warning: ${unused.length} locked package(s) are not installed (\`kiln lock --update\` drops them): ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
+    }
+    // policy-rc.d and Ansible's temp dir must not reach the image.
+    releaseTree(ctx.root);
+  },
+  async cleanup(ctx) {
+    await ctx.sandbox?.stop();
+    if (ctx.options.onError !== 'keep' && existsSync(ctx.root)) releaseTree(ctx.root);
+  },
+});
+
+async function provisionTree(ctx: BuildEnv, v: BuildVersion, box: ProvisionSandbox, controller: Controller, p: StepProgress): Promise<ProvisionRecord> {
+  const t = ctx.template;
+  p.status('ansible-playbook --syntax-check');
+  await box.syntaxCheck(t.playbook, t.dir);
+  p.status('apt-get update');
+  await box.runInImage(['apt-get', '-q', 'update']);
+  const extraVars = {
+    ...t.config.provision.vars,
+    kiln_image_name: t.config.name, kiln_image_version: v.version, kiln_image_commit: v.commit, kiln_build: true,
+  };
+  const onEvent = (e: PlaybookEvent) => {
+    const s = eventStatus(e);
+    if (!s) return;
+    if (e.kind === 'result' && e.result && e.result.status !== 'ok' && e.result.status !== 'skipped') p.log(s);
+    else p.status(s, e.kind === 'task-start');
+  };
+  const first = await box.provision({ playbook: t.playbook, cwd: t.dir, extraVars, onEvent });
+  const tt = first.totals;
+  p.log(`ok=${tt.ok} changed=${tt.changed} failed=${tt.failures} skipped=${tt.skipped}`);
+  const deferred = deferredServiceActions(first.results);
+  const record: ProvisionRecord = { controller: describeController(controller), tasks: first.results, totals: first.totals, deferred };
+  if (deferred.length) p.log(`deferred to first boot (nothing runs while an image is built): ${deferred.map((d) => `${d.action} ${d.service}`).join(', ')}`);
+  const mode = t.config.provision.idempotence;
+  if (mode !== 'off') {
+    p.status('idempotence: running the playbook again');
+    const second = await box.provision({ playbook: t.playbook, cwd: t.dir, extraVars, onEvent: (e) => { const s = eventStatus(e); if (s) p.status(`idempotence: ${s}`); } });
+    const changed = second.results.filter((r) => r.status === 'changed').map((r) => `${r.task}${r.path ? ` (${r.path})` : ''}`);
+    record.idempotence = { mode, changed, totals: second.totals };
+    if (changed.length) {
+      const msg = `the playbook is not idempotent: ${changed.length} task(s) changed on the second run`;
+      if (mode === 'fail') {
+        throw new KilnError(msg, {
+          where: { file: t.playbook }, detail: changed.map((c) => `changed: ${c}`).join('\n'),
+          hint: 'make these tasks declare state (creates:, changed_when:, modules instead of shell), or set provision.idempotence: warn',
+        });
+      }
+      p.log(`warning: ${msg}:\n${changed.map((c) => `        ${c}`).join('\n')}`);
+    } else {
+      p.log('idempotent: the second run changed nothing');
+    }
+  }
+  return record;
+}
