@@ -17,6 +17,7 @@ import { checkCommit, checkName, checkTemplatePath, checkVersion } from '../stor
 import { loadTemplate } from '../template/load.js';
 import { inventoryLine, type ApplyHost } from './hosts.js';
 import { compareVersions } from './version-order.js';
+import { addWorktree, removeWorktree } from '../version/git.js';
 
 export interface ApplyRelease { name: string; version: string; commit: string; tag?: string; template: string; sourceDateEpoch: number }
 
@@ -108,7 +109,7 @@ async function checkoutRelease(o: ApplyOptions, dir: string): Promise<void> {
       hint: 'releases are immutable: a moved tag is a new version. Put the tag back, or tag the new commit with a new version and build it',
     });
   }
-  await exec('git', ['-C', o.repoDir, 'worktree', 'add', '--detach', '--force', dir, r.commit], { logger: o.logger });
+  await addWorktree(o.repoDir, r.commit, dir, o.logger);
 }
 
 /**
@@ -244,7 +245,7 @@ export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
     return outcomes;
   } finally {
     await closeConnections(controlDir);
-    await exec('git', ['-C', o.repoDir, 'worktree', 'remove', '--force', tree], { allowFailure: true });
+    await removeWorktree(o.repoDir, tree);
     rmSync(tmp, { recursive: true, force: true });
   }
 }

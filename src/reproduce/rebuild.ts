@@ -16,6 +16,7 @@ import type { ReleaseStore } from '../store/index.js';
 import { checkCommit, checkTemplatePath } from '../store/record.js';
 import { loadTemplate } from '../template/load.js';
 import { diffRootTrees, firstDifferingBytes, type TreeDifference } from './treediff.js';
+import { addWorktree, removeWorktree } from '../version/git.js';
 
 export interface ArtifactComparison { format: string; released: string; rebuilt?: string; same: boolean }
 
@@ -67,7 +68,7 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
   mkdirSync(work, { recursive: true });
   let record: BuildRecord | undefined;
   try {
-    await exec('git', ['-C', repo, 'worktree', 'add', '--detach', '--force', tree, rec.git.commit], { logger: o.logger });
+    await addWorktree(repo, rec.git.commit, tree, o.logger);
     const template = loadTemplate(join(tree, rec.template));
     await syntaxCheck(template);
     // The same cache a build in the repository uses: a rebuild reuses the base tree and the .debs.
@@ -97,7 +98,7 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
     report.durationMs = Date.now() - t0;
     return report;
   } finally {
-    await exec('git', ['-C', repo, 'worktree', 'remove', '--force', tree], { allowFailure: true });
+    await removeWorktree(repo, tree);
     if (o.keep) for (const d of ['src', 'trees']) rmSync(join(work, d), { recursive: true, force: true });
     else rmSync(work, { recursive: true, force: true });
   }

@@ -5,6 +5,7 @@
 import { relative } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec, output } from '../exec.js';
+import type { Logger } from '../log.js';
 
 export interface BuildVersion {
   /** The release version (the tag), or "snapshot-<shortcommit>[-dirty]" for snapshot builds. */
@@ -58,4 +59,17 @@ export async function resolveVersion(templateDir: string, templateFile: string, 
     throw new KilnError(`HEAD has several release tags: ${tags.join(', ')}`, { hint: 'a commit is one version: delete the extra tags' });
   }
   return { version: tags[0], tag: tags[0], commit, sourceDateEpoch, snapshot: false, dirty: false, repoRoot, templatePath };
+}
+
+/**
+ * Checks `commit` out, detached, at dir: a temporary worktree of repo for `kiln apply` and
+ * `kiln rebuild`, which run a release from the commit it was built from. removeWorktree undoes it.
+ */
+export async function addWorktree(repo: string, commit: string, dir: string, logger?: Logger): Promise<void> {
+  await exec('git', ['-C', repo, 'worktree', 'add', '--detach', '--force', dir, commit], { logger });
+}
+
+/** Removes a worktree addWorktree made (and git's record of it); a missing one is not an error. */
+export async function removeWorktree(repo: string, dir: string): Promise<void> {
+  await exec('git', ['-C', repo, 'worktree', 'remove', '--force', dir], { allowFailure: true });
 }
