@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -94,4 +94,26 @@ test('when the bulk read cannot be vouched for, every file is read through the m
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /reading every file through the mounted view/);
   assert.equal(found.filter((f) => f.fingerprint).length, 3, JSON.stringify(found));
+});
+
+test('kill -9 of Kiln while debugfs streams leaves no debugfs behind', async () => {
+  const [big] = await inodes(['/var/lib/app/across.dat']);
+  const debugfsOf = () => execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n').filter((l) => /^\s*\d+ debugfs /.test(l) && l.includes(fs));
+  const script = `
+    import { readInodes } from ${JSON.stringify(new URL('../../src/image/inode-stream.js', import.meta.url).href)};
+    await readInodes(${JSON.stringify(fs)}, 0, [${JSON.stringify(big)}], () => ({
+      // Blocks the event loop on the first bytes: debugfs then blocks on a full pipe, mid-file.
+      data() { process.stdout.write('streaming\\n'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); },
+      end() {},
+    }));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('streaming')) resolve(); });
+    child.on('exit', () => reject(new Error('the child ended before streaming')));
+  });
+  assert.equal(debugfsOf().length, 1, 'debugfs is running');
+  child.kill('SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while (debugfsOf().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(debugfsOf(), [], 'debugfs died with Kiln');
 });
