@@ -1,4 +1,7 @@
-// Debian packages Kiln runs on the build host. Single source for scripts/setup-host.sh and `kiln doctor`.
+// Debian packages of the build host, in two lists. hostTools: what Kiln itself runs, which `kiln doctor`
+// checks and installs and `scripts/setup-host.sh` installs. testTools: what only the tests run (a local
+// registry, interoperability checks, fixtures), which `scripts/setup-host.sh --tests` adds (npm test's
+// pretest); a user of Kiln never needs them.
 export const hostTools = [
   // [command, package, why]
   ['mmdebstrap', 'mmdebstrap', 'build the Debian root tree from the signed archive'],
@@ -19,11 +22,7 @@ export const hostTools = [
   ['/usr/share/keyrings/debian-archive-keyring.gpg', 'debian-archive-keyring', 'trust anchor for the Debian archive'],
   ['ssh', 'openssh-client', 'talk to booted machines'],
   ['ssh-keygen', 'openssh-client', 'keys for booted machines, release signatures'],
-  ['skopeo', 'skopeo', 'interoperability checks of the OCI release store'],
-  ['docker-registry', 'docker-registry', 'a local OCI registry for tests'],
-  ['htpasswd', 'apache2-utils', 'bcrypt password files for the test registry with basic auth'],
-  ['dpkg-deb', 'dpkg', 'build test packages'],
-  ['dpkg-scanpackages', 'dpkg-dev', 'index the local apt repository of the upgrade test'],
+  ['dpkg-deb', 'dpkg', 'read the control fields of locked .debs for the local repository of a locked build'],
   ['curl', 'curl', 'fetch the archive Release file'],
   ['xorriso', 'xorriso', 'build the NoCloud seed for booted machines'],
   ['xz', 'xz-utils', 'decompress package indexes'],
@@ -32,6 +31,17 @@ export const hostTools = [
   ['python3', 'python3', 'idmapped mounts for the build sandbox (one syscall util-linux 2.38 lacks)'],
   ['ip', 'iproute2', 'the build sandbox\'s loopback interface'],
   ['hostname', 'hostname', 'the build sandbox\'s host name'],
+];
+export const testTools = [
+  // [command, package, why]: only the tests run these.
+  ['skopeo', 'skopeo', 'interoperability checks of the OCI release store (layout and registry)'],
+  ['docker-registry', 'docker-registry', 'a local OCI registry for the store tests'],
+  ['htpasswd', 'apache2-utils', 'bcrypt password files for the test registry with basic auth'],
+  ['dpkg-scanpackages', 'dpkg-dev', 'index the local apt repository of the upgrade test'],
   ['/bin/busybox', 'busybox-static', 'a one-binary image tree for the sandbox unit tests'],
+  ['gpg', 'gpg', 'sign the test archives of the lock chain tests'],
+  ['setcap', 'libcap2-bin', 'file capabilities in the hostile-image tests'],
+  ['ps', 'procps', 'check that no process is left behind (sandbox, fuse2fs, end-to-end builds)'],
 ];
 export const hostPackages = [...new Set(hostTools.map((t) => t[1]))];
+export const testPackages = [...new Set(testTools.map((t) => t[1]))].filter((p) => !hostPackages.includes(p));

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs Kiln's host tools from Debian's packages (the same list `kiln doctor` checks).
+# Installs Kiln's host tools from Debian's packages (the list `kiln doctor` checks), and with --tests
+# also the tools only the test suite runs (npm test's pretest passes it). Lists: scripts/host-packages.mjs.
 # Safe to re-run: apt-get does nothing when everything is present.
 set -euo pipefail
-pkgs=$(node -e "import('./scripts/host-packages.mjs').then(m => console.log(m.hostPackages.join(' ')))")
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+  '') lists=hostPackages ;;
+  --tests) lists='hostPackages, ...m.testPackages' ;;
+  *) echo "usage: scripts/setup-host.sh [--tests]" >&2; exit 2 ;;
+esac
+pkgs=$(node -e "import('./scripts/host-packages.mjs').then(m => console.log([...m.${lists}].join(' ')))")
 missing=$(dpkg-query -W -f='${Package} ${Status}\n' $pkgs 2>/dev/null | awk '$4!="installed"{print $1}'; for p in $pkgs; do dpkg-query -W "$p" >/dev/null 2>&1 || echo "$p"; done)
 missing=$(echo "$missing" | sort -u | tr '\n' ' ')
 if [ -n "${missing// /}" ]; then

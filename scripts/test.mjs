@@ -2,6 +2,9 @@
 // Runs the whole suite: unit tests, then the end-to-end tests (which build and boot real images).
 // Files run one at a time: the end-to-end files share one built image and the machine's 2 cores.
 // KILN_TEST_ONLY=unit skips the end-to-end files for a quick local loop; CI never sets it.
+// The run fails, besides on a failing test, when there is no unit or end-to-end file to run (unless
+// KILN_TEST_ONLY=unit) and, under CI, when any test was skipped or left todo: a skip there means
+// something the suite should check was not checked.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,13 +14,28 @@ if (process.env.CI && only) {
   console.error('KILN_TEST_ONLY is not allowed in CI: the end-to-end tests always run there');
   process.exit(2);
 }
+if (only !== undefined && only !== 'unit') {
+  console.error(`KILN_TEST_ONLY=${only}: the only value is "unit"`);
+  process.exit(2);
+}
 // One run id for all files, so they share the one example build; earlier runs' scratch is removed
 // (the Debian base-tree cache beside them is kept).
 const e2eDir = process.env.KILN_E2E_DIR ?? '/var/tmp/kiln-e2e';
 const runId = process.env.KILN_E2E_RUN ?? `run-${Date.now()}`;
 if (existsSync(e2eDir)) for (const d of readdirSync(e2eDir)) if (d.startsWith('run-') && d !== runId) rmSync(join(e2eDir, d), { recursive: true, force: true });
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
-const files = [...list('dist/test/unit'), ...(only === 'unit' ? [] : list('dist/test/e2e'))];
+const unit = list('dist/test/unit');
+const e2e = only === 'unit' ? [] : list('dist/test/e2e');
+const files = [...unit, ...e2e];
+// An empty list would pass without checking anything (a build that put no test files in dist, a moved directory).
+const missingFiles = [
+  ...(unit.length ? [] : ['no unit test files in dist/test/unit (expected test/unit/*.test.ts, compiled by tsc)']),
+  ...(e2e.length || only === 'unit' ? [] : ['no end-to-end test files in dist/test/e2e (expected test/e2e/*.test.ts, compiled by tsc)']),
+];
+if (missingFiles.length) {
+  console.error(`FAILED: ${missingFiles.join('; ')}`);
+  process.exit(1);
+}
 const extra = process.argv.slice(2);
 // The spec reporter for people; a TAP copy whose totals are printed again at the very end.
 mkdirSync(join(e2eDir, runId), { recursive: true });
@@ -36,6 +54,14 @@ if (r.status !== 0) {
     console.log(`\n== ${f}\n${lines[0]}\n${lines.slice(-15).join('\n')}`);
   }
 }
+const count = (name) => Number(totals.find((l) => l.startsWith(`# ${name} `))?.split(' ')[2] ?? 0);
+const notRun = count('skipped') + count('todo');
+const problems = [];
+if (r.status !== 0) problems.push(r.status === null ? `the test runner was killed by ${r.signal}` : 'tests failed');
+if (!totals.length) problems.push('no totals: the test runner did not finish');
+if (notRun && process.env.CI) problems.push(`${count('skipped')} skipped and ${count('todo')} todo tests: not allowed under CI, where every test must run (marked ﹣ or # TODO above)`);
 console.log(`\nsummary (${files.length} files):\n${totals.map((l) => `  ${l.slice(2)}`).join('\n') || '  no results (the test runner did not finish)'}`);
-if (r.status === 0) rmSync(join(e2eDir, runId), { recursive: true, force: true });
-process.exit(r.status ?? 1);
+if (notRun && !process.env.CI) console.log(`  note: ${notRun} tests skipped or todo; under CI that fails the run`);
+if (problems.length) console.log(`FAILED: ${problems.join('; ')}`);
+if (!problems.length) rmSync(join(e2eDir, runId), { recursive: true, force: true });
+process.exit(problems.length ? (r.status || 1) : 0);

@@ -1,7 +1,18 @@
 /**
- * A KilnError is a failure the user can act on: what went wrong, where, and what to do next.
- * Anything else that escapes is a bug and is shown with its stack.
+ * Kiln's one error policy, applied by reportError (the CLI) and kept by everything between a throw
+ * and it (the step runner, the disk assembly, the Terraform mode of `kiln resolve`):
+ *
+ * - User errors are KilnError: something in the user's input, files, environment or a host tool's
+ *   result that they can act on. The message says what was expected and what was found, where (file:line,
+ *   step, command) and, in the hint, what to do next. Exit status 1, or the error's exitCode
+ *   (2 for a command line Kiln cannot use).
+ * - Bugs are any other Error (or a thrown non-Error): an internal invariant broke. They are shown with
+ *   their stack, as a bug to report, and exit 70 (EX_SOFTWARE). Nothing may wrap a bug into a
+ *   KilnError, which would hide its stack and blame the user.
+ * - Interrupts are InterruptedError: 130 for SIGINT, 143 for SIGTERM, as a shell reports them.
  */
+export const BUG_EXIT = 70;
+
 export interface ErrorWhere {
   file?: string;
   line?: number;
@@ -67,4 +78,17 @@ export class InterruptedError extends KilnError {
 export function tail(text: string, lines: number): string {
   const all = text.trimEnd().split('\n');
   return all.slice(Math.max(0, all.length - lines)).join('\n');
+}
+
+/**
+ * Writes an error the way the policy above says and returns the exit status: a KilnError as
+ * "error: file:line: message" with its hint; anything else as a bug with its stack.
+ */
+export function reportError(e: unknown, write: (text: string) => void, prefix = 'error: '): number {
+  if (e instanceof KilnError) {
+    write(`${prefix}${e.format()}\n`);
+    return e.exitCode;
+  }
+  write(`kiln: internal error (a bug; please report it)\n${e instanceof Error ? e.stack ?? `${e.name}: ${e.message}` : String(e)}\n`);
+  return BUG_EXIT;
 }

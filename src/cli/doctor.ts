@@ -5,7 +5,8 @@ import { parse, type Command } from './command.js';
 interface HostTool { check: string; pkg: string; why: string }
 
 async function loadTools(): Promise<HostTool[]> {
-  // The list lives in scripts/host-packages.mjs so the shell installer and `kiln doctor` agree.
+  // The list lives in scripts/host-packages.mjs so the shell installer and `kiln doctor` agree. Only
+  // hostTools, what Kiln runs: the tests' own tools (testTools there) are not a user's concern.
   const m = (await import(new URL('../../../scripts/host-packages.mjs', import.meta.url).href)) as { hostTools: [string, string, string][] };
   return m.hostTools.map(([check, pkg, why]) => ({ check, pkg, why }));
 }

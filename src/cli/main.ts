@@ -1,4 +1,4 @@
-import { KilnError } from '../errors.js';
+import { reportError } from '../errors.js';
 import type { Command } from './command.js';
 import { commands } from './commands.js';
 
@@ -25,12 +25,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run(rest);
   } catch (e) {
-    if (e instanceof KilnError) {
-      process.stderr.write(`error: ${e.format()}\n`);
-      return e.exitCode;
-    }
-    process.stderr.write(`kiln: internal error (a bug; please report it)\n${(e as Error)?.stack ?? String(e)}\n`);
-    return 70;
+    return reportError(e, (t) => process.stderr.write(t));
   }
 }
 

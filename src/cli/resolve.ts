@@ -1,4 +1,4 @@
-import { KilnError } from '../errors.js';
+import { KilnError, reportError } from '../errors.js';
 import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
 import { signedByLine } from '../store/policy.js';
 import type { Resolved } from '../store/index.js';
@@ -42,8 +42,8 @@ async function terraform(): Promise<number> {
     process.stdout.write(JSON.stringify(terraformResult(r)) + '\n');
     return 0;
   } catch (e) {
-    process.stderr.write(`kiln resolve --terraform: ${e instanceof KilnError ? e.format() : (e as Error).message}\n`);
-    return 1;
+    // Terraform shows stderr when the program exits non-zero; a bug is still a bug (exit 70, stack).
+    return reportError(e, (t) => process.stderr.write(t), 'kiln resolve --terraform: ');
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * The ext4 root filesystem, built from the tree with `mke2fs -d` into a partition-sized file.
  *
- * Determinism (reproducibility.md §2): a pinned mke2fs.conf and feature list, fixed -U and hash
+ * Determinism (README, "The disk"): a pinned mke2fs.conf and feature list, fixed -U and hash
  * seed, E2FSPROGS_FAKE_TIME for the superblock and crtimes, and inode atime/ctime fixed to
  * SOURCE_DATE_EPOCH. e2fsprogs >= 1.47.1 does the last two natively (SOURCE_DATE_EPOCH and
  * -E hash_seed=). 1.47.0 (Debian 12) cannot: there we drop the backup superblocks (which debugfs
@@ -47,7 +47,7 @@ export type E2fsVersion = [number, number, number];
 /** "mke2fs 1.47.0 (5-Feb-2023)" -> [1, 47, 0]. */
 export function parseE2fsVersion(text: string): E2fsVersion {
   const m = /mke2fs (\d+)\.(\d+)(?:\.(\d+))?/.exec(text);
-  if (!m) throw new Error(`cannot read the e2fsprogs version from: ${text.trim().split('\n')[0]}`);
+  if (!m) throw new KilnError(`expected the e2fsprogs version ("mke2fs X.Y.Z") from mke2fs -V, got: ${text.trim().split('\n')[0]}`, { where: { command: 'mke2fs -V' }, hint: 'Kiln reads the output of Debian\'s e2fsprogs; run `kiln doctor` and check `mke2fs -V`' });
   return [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
 }
 
@@ -72,7 +72,7 @@ export function mke2fsArgs(spec: Ext4Spec, native: boolean): string[] {
  */
 export function usedInodes(dumpe2fs: string): number[] {
   const count = /^Inode count:\s+(\d+)/m.exec(dumpe2fs);
-  if (!count) throw new Error('dumpe2fs output has no "Inode count"');
+  if (!count) throw new KilnError('expected an "Inode count:" line in the output of dumpe2fs', { where: { command: 'dumpe2fs' }, hint: 'Kiln reads the output of Debian\'s e2fsprogs; run `kiln doctor` and check `mke2fs -V`' });
   const total = Number(count[1]);
   const free = new Uint8Array(total + 1);
   let groups = 0;
@@ -80,11 +80,11 @@ export function usedInodes(dumpe2fs: string): number[] {
     groups++;
     for (const part of m[1]!.split(',').map((s) => s.trim()).filter(Boolean)) {
       const [a, b] = part.split('-').map(Number);
-      if (!Number.isInteger(a) || (b !== undefined && !Number.isInteger(b))) throw new Error(`bad free inode range "${part}"`);
+      if (!Number.isInteger(a) || (b !== undefined && !Number.isInteger(b))) throw new KilnError(`expected a free inode range N or N-M in the output of dumpe2fs, got "${part}"`, { where: { command: 'dumpe2fs' }, hint: 'Kiln reads the output of Debian\'s e2fsprogs; run `kiln doctor` and check `mke2fs -V`' });
       for (let i = a!; i <= (b ?? a!); i++) if (i <= total) free[i] = 1;
     }
   }
-  if (groups === 0) throw new Error('dumpe2fs output has no group "Free inodes:" lines');
+  if (groups === 0) throw new KilnError('expected a "Free inodes:" line per group in the output of dumpe2fs, found none', { where: { command: 'dumpe2fs' }, hint: 'Kiln reads the output of Debian\'s e2fsprogs; run `kiln doctor` and check `mke2fs -V`' });
   const used = [2];
   for (let i = 11; i <= total; i++) if (!free[i]) used.push(i);
   return used;

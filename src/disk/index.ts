@@ -53,7 +53,11 @@ export interface DiskLayout {
 
 const STEP = 'assemble disk';
 
-/** Runs one part of the assembly; any failure becomes a KilnError naming the part (and the tool, via exec). */
+/**
+ * Runs one part of the assembly, naming the part in its errors. The host refusing a file operation
+ * (no space, no permission: an error with a syscall) is the user's to fix; any other error is a bug
+ * and goes on as it is, stack and all (src/errors.ts).
+ */
 async function part<T>(name: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -62,7 +66,10 @@ async function part<T>(name: string, fn: () => Promise<T>): Promise<T> {
       e.where.step ??= `${STEP}: ${name}`;
       throw e;
     }
-    throw new KilnError(`${name} failed: ${(e as Error).message}`, { where: { step: `${STEP}: ${name}` }, cause: e });
+    if (e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === 'string') {
+      throw new KilnError(`${name} failed: ${e.message}`, { where: { step: `${STEP}: ${name}` }, cause: e });
+    }
+    throw e;
   }
 }
 

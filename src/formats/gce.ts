@@ -6,6 +6,7 @@
 import { basename, dirname } from 'node:path';
 import { output } from '../exec.js';
 import type { Logger } from '../log.js';
+import { KilnError } from '../errors.js';
 
 export async function writeGceTarball(raw: string, dst: string, sourceDateEpoch: number, logger?: Logger): Promise<string> {
   const script = 'set -euo pipefail\n'
@@ -16,6 +17,6 @@ export async function writeGceTarball(raw: string, dst: string, sourceDateEpoch:
     logger, hint: 'needs GNU tar and gzip',
   });
   const sha = out.split(/\s+/)[0];
-  if (!/^[0-9a-f]{64}$/.test(sha)) throw new Error(`unexpected sha256sum output: ${out}`);
+  if (!/^[0-9a-f]{64}$/.test(sha)) throw new KilnError(`expected a sha256 (64 hex digits) from sha256sum, got: ${out.trim().slice(0, 200)}`, { where: { command: 'tar | gzip | sha256sum' }, hint: 'needs GNU coreutils sha256sum' });
   return sha;
 }

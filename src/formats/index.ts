@@ -3,7 +3,7 @@
  * in parallel (at most two at a time, the build host's cores); the streamOptimized VMDK is made
  * once and reused for the OVA; the raw is read once to hash both itself and the fixed VHD; zero
  * regions stay holes. Every byte is a function of the raw, the name, the version and
- * SOURCE_DATE_EPOCH (see reproducibility.md §4 for the fields this has to fix).
+ * SOURCE_DATE_EPOCH (README, "Formats", lists the fields this has to fix).
  */
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';

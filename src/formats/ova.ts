@@ -51,7 +51,7 @@ export async function writeOva(dst: string, members: OvaMember[], mtime: number)
             await put(buf.subarray(0, bytesRead));
             copied += bytesRead;
           }
-          if (copied !== m.size) throw new Error(`OVA member ${m.name} changed size while being archived`);
+          if (copied !== m.size) throw new KilnError(`${m.name} changed size while being archived into the OVA: expected ${m.size} bytes, read ${copied}`, { hint: 'make sure nothing else writes the build\'s output directory, and build again' });
         } finally {
           await src.close();
         }

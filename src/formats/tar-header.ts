@@ -4,6 +4,7 @@
  * DSP0243 asks for USTAR; a USTAR size field holds at most 8 GiB - 1, so larger members use the
  * GNU format, whose size field switches to base-256 (as VMware's ova-compose does by default).
  */
+import { KilnError } from '../errors.js';
 export const BLOCK = 512;
 /** GNU tar pads the archive to a whole record of 20 blocks. */
 export const RECORD = 20 * BLOCK;
@@ -31,7 +32,7 @@ function octal(buf: Buffer, value: number, offset: number, width: number): void 
 export function buildTarHeader(entry: TarEntry, format: TarFormat): Buffer {
   const name = Buffer.from(entry.name, 'utf8');
   if (name.length === 0 || name.length > 100 || entry.name.includes('/')) {
-    throw new Error(`tar member name must be a basename of 1..100 bytes: ${entry.name}`);
+    throw new KilnError(`tar member name ${JSON.stringify(entry.name)}: expected a file name without '/' of 1 to 100 bytes`, { hint: 'artifact names are <name>-<version>.<format>: shorten the image name in kiln.yaml or the release tag' });
   }
   if (!Number.isSafeInteger(entry.size) || entry.size < 0) throw new Error(`bad tar member size ${entry.size}`);
   const h = Buffer.alloc(BLOCK);

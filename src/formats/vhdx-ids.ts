@@ -7,6 +7,7 @@
  */
 import { crc32c } from './crc32c.js';
 import { guidBytes, releaseUuid } from './ids.js';
+import { KilnError } from '../errors.js';
 
 export const VHDX_HEADER_OFFSETS = [64 * 1024, 128 * 1024] as const;
 export const VHDX_REGION_TABLE_OFFSET = 192 * 1024;
@@ -21,7 +22,7 @@ export type ReadAt = (offset: number, length: number) => Buffer;
 const isZero = (b: Buffer) => b.every((x) => x === 0);
 
 export function planVhdxPatches(read: ReadAt, name: string, version: string): BytePatch[] {
-  if (read(0, 8).toString('latin1') !== 'vhdxfile') throw new Error('not a VHDX file (no vhdxfile signature)');
+  if (read(0, 8).toString('latin1') !== 'vhdxfile') throw new KilnError(`${name}: expected a VHDX file from qemu-img (starting with "vhdxfile"), got something else`, { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   const guids = new Map<string, Buffer>();
   const derive = (orig: Buffer): Buffer => {
     if (isZero(orig)) return orig;
@@ -36,7 +37,7 @@ export function planVhdxPatches(read: ReadAt, name: string, version: string): By
   const patches: BytePatch[] = [];
 
   const headers = VHDX_HEADER_OFFSETS.map((off) => ({ off, buf: Buffer.from(read(off, HEADER_SIZE)) }));
-  for (const h of headers) if (h.buf.toString('latin1', 0, 4) !== 'head') throw new Error(`VHDX header at ${h.off} has no 'head' signature`);
+  for (const h of headers) if (h.buf.toString('latin1', 0, 4) !== 'head') throw new KilnError(`${name}: expected a VHDX header with the 'head' signature at byte ${h.off}`, { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   const seqs = headers.map((h) => h.buf.readBigUInt64LE(8));
   const minSeq = seqs.reduce((a, b) => (b < a ? b : a));
   headers.forEach((h, i) => {
@@ -67,16 +68,16 @@ export function planVhdxPatches(read: ReadAt, name: string, version: string): By
 
   // Page 83 data: the virtual disk id, found through the region table and the metadata table.
   const rt = read(VHDX_REGION_TABLE_OFFSET, 64 * 1024);
-  if (rt.toString('latin1', 0, 4) !== 'regi') throw new Error("VHDX region table has no 'regi' signature");
+  if (rt.toString('latin1', 0, 4) !== 'regi') throw new KilnError(`${name}: expected the VHDX region table's 'regi' signature`, { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   const count = rt.readUInt32LE(8);
   let metaOffset = -1;
   for (let i = 0; i < count; i++) {
     const e = rt.subarray(16 + i * 32, 48 + i * 32);
     if (e.subarray(0, 16).equals(METADATA_REGION_GUID)) metaOffset = Number(e.readBigUInt64LE(16));
   }
-  if (metaOffset < 0) throw new Error('VHDX has no metadata region');
+  if (metaOffset < 0) throw new KilnError(`${name}: expected a metadata region in the VHDX region table, found none`, { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   const mt = read(metaOffset, 64 * 1024);
-  if (mt.toString('latin1', 0, 8) !== 'metadata') throw new Error("VHDX metadata table has no 'metadata' signature");
+  if (mt.toString('latin1', 0, 8) !== 'metadata') throw new KilnError(`${name}: expected the VHDX metadata table's 'metadata' signature`, { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   const entries = mt.readUInt16LE(10);
   for (let i = 0; i < entries; i++) {
     const e = mt.subarray(32 + i * 32, 64 + i * 32);

@@ -3,6 +3,7 @@
  * Disk Format 5.0"). qemu-img puts a random CID in the descriptor; Kiln replaces it in place
  * (same length, no checksum covers the descriptor) with one derived from the release.
  */
+import { KilnError } from '../errors.js';
 export const VMDK_MAGIC = 0x564d444b; // "KDMV" read little-endian
 export const SECTOR = 512;
 
@@ -17,7 +18,7 @@ export interface VmdkHeader {
 }
 
 export function parseVmdkHeader(buf: Buffer): VmdkHeader {
-  if (buf.length < SECTOR || buf.readUInt32LE(0) !== VMDK_MAGIC) throw new Error('not a sparse VMDK (no KDMV magic)');
+  if (buf.length < SECTOR || buf.readUInt32LE(0) !== VMDK_MAGIC) throw new KilnError('expected a sparse VMDK from qemu-img (starting with the KDMV magic), got something else', { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   return {
     version: buf.readUInt32LE(4),
     flags: buf.readUInt32LE(8),
@@ -68,10 +69,10 @@ export function setDescriptorCid(descriptor: Buffer, cid: string): Buffer {
   const end = descriptor.indexOf(0);
   const text = descriptor.toString('latin1', 0, end < 0 ? descriptor.length : end);
   const m = /(^|\n)CID=([0-9a-fA-F]{1,8})\n/.exec(text);
-  if (!m) throw new Error(`VMDK descriptor has no CID line (descriptor starts: ${JSON.stringify(text.slice(0, 160))})`);
+  if (!m) throw new KilnError(`expected a CID line in the VMDK descriptor qemu-img wrote, found no CID line (descriptor starts: ${JSON.stringify(text.slice(0, 160))})`, { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   const at = m.index + m[1].length + 'CID='.length;
   const patched = text.slice(0, at) + cid + text.slice(at + m[2].length);
-  if (patched.length > descriptor.length) throw new Error('VMDK descriptor has no room for the CID');
+  if (patched.length > descriptor.length) throw new KilnError('expected zero padding after the VMDK descriptor qemu-img wrote, found no room for an 8-digit CID', { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
   const out = Buffer.alloc(descriptor.length);
   out.write(patched, 0, 'latin1');
   return out;

@@ -26,8 +26,7 @@ export interface Step<C> {
 }
 
 export interface StepProgress {
-  /** A live status line for the current step (e.g. the Ansible task being run). */
-  /** A live status line; without a terminal, shown at most every few seconds unless `important`. */
+  /** A live status line (e.g. the Ansible task being run); without a terminal, shown at most every few seconds unless `important`. */
   status(msg: string, important?: boolean): void;
   log(msg: string): void;
 }
@@ -52,21 +51,39 @@ export interface RunOptions {
   onFailure?: (step: string, error: unknown) => Promise<void> | void;
 }
 
+/** A step failed with a KilnError (the user's to act on): the same error, located at the step. */
 export class StepFailure extends KilnError {
   readonly steps: StepRecord[];
-  readonly original: unknown;
-  constructor(step: string, original: unknown, steps: StepRecord[]) {
-    const inner = original instanceof KilnError ? original : undefined;
-    super(inner ? inner.message : `step ${step} failed: ${(original as Error)?.message ?? String(original)}`, {
-      where: { ...(inner?.where ?? {}), step },
-      hint: inner?.hint,
-      detail: inner?.detail ?? (inner ? undefined : (original as Error)?.stack),
-      exitCode: inner?.exitCode,
-    });
+  readonly original: KilnError;
+  constructor(step: string, original: KilnError, steps: StepRecord[]) {
+    super(original.message, { where: { ...original.where, step }, hint: original.hint, detail: original.detail, exitCode: original.exitCode, cause: original });
     this.name = 'StepFailure';
     this.steps = steps;
     this.original = original;
   }
+}
+
+/**
+ * A step threw something other than a KilnError: a bug in that step. It stays a bug (src/errors.ts):
+ * not a KilnError, with the original stack, so the CLI shows it as one and exits 70.
+ */
+export class StepBug extends Error {
+  readonly step: string;
+  readonly steps: StepRecord[];
+  readonly original: unknown;
+  constructor(step: string, original: unknown, steps: StepRecord[]) {
+    super(`step ${step}: ${original instanceof Error ? original.message : String(original)}`, { cause: original });
+    this.name = 'StepBug';
+    this.step = step;
+    this.steps = steps;
+    this.original = original;
+    this.stack = `${this.name}: ${this.message}\n${original instanceof Error && original.stack ? original.stack : '(thrown value, no stack)'}`;
+  }
+}
+
+/** What runSteps throws: the user's error at a step, or a step's bug; both carry the step records. */
+function stepError(step: string, e: unknown, steps: StepRecord[]): StepFailure | StepBug {
+  return e instanceof KilnError ? new StepFailure(step, e, steps) : new StepBug(step, e, steps);
 }
 
 export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOptions): Promise<RunResult> {
@@ -99,7 +116,7 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
   const fail = async (step: string, e: unknown): Promise<never> => {
     await opts.onFailure?.(step, e);
     if (!opts.keepOnError || interrupted) await runCleanups(started, ctx, 'failure', logger);
-    throw interrupted && !(e instanceof InterruptedError) ? new StepFailure(step, new InterruptedError(interrupted), records) : new StepFailure(step, e, records);
+    throw stepError(step, interrupted && !(e instanceof InterruptedError) ? new InterruptedError(interrupted) : e, records);
   };
   try {
     for (const [i, step] of steps.entries()) {

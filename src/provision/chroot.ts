@@ -186,7 +186,7 @@ export class ProvisionSandbox {
   /** Where a host path of the repository is inside the sandbox. */
   inside(hostPath: string): string {
     const rel = relative(this.o.repo.root, hostPath);
-    if (rel.startsWith('..')) throw new Error(`${hostPath} is not in the repository ${this.o.repo.root}`);
+    if (rel.startsWith('..')) throw new KilnError(`${hostPath}: expected a path inside the repository ${this.o.repo.root}, which is all the build sandbox sees`, { where: { file: hostPath }, hint: 'keep kiln.yaml, the playbook and its files in the git repository' });
     return rel ? `${REPO}/${rel}` : REPO;
   }
 

@@ -6,6 +6,7 @@
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { rootOffset } from '../image/root-fs.js';
+import { KilnError } from '../errors.js';
 import { exec, output } from '../exec.js';
 import { sha256OfFile } from '../fsio.js';
 import { inspectDiskFile } from '../image/disk-file.js';
@@ -111,7 +112,7 @@ export async function diffTrees(a: string, b: string, opts: { limit?: number } =
 export async function diffRootTrees(rawA: string, rawB: string, scratch: string, opts: { limit?: number; logger?: Logger } = {}): Promise<TreeDifference[]> {
   for (const f of [rawA, rawB]) {
     const facts = inspectDiskFile(f);
-    if (facts.format !== 'raw') throw new Error(`${f} is ${facts.detail}, not a raw disk`);
+    if (facts.format !== 'raw') throw new KilnError(`${f}: expected a raw disk, found ${facts.detail}`, { where: { file: f } });
   }
   const [oa, ob] = [rootOffset(rawA), rootOffset(rawB)];
   return withMountedFilesystem(rawA, oa, scratch, (a) => withMountedFilesystem(rawB, ob, scratch, async (b) => {

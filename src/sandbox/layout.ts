@@ -25,7 +25,7 @@ export const IMAGE_KILN = `${IMAGE}${KILN_RUN}`;
 
 function checkPath(p: string, what: string, absolute: boolean): void {
   if (/[\t\n\r\0]/.test(p)) throw new KilnError(`the build sandbox cannot use a path with a tab, newline or NUL: ${JSON.stringify(p)}`, { hint: `rename ${what}` });
-  if (absolute && (!p.startsWith('/') || posix.normalize(p) !== p || p.split('/').includes('..'))) throw new Error(`sandbox path must be absolute and normal: ${p}`);
+  if (absolute && (!p.startsWith('/') || posix.normalize(p) !== p || p.split('/').includes('..'))) throw new KilnError(`the build sandbox needs an absolute and normal path (no '.', '..', '//' or trailing '/'), got ${JSON.stringify(p)}`, { hint: `give ${what} as a plain absolute path (e.g. KILN_CACHE_DIR, --out)` });
 }
 
 /** The spec file phase A reads: tab-separated, one mount per line. */

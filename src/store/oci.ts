@@ -4,6 +4,7 @@
  * is made of can be tested against the image-spec.
  */
 import { createHash } from 'node:crypto';
+import { KilnError } from '../errors.js';
 
 export const MT = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -76,7 +77,7 @@ export function isDigest(s: string): boolean {
 }
 
 export function digestHex(digest: string): string {
-  if (!isDigest(digest)) throw new Error(`not a sha256 digest: ${digest}`);
+  if (!isDigest(digest)) throw new KilnError(`expected a digest sha256:<64 hex digits>, got ${JSON.stringify(digest)}`);
   return digest.slice('sha256:'.length);
 }
 
@@ -113,13 +114,13 @@ export function manifestBytes(m: ImageManifest | ImageIndex): Buffer {
 
 export function parseManifest(bytes: Buffer, where: string): ImageManifest {
   const m = parseJson(bytes, where) as ImageManifest;
-  if (m?.schemaVersion !== 2 || !m.config || !Array.isArray(m.layers)) throw new Error(`${where}: not an OCI image manifest`);
+  if (m?.schemaVersion !== 2 || !m.config || !Array.isArray(m.layers)) throw new KilnError(`${where}: expected an OCI image manifest (schemaVersion 2 with a config and layers)`, { hint: 'the store holds something Kiln did not write; check it with `kiln verify`' });
   return m;
 }
 
 export function parseIndex(bytes: Buffer, where: string): ImageIndex {
   const m = parseJson(bytes, where) as ImageIndex;
-  if (m?.schemaVersion !== 2 || !Array.isArray(m.manifests)) throw new Error(`${where}: not an OCI image index`);
+  if (m?.schemaVersion !== 2 || !Array.isArray(m.manifests)) throw new KilnError(`${where}: expected an OCI image index (schemaVersion 2 with manifests)`, { hint: 'the store holds something Kiln did not write; check it with `kiln verify`' });
   return m;
 }
 
@@ -127,7 +128,7 @@ export function parseJson(bytes: Buffer, where: string): unknown {
   try {
     return JSON.parse(bytes.toString('utf8'));
   } catch (e) {
-    throw new Error(`${where}: invalid JSON: ${(e as Error).message}`);
+    throw new KilnError(`${where}: expected JSON: ${(e as Error).message}`);
   }
 }
 

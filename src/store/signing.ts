@@ -101,10 +101,11 @@ export async function loadSigner(keyFile: string, passphrase = process.env.KILN_
     try {
       key = await openpgp.readPrivateKey({ armoredKey: text });
       if (!key.isDecrypted()) {
-        if (!passphrase) throw new Error('the key is encrypted; set KILN_SIGNING_PASSPHRASE');
+        if (!passphrase) throw new KilnError(`OpenPGP signing key ${keyFile} is encrypted and KILN_SIGNING_PASSPHRASE is not set`, { hint: 'set KILN_SIGNING_PASSPHRASE to its passphrase' });
         key = await openpgp.decryptKey({ privateKey: key, passphrase });
       }
     } catch (e) {
+      if (e instanceof KilnError) throw e;
       throw new KilnError(`cannot use OpenPGP signing key ${keyFile}: ${(e as Error).message}`);
     }
     const identity = pgpIdentity(key);

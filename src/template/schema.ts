@@ -165,7 +165,7 @@ export interface KilnConfig {
 
 export function parseSize(s: string): number {
   const m = /^([0-9]+)(MiB|GiB|M|G)$/.exec(s);
-  if (!m) throw new Error(`bad size ${s}`);
+  if (!m) throw new Error(`parseSize: expected digits and MiB, GiB, M or G, got ${JSON.stringify(s)}`);
   const n = Number(m[1]);
   return m[2].startsWith('G') ? n * 1024 ** 3 : n * 1024 ** 2;
 }

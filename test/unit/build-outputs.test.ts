@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import type { Artifact } from '../../src/formats/index.js';
 import { checkOutDir, OUTPUTS_MANIFEST, publishOutputs, replaceOutputs, type OutputsContext } from '../../src/pipeline/outputs.js';
 import { KilnError } from '../../src/errors.js';
+import { requireOnHost } from './host-requirements.js';
 
 function scratch(base = tmpdir()): string {
   return mkdtempSync(join(base, 'kiln-outputs-'));
@@ -119,7 +120,8 @@ test('a manifest naming paths outside the out directory never makes Kiln remove 
   }
 });
 
-test('staging and out on different filesystems: the artifacts are copied, holes kept, then renamed into place', { skip: !existsSync('/dev/shm') }, async () => {
+test('staging and out on different filesystems: the artifacts are copied, holes kept, then renamed into place', async () => {
+  requireOnHost('/dev/shm', 'the tmpfs these tests use as a second filesystem', 'mount a tmpfs there (systemd and Docker hosts have one)');
   const a = scratch('/dev/shm');
   const b = scratch('/var/tmp');
   try {

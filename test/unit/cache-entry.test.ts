@@ -12,6 +12,7 @@ import { commitEntry, entryTemp, intactEntry } from '../../src/cache-entry.js';
 import { silentLogger } from '../../src/log.js';
 import { baseTarball } from '../../src/source/debian.js';
 import type { KilnConfig } from '../../src/template/schema.js';
+import { requireOnHost } from './host-requirements.js';
 
 let base: string;
 let fakeBin: string;
@@ -48,7 +49,8 @@ function capture() {
   return { warnings, logger: { ...silentLogger, warn: (m: string) => { warnings.push(m); } } };
 }
 
-test('KILN_CACHE_DIR on another filesystem than the work area: the base tar is built and cached', { skip: !existsSync('/dev/shm') }, async () => {
+test('KILN_CACHE_DIR on another filesystem than the work area: the base tar is built and cached', async () => {
+  requireOnHost('/dev/shm', 'the tmpfs these tests use as a second filesystem', 'mount a tmpfs there (systemd and Docker hosts have one)');
   const work = mkdtempSync('/dev/shm/kiln-work-');
   const cache = mkdtempSync(join('/var/tmp', 'kiln-cache-'));
   try {

@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { patchCoreImg, patchMbr } from '../../src/disk/bios.js';
+import { requireOnHost } from './host-requirements.js';
 
 function protectiveMbr(): Buffer {
   const m = Buffer.alloc(512);
@@ -68,7 +69,8 @@ test('core.img must fit the BIOS boot partition and look like a GRUB core image'
   assert.throws(() => patchCoreImg(bad, 2048, 2048), /blocklist length/);
 });
 
-test('with the real GRUB boot.img the patched MBR keeps its code and jumps to the core LBA', { skip: !existsSync('/usr/lib/grub/i386-pc/boot.img') }, () => {
+test('with the real GRUB boot.img the patched MBR keeps its code and jumps to the core LBA', () => {
+  requireOnHost('/usr/lib/grub/i386-pc/boot.img', 'package grub-pc-bin', 'run: sudo npx kiln doctor');
   const boot = readFileSync('/usr/lib/grub/i386-pc/boot.img');
   const out = patchMbr(protectiveMbr(), boot, 2048);
   assert.deepEqual(out.subarray(0, 0x5c), boot.subarray(0, 0x5c));

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { copyFileSparse } from '../../src/fsio.js';
+import { requireOnHost } from './host-requirements.js';
 
 /** A sparse file: data at a few odd offsets, holes between, and a hole at the end. */
 function sparseFile(path: string, size: number, pieces: { at: number; len: number }[]): Buffer {
@@ -82,7 +83,8 @@ test('an aborted copy stops and removes its partial destination', async () => {
   }
 });
 
-test('copyFileSparse works from one filesystem to another (tmpfs to the disk)', { skip: !existsSync('/dev/shm') }, async () => {
+test('copyFileSparse works from one filesystem to another (tmpfs to the disk)', async () => {
+  requireOnHost('/dev/shm', 'the tmpfs these tests use as a second filesystem', 'mount a tmpfs there (systemd and Docker hosts have one)');
   const a = mkdtempSync('/dev/shm/kiln-copy-');
   const b = mkdtempSync(join('/var/tmp', 'kiln-copy-'));
   try {

@@ -1,12 +1,13 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import { runSteps, StepFailure, type Step } from '../../src/pipeline/runner.js';
+import { KilnError } from '../../src/errors.js';
+import { runSteps, StepBug, StepFailure, type Step } from '../../src/pipeline/runner.js';
 
-function steps(log: string[], failAt?: string): Step<object>[] {
+function steps(log: string[], failAt?: string, error: (name: string) => Error = (name) => new KilnError(`${name} broke`)): Step<object>[] {
   return ['a', 'b', 'c'].map((name) => ({
     name, describe: name,
-    async run() { log.push(`run ${name}`); if (name === failAt) throw new Error(`${name} broke`); },
+    async run() { log.push(`run ${name}`); if (name === failAt) throw error(name); },
     async cleanup(_c, outcome) { log.push(`cleanup ${name} ${outcome}`); },
   }));
 }
@@ -21,7 +22,34 @@ test('steps run in order and clean up in reverse after success', async () => {
 test('a failing step cleans up only the steps started, in reverse, and names the step', async () => {
   const log: string[] = [];
   await assert.rejects(runSteps(steps(log, 'b'), {}, { logger: silentLogger }), (e: StepFailure) => {
+    assert.ok(e instanceof StepFailure);
     assert.equal(e.where.step, 'b');
+    assert.deepEqual(e.steps.map((s) => s.status), ['ok', 'failed']);
+    return true;
+  });
+  assert.deepEqual(log, ['run a', 'run b', 'cleanup b failure', 'cleanup a failure']);
+});
+
+test("a step's KilnError stays the user's error: its message, hint and exit code, located at the step", async () => {
+  const usage = (name: string) => new KilnError(`${name}: bad input`, { where: { file: 'kiln.yaml', line: 3 }, hint: 'fix it', exitCode: 2 });
+  await assert.rejects(runSteps(steps([], 'b', usage), {}, { logger: silentLogger }), (e: StepFailure) => {
+    assert.ok(e instanceof StepFailure);
+    assert.equal(e.exitCode, 2);
+    assert.deepEqual(e.where, { file: 'kiln.yaml', line: 3, step: 'b' });
+    assert.equal(e.format(), 'kiln.yaml:3: b: bad input\n  step: b\n  hint: fix it');
+    return true;
+  });
+});
+
+test("a step's plain Error stays a bug: not a KilnError, with the step's name and the original stack", async () => {
+  const log: string[] = [];
+  const bug = (name: string) => new TypeError(`${name} read undefined`);
+  await assert.rejects(runSteps(steps(log, 'b', bug), {}, { logger: silentLogger }), (e: StepBug) => {
+    assert.ok(e instanceof StepBug);
+    assert.ok(!(e instanceof KilnError));
+    assert.equal(e.step, 'b');
+    assert.equal(e.message, 'step b: b read undefined');
+    assert.match(e.stack ?? '', /TypeError: b read undefined\n\s+at /);
     assert.deepEqual(e.steps.map((s) => s.status), ['ok', 'failed']);
     return true;
   });

@@ -8,6 +8,7 @@ import { openStore, DigestMismatchError, TagExistsError } from '../../src/store/
 import { fakeArtifacts, fakeRecord, publishFake, scratch, sha256File } from './store-fixtures.js';
 import { makeProvenance, makeSbom } from '../../src/store/index.js';
 import { withLock } from '../../src/store/lock.js';
+import { requireOnHost } from './host-requirements.js';
 
 const child = fileURLToPath(new URL('./store-child.js', import.meta.url));
 
@@ -215,7 +216,8 @@ test('a stale lock left by a killed process is broken; a live one is waited for'
   assert.equal(existsSync(lock), true, 'a live holder keeps its lock');
 });
 
-test('skopeo reads a release from the layout and sees the same manifest digest', { skip: !existsSync('/usr/bin/skopeo') && 'skopeo not installed' }, async () => {
+test('skopeo reads a release from the layout and sees the same manifest digest', async () => {
+  requireOnHost('/usr/bin/skopeo', 'package skopeo');
   const dir = scratch();
   const store = await openStore(join(dir, 'store'), dir);
   const { digest } = await publishFake(store, dir, 'web', 'release-0.1.0');

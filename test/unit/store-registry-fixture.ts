@@ -1,12 +1,10 @@
 /** Starts Debian's docker-registry on 127.0.0.1 for a test, optionally with htpasswd (bcrypt) basic auth. */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { scratch } from './store-fixtures.js';
-
-export const haveRegistry = existsSync('/usr/bin/docker-registry');
-export const haveHtpasswd = existsSync('/usr/bin/htpasswd');
+import { requireOnHost } from './host-requirements.js';
 
 export interface TestRegistry { port: number; url: string; dir: string; proc: ChildProcess; stop(): Promise<void> }
 
@@ -23,6 +21,8 @@ async function freePort(): Promise<number> {
 }
 
 export async function startRegistry(auth?: { user: string; password: string }): Promise<TestRegistry> {
+  requireOnHost('/usr/bin/docker-registry', 'package docker-registry');
+  if (auth) requireOnHost('/usr/bin/htpasswd', 'package apache2-utils');
   const dir = scratch('kiln-registry-');
   const port = await freePort();
   mkdirSync(join(dir, 'data'));

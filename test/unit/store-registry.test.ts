@@ -1,17 +1,17 @@
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadSigner, loadTrustedKey, openStore, TagExistsError } from '../../src/store/index.js';
 import { RegistryStore } from '../../src/store/registry.js';
 import { publishFake, scratch, sha256File } from './store-fixtures.js';
-import { haveHtpasswd, haveRegistry, startRegistry, type TestRegistry } from './store-registry-fixture.js';
+import { startRegistry, type TestRegistry } from './store-registry-fixture.js';
+import { requireOnHost } from './host-requirements.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-describe('registry store without auth', { skip: !haveRegistry && 'docker-registry not installed' }, () => {
+describe('registry store without auth', () => {
   let reg: TestRegistry;
   before(async () => { reg = await startRegistry(); });
   after(async () => { await reg?.stop(); });
@@ -42,7 +42,8 @@ describe('registry store without auth', { skip: !haveRegistry && 'docker-registr
     await assert.rejects(store.resolve('web@release-0.1.0'), /revoked: bad/);
   });
 
-  test('skopeo sees the same manifest in the registry and in the layout', { skip: !existsSync('/usr/bin/skopeo') && 'skopeo not installed' }, async () => {
+  test('skopeo sees the same manifest in the registry and in the layout', async () => {
+    requireOnHost('/usr/bin/skopeo', 'package skopeo');
     const dir = scratch();
     const local = await openStore(join(dir, 'store'), dir);
     const { digest } = await publishFake(local, dir, 'app', 'v1');
@@ -84,7 +85,7 @@ describe('registry store without auth', { skip: !haveRegistry && 'docker-registr
   });
 });
 
-describe('registry store with basic auth', { skip: (!haveRegistry || !haveHtpasswd) && 'docker-registry or htpasswd not installed' }, () => {
+describe('registry store with basic auth', () => {
   let reg: TestRegistry;
   before(async () => { reg = await startRegistry({ user: 'kiln', password: 's3cret' }); });
   after(async () => { await reg?.stop(); });
@@ -139,7 +140,7 @@ async function bearerProxy(target: number): Promise<{ port: number; scopes: stri
   return { port: (server.address() as { port: number }).port, scopes, close: () => new Promise((r) => server.close(() => r())) };
 }
 
-describe('registry store behind a bearer token service', { skip: !haveRegistry && 'docker-registry not installed' }, () => {
+describe('registry store behind a bearer token service', () => {
   let reg: TestRegistry;
   let proxy: Awaited<ReturnType<typeof bearerProxy>>;
   before(async () => { reg = await startRegistry(); proxy = await bearerProxy(reg.port); });

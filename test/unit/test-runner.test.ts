@@ -1,0 +1,67 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+
+// scripts/test.mjs (npm test) run over a small tree of stand-in test files, as in a checkout's dist/.
+const script = new URL('../../../scripts/test.mjs', import.meta.url).pathname;
+const base = mkdtempSync(join(tmpdir(), 'kiln-test-runner-'));
+after(() => rmSync(base, { recursive: true, force: true }));
+
+const PASS = "import { test } from 'node:test';\ntest('passes', () => {});\n";
+const SKIP = "import { test } from 'node:test';\ntest('passes', () => {});\ntest('is skipped', { skip: 'no tool' }, () => {});\n";
+const TODO = "import { test } from 'node:test';\ntest('later', { todo: true }, () => {});\n";
+
+function run(files: Record<string, string>, env: Record<string, string> = {}): { status: number | null; out: string } {
+  const dir = mkdtempSync(join(base, 'tree-'));
+  for (const d of ['dist/test/unit', 'dist/test/e2e']) mkdirSync(join(dir, d), { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, 'dist/test', name), text);
+  // Not the outer run's context: NODE_TEST_CONTEXT would make the inner runner report to this one.
+  const { NODE_TEST_CONTEXT: _, CI: __, KILN_TEST_ONLY: ___, ...outer } = process.env;
+  const r = spawnSync(process.execPath, [script], {
+    cwd: dir, encoding: 'utf8', env: { ...outer, KILN_E2E_DIR: join(dir, 'e2e-scratch'), KILN_E2E_RUN: 'run-1', ...env },
+  });
+  return { status: r.status, out: r.stdout + r.stderr };
+}
+
+test('unit and end-to-end files that pass: exit 0 with the totals', () => {
+  const r = run({ 'unit/a.test.js': PASS, 'e2e/b.test.js': PASS }, { CI: '1' });
+  assert.equal(r.status, 0, r.out);
+  assert.match(r.out, /summary \(2 files\):\n {2}tests 2\n/);
+  assert.doesNotMatch(r.out, /FAILED/);
+});
+
+test('under CI a skipped or todo test fails the run, saying so in the summary', () => {
+  for (const text of [SKIP, TODO]) {
+    const r = run({ 'unit/a.test.js': text, 'e2e/b.test.js': PASS }, { CI: 'true' });
+    assert.equal(r.status, 1, r.out);
+    assert.match(r.out, /FAILED: \d skipped and \d todo tests: not allowed under CI/);
+  }
+});
+
+test('outside CI a skipped test passes with a note that CI would fail', () => {
+  const r = run({ 'unit/a.test.js': SKIP, 'e2e/b.test.js': PASS });
+  assert.equal(r.status, 0, r.out);
+  assert.match(r.out, /note: 1 tests skipped or todo; under CI that fails the run/);
+});
+
+test('no end-to-end files fails, in CI and out of it, unless KILN_TEST_ONLY=unit outside CI', () => {
+  for (const env of [{ CI: '1' }, {}] as Record<string, string>[]) {
+    const r = run({ 'unit/a.test.js': PASS }, env);
+    assert.equal(r.status, 1, r.out);
+    assert.match(r.out, /FAILED: no end-to-end test files in dist\/test\/e2e/);
+  }
+  assert.equal(run({ 'unit/a.test.js': PASS }, { KILN_TEST_ONLY: 'unit' }).status, 0);
+  const ci = run({ 'unit/a.test.js': PASS }, { KILN_TEST_ONLY: 'unit', CI: '1' });
+  assert.equal(ci.status, 2);
+  assert.match(ci.out, /KILN_TEST_ONLY is not allowed in CI/);
+});
+
+test('no unit files fails too, and a failing test fails the run', () => {
+  assert.match(run({ 'e2e/b.test.js': PASS }).out, /FAILED: no unit test files in dist\/test\/unit/);
+  const r = run({ 'unit/a.test.js': "import { test } from 'node:test';\ntest('fails', () => { throw new Error('no'); });\n", 'e2e/b.test.js': PASS });
+  assert.equal(r.status, 1);
+  assert.match(r.out, /FAILED: tests failed/);
+});
