@@ -10,6 +10,10 @@
  *   their stack, as a bug to report, and exit 70 (EX_SOFTWARE). Nothing may wrap a bug into a
  *   KilnError, which would hide its stack and blame the user.
  * - Interrupts are InterruptedError: 130 for SIGINT, 143 for SIGTERM, as a shell reports them.
+ * - The host refusing an operation for a reason of its own (no space left, a quota, permissions, a
+ *   read-only filesystem, too many open files, an I/O error, no memory) is the user's to act on
+ *   wherever it happens: hostError makes it a KilnError naming the operation and the path. Other
+ *   system errors (ENOENT, EEXIST, …) stay bugs: they mean Kiln lost track of its own files.
  */
 export const BUG_EXIT = 70;
 
@@ -84,7 +88,31 @@ export function tail(text: string, lines: number): string {
  * Writes an error the way the policy above says and returns the exit status: a KilnError as
  * "error: file:line: message" with its hint; anything else as a bug with its stack.
  */
+/** errno codes that describe the build host's state, not Kiln's code. */
+const HOST_ERRNO: Record<string, string> = {
+  ENOSPC: 'free some space (or point KILN_CACHE_DIR / --out elsewhere) and run it again',
+  EDQUOT: 'a disk quota is exhausted: free some space and run it again',
+  EACCES: 'check the permissions of that path (Kiln runs as the user who started it)',
+  EPERM: 'the operation is not permitted here: check the permissions, or run as root where Kiln needs it',
+  EROFS: 'that filesystem is mounted read-only',
+  EMFILE: 'too many open files: raise the limit (ulimit -n) and run it again',
+  ENFILE: 'the system is out of file handles: close other programs and run it again',
+  EIO: 'the device reported an I/O error: check the disk',
+  ENOMEM: 'the host is out of memory',
+};
+
+/** The KilnError for an error the host raised for a reason of its own (see the policy above); undefined for anything else. */
+export function hostError(e: unknown, where: ErrorWhere = {}): KilnError | undefined {
+  if (e instanceof KilnError || !(e instanceof Error)) return undefined;
+  const x = e as NodeJS.ErrnoException;
+  const hint = typeof x.code === 'string' && typeof x.syscall === 'string' ? HOST_ERRNO[x.code] : undefined;
+  if (!hint) return undefined;
+  return new KilnError(`the host refused ${x.syscall}${x.path ? ` on ${x.path}` : ''}: ${x.message}`, { where: { ...(x.path ? { file: x.path } : {}), ...where }, hint, cause: e });
+}
+
 export function reportError(e: unknown, write: (text: string) => void, prefix = 'error: '): number {
+  const host = hostError(e);
+  if (host) e = host;
   if (e instanceof KilnError) {
     write(`${prefix}${e.format()}\n`);
     return e.exitCode;

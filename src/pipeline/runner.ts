@@ -4,7 +4,7 @@
  * of the steps already started, in reverse order: after an interrupt, once the running step has
  * returned (it is told through its AbortSignal, and its host tools are killed).
  */
-import { InterruptedError, KilnError } from '../errors.js';
+import { hostError, InterruptedError, KilnError } from '../errors.js';
 import { killAllChildren, runningChildren } from '../exec.js';
 import { humanSeconds, type Logger } from '../log.js';
 
@@ -83,6 +83,8 @@ export class StepBug extends Error {
 
 /** What runSteps throws: the user's error at a step, or a step's bug; both carry the step records. */
 function stepError(step: string, e: unknown, steps: StepRecord[]): StepFailure | StepBug {
+  const host = hostError(e);
+  if (host) return new StepFailure(step, host, steps);
   return e instanceof KilnError ? new StepFailure(step, e, steps) : new StepBug(step, e, steps);
 }
 

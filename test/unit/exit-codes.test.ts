@@ -55,6 +55,19 @@ test('through the step runner a user error keeps its exit code and a bug stays a
   assert.match(bug.text, /^kiln: internal error \(a bug; please report it\)\nStepBug: step provision: index out of range\nRangeError: index out of range\n\s+at /);
 });
 
+test('the host refusing an operation (no space, permissions, read-only) is the user\'s to act on, in a step or not; ENOENT stays a bug', async () => {
+  const enospc = Object.assign(new Error("ENOSPC: no space left on device, write"), { code: 'ENOSPC', syscall: 'write', path: '/var/tmp/x/disk.raw', errno: -28 });
+  const direct = report(enospc);
+  assert.equal(direct.code, 1);
+  assert.match(direct.text, /^error: \/var\/tmp\/x\/disk\.raw: the host refused write on \/var\/tmp\/x\/disk\.raw: ENOSPC: no space left on device, write\n  hint: free some space/);
+  const inStep = await throughRunner(Object.assign(new Error('EACCES: permission denied, open'), { code: 'EACCES', syscall: 'open', path: '/srv/out' }));
+  assert.equal(inStep.code, 1);
+  assert.match(inStep.text, /step: provision/);
+  assert.match(inStep.text, /hint: check the permissions/);
+  const lost = await throughRunner(Object.assign(new Error('ENOENT: no such file or directory, open'), { code: 'ENOENT', syscall: 'open', path: '/work/disk.raw' }));
+  assert.equal(lost.code, 70, 'a file of its own that Kiln cannot find is a bug');
+});
+
 test('the kiln command exits 2 for an unknown command or flag, and 0 for --help', () => {
   const kiln = new URL('../../../bin/kiln.js', import.meta.url).pathname;
   const run = (...args: string[]) => spawnSync(process.execPath, [kiln, ...args], { encoding: 'utf8' });
