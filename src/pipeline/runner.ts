@@ -19,7 +19,7 @@ export interface Step<C> {
    * The runner waits for run() to return before any cleanup starts.
    */
   run(ctx: C, progress: StepProgress, signal: AbortSignal): Promise<void>;
-  /** Releases what run() acquired; runs on failure and interrupt, and after success when `always` is set. */
+  /** Releases what run() acquired; runs in reverse order after the last step, on success, failure and interrupt (unless --on-error=keep). */
   cleanup?(ctx: C, outcome: 'success' | 'failure'): Promise<void>;
   /** Skip when this returns true. */
   skip?(ctx: C): boolean;

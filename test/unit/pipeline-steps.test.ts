@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { KilnError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { newContext } from '../../src/pipeline/build.js';
-import type { BuildContext, BuildState, BuildStep } from '../../src/pipeline/context.js';
+import { step, type BuildContext, type BuildState, type BuildStep } from '../../src/pipeline/context.js';
 import { checkPlan } from '../../src/pipeline/plan.js';
 import { runSteps } from '../../src/pipeline/runner.js';
 import { auditStep, configureStep, formatsStep, outputsStep, preflightStep, releaseStep, sealStep, stampStep, versionStep, workAreaStep } from '../../src/pipeline/steps/index.js';
@@ -67,10 +67,13 @@ function smallTree(root: string): void {
 
 test('version, preflight and work-area: the tag is the version, an unreleased version passes, the work area exists and is removed on failure', async () => {
   const ctx = context();
-  await run([versionStep, preflightStep, workAreaStep], ctx);
+  let during = false;
+  const probe = step({ name: 'probe', describe: 'looks at the work area', async run(c) { during = existsSync(c.stagingDir) && existsSync(c.root); } });
+  await run([versionStep, preflightStep, workAreaStep, probe], ctx);
   assert.equal(ctx.version?.version, 'release-0.1.0');
   assert.equal(ctx.version?.commit, git('rev-parse', 'HEAD'));
-  assert.ok(existsSync(ctx.stagingDir) && existsSync(ctx.root));
+  assert.ok(during, 'the work area existed while the steps ran');
+  assert.equal(existsSync(ctx.workDir), false, 'and is removed when the build ends');
   const failing = context();
   const boom = { ...stampStep, name: 'boom', async run() { throw new KilnError('boom'); } } as BuildStep;
   await assert.rejects(runSteps([versionStep, workAreaStep, boom], failing, { logger: silentLogger }), /boom/);
@@ -82,7 +85,7 @@ test('version, preflight and work-area: the tag is the version, an unreleased ve
 
 test("configure, seal and stamp on a small tree: Kiln's layer, the seal's report, the version stamp and the package list", async () => {
   const ctx = context();
-  await run([versionStep, workAreaStep], ctx);
+  await run([versionStep], ctx);
   smallTree(ctx.root);
   ctx.source = { type: 'debian', mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], verified: true, keyring: '', packages: [], baseKey: 'k' };
   ctx.provision = { tasks: [], totals: { ok: 0, changed: 0, failures: 0, unreachable: 0, skipped: 0, rescued: 0, ignored: 0 } };
@@ -100,7 +103,7 @@ test('audit, formats, release and outputs on a small disk: findings fail the bui
   const planted = buildFixture(join(work, 'dirty-tree')).planted;
   buildDisk(join(work, 'dirty-tree'), join(work, 'dirty.raw'));
   const dirty = context();
-  await run([versionStep, workAreaStep], dirty);
+  await run([versionStep], dirty);
   dirty.disk = { raw: join(work, 'dirty.raw'), layout: {} as never };
   await assert.rejects(runSteps([auditStep], dirty, { logger: silentLogger }), (e: unknown) => e instanceof KilnError && new RegExp(`the audit found ${planted.length} problem`).test(e.message));
   rmSync(dirty.workDir, { recursive: true, force: true });
@@ -111,10 +114,13 @@ test('audit, formats, release and outputs on a small disk: findings fail the bui
   writeFileSync(join(clean, 'etc/hostname'), 'stepped\n');
   buildDisk(clean, join(work, 'clean.raw'));
   const ctx = context();
-  await run([versionStep, workAreaStep], ctx);
+  await run([versionStep], ctx);
+  mkdirSync(ctx.stagingDir, { recursive: true });
   ctx.disk = { raw: join(work, 'clean.raw'), layout: {} as never };
+  ctx.packages = [{ name: 'base-files', version: '12.4+deb12u5', arch: 'amd64' }];
+  ctx.controller = { root: '/', ansibleCore: '2.14.3' };
   ctx.source = { type: 'debian', mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], verified: true, keyring: '', packages: [], baseKey: 'k' };
-  await run([auditStep, formatsStep, releaseStep, outputsStep], ctx, ['version', 'disk', 'source']);
+  await run([auditStep, formatsStep, releaseStep, outputsStep], ctx, ['version', 'disk', 'source', 'packages', 'controller']);
   assert.deepEqual(ctx.findings, []);
   assert.deepEqual(ctx.artifacts?.map((a) => [a.format, a.mediaType]), [['raw', 'application/vnd.kiln.disk.raw'], ['qcow2', 'application/vnd.kiln.disk.qcow2']]);
   assert.equal(ctx.release?.ref, 'web@release-0.1.0');
