@@ -1,7 +1,9 @@
 /**
  * The one way Kiln runs a host tool. It logs the command line (shown with --verbose), captures
  * or streams output, and turns a non-zero exit into a CommandError carrying the tool's stderr.
- * Children run in their own process group so an interrupted build can stop the whole tree.
+ * Children run in their own process group so an interrupted build can stop the whole tree, and
+ * with a parent-death signal (setpriv --pdeathsig KILL): if Kiln itself is killed, even with
+ * kill -9, the tool dies with it instead of writing on into a work area nobody owns any more.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -76,13 +78,34 @@ export function commandLine(cmd: string, args: readonly string[]): string {
   return [cmd, ...args].map(quoteArg).join(' ');
 }
 
+/** The executable a command name runs: cmd itself when it holds a slash, else the first on PATH. */
+export function findTool(cmd: string, path: string): string | undefined {
+  if (cmd.includes('/')) return cmd;
+  for (const dir of path.split(':').filter(Boolean)) {
+    const p = join(dir, cmd);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
 export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
   const logger = opts.logger ?? silentLogger;
   const line = commandLine(cmd, args);
   logger.debug(line);
+  const env = hostEnv(opts.env, opts.passEnv);
+  const tool = findTool(cmd, env.PATH ?? '');
+  if (!tool) {
+    return Promise.reject(new KilnError(`host tool not found: ${cmd}`, { where: { command: line }, hint: 'run `kiln doctor` (as root) to install the missing host tools' }));
+  }
+  // setpriv execs the tool in place: the child's pid, process group and exit status are the tool's.
+  const setpriv = findTool('setpriv', env.PATH ?? '');
+  const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', tool, ...args]] : [tool, [...args]];
   const spawnOpts: SpawnOptions = {
     cwd: opts.cwd,
-    env: hostEnv(opts.env, opts.passEnv),
+    env,
     detached: !opts.interactive,
     stdio: opts.interactive ? 'inherit' : ['pipe', 'pipe', 'pipe', ...Array<'pipe'>(opts.extraFds ?? 0).fill('pipe')],
   };
@@ -90,7 +113,7 @@ export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {
   return new Promise((resolve, reject) => {
     let child: ChildProcess;
     try {
-      child = spawn(cmd, args, spawnOpts);
+      child = spawn(file, argv, spawnOpts);
     } catch (e) {
       reject(new KilnError(`cannot run ${cmd}: ${(e as Error).message}`, { where: { command: line }, hint: 'run `kiln doctor` to install missing host tools' }));
       return;
