@@ -11,7 +11,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync 
 import { join } from 'node:path';
 import { build } from './build.js';
 import { configureStep, provisionStep, sourceStep, toolsStep, versionStep, workAreaStep } from './steps/index.js';
-import { step, type BuildEnv, type BuildState } from './context.js';
+import { step, type BuildEnv, type BuildState, type BuildStep } from './context.js';
 import { KilnError } from '../errors.js';
 import { writeFileDurable } from '../fsio.js';
 import type { Logger } from '../log.js';
@@ -110,6 +110,9 @@ function sha256Hex(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
+/** The build `kiln lock` runs before it reads the tree: no lock step (it resolves against the archive), no disk. */
+export const LOCK_STEPS: readonly BuildStep[] = [versionStep, workAreaStep, sourceStep, toolsStep, configureStep, provisionStep];
+
 export interface LockResult { file: string; lock: LockFile; previous?: LockFile; changes: LockChange[]; written: boolean }
 
 export async function resolveLock(template: LoadedTemplate, logger: Logger, opts: { update: boolean }): Promise<LockResult> {
@@ -134,8 +137,7 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
       p.log(`${lock.packages.length} packages`);
     },
   });
-  await build(template, { snapshot: true, onError: 'cleanup', noRelease: true, lock: 'ignore' }, logger,
-    [versionStep, workAreaStep, sourceStep, toolsStep, configureStep, provisionStep, collect]);
+  await build(template, { snapshot: true, onError: 'cleanup', noRelease: true, lock: 'ignore' }, logger, [...LOCK_STEPS, collect]);
   const changes = diffLocks(previous, lock!);
   return { file, lock: lock!, previous, changes, written };
 }

@@ -16,7 +16,7 @@ export interface StepDeclaration<S> {
   readonly reads: readonly string[];
   /** Results the step cannot run without; each must come from an earlier step that always runs. */
   readonly needs: readonly (keyof S)[];
-  /** Results the step reads when an earlier step provided them. */
+  /** Results the step reads when an earlier step provided them (a pipeline without that step is fine: `kiln lock`'s has no lock step). */
   readonly uses: readonly (keyof S)[];
   /** Results the step always sets when it runs (not when it is skipped). */
   readonly provides: readonly (keyof S)[];
@@ -82,7 +82,8 @@ export function stepsOver<E, S>() {
 /**
  * Proves a list of steps can run in this order: every need is provided by an earlier step that
  * always runs (a step with a skip() condition, or a result it only may provide, cannot satisfy a
- * need), every use by some earlier step. `initial` is what the context holds before the first step.
+ * need); a use is a use of something that may be absent, so it needs no provider (its key is typed,
+ * so a misspelt one does not compile). `initial` is what the context holds before the first step.
  * Throws a PlanError naming each problem.
  */
 export function checkPlan<S>(steps: readonly DeclaredStep<unknown, S>[], initial: readonly (keyof S)[] = []): void {
@@ -100,7 +101,6 @@ export function checkPlan<S>(steps: readonly DeclaredStep<unknown, S>[], initial
         ? `step ${s.name} needs ${String(n)}, which an earlier step provides only in some builds (declare it in uses)`
         : `step ${s.name} needs ${String(n)}, which no earlier step provides`);
     }
-    for (const u of d.uses) if (!sure.has(u) && !maybe.has(u)) problems.push(`step ${s.name} uses ${String(u)}, which no earlier step provides`);
     for (const p of d.provides) (s.skip ? maybe : sure).add(p);
     for (const p of d.mayProvide) maybe.add(p);
   }
