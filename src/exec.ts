@@ -177,11 +177,5 @@ export async function output(cmd: string, args: readonly string[], opts: ExecOpt
 
 /** True when the command is an executable on PATH. */
 export async function hasTool(name: string, path = process.env.PATH ?? ''): Promise<boolean> {
-  for (const dir of path.split(':').filter(Boolean)) {
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return true;
-    } catch { /* not here */ }
-  }
-  return false;
+  return findTool(name, path) !== undefined;
 }

@@ -14,6 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { KilnError } from '../errors.js';
+import { hostEnv } from '../sandbox/env.js';
 
 export interface InodeFile { ino: number; size: number }
 export interface FileSink { data(chunk: Buffer): void; end(): void }
@@ -29,10 +30,11 @@ const BANNER = /^debugfs \d+(?:\.\d+)* \([^)]*\)$/;
  */
 export function readInodes(image: string, offset: number, files: readonly InodeFile[], sink: (i: number) => FileSink): Promise<void> {
   return new Promise((resolve, reject) => {
-    // Parent-death signal: if Kiln dies, debugfs does too.
+    // Spawned here, not through exec (which keeps output as text): the same parent-death signal, so
+    // if Kiln dies, debugfs does too.
     const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'debugfs', '-f', '-', `${image}?offset=${offset}`], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', PAGER: '__none__', DEBUGFS_PAGER: '__none__' },
+      env: hostEnv({ LC_ALL: 'C', PAGER: '__none__', DEBUGFS_PAGER: '__none__' }),
     });
     let failed: string | undefined;
     const fail = (why: string) => {

@@ -31,9 +31,9 @@ export async function withMountedFilesystem<T>(file: string, offset: number, scr
   let pid: number | undefined;
   let exited = false;
   let stderr = '';
-  const run = exec('setpriv', [
-    '--pdeathsig', 'KILL', '--',
-    'unshare', '--mount', '--propagation', 'private', '--',
+  // exec starts it with a parent-death signal (setpriv --pdeathsig), which unshare's exec of fuse2fs keeps.
+  const run = exec('unshare', [
+    '--mount', '--propagation', 'private', '--',
     // -f: stay in the foreground, so this process is fuse2fs and the parent-death signal reaches it.
     'fuse2fs', '-f', file, mnt, '-o', `ro,norecovery,offset=${offset},nosuid,nodev,noexec,kernel_cache,attr_timeout=3600,entry_timeout=3600`,
   ], {
