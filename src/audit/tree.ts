@@ -142,7 +142,6 @@ interface Packaged {
 }
 
 function packagedFiles(root: string): Packaged {
-
   let sums: Map<string, string> | undefined;
   const load = () => {
     const m = new Map<string, string>();
@@ -168,7 +167,6 @@ function packagedFiles(root: string): Packaged {
     unmodified(p) {
       const want = expected(p);
       if (!want) return false;
-
       // The walk saw a regular file under real directories (it follows no link), in a tree nothing
       // else writes: joined, not resolved component by component (every lstat crosses FUSE).
       let fd: number | undefined;

@@ -41,10 +41,6 @@ export const FORMATS: readonly FormatName[] = FORMAT_SPECS.map((f) => f.name);
 
 const BY_NAME = new Map<string, FormatSpec>(FORMAT_SPECS.map((f) => [f.name, f]));
 
-export function isFormatName(s: string): s is FormatName {
-  return BY_NAME.has(s);
-}
-
 /** The format's entry, or undefined for a name this version does not know (e.g. from a newer store). */
 export function formatSpec(name: string): FormatSpec | undefined {
   return BY_NAME.get(name);

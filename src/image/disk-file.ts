@@ -5,11 +5,10 @@
  * so an image downloaded from elsewhere is classified here first, and refused unless it is one
  * self-contained file. Pure: tests feed it bytes.
  */
-import type { FormatSpec } from '../formats/registry.js';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { KilnError } from '../errors.js';
+import type { FormatSpec } from '../formats/registry.js';
 
-/** qemu-img's driver name for a self-contained image Kiln can read. */
 /** qemu-img's names for the disk formats Kiln writes and reads (src/formats/registry.ts). */
 export type DiskFormat = NonNullable<FormatSpec['qemuImg']>;
 
