@@ -2,6 +2,9 @@
  * A cached file beside a JSON record of it (<key>.tar + <key>.json in the base tree cache): the
  * record carries the file's sha256 and size, and every use checks them, so a file cut short by a
  * crash, a full disk or a careless copy is found, discarded and built again instead of half used.
+ * The record also keeps the file's inode and mtime when it was hashed; while both are unchanged
+ * (any write, truncation or copy over the file changes one), a use checks the size and does not
+ * read the whole file again. `kiln cache verify` hashes everything.
  * The file is built as a temporary in the cache's own directory (a rename from elsewhere fails
  * with EXDEV when KILN_CACHE_DIR is on another filesystem) and renamed into place once fsynced.
  */
@@ -13,7 +16,13 @@ import { fsyncDirSync, fsyncPath, sha256OfFile, writeFileDurable } from './fsio.
 import type { Logger } from './log.js';
 import { processAlive } from './store/lock.js';
 
-export interface EntryRecord { sha256: string; size: number }
+export interface EntryRecord {
+  sha256: string;
+  size: number;
+  /** The file's inode and mtime (ns) when it was hashed: while both are unchanged, a use need not hash it again. */
+  ino?: string;
+  mtimeNs?: string;
+}
 
 /** A temporary name for the entry, in its directory, owned by this process. */
 export function entryTemp(file: string): string {
@@ -33,11 +42,14 @@ export async function intactEntry(file: string, recordFile: string, logger: Logg
   if (!rec) problem = `its record ${recordFile} is missing or unreadable`;
   else if (typeof rec.sha256 !== 'string' || typeof rec.size !== 'number') problem = 'its record has no sha256 and size (written by an older Kiln)';
   else {
-    const size = statSync(file).size;
+    const st = statSync(file, { bigint: true });
+    const size = Number(st.size);
     if (size !== rec.size) problem = `it is ${size} bytes, its record says ${rec.size}`;
-    else {
+    else if (rec.ino !== String(st.ino) || rec.mtimeNs !== String(st.mtimeNs)) {
+      // Written, replaced or recorded by an older Kiln since it was hashed: hash it now.
       const sum = await sha256OfFile(file);
       if (sum !== rec.sha256) problem = `its sha256 is ${sum}, its record says ${rec.sha256}`;
+      else writeFileDurable(recordFile, JSON.stringify({ ...rec, ino: String(st.ino), mtimeNs: String(st.mtimeNs) }, null, 2));
     }
   }
   if (!problem) return true;
@@ -54,7 +66,8 @@ export async function commitEntry(tmp: string, file: string, recordFile: string,
   await fsyncPath(tmp);
   await rename(tmp, file);
   fsyncDirSync(join(file, '..'));
-  const r: EntryRecord = { sha256, size };
+  const st = statSync(file, { bigint: true });
+  const r: EntryRecord = { sha256, size, ino: String(st.ino), mtimeNs: String(st.mtimeNs) };
   writeFileDurable(recordFile, JSON.stringify({ ...record, ...r }, null, 2));
   return r;
 }
@@ -88,4 +101,23 @@ export function treeDigest(root: string): string {
   };
   visit('');
   return outer.digest('hex');
+}
+
+/** Every <key>.tar with its record in dir, each hashed in full; damaged ones are removed. Returns the number checked and removed. */
+export async function verifyEntries(dir: string, logger: Logger): Promise<{ checked: number; removed: number }> {
+  let checked = 0;
+  let removed = 0;
+  for (const n of existsSync(dir) ? readdirSync(dir).filter((f) => /^[0-9a-f]{64}\.tar$/.test(f)) : []) {
+    const file = join(dir, n);
+    const recordFile = file.replace(/\.tar$/, '.json');
+    try {
+      const rec = JSON.parse(readFileSync(recordFile, 'utf8')) as EntryRecord;
+      delete rec.ino;
+      delete rec.mtimeNs;
+      writeFileDurable(recordFile, JSON.stringify(rec, null, 2));
+    } catch { /* intactEntry reports the record */ }
+    checked++;
+    if (!(await intactEntry(file, recordFile, logger))) removed++;
+  }
+  return { checked, removed };
 }

@@ -7,7 +7,7 @@ import { parse, type Command } from './command.js';
 export const buildCommand: Command = {
   name: 'build',
   summary: 'Build the image at the git tag of HEAD: source, playbook, seal, disk, formats, release',
-  usage: 'kiln build [--file kiln.yaml] [--snapshot] [--on-error=cleanup|keep] [--out DIR] [--no-release] [--verbose] [--json]',
+  usage: 'kiln build [--file kiln.yaml] [--snapshot] [--on-error=cleanup|keep] [--out DIR] [--no-release] [--no-cache] [--verbose] [--json]',
   async run(argv) {
     const { values } = parse('build', this.usage, argv, {
       file: { type: 'string', short: 'f' },
@@ -15,6 +15,7 @@ export const buildCommand: Command = {
       'on-error': { type: 'string', default: 'cleanup' },
       out: { type: 'string' },
       'no-release': { type: 'boolean' },
+      'no-cache': { type: 'boolean' },
       verbose: { type: 'boolean', short: 'v' },
       json: { type: 'boolean' },
     }, false);
@@ -22,7 +23,7 @@ export const buildCommand: Command = {
     if (onError !== 'cleanup' && onError !== 'keep') throw new KilnError(`--on-error must be cleanup or keep, not ${onError}`, { exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
     const template = loadTemplate(findTemplate(values.file ?? '.'));
-    const record = await build(template, { snapshot: Boolean(values.snapshot), onError, outDir: values.out, noRelease: values['no-release'] }, logger);
+    const record = await build(template, { snapshot: Boolean(values.snapshot), onError, outDir: values.out, noRelease: values['no-release'], noCache: values['no-cache'] }, logger);
     printSummary(record, logger);
     if (values.json) process.stdout.write(JSON.stringify(record, null, 2) + '\n');
     return 0;

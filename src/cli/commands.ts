@@ -3,6 +3,7 @@ import type { Command } from './command.js';
 import { applyCommand } from './apply.js';
 import { bootCommand } from './boot.js';
 import { buildCommand } from './build.js';
+import { cacheCommand } from './cache.js';
 import { doctorCommand } from './doctor.js';
 import { schemaCommand } from './schema.js';
 import { sealCommand } from './seal.js';
@@ -24,6 +25,7 @@ export const commands: Command[] = [
   buildCommand,
   lockCommand,
   rebuildCommand,
+  cacheCommand,
   shellCommand,
   bootCommand,
   validateCommand,

@@ -2,6 +2,7 @@
  * Preparing the root tree for mke2fs -d: writing the files the disk needs, clamping mtimes to
  * SOURCE_DATE_EPOCH (mke2fs copies them as they are), and measuring what the tree needs.
  */
+import { lstatSync, lutimesSync, readdirSync } from 'node:fs';
 import { lstat, lutimes, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -15,6 +16,34 @@ export interface TreeStats {
 }
 
 const BLOCK = 4096;
+
+/**
+ * The time every entry the build wrote carries until the disk's clamp makes it SOURCE_DATE_EPOCH
+ * (2100-01-01T00:00:00Z: later than any commit). The clock's own times would work for the clamp
+ * too, but they differ from build to build: marked, the provisioned tree is the same bytes and
+ * times whichever build made it, so it can be cached and reused by a later commit (another
+ * SOURCE_DATE_EPOCH), and the disk is still what a build from scratch makes.
+ */
+export const BUILD_WRITTEN_MTIME = 4102444800;
+
+/**
+ * Marks every entry of the tree modified at or after sinceMs (written by the build: the base tree's
+ * files are older, mmdebstrap clamps them to the archive date) with BUILD_WRITTEN_MTIME. Returns
+ * how many were marked.
+ */
+export function markBuildTimes(root: string, sinceMs: number): number {
+  let n = 0;
+  const visit = (path: string) => {
+    const st = lstatSync(path);
+    if (st.mtimeMs >= sinceMs) {
+      lutimesSync(path, BUILD_WRITTEN_MTIME, BUILD_WRITTEN_MTIME);
+      n++;
+    }
+    if (st.isDirectory()) for (const e of readdirSync(path)) visit(join(path, e));
+  };
+  visit(root);
+  return n;
+}
 
 /**
  * Walks the tree once: sets the mtime of every entry newer than `sde` to `sde` (lutimes, so

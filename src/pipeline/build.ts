@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { quoteArg } from '../exec.js';
 import { humanBytes, humanSeconds, type Logger } from '../log.js';
+import { cacheLimit } from './step-cache.js';
 import { checkPlan, PlanError } from './plan.js';
 import { runSteps, type StepRecord } from './runner.js';
 import type { LoadedTemplate } from '../template/load.js';
@@ -68,6 +69,11 @@ export async function build(template: LoadedTemplate, options: BuildOptions, log
   });
   const record = recordOf(ctx, result.steps, result.durationMs);
   if (ctx.outDir) writeBuildRecord(ctx.outDir, record);
+  if (ctx.cache) {
+    // Bounded: the least recently used entries go once the cache is over its limit.
+    const pruned = ctx.cache.store.prune(cacheLimit());
+    if (pruned.removed.length) logger.info(`step cache: removed ${pruned.removed.length} least recently used entr${pruned.removed.length === 1 ? 'y' : 'ies'} (limit ${humanBytes(cacheLimit())}, KILN_CACHE_MAX_SIZE)`);
+  }
   return record;
 }
 

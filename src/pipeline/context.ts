@@ -12,6 +12,9 @@ import type { Finding } from '../audit/finding.js';
 import type { DiskLayout } from '../disk/index.js';
 import type { SealReport } from '../seal/types.js';
 import { stepsOver, type DeclaredStep } from './plan.js';
+import type { CacheKeys } from './cache-keys.js';
+import type { CacheHit, StepCache } from './step-cache.js';
+import type { FormatName } from '../formats/registry.js';
 
 export interface BuildOptions {
   snapshot: boolean;
@@ -24,6 +27,8 @@ export interface BuildOptions {
   lock?: 'use' | 'ignore';
   /** Cache directory; default KILN_CACHE_DIR, else .kiln/cache beside kiln.yaml. */
   cacheDir?: string;
+  /** --no-cache: the step cache is neither read nor written (the base and tools trees still are). */
+  noCache?: boolean;
 }
 
 export interface ProvisionRecord {
@@ -67,6 +72,12 @@ export interface BuildState {
   /** source: what was verified of the archive. */
   trust?: ArchiveTrust;
   source?: SourceRecord;
+  /** source: the verified base tree tarball (unpacked by configure when no cached output makes it unnecessary). */
+  base?: { tar: string };
+  /** configure: when the base tree was unpacked (ms); anything newer in the tree was written by the build. */
+  treeSince?: number;
+  /** cache: the step cache's keys for this build and what it already holds (src/pipeline/steps/cache.ts). */
+  cache?: CachePlan;
   /** tools: the Ansible controller (tools tree or host) the sandbox runs. */
   controller?: Controller;
   /** provision: the sandbox while it runs (kept on --on-error=keep until the shell command is printed). */
@@ -103,4 +114,24 @@ export interface LockState {
   trust: ArchiveTrust;
   /** The same for the tools tree's pins. */
   toolsTrust?: ArchiveTrust;
+}
+
+/** What a cached tree carries besides the tree: the records of the steps that made it. */
+export interface TreeData { provision: ProvisionRecord; seal: SealReport }
+/** What a cached disk carries: the layout, the stamped tree's packages, and the tree's records. */
+export interface DiskData extends TreeData { layout: DiskLayout; packages: InstalledPackage[] }
+export interface FormatData { size: number; sha256: string }
+
+/**
+ * The step cache for one build: the keys of its cacheable outputs and the entries found for them.
+ * The deepest hit decides what is built: a disk hit needs no tree at all, a tree hit no base tree,
+ * no provisioning and no seal.
+ */
+export interface CachePlan {
+  store: StepCache;
+  keys: CacheKeys;
+  tree?: CacheHit<TreeData>;
+  disk?: CacheHit<DiskData>;
+  audit?: CacheHit<null>;
+  formats: Map<FormatName, CacheHit<FormatData>>;
 }

@@ -73,7 +73,8 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
     await syntaxCheck(template);
     // The same cache a build in the repository uses: a rebuild reuses the base tree and the .debs.
     const cacheDir = process.env.KILN_CACHE_DIR ?? join(repo, dirname(rec.template), '.kiln', 'cache');
-    record = await build(template, { snapshot: false, onError: 'cleanup', noRelease: true, outDir, cacheDir }, o.logger);
+    // No step cache: a rebuild proves the release can be made again from its inputs, not from Kiln's earlier outputs.
+    record = await build(template, { snapshot: false, onError: 'cleanup', noRelease: true, outDir, cacheDir, noCache: true }, o.logger);
     if (record.version !== rec.version) throw new KilnError(`the commit now builds version ${record.version}, not ${rec.version}`, { hint: 'the release tag moved or was deleted' });
     const artifacts: ArtifactComparison[] = resolved.artifacts.map((a) => {
       const r = record!.artifacts.find((x) => x.format === a.format);

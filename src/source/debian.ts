@@ -184,10 +184,27 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
   return { tar, key, cached: false, sha256: entry.sha256 };
 }
 
+/** The tree as a tarball that extractTree gives back exactly (owners, modes, xattrs, ns times, hard links). */
+export async function packTree(root: string, tar: string, logger: Logger): Promise<void> {
+  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--format=posix', '-cf', tar, '-C', root, '.'], { logger });
+}
+
 export async function extractTree(tar: string, root: string, logger: Logger): Promise<void> {
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
   await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf', tar, '-C', root], { logger });
+}
+
+/** The packages of a base tree tarball, from its dpkg database alone (the tree is not unpacked). */
+export async function basePackagesOfTar(tar: string, scratch: string): Promise<InstalledPackage[]> {
+  rmSync(scratch, { recursive: true, force: true });
+  mkdirSync(scratch, { recursive: true });
+  try {
+    await exec('tar', ['-xf', tar, '-C', scratch, './var/lib/dpkg/status'], { hint: 'the base tree tarball has no dpkg database' });
+    return await installedPackages(scratch);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
 }
 
 export async function installedPackages(root: string): Promise<InstalledPackage[]> {

@@ -34,7 +34,7 @@ test("Kiln's build and kiln lock's partial pipeline pass the plan check; every s
   // kiln lock's pipeline: no lock step (it resolves against the archive), and a last step that reads the provisioned tree.
   checkPlan([...LOCK_STEPS, buildStep({ name: 'collect', describe: 'reads the tree', needs: ['provision'], async run() {} })]);
   const names = buildSteps.map((s) => s.name);
-  assert.deepEqual(names, ['version', 'preflight', 'work-area', 'lock', 'source', 'tools', 'configure', 'provision', 'seal', 'stamp', 'disk', 'audit', 'formats', 'release', 'outputs']);
+  assert.deepEqual(names, ['version', 'preflight', 'work-area', 'lock', 'source', 'tools', 'cache', 'configure', 'provision', 'seal', 'stamp', 'disk', 'audit', 'formats', 'release', 'outputs']);
   for (const n of names) {
     const mod = (await import(`../../src/pipeline/steps/${n}.js`)) as Record<string, DeclaredStep<unknown, unknown>>;
     const camel = n.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());

@@ -86,10 +86,14 @@ test('version, preflight and work-area: the tag is the version, an unreleased ve
 test("configure, seal and stamp on a small tree: Kiln's layer, the seal's report, the version stamp and the package list", async () => {
   const ctx = context();
   await run([versionStep], ctx);
-  smallTree(ctx.root);
+  // The base tree as the source step hands it on: a tarball, unpacked by configure.
+  const base = join(work, 'base-tree');
+  smallTree(base);
+  execFileSync('tar', ['-cf', join(work, 'base.tar'), '-C', base, '.']);
+  ctx.base = { tar: join(work, 'base.tar') };
   ctx.source = { type: 'debian', mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], verified: true, keyring: '', packages: [], baseKey: 'k' };
   ctx.provision = { tasks: [], totals: { ok: 0, changed: 0, failures: 0, unreachable: 0, skipped: 0, rescued: 0, ignored: 0 } };
-  await run([configureStep, sealStep, stampStep], ctx, ['version', 'source', 'provision']);
+  await run([configureStep, sealStep, stampStep], ctx, ['version', 'source', 'base', 'provision']);
   assert.equal(readFileSync(join(ctx.root, 'etc/hostname'), 'utf8'), 'stepped\n');
   assert.equal(readFileSync(join(ctx.root, 'etc/machine-id'), 'utf8'), '', 'the seal emptied the machine-id');
   assert.ok(ctx.seal?.operations.some((o) => o.name === 'machine-id' && o.changed.length === 1));

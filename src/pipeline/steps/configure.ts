@@ -1,13 +1,22 @@
-/** configure: Kiln's layer on the base tree: hostname, DHCP on any NIC, cloud-init user injection. */
+/** configure: the base tree unpacked, with Kiln's layer: hostname, DHCP on any NIC, cloud-init user injection. */
 import { applyImageLayer } from '../../image/layer.js';
+import { extractTree } from '../../source/debian.js';
 import { step } from '../context.js';
 
 export const configureStep = step({
   name: 'configure',
-  describe: "Kiln's layer: hostname, DHCP on any NIC, cloud-init user injection",
+  describe: "the base tree, with Kiln's layer: hostname, DHCP on any NIC, cloud-init user injection",
   reads: ['disk'],
-  needs: ['source'],
-  async run(ctx) {
+  needs: ['source', 'base'],
+  uses: ['cache'],
+  mayProvide: ['treeSince'],
+  async run(ctx, p) {
+    if (ctx.cache?.disk || ctx.cache?.tree) {
+      p.log(`not needed: the ${ctx.cache.disk ? 'disk' : 'provisioned tree'} is cached`);
+      return;
+    }
+    ctx.treeSince = Date.now();
+    await extractTree(ctx.base.tar, ctx.root, ctx.logger);
     applyImageLayer(ctx.root, { hostname: ctx.template.config.disk.hostname });
   },
 });

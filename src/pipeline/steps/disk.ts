@@ -6,15 +6,25 @@ import { humanBytes } from '../../log.js';
 import { parseSize } from '../../template/schema.js';
 import { step } from '../context.js';
 
+/** The raw disk's file in its cache entry. */
+export const DISK_FILE = 'disk.raw';
+
 export const diskStep = step({
   name: 'disk',
   describe: 'assemble the raw GPT disk (ext4 root, BIOS + UEFI boot) from the tree, without mounts',
   reads: ['name', 'disk'],
   needs: ['version'],
+  uses: ['cache', 'provision', 'seal', 'packages'],
   provides: ['disk'],
   async run(ctx, p) {
     const c = ctx.template.config;
     const v = ctx.version;
+    const hit = ctx.cache?.disk;
+    if (hit) {
+      ctx.disk = { raw: hit.file(DISK_FILE), layout: hit.data.layout };
+      p.log(`from cache ${hit.key.slice(0, 12)}`);
+      return;
+    }
     const raw = join(ctx.workDir, 'disk.raw');
     const layout = await assembleDisk({
       root: ctx.root, out: raw, sizeBytes: parseSize(c.disk.size), firmware: c.disk.firmware, seed: `${c.name}@${v.version}`,
@@ -23,5 +33,10 @@ export const diskStep = step({
     ctx.disk = { raw, layout };
     const st = statSync(raw);
     p.log(`${humanBytes(st.size)} disk, ${humanBytes(st.blocks * 512)} allocated`);
+    const { cache, provision, seal, packages } = ctx;
+    if (cache && provision && seal && packages) {
+      p.status('storing the disk in the step cache');
+      await cache.store.put('disk', cache.keys.disk.key, cache.keys.disk.inputs, { layout, packages, provision, seal }, [{ name: DISK_FILE, from: raw }]);
+    }
   },
 });

@@ -5,6 +5,7 @@
  */
 import type { BuildStep } from '../context.js';
 import { auditStep } from './audit.js';
+import { cacheStep } from './cache.js';
 import { configureStep } from './configure.js';
 import { diskStep } from './disk.js';
 import { formatsStep } from './formats.js';
@@ -27,7 +28,8 @@ export const buildSteps: readonly BuildStep[] = [
   lockStep, //       kiln.lock: the locked .debs, verified, as the only repository
   sourceStep, //     signed Debian archive -> verified base tree + source record
   toolsStep, //      the Ansible controller: a cached tools tree (or the host's Ansible)
-  configureStep, //  Kiln's layer: DHCP on any NIC, cloud-init for users and keys
+  cacheStep, //      the step cache: keys of the outputs below, and which it holds already
+  configureStep, //  the base tree unpacked, with Kiln's layer: DHCP on any NIC, cloud-init
   provisionStep, //  the Ansible playbook over chroot, in the build sandbox, twice (idempotence)
   sealStep, //       scrub identities and leftovers; first-boot units
   stampStep, //      /etc/release, os-release IMAGE_ID/IMAGE_VERSION
@@ -38,4 +40,4 @@ export const buildSteps: readonly BuildStep[] = [
   outputsStep, //    artifacts into .kiln/out/<name>-<version> or --out, replacing only Kiln's files
 ];
 
-export { auditStep, configureStep, diskStep, formatsStep, lockStep, outputsStep, preflightStep, provisionStep, releaseStep, sealStep, sourceStep, stampStep, toolsStep, versionStep, workAreaStep };
+export { auditStep, cacheStep, configureStep, diskStep, formatsStep, lockStep, outputsStep, preflightStep, provisionStep, releaseStep, sealStep, sourceStep, stampStep, toolsStep, versionStep, workAreaStep };

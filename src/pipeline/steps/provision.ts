@@ -5,29 +5,42 @@ import { ProvisionSandbox, releaseTree, repositoryFiles, signingKeyFiles } from 
 import { deferredServiceActions, type PlaybookEvent } from '../../provision/results.js';
 import { eventStatus } from '../../provision/run.js';
 import { describeController, hostController, type Controller } from '../../sandbox/tools.js';
-import { buildSourcesLine, installedPackages } from '../../source/debian.js';
+import { buildSourcesLine, extractTree, installedPackages } from '../../source/debian.js';
 import type { BuildVersion } from '../../version/git.js';
 import type { StepProgress } from '../runner.js';
 import { step, type BuildEnv, type ProvisionRecord } from '../context.js';
 import { compareInstalled, explainLockedFailure } from './lock.js';
 
+/** The provisioned and sealed tree's file in its cache entry. */
+export const TREE_FILE = 'tree.tar';
+
 export const provisionStep = step({
   name: 'provision',
   describe: 'apply the Ansible playbook over the chroot connection, in the build sandbox',
   reads: ['name', 'provision', 'source', 'disk', 'release'],
-  needs: ['version', 'source'],
-  uses: ['controller', 'lock'],
+  needs: ['version', 'source', 'trust'],
+  uses: ['controller', 'lock', 'cache'],
   provides: ['provision'],
   mayProvide: ['sandbox'],
   async run(ctx, p) {
     const v = ctx.version;
     const t = ctx.template;
+    const cached = ctx.cache?.disk ?? ctx.cache?.tree;
+    if (cached) {
+      // A cached tree is the provisioned and sealed tree, unpacked here; a cached disk needs no tree at all.
+      if (!ctx.cache?.disk && ctx.cache?.tree) await extractTree(ctx.cache.tree.file(TREE_FILE), ctx.root, ctx.logger);
+      ctx.provision = cached.data.provision;
+      p.log(`from cache ${ctx.cache?.disk ? `(disk ${cached.key.slice(0, 12)})` : cached.key.slice(0, 12)}`);
+      return;
+    }
     const controller = ctx.controller ?? await hostController();
     p.status('starting the build sandbox');
     const sandbox = await ProvisionSandbox.open({
       tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
       repo: { root: v.repoRoot, files: await repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
-      network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname, sourceDateEpoch: v.sourceDateEpoch,
+      network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname,
+      // The date of the packages, not of the commit: what the playbook makes is a function of its inputs, so a new tag on unchanged content can reuse it (src/pipeline/cache-keys.ts).
+      sourceDateEpoch: ctx.trust.archiveDate,
       locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined,
       buildSourcesLine: !ctx.lock && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
     });

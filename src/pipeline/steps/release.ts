@@ -6,21 +6,14 @@ import type { BuildFacts } from '../../store/record.js';
 import type { SourceRecord } from '../../source/debian.js';
 import type { BuildVersion } from '../../version/git.js';
 import { KILN_VERSION } from '../../version.js';
+import { hostToolVersions } from '../cache-keys.js';
 import { step, type BuildEnv, type BuildState } from '../context.js';
 import { buildStore, releasing } from './release-store.js';
-
-/** Host packages whose programs write the image's bytes or check its inputs. */
-const HOST_TOOLS = ['mmdebstrap', 'qemu-utils', 'e2fsprogs', 'fuse2fs', 'mtools', 'fdisk', 'grub-pc-bin', 'grub-efi-amd64-bin', 'gpgv', 'bubblewrap', 'tar', 'xz-utils'];
 
 /** The facts provenance records about how the build ran: git tree, Ansible, host tool versions. */
 export async function buildFacts(ctx: BuildEnv & Pick<BuildState, 'controller'>, v: BuildVersion): Promise<BuildFacts> {
   const tree = await exec('git', ['-C', v.repoRoot, 'rev-parse', `${v.commit}^{tree}`], { allowFailure: true });
-  const q = await exec('dpkg-query', ['-W', '-f', '${db:Status-Abbrev}\t${Package}\t${Version}\n', ...HOST_TOOLS], { allowFailure: true });
-  const hostTools: Record<string, string> = {};
-  for (const l of q.stdout.split('\n')) {
-    const [status, name, version] = l.split('\t');
-    if (status?.startsWith('ii') && name) hostTools[name] = version;
-  }
+  const hostTools = { ...await hostToolVersions() };
   const c = ctx.controller;
   const tools = c?.tools;
   const collections = tools?.packages.find((p) => p.name === 'ansible')?.version;

@@ -1,6 +1,7 @@
 /** source: Debian from the signed archive (or kiln.lock's verified set) as the image's base tree, with its source record. */
 import { humanSeconds } from '../../log.js';
-import { baseTarball, extractTree, installedPackages, verifyArchive } from '../../source/debian.js';
+import { join } from 'node:path';
+import { baseTarball, basePackagesOfTar, verifyArchive } from '../../source/debian.js';
 import { step } from '../context.js';
 import { lockedBase } from './lock.js';
 
@@ -9,7 +10,7 @@ export const sourceStep = step({
   describe: 'Debian from the signed archive (mmdebstrap), verified against the archive keyring',
   reads: ['source'],
   uses: ['lock'],
-  provides: ['trust', 'source'],
+  provides: ['trust', 'source', 'base'],
   async run(ctx, p) {
     const d = ctx.template.config.source.debian;
     // A locked build trusts what the lock step verified of the InRelease kept with kiln.lock; it needs no live archive state.
@@ -20,8 +21,9 @@ export const sourceStep = step({
     const t0 = Date.now();
     const base = await baseTarball(d, trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')), ctx.lock ? lockedBase(ctx.lock) : undefined);
     p.log(base.cached ? `base tree from cache (${base.key.slice(0, 12)})` : `base tree built by mmdebstrap in ${humanSeconds(Date.now() - t0)}`);
-    await extractTree(base.tar, ctx.root, ctx.logger);
-    const packages = await installedPackages(ctx.root);
+    // The tree itself is unpacked by the configure step, and only when no cached step output makes it unnecessary.
+    ctx.base = { tar: base.tar };
+    const packages = await basePackagesOfTar(base.tar, join(ctx.workDir, 'base-dpkg'));
     ctx.source = {
       type: 'debian', mirror: d.mirror, suite: d.suite, components: d.components, verified: trust.verified,
       inReleaseSha256: trust.inReleaseSha256, archiveDate: trust.archiveDate,

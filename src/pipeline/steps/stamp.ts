@@ -8,8 +8,15 @@ export const stampStep = step({
   describe: 'write the version to /etc/release and os-release',
   reads: ['name'],
   needs: ['version'],
+  uses: ['cache'],
   provides: ['packages'],
   async run(ctx, p) {
+    const hit = ctx.cache?.disk;
+    if (hit) {
+      ctx.packages = hit.data.packages;
+      p.log(`from cache (disk ${hit.key.slice(0, 12)}): ${hit.data.packages.length} packages`);
+      return;
+    }
     const v = ctx.version;
     stampTree(ctx.root, { name: ctx.template.config.name, version: v.version, commit: v.commit, snapshot: v.snapshot, sourceDateEpoch: v.sourceDateEpoch });
     const packages = await installedPackages(ctx.root);
