@@ -23,6 +23,8 @@ if (only !== undefined && only !== 'unit') {
 const e2eDir = process.env.KILN_E2E_DIR ?? '/var/tmp/kiln-e2e';
 const runId = process.env.KILN_E2E_RUN ?? `run-${Date.now()}`;
 if (existsSync(e2eDir)) for (const d of readdirSync(e2eDir)) if (d.startsWith('run-') && d !== runId) rmSync(join(e2eDir, d), { recursive: true, force: true });
+// The step cache starts empty in every run: no output made by an earlier run (or an older Kiln) can stand in for what a test builds.
+if (!process.env.KILN_E2E_RUN) rmSync(join(process.env.KILN_CACHE_DIR ?? join(e2eDir, 'cache'), 'steps'), { recursive: true, force: true });
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
 const unit = list('dist/test/unit');
 const e2e = only === 'unit' ? [] : list('dist/test/e2e');

@@ -7,7 +7,7 @@
  *   every file of the repository the build sandbox shows the playbook (playbook, roles, vars,
  *   inventory, ansible.cfg, templates, kiln.yaml itself: content, mode and link targets); the
  *   kiln.yaml settings the configure, provision and seal steps read; the base's date (the
- *   playbook's SOURCE_DATE_EPOCH); Kiln's own version and the host's bubblewrap. Not the commit's
+ *   playbook's SOURCE_DATE_EPOCH); Kiln's own code (its version and a digest of its files) and the host's bubblewrap. Not the commit's
  *   SOURCE_DATE_EPOCH: files the build writes carry a fixed mark until the disk clamps them to it
  *   (src/disk/tree.ts markBuildTimes), so a tree made at one commit is what a later commit's build
  *   from scratch would make. The version and commit are in the key only when
@@ -15,7 +15,7 @@
  *   them into the image); otherwise a new tag on unchanged content reuses the tree.
  * - disk: the tree's key, the version stamp (name, version, commit, snapshot), the disk settings,
  *   and the host's e2fsprogs, grub, mtools, fdisk.
- * - audit (a pass, no files): the disk's key, the seal and audit settings, Kiln's version.
+ * - audit (a pass, no files): the disk's key, the seal and audit settings, Kiln's code.
  * - each format: the disk's key, the format, the settings its writer reads, qemu-utils and tar.
  */
 import { createHash } from 'node:crypto';
@@ -24,8 +24,11 @@ import { join, relative, resolve } from 'node:path';
 import { exec } from '../exec.js';
 import type { FormatName } from '../formats/registry.js';
 import { repositoryFiles, signingKeyFiles } from '../provision/chroot.js';
-import { KILN_VERSION } from '../version.js';
-import type { BuildContext } from './context.js';
+import { kilnCodeDigest } from '../version.js';
+import type { Controller } from '../sandbox/tools.js';
+import type { ArchiveTrust, SourceRecord } from '../source/debian.js';
+import type { LoadedTemplate } from '../template/load.js';
+import type { BuildVersion } from '../version/git.js';
 import { cacheKey } from './step-cache.js';
 
 /** Host packages whose programs write the image's bytes or check its inputs. */
@@ -86,7 +89,15 @@ export interface CacheKeys {
   formats: Map<FormatName, { key: string; inputs: Record<string, unknown> }>;
 }
 
-type KeyContext = Pick<BuildContext, 'template' | 'lock' | 'controller'> & Required<Pick<BuildContext, 'version' | 'source' | 'trust'>>;
+/** What the keys are made from (a build context has all of it once the cache step runs). */
+interface KeyContext {
+  template: LoadedTemplate;
+  version: BuildVersion;
+  source: SourceRecord;
+  trust: ArchiveTrust;
+  lock?: { sha256: string };
+  controller?: Controller;
+}
 
 export async function cacheKeys(ctx: KeyContext): Promise<CacheKeys> {
   const c = ctx.template.config;
@@ -95,7 +106,7 @@ export async function cacheKeys(ctx: KeyContext): Promise<CacheKeys> {
   const repo = await repositoryDigest(v.repoRoot, signingKeyFiles(c, ctx.template.dir));
   const ctl = ctx.controller;
   const treeInputs = {
-    kiln: KILN_VERSION,
+    kiln: kilnCodeDigest(),
     base: { key: ctx.source.baseKey, sha256: ctx.source.baseSha256 ?? null },
     lock: ctx.lock?.sha256 ?? null,
     controller: ctl?.tools ? { tools: ctl.tools.key, ansibleCore: ctl.ansibleCore ?? null } : { host: ctl?.ansibleCore ?? null },
@@ -117,11 +128,11 @@ export async function cacheKeys(ctx: KeyContext): Promise<CacheKeys> {
     hostTools: pick(host, ['e2fsprogs', 'fuse2fs', 'grub-pc-bin', 'grub-efi-amd64-bin', 'mtools', 'fdisk']),
   };
   const disk = cacheKey('disk', diskInputs);
-  const auditInputs = { kiln: KILN_VERSION, disk, seal: { disable: c.seal.disable, keep: c.seal.keep }, audit: c.audit, hostTools: pick(host, ['e2fsprogs', 'fuse2fs']) };
+  const auditInputs = { kiln: kilnCodeDigest(), disk, seal: { disable: c.seal.disable, keep: c.seal.keep }, audit: c.audit, hostTools: pick(host, ['e2fsprogs', 'fuse2fs']) };
   const formats = new Map<FormatName, { key: string; inputs: Record<string, unknown> }>();
   for (const f of c.formats) {
     const inputs = {
-      kiln: KILN_VERSION, disk, format: f,
+      kiln: kilnCodeDigest(), disk, format: f,
       settings: { name: c.name, version: v.version, sourceDateEpoch: v.sourceDateEpoch, firmware: c.disk.firmware, vm: c.vm, description: c.description ?? null },
       hostTools: pick(host, ['qemu-utils', 'tar', 'gzip']),
     };

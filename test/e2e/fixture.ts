@@ -23,8 +23,13 @@ let runs = 0;
 /**
  * Runs the kiln CLI as a user would. Its stderr also goes to <run>/logs/<n>-<command>.log as it
  * arrives, so a CI failure (or a hang) can be read afterwards.
+ *
+ * `kiln build` runs with --no-cache unless the test asks for the step cache (`cache: true`): a
+ * test of what a playbook, the seal or the disk does must see them run, not an output an earlier
+ * build left in the shared cache. (The base and tools trees are shared: they are inputs, checked on use.)
  */
-export function kiln(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; onStderr?: (chunk: string, child: ReturnType<typeof spawn>) => void; timeoutMs?: number }): Promise<KilnRun> {
+export function kiln(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; onStderr?: (chunk: string, child: ReturnType<typeof spawn>) => void; timeoutMs?: number; cache?: boolean }): Promise<KilnRun> {
+  if (args[0] === 'build' && !opts.cache && !args.includes('--no-cache')) args = [...args, '--no-cache'];
   const logs = join(E2E_DIR, RUN_ID, 'logs');
   mkdirSync(logs, { recursive: true });
   const log = join(logs, `${String(++runs).padStart(3, '0')}-${process.pid}-${args.join('_').replace(/[^A-Za-z0-9@._-]+/g, '_').slice(0, 60)}.log`);
@@ -79,7 +84,8 @@ export async function builtExample(): Promise<BuiltExample> {
   const marker = join(E2E_DIR, RUN_ID, 'example-build.json');
   if (existsSync(marker)) return JSON.parse(readFileSync(marker, 'utf8')) as BuiltExample;
   const dir = exampleRepo('example', { tag: 'release-0.1.0' });
-  const r = await kiln(['build', '--json'], { cwd: dir });
+  // With the step cache (emptied at the start of each run by scripts/test.mjs): step-cache.test.ts rebuilds from it.
+  const r = await kiln(['build', '--json'], { cwd: dir, cache: true });
   if (r.code !== 0) throw new Error(`example build failed (${r.code}):\n${r.stderr.slice(-6000)}`);
   const record = JSON.parse(r.stdout) as BuildRecordLite;
   const built = { dir, record };

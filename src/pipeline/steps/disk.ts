@@ -14,7 +14,7 @@ export const diskStep = step({
   describe: 'assemble the raw GPT disk (ext4 root, BIOS + UEFI boot) from the tree, without mounts',
   reads: ['name', 'disk'],
   needs: ['version'],
-  uses: ['cache', 'provision', 'seal', 'packages'],
+  uses: ['cache'],
   provides: ['disk'],
   async run(ctx, p) {
     const c = ctx.template.config;
@@ -33,10 +33,6 @@ export const diskStep = step({
     ctx.disk = { raw, layout };
     const st = statSync(raw);
     p.log(`${humanBytes(st.size)} disk, ${humanBytes(st.blocks * 512)} allocated`);
-    const { cache, provision, seal, packages } = ctx;
-    if (cache && provision && seal && packages) {
-      p.status('storing the disk in the step cache');
-      await cache.store.put('disk', cache.keys.disk.key, cache.keys.disk.inputs, { layout, packages, provision, seal }, [{ name: DISK_FILE, from: raw }]);
-    }
+    // Stored by the formats step, which has the raw's digest by then (src/pipeline/steps/formats.ts).
   },
 });

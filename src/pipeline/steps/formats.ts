@@ -6,6 +6,7 @@ import { artifactFileName } from '../../formats/names.js';
 import { formatMediaType } from '../../formats/registry.js';
 import { humanBytes } from '../../log.js';
 import { placeFromCache } from '../step-cache.js';
+import { DISK_FILE } from './disk.js';
 import { step } from '../context.js';
 
 /** A format's file in its cache entry. */
@@ -16,7 +17,7 @@ export const formatsStep = step({
   describe: 'write every format asked for from the one raw disk',
   reads: ['name', 'formats', 'disk', 'vm', 'description'],
   needs: ['version', 'disk'],
-  uses: ['cache'],
+  uses: ['cache', 'provision', 'seal', 'packages'],
   provides: ['artifacts'],
   async run(ctx, p) {
     const c = ctx.template.config;
@@ -40,6 +41,13 @@ export const formatsStep = step({
       firmware: c.disk.firmware, cpus: c.vm.cpus, memoryMiB: c.vm.memory_mib, description: c.description, logger: ctx.logger,
     }) : [];
     if (cache) {
+      // The disk made by this build, stored now that the raw's digest is known (once hashed, not twice).
+      const { provision, seal, packages } = ctx;
+      if (!cache.disk && provision && seal && packages) {
+        const raw = written.find((a) => a.format === 'raw');
+        p.status('storing the disk in the step cache');
+        await cache.store.put('disk', cache.keys.disk.key, cache.keys.disk.inputs, { layout: ctx.disk.layout, packages, provision, seal }, [{ name: DISK_FILE, from: ctx.disk.raw, sha256: raw?.sha256 }]);
+      }
       for (const a of written) {
         const k = cache.keys.formats.get(a.format);
         if (k) await cache.store.put(`format:${a.format}`, k.key, k.inputs, { size: a.size, sha256: a.sha256 }, [{ name: FORMAT_FILE, from: a.file, sha256: a.sha256 }]);
