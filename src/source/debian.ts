@@ -192,7 +192,8 @@ export async function packTree(root: string, tar: string, logger: Logger): Promi
 export async function extractTree(tar: string, root: string, logger: Logger): Promise<void> {
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
-  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf', tar, '-C', root], { logger });
+  // --warning=no-timestamp: the build's own mark on what it wrote (src/disk/tree.ts) is in the future by design.
+  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--warning=no-timestamp', '-xpf', tar, '-C', root], { logger });
 }
 
 /** The packages of a base tree tarball, from its dpkg database alone (the tree is not unpacked). */
