@@ -379,13 +379,11 @@ function provisionFakes(box: FakeBox, extra: Partial<Drivers> = {}): FakeDrivers
   return new FakeDrivers({ repositoryFiles: async () => REPO_FILES, openProvisionSandbox: async () => box, ...extra });
 }
 
-/**
- * A context for the provision step with what the source and tools steps would have given, and the
- * steps before it: version and work-area (real: git and a directory), and `earlier` (the lock step).
- */
+/** A context for the provision step, holding what the source and tools steps would have given it. */
 function provisionContext(t: TemplateRepo, fake: FakeDrivers, trust: ArchiveTrust): BuildContext {
   return context(t, fake, { source: SOURCE, trust, controller: CONTROLLER });
 }
+/** The provision step after version and work-area (real: git and a directory) and `earlier` (the lock step). */
 const provisionRun = (ctx: BuildContext, earlier: BuildStep[] = []) => runChecked([versionStep, workAreaStep, ...earlier, provisionStep], ctx, ['source', 'trust', 'controller']);
 
 test('provision: the sandbox gets the tree, the repository without signing keys, outbound network and the base date; the playbook runs twice', async () => {
