@@ -11,6 +11,7 @@ import { runSteps, type StepRecord } from './runner.js';
 import type { LoadedTemplate } from '../template/load.js';
 import { KILN_VERSION } from '../version.js';
 import type { BuildContext, BuildOptions, BuildState, BuildStep } from './context.js';
+import { realDrivers, type Drivers } from './drivers.js';
 import { writeBuildRecord } from './outputs.js';
 import { buildSteps } from './steps/index.js';
 
@@ -44,7 +45,8 @@ export function kilnDirFor(dir: string): string {
   return k;
 }
 
-export function newContext(template: LoadedTemplate, options: BuildOptions, logger: Logger): BuildContext {
+/** A build's context before its first step; `drivers` is for unit tests of the steps that run host tools. */
+export function newContext(template: LoadedTemplate, options: BuildOptions, logger: Logger, drivers: Drivers = realDrivers): BuildContext {
   const kilnDir = kilnDirFor(template.dir);
   const buildId = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
   const workDir = join(kilnDir, 'work', buildId);
@@ -52,7 +54,7 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
     template, options, logger, kilnDir,
     cacheDir: options.cacheDir ?? process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache'),
     workDir, root: join(workDir, 'root'), stagingDir: join(workDir, 'out'),
-    buildId, startedAt: Date.now(),
+    buildId, startedAt: Date.now(), drivers,
   };
 }
 

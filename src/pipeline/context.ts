@@ -2,7 +2,6 @@ import type { LoadedTemplate } from '../template/load.js';
 import type { Logger } from '../log.js';
 import type { BuildVersion } from '../version/git.js';
 import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../source/debian.js';
-import type { ProvisionSandbox } from '../provision/chroot.js';
 import type { Controller } from '../sandbox/tools.js';
 import type { DeferredAction, HostStats, TaskResult } from '../provision/results.js';
 import type { LockFile } from '../lock/file.js';
@@ -15,6 +14,7 @@ import { stepsOver, type DeclaredStep } from './plan.js';
 import type { CacheKeys } from './cache-keys.js';
 import type { CacheHit, StepCache } from './step-cache.js';
 import type { FormatName } from '../formats/registry.js';
+import type { Drivers, ProvisionBox } from './drivers.js';
 
 export interface BuildOptions {
   snapshot: boolean;
@@ -57,6 +57,13 @@ export interface BuildEnv {
   stagingDir: string;
   buildId: string;
   startedAt: number;
+  /**
+   * The host tools the lock, source, tools, provision and disk steps run (src/pipeline/drivers.ts):
+   * realDrivers in every build, a fake in their unit tests. Part of the environment, not of
+   * BuildOptions: the options are what the user asked for, this is how the build reaches the host.
+   * Required, not optional: newContext is the one place a context is made, so no step needs a fallback.
+   */
+  drivers: Drivers;
 }
 
 /**
@@ -81,7 +88,7 @@ export interface BuildState {
   /** tools: the Ansible controller (tools tree or host) the sandbox runs. */
   controller?: Controller;
   /** provision: the sandbox while it runs (kept on --on-error=keep until the shell command is printed). */
-  sandbox?: ProvisionSandbox;
+  sandbox?: ProvisionBox;
   provision?: ProvisionRecord;
   /** stamp: the packages the finished tree holds. */
   packages?: InstalledPackage[];

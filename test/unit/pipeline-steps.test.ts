@@ -1,7 +1,7 @@
 /**
  * The build's steps one at a time, each run through the step runner with its declaration checked,
- * on small trees and disks made here: no mmdebstrap, no Ansible, no image build. The steps that need
- * those (lock, source, tools, provision, disk) are covered by the end-to-end tests.
+ * on small trees and disks made here: no mmdebstrap, no Ansible, no image build. The steps that run
+ * those (lock, source, tools, provision, disk) are tested with fake drivers in pipeline-drivers.test.ts.
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
@@ -11,50 +11,36 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { KilnError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
-import { newContext } from '../../src/pipeline/build.js';
 import { step, type BuildContext, type BuildState, type BuildStep } from '../../src/pipeline/context.js';
-import { checkPlan } from '../../src/pipeline/plan.js';
 import { runSteps } from '../../src/pipeline/runner.js';
 import { auditStep, configureStep, formatsStep, outputsStep, preflightStep, releaseStep, sealStep, stampStep, versionStep, workAreaStep } from '../../src/pipeline/steps/index.js';
 import { openStore } from '../../src/store/index.js';
-import { loadTemplate } from '../../src/template/load.js';
+import { runChecked as run, templateRepo, type TemplateRepo } from './pipeline-fixture.js';
 import { buildDisk, buildFixture } from './seal-fixture.js';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-steps-test-'));
 const repo = join(work, 'repo');
 after(() => rmSync(work, { recursive: true, force: true }));
 
-const git = (...args: string[]) => execFileSync('git', ['-C', repo, '-c', 'user.email=t@kiln.test', '-c', 'user.name=T', ...args], { encoding: 'utf8' }).trim();
-
+let template: TemplateRepo;
 before(() => {
-  mkdirSync(repo, { recursive: true });
-  writeFileSync(join(repo, 'kiln.yaml'), [
-    'name: web',
-    'source: { debian: { suite: bookworm } }',
-    'provision: { playbook: playbook.yml }',
-    'disk: { size: 64MiB, hostname: stepped }',
-    'formats: [raw, qcow2]',
-    'release: { store: ./store }',
-    '',
-  ].join('\n'));
-  writeFileSync(join(repo, 'playbook.yml'), '- hosts: all\n  tasks: []\n');
-  writeFileSync(join(repo, '.gitignore'), '.kiln/\nstore/\n');
-  execFileSync('git', ['init', '-q', repo]);
-  git('add', '.');
-  git('commit', '-qm', 'image');
-  git('tag', 'release-0.1.0');
+  template = templateRepo(repo, {
+    'kiln.yaml': [
+      'name: web',
+      'source: { debian: { suite: bookworm } }',
+      'provision: { playbook: playbook.yml }',
+      'disk: { size: 64MiB, hostname: stepped }',
+      'formats: [raw, qcow2]',
+      'release: { store: ./store }',
+      '',
+    ].join('\n'),
+    'playbook.yml': '- hosts: all\n  tasks: []\n',
+    '.gitignore': '.kiln/\nstore/\n',
+  });
 });
 
-/** A fresh build context for the repository, with results of earlier steps given as they would be. */
-function context(state: BuildState = {}, options: Partial<BuildContext['options']> = {}): BuildContext {
-  const ctx = newContext(loadTemplate(join(repo, 'kiln.yaml')), { snapshot: false, onError: 'cleanup', ...options }, silentLogger);
-  return Object.assign(ctx, state);
-}
-
-async function run(steps: BuildStep[], ctx: BuildContext, given: (keyof BuildState)[] = []): Promise<void> {
-  checkPlan(steps, given);
-  await runSteps(steps, ctx, { logger: silentLogger });
-}
+const git = (...args: string[]) => template.git(...args);
+const context = (state: BuildState = {}, options: Partial<BuildContext['options']> = {}): BuildContext => template.context(state, options);
 
 /** A tree with what the stamp and seal steps read: os-release and a one-package dpkg database. */
 function smallTree(root: string): void {

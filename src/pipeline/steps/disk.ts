@@ -1,7 +1,6 @@
 /** disk: the tree as a raw GPT disk (ext4 root, BIOS + UEFI boot), assembled from files without mounts. */
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { assembleDisk } from '../../disk/index.js';
 import { humanBytes } from '../../log.js';
 import { parseSize } from '../../template/schema.js';
 import { step } from '../context.js';
@@ -26,7 +25,7 @@ export const diskStep = step({
       return;
     }
     const raw = join(ctx.workDir, 'disk.raw');
-    const layout = await assembleDisk({
+    const layout = await ctx.drivers.assembleDisk({
       root: ctx.root, out: raw, sizeBytes: parseSize(c.disk.size), firmware: c.disk.firmware, seed: `${c.name}@${v.version}`,
       sourceDateEpoch: v.sourceDateEpoch, kernelCmdline: c.disk.kernel_cmdline, workDir: join(ctx.workDir, 'disk'), logger: ctx.logger,
     });

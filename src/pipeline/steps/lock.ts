@@ -8,11 +8,8 @@ import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import type { ArchiveTrust, InstalledPackage, LockedBase } from '../../source/debian.js';
 import { step, type BuildEnv, type LockState } from '../context.js';
-import { verifyLockedSet } from '../../lock/chain.js';
 import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet, type LockFile } from '../../lock/file.js';
-import { ansibleCoreVersion, cachedToolsFor, controllerFor, hostController, type Controller } from '../../sandbox/tools.js';
-import { fetchLockedDebs } from '../../lock/fetch.js';
-import { lockedPackagesIndex, serveLockedRepo, type LockedRepo } from '../../lock/repo.js';
+import { ansibleCoreVersion, cachedToolsFor, type Controller } from '../../sandbox/tools.js';
 
 export const lockStep = step({
   name: 'lock',
@@ -32,12 +29,12 @@ export const lockStep = step({
     }
     p.status('verifying the signed InRelease and Packages index chain of kiln.lock');
     const chain = { lockFile: file, debian: d, cacheDir: ctx.cacheDir, logger: ctx.logger };
-    const trust = await verifyLockedSet(lock, chain);
-    const toolsTrust = lock.tools ? await verifyLockedSet(lock.tools, { ...chain, tools: true }) : undefined;
-    const got = await fetchLockedDebs(lock, { cacheDir: ctx.cacheDir, mirror: d.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus: (s) => p.status(s) });
+    const trust = await ctx.drivers.verifyLockedSet(lock, chain);
+    const toolsTrust = lock.tools ? await ctx.drivers.verifyLockedSet(lock.tools, { ...chain, tools: true }) : undefined;
+    const got = await ctx.drivers.fetchLockedDebs(lock, { cacheDir: ctx.cacheDir, mirror: d.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus: (s) => p.status(s) });
     p.status('indexing the locked packages');
-    const index = await lockedPackagesIndex(lock, ctx.cacheDir, ctx.logger);
-    const repo = await serveLockedRepo(lock, ctx.cacheDir, index, join(ctx.workDir, 'locked-repo'));
+    const index = await ctx.drivers.lockedPackagesIndex(lock, ctx.cacheDir, ctx.logger);
+    const repo = await ctx.drivers.serveLockedRepo(lock, ctx.cacheDir, index, join(ctx.workDir, 'locked-repo'));
     ctx.lock = { file, sha256, lock, repo, trust, ...(toolsTrust ? { toolsTrust } : {}) };
     const fetched = got.fromMirror + got.fromSnapshot.length;
     p.log(`${lock.packages.length} locked packages (kiln.lock ${sha256.slice(0, 12)}): ${got.cached + got.reused} cached, ${fetched} downloaded${got.fromSnapshot.length ? `, ${got.fromSnapshot.length} from the snapshot mirror` : ''}`);
@@ -100,7 +97,7 @@ export function compareInstalled(installed: InstalledPackage[], lock: LockedSet)
 export async function lockedController(ctx: BuildEnv, lock: LockState, onStatus: (s: string) => void): Promise<Controller> {
   const c = ctx.template.config;
   const pins = lock.lock.tools;
-  if (c.provision.ansible === 'host') return hostController();
+  if (c.provision.ansible === 'host') return ctx.drivers.hostController();
   if (!pins) {
     throw new KilnError(`kiln.lock pins no tools tree, but kiln.yaml runs Ansible from a ${c.provision.ansible} tools tree`, {
       where: { file: lock.file }, hint: 'run `kiln lock --update` (it pins the tools tree too) and commit kiln.lock, or set provision.ansible: host',
@@ -114,11 +111,11 @@ export async function lockedController(ctx: BuildEnv, lock: LockState, onStatus:
   const cached = cachedToolsFor(ctx.cacheDir, c.provision.ansible, pins, trust, ctx.logger);
   if (cached) return { root: cached.root, ansibleCore: ansibleCoreVersion(cached.packages), tools: cached };
   const d = c.source.debian;
-  await fetchLockedDebs(pins, { cacheDir: ctx.cacheDir, mirror: pins.archive.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus });
-  const index = await lockedPackagesIndex(pins, ctx.cacheDir, ctx.logger);
-  const repo = await serveLockedRepo(pins, ctx.cacheDir, index, join(ctx.workDir, 'locked-tools-repo'));
+  await ctx.drivers.fetchLockedDebs(pins, { cacheDir: ctx.cacheDir, mirror: pins.archive.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus });
+  const index = await ctx.drivers.lockedPackagesIndex(pins, ctx.cacheDir, ctx.logger);
+  const repo = await ctx.drivers.serveLockedRepo(pins, ctx.cacheDir, index, join(ctx.workDir, 'locked-tools-repo'));
   try {
-    const controller = await controllerFor(c, ctx.cacheDir, ctx.workDir, ctx.logger, onStatus, {
+    const controller = await ctx.drivers.controllerFor(c, ctx.cacheDir, ctx.workDir, ctx.logger, onStatus, {
       sourcesLine: repo.sourcesLine, packageSet: packageSetDigest(pins), trust,
     });
     if (!controller.tools) throw new Error(`controllerFor gave no tools tree for provision.ansible: ${c.provision.ansible}`);

@@ -1,14 +1,15 @@
 /** provision: the Ansible playbook over the chroot connection, in the build sandbox, twice (idempotence). */
 import { existsSync } from 'node:fs';
 import { KilnError } from '../../errors.js';
-import { ProvisionSandbox, releaseTree, repositoryFiles, signingKeyFiles } from '../../provision/chroot.js';
+import { releaseTree, signingKeyFiles } from '../../provision/chroot.js';
 import { deferredServiceActions, type PlaybookEvent } from '../../provision/results.js';
 import { eventStatus } from '../../provision/run.js';
-import { describeController, hostController, type Controller } from '../../sandbox/tools.js';
-import { buildSourcesLine, extractTree, installedPackages } from '../../source/debian.js';
+import { describeController, type Controller } from '../../sandbox/tools.js';
+import { buildSourcesLine } from '../../source/debian.js';
 import type { BuildVersion } from '../../version/git.js';
 import type { StepProgress } from '../runner.js';
 import { step, type BuildEnv, type ProvisionRecord } from '../context.js';
+import type { ProvisionBox } from '../drivers.js';
 import { compareInstalled, explainLockedFailure } from './lock.js';
 
 /** The provisioned and sealed tree's file in its cache entry. */
@@ -28,16 +29,16 @@ export const provisionStep = step({
     const cached = ctx.cache?.disk ?? ctx.cache?.tree;
     if (cached) {
       // A cached tree is the provisioned and sealed tree, unpacked here; a cached disk needs no tree at all.
-      if (!ctx.cache?.disk && ctx.cache?.tree) await extractTree(ctx.cache.tree.file(TREE_FILE), ctx.root, ctx.logger);
+      if (!ctx.cache?.disk && ctx.cache?.tree) await ctx.drivers.extractTree(ctx.cache.tree.file(TREE_FILE), ctx.root, ctx.logger);
       ctx.provision = cached.data.provision;
       p.log(`from cache ${ctx.cache?.disk ? `(disk ${cached.key.slice(0, 12)})` : cached.key.slice(0, 12)}`);
       return;
     }
-    const controller = ctx.controller ?? await hostController();
+    const controller = ctx.controller ?? await ctx.drivers.hostController();
     p.status('starting the build sandbox');
-    const sandbox = await ProvisionSandbox.open({
+    const sandbox = await ctx.drivers.openProvisionSandbox({
       tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
-      repo: { root: v.repoRoot, files: await repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
+      repo: { root: v.repoRoot, files: await ctx.drivers.repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
       network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname,
       // The date of the packages, not of the commit: what the playbook makes is a function of its inputs, so a new tag on unchanged content can reuse it (src/pipeline/cache-keys.ts).
       sourceDateEpoch: ctx.trust.archiveDate,
@@ -54,7 +55,7 @@ export const provisionStep = step({
       await sandbox.stop();
     }
     if (ctx.lock) {
-      const { unlocked, unused } = compareInstalled(await installedPackages(ctx.root), ctx.lock.lock);
+      const { unlocked, unused } = compareInstalled(await ctx.drivers.installedPackages(ctx.root), ctx.lock.lock);
       if (unlocked.length) throw new KilnError(`the image has ${unlocked.length} package(s) that are not in kiln.lock: ${unlocked.slice(0, 5).join(', ')}`, { detail: unlocked.join('\n'), hint: 'run `kiln lock --update` and commit kiln.lock' });
       if (unused.length) p.log(`warning: ${unused.length} locked package(s) are not installed (\`kiln lock --update\` drops them): ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
     }
@@ -67,7 +68,7 @@ export const provisionStep = step({
   },
 });
 
-async function provisionTree(ctx: BuildEnv, v: BuildVersion, box: ProvisionSandbox, controller: Controller, p: StepProgress): Promise<ProvisionRecord> {
+async function provisionTree(ctx: BuildEnv, v: BuildVersion, box: ProvisionBox, controller: Controller, p: StepProgress): Promise<ProvisionRecord> {
   const t = ctx.template;
   p.status('ansible-playbook --syntax-check');
   await box.syntaxCheck(t.playbook, t.dir);

@@ -1,6 +1,6 @@
 /** tools: the Ansible controller, a cached tools tree built with mmdebstrap (or the host's Ansible). */
 import { humanSeconds } from '../../log.js';
-import { controllerFor, describeController } from '../../sandbox/tools.js';
+import { describeController } from '../../sandbox/tools.js';
 import { step } from '../context.js';
 import { lockedController } from './lock.js';
 
@@ -13,7 +13,7 @@ export const toolsStep = step({
   async run(ctx, p) {
     const t0 = Date.now();
     const status = (l: string) => p.status(l.replace(/^I: /, ''));
-    const controller = ctx.lock ? await lockedController(ctx, ctx.lock, status) : await controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status);
+    const controller = ctx.lock ? await lockedController(ctx, ctx.lock, status) : await ctx.drivers.controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status);
     ctx.controller = controller;
     p.log(`${describeController(controller)}${controller.tools && !controller.tools.cached ? `, built in ${humanSeconds(Date.now() - t0)}` : ''}`);
   },
