@@ -7,6 +7,7 @@
 // something the suite should check was not checked.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const only = process.env.KILN_TEST_ONLY;
@@ -39,11 +40,18 @@ if (missingFiles.length) {
   process.exit(1);
 }
 const extra = process.argv.slice(2);
+// Scratch directories the tests make in the temporary directory (kiln-*): the ones this run adds are
+// removed when it ends, passed or failed, so runs do not pile them up on the machine.
+const tmp = tmpdir();
+const kilnTemps = () => new Set(readdirSync(tmp).filter((n) => n.startsWith('kiln-')));
+const tempsBefore = kilnTemps();
 // The spec reporter for people; a TAP copy whose totals are printed again at the very end.
 mkdirSync(join(e2eDir, runId), { recursive: true });
 const tap = join(e2eDir, runId, 'results.tap');
 const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout',
   '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...extra, ...files], { stdio: 'inherit', env: { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId } });
+let leftTemps = 0;
+for (const n of kilnTemps()) if (!tempsBefore.has(n)) { rmSync(join(tmp, n), { recursive: true, force: true }); leftTemps++; }
 const totals = existsSync(tap) ? readFileSync(tap, 'utf8').split('\n').filter((l) => /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /.test(l)) : [];
 if (r.status !== 0) {
   // The end-to-end fixture logs every kiln run's stderr; show the ones that did not exit 0 (a failure
@@ -64,6 +72,7 @@ if (!totals.length) problems.push('no totals: the test runner did not finish');
 if (notRun && process.env.CI) problems.push(`${count('skipped')} skipped and ${count('todo')} todo tests: not allowed under CI, where every test must run (marked ﹣ or # TODO above)`);
 console.log(`\nsummary (${files.length} files):\n${totals.map((l) => `  ${l.slice(2)}`).join('\n') || '  no results (the test runner did not finish)'}`);
 if (notRun && !process.env.CI) console.log(`  note: ${notRun} tests skipped or todo; under CI that fails the run`);
+if (leftTemps) console.log(`  removed ${leftTemps} scratch director${leftTemps === 1 ? 'y' : 'ies'} the tests left in ${tmp}`);
 if (problems.length) console.log(`FAILED: ${problems.join('; ')}`);
 if (!problems.length) rmSync(join(e2eDir, runId), { recursive: true, force: true });
 process.exit(problems.length ? (r.status || 1) : 0);
