@@ -9,10 +9,13 @@ import type { Logger } from '../log.js';
 import { KilnError } from '../errors.js';
 
 export async function writeGceTarball(raw: string, dst: string, sourceDateEpoch: number, logger?: Logger): Promise<string> {
+  // Each command of the pipeline gets its own parent-death signal: bash gets one from exec(), but
+  // its children would outlive a Kiln killed with -9 (tar and tee kept writing into the work area).
+  const k = 'setpriv --pdeathsig KILL --';
   const script = 'set -euo pipefail\n'
-    + 'tar -C "$1" --format=oldgnu --sparse --hole-detection=raw --no-xattrs --no-acls --no-selinux '
+    + `${k} tar -C "$1" --format=oldgnu --sparse --hole-detection=raw --no-xattrs --no-acls --no-selinux `
     + '--numeric-owner --owner=0 --group=0 --mode=0644 --mtime="@$2" --transform="s|.*|disk.raw|" -cf - -- "$3" '
-    + '| gzip -n -6 | tee -- "$4" | sha256sum';
+    + `| ${k} gzip -n -6 | ${k} tee -- "$4" | ${k} sha256sum`;
   const out = await output('bash', ['-c', script, 'kiln-gce', dirname(raw), String(Math.floor(sourceDateEpoch)), basename(raw), dst], {
     logger, hint: 'needs GNU tar and gzip',
   });

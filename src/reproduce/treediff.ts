@@ -124,7 +124,7 @@ export async function diffRootTrees(rawA: string, rawB: string, scratch: string,
 
 /** The first byte offsets where two files differ (cmp -l), for a difference the file trees do not show. */
 export async function firstDifferingBytes(a: string, b: string, max = 5): Promise<{ count: number; offsets: number[] }> {
-  const r = await exec('sh', ['-c', 'cmp -l "$1" "$2" | awk -v max="$3" \'NR<=max{print $1-1} END{print "count",NR}\'', 'sh', a, b, String(max)], { allowFailure: true });
+  const r = await exec('sh', ['-c', 'setpriv --pdeathsig KILL -- cmp -l "$1" "$2" | setpriv --pdeathsig KILL -- awk -v max="$3" \'NR<=max{print $1-1} END{print "count",NR}\'', 'sh', a, b, String(max)], { allowFailure: true });
   const lines = r.stdout.trim().split('\n');
   const count = Number(/count (\d+)/.exec(r.stdout)?.[1] ?? 0);
   return { count, offsets: lines.filter((l) => /^\d+$/.test(l)).map(Number) };

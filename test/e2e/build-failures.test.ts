@@ -188,3 +188,43 @@ describe('failed builds leave nothing behind', () => {
     });
   }
 });
+
+/** Processes whose command line names dir: what a build started there and left running. */
+function processesIn(dir: string): string[] {
+  const out = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.includes(dir) && !/\bps -eo\b/.test(l)).map((l) => l.trim());
+}
+
+describe('kill -9 of kiln build in each long step', () => {
+  test('killed while it unpacks the base tree, assembles the disk and writes the formats: no tool keeps running, no mount is left, and the next build cleans up and succeeds', async () => {
+    const dir = exampleRepo('kill-9', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', /^formats: .*$/m, 'formats: [raw, qcow2, vmdk, gce]') });
+    // Each kill lands while the step's host tools run (tar; sfdisk, mke2fs, debugfs, mtools; qemu-img, gzip, tar).
+    for (const [stepName, delayMs] of [['configure', 1500], ['disk', 2500], ['formats', 4000]] as const) {
+      let sent = false;
+      const r = await kiln(['build', '--no-release'], {
+        cwd: dir, timeoutMs: 900_000,
+        onStderr: (chunk, child) => { if (!sent && new RegExp(`\\] ${stepName}:`).test(chunk)) { sent = true; setTimeout(() => child.kill('SIGKILL'), delayMs); } },
+      });
+      assert.ok(sent, `the build reached the ${stepName} step`);
+      assert.equal(r.signal, 'SIGKILL', `killed in ${stepName}: ${r.stderr.slice(-800)}`);
+      // Host tools die with Kiln (each is started with a parent-death signal): give the kernel a moment.
+      let left: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        left = processesIn(dir);
+        if (!left.length) break;
+        await new Promise((res) => setTimeout(res, 250));
+      }
+      assert.deepEqual(left, [], `no process of the build killed in ${stepName} keeps running`);
+      assert.deepEqual(mountsUnder(dir), [], `no mount is left by the build killed in ${stepName}`);
+      assert.deepEqual(sandboxProcesses(), [], 'no sandbox, network helper or Ansible survives');
+      const out = join(dir, '.kiln/out');
+      assert.deepEqual(existsSync(out) ? readdirSync(out) : [], [], 'no artifact reaches the out directory');
+      // kill -9 leaves the scratch (nothing can clean it); the next build removes a dead build's.
+      assert.equal(readdirSync(join(dir, '.kiln/work')).length, 1, `only the work area of the build killed in ${stepName} is left`);
+    }
+    const again = await kiln(['build', '--no-release'], { cwd: dir });
+    assert.equal(again.code, 0, again.stderr.slice(-3000));
+    assert.deepEqual(readdirSync(join(dir, '.kiln/work')), [], 'the dead builds\' work areas are gone');
+    assert.deepEqual(mountsUnder(dir), []);
+  });
+});
