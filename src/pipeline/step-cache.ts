@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { copyFileSparse, fsyncDirSync, fsyncPath, sha256OfFile, writeFileDurable } from '../fsio.js';
 import { KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { parseSize } from '../template/schema.js';
 import { removeDeadTemps } from '../cache-entry.js';
 
 /** Bumped when the entry format or the meaning of a key changes: old entries are then misses. */
@@ -269,8 +270,10 @@ export async function placeFromCache(src: string, dst: string): Promise<void> {
 export function cacheLimit(): number {
   const v = process.env.KILN_CACHE_MAX_SIZE;
   if (!v) return 20 * 1024 ** 3;
-  const m = /^([0-9]+)(MiB|GiB|M|G)?$/.exec(v);
-  if (!m) throw new KilnError(`KILN_CACHE_MAX_SIZE: expected a size such as 20GiB or 500MiB, got ${JSON.stringify(v)}`, { exitCode: 2 });
-  const n = Number(m[1]);
-  return !m[2] ? n : m[2].startsWith('G') ? n * 1024 ** 3 : n * 1024 ** 2;
+  if (/^[0-9]+$/.test(v)) return Number(v);
+  try {
+    return parseSize(v);
+  } catch {
+    throw new KilnError(`KILN_CACHE_MAX_SIZE: expected a size such as 20GiB or 500MiB, got ${JSON.stringify(v)}`, { exitCode: 2 });
+  }
 }
