@@ -15,7 +15,7 @@ export async function writeGceTarball(raw: string, dst: string, sourceDateEpoch:
   const script = 'set -euo pipefail\n'
     + `${k} tar -C "$1" --format=oldgnu --sparse --hole-detection=raw --no-xattrs --no-acls --no-selinux `
     + '--numeric-owner --owner=0 --group=0 --mode=0644 --mtime="@$2" --transform="s|.*|disk.raw|" -cf - -- "$3" '
-    + `| ${k} gzip -n -6 | ${k} tee -- "$4" | ${k} sha256sum`;
+    + `| ${k} gzip -n -1 | ${k} tee -- "$4" | ${k} sha256sum`;
   const out = await output('bash', ['-c', script, 'kiln-gce', dirname(raw), String(Math.floor(sourceDateEpoch)), basename(raw), dst], {
     logger, hint: 'needs GNU tar and gzip',
   });
