@@ -15,7 +15,7 @@
 // Anchors: the stand-in upstream image (build-base.sh) and Packer's build from it (run-packer.sh).
 // Usage (root, host tools installed): node bench/step-cache.mjs [--skip-anchors]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
@@ -88,8 +88,24 @@ if (!skipAnchors) {
   if (!existsSync('/usr/bin/packer')) anchorRuns.push({ ...timed('anchors install.sh (setup, not compared)', 'bash', ['./install.sh']), setup: true });
   const key = '/tmp/anchors/keys/id_ed25519';
   if (!existsSync(key)) { mkdirSync(dirname(key), { recursive: true }); execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]); }
-  anchorRuns.push(timed('stand-in upstream image (build-base.sh)', 'bash', ['./build-base.sh'], { env: { ...process.env, SSH_PUBKEY: `${key}.pub` } }));
+  // build-base.sh finds the mirror with `sed … /etc/apt/sources.list.d/*.sources /etc/apt/sources.list`
+  // under `set -o pipefail`: on a machine with deb822 sources only (this one), sed exits 2 for the
+  // missing file and the script stops at once with no output. The mirror is given to it instead.
+  const mirror = aptMirror();
+  anchorRuns.push(timed('stand-in upstream image (build-base.sh)', 'bash', ['./build-base.sh'], { env: { ...process.env, SSH_PUBKEY: `${key}.pub`, ...(mirror ? { MIRROR: mirror, SECURITY_MIRROR: `${mirror.replace(/\/$/, '')}-security` } : {}) } }));
   anchorRuns.push(timed('Packer 1.6.6 + Ansible from the ready base, with conversions (run-packer.sh)', 'bash', ['./run-packer.sh', 'kiln-bench']));
+}
+
+/** The Debian mirror this machine's apt uses (deb822 .sources or one-line sources.list), without -security ones. */
+function aptMirror() {
+  const files = ['/etc/apt/sources.list', ...(existsSync('/etc/apt/sources.list.d') ? readdirSync('/etc/apt/sources.list.d').filter((n) => /\.(sources|list)$/.test(n)).map((n) => join('/etc/apt/sources.list.d', n)) : [])];
+  for (const file of files.filter((x) => existsSync(x))) {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      const m = /^URIs:\s*(\S+)/.exec(line) ?? /^deb\s+(?:\[[^\]]*\]\s+)?(https?:\S+)/.exec(line);
+      if (m && !/security/.test(m[1])) return m[1];
+    }
+  }
+  return undefined;
 }
 
 const f = (s) => `${s.toFixed(1)} s`;

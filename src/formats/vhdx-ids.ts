@@ -1,8 +1,8 @@
 /**
  * qemu-img writes VHDX files with random identifiers (MS-VHDX v1.0): FileWriteGuid, DataWriteGuid
- * and a random starting SequenceNumber in both headers, the LogGuid of the (already replayed)
- * log entries, and the Page 83 virtual disk id in the metadata region. This plans the patches
- * that replace them with values derived from the release, and the CRC-32C checksums to recompute.
+ * and a random starting SequenceNumber in both headers, the (already replayed) log entries, and
+ * the Page 83 virtual disk id in the metadata region. This plans the patches that replace them
+ * with values derived from the release (the log: zeros, an empty log), and the CRC-32C checksums.
  * Pure: it reads through `read` and returns byte patches.
  */
 import { crc32c } from './crc32c.js';
@@ -49,22 +49,16 @@ export function planVhdxPatches(read: ReadAt, name: string, version: string): By
     patches.push({ offset: h.off, data: h.buf });
   });
 
-  // Log entries stay in the file after replay; their LogGuid is random too.
+  // The log. qemu-img closes the file with the log replayed and LogGuid zero in both headers, which
+  // tells every reader not to replay it (MS-VHDX, the header's LogGuid); its entries stay behind all the same, with
+  // a random LogGuid each and, in the first, a stale BAT sector and sequence number that differ
+  // between two conversions of the same raw (found by the step-cache e2e). An empty log is zeros.
   const current = headers[seqs[0] > seqs[1] ? 0 : 1].buf;
+  if (!isZero(current.subarray(48, 64))) throw new KilnError(`${name}: the VHDX qemu-img wrote has a log still to replay (LogGuid is not zero)`, { hint: 'Kiln expects qemu-img to close the file cleanly; check `qemu-img --version` and run `kiln doctor`' });
   const logLength = current.readUInt32LE(68);
   const logOffset = Number(current.readBigUInt64LE(72));
-  for (let pos = 0; pos + 64 <= logLength;) {
-    const head = read(logOffset + pos, 64);
-    if (head.toString('latin1', 0, 4) !== 'loge') break;
-    const len = head.readUInt32LE(8);
-    if (len < 4096 || len % 4096 !== 0 || pos + len > logLength) break;
-    const entry = Buffer.from(read(logOffset + pos, len));
-    derive(entry.subarray(32, 48)).copy(entry, 32);
-    entry.writeUInt32LE(0, 4);
-    entry.writeUInt32LE(crc32c(entry), 4);
-    patches.push({ offset: logOffset + pos, data: entry });
-    pos += len;
-  }
+  if (logLength % (1024 * 1024) !== 0 || logOffset % (1024 * 1024) !== 0 || logOffset < 1024 * 1024) throw new KilnError(`${name}: expected the VHDX log at a 1 MiB multiple, got ${logLength} bytes at ${logOffset}`, { hint: 'Kiln patches what qemu-img (qemu-utils) writes; check `qemu-img --version` and run `kiln doctor`' });
+  patches.push({ offset: logOffset, data: Buffer.alloc(logLength) });
 
   // Page 83 data: the virtual disk id, found through the region table and the metadata table.
   const rt = read(VHDX_REGION_TABLE_OFFSET, 64 * 1024);

@@ -12,6 +12,7 @@ import {
   artifactFileName, extractOvaDisk, listOva, parseManifest, parseVhdFooter, readOvaMember, validateOvf, writeFormats, type Artifact, type FormatInput,
 } from '../../src/formats/index.js';
 import { crc32c } from '../../src/formats/crc32c.js';
+import { planVhdxPatches } from '../../src/formats/vhdx-ids.js';
 import { guidBytes, vmdkCid, releaseUuid } from '../../src/formats/ids.js';
 import { parseVmdkDescriptor, parseVmdkHeader } from '../../src/formats/vmdk-descriptor.js';
 import { FORMATS } from '../../src/template/schema.js';
@@ -116,6 +117,20 @@ test('VHDX headers carry derived GUIDs, sequence numbers from 1 and valid CRC-32
     seqs.push(h.readBigUInt64LE(8));
   }
   assert.deepEqual([...seqs].sort(), [1n, 2n]);
+});
+
+test("the VHDX log is empty (zeros) with LogGuid zero: qemu-img's replayed entries, which differ between conversions, are gone", () => {
+  const file = readFileSync(art('vhdx').file);
+  const h = file.subarray(64 * 1024, 64 * 1024 + 4096);
+  const [logLength, logOffset] = [h.readUInt32LE(68), Number(h.readBigUInt64LE(72))];
+  assert.ok(logLength >= MIB, `a log region of ${logLength} bytes`);
+  for (const off of [64 * 1024, 128 * 1024]) assert.ok(file.subarray(off + 48, off + 64).every((x) => x === 0), `LogGuid of the header at ${off}`);
+  assert.ok(file.subarray(logOffset, logOffset + logLength).every((x) => x === 0), 'the log region is zeros');
+  // A header that still names a log (one qemu-img did not replay) is refused, not patched over.
+  const damaged = Buffer.from(file.subarray(0, 2 * MIB));
+  for (const off of [64 * 1024, 128 * 1024]) damaged.fill(7, off + 48, off + 64);
+  const read = (o: number, n: number) => damaged.subarray(o, o + n);
+  assert.throws(() => planVhdxPatches(read, NAME, VERSION), /has a log still to replay \(LogGuid is not zero\)/);
 });
 
 test('qcow2 is compat 1.1 with zlib compression', () => {
