@@ -3,11 +3,11 @@
  * nothing behind: no mounts, no work tree, no partial artifact; a rerun then succeeds.
  */
 import { strict as assert } from 'node:assert';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
-import { exampleRepo, git, kiln, mountsUnder, netNamespaces, sandboxProcesses } from './fixture.js';
+import { builtExample, CACHE_DIR, E2E_DIR, exampleRepo, git, kiln, mountsUnder, netNamespaces, RUN_ID, sandboxProcesses } from './fixture.js';
 
 function assertNothingLeft(dir: string): void {
   assert.deepEqual(mountsUnder(dir), [], 'no mounts remain under the repository');
@@ -195,18 +195,59 @@ function processesIn(dir: string): string[] {
   return out.split('\n').filter((l) => l.includes(dir) && !/\bps -eo\b/.test(l)).map((l) => l.trim());
 }
 
-describe('kill -9 of kiln build in each long step', () => {
-  test('killed while it unpacks the base tree, assembles the disk and writes the formats: no tool keeps running, no mount is left, and the next build cleans up and succeeds', async () => {
-    const dir = exampleRepo('kill-9', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', /^formats: .*$/m, 'formats: [raw, qcow2, vmdk, gce]') });
-    // Each kill lands while the step's host tools run (tar; sfdisk, mke2fs, debugfs, mtools; qemu-img, gzip, tar).
-    for (const [stepName, delayMs] of [['configure', 1500], ['disk', 2500], ['formats', 4000]] as const) {
+/**
+ * A cache directory of its own that shares (hard links) the shared one's base trees, tools and apt
+ * files and, of the step cache, only the provisioned trees: a build of the example there takes its
+ * tree from the cache and makes the disk, the audit and the formats itself.
+ */
+function cacheWithTreesOnly(dir: string): string {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'steps'), { recursive: true });
+  for (const name of readdirSync(CACHE_DIR)) if (name !== 'steps') execFileSync('cp', ['-al', '--', join(CACHE_DIR, name), join(dir, name)]);
+  const steps = join(CACHE_DIR, 'steps');
+  for (const key of existsSync(steps) ? readdirSync(steps) : []) {
+    const entry = join(steps, key, 'entry.json');
+    if (existsSync(entry) && (JSON.parse(readFileSync(entry, 'utf8')) as { step?: string }).step === 'tree') execFileSync('cp', ['-al', '--', join(steps, key), join(dir, 'steps', key)]);
+  }
+  return dir;
+}
+
+describe('kill -9 and interrupts of kiln build in each long step', () => {
+  test('killed (-9) or interrupted (SIGINT, SIGTERM) while it unpacks the base tree, assembles the disk, audits it and writes the formats: no tool keeps running, no mount is left, an interrupt cleans up, and the next build cleans up after a kill and succeeds', async () => {
+    // The example's own files, tag and (fixed-date) commit, so its provisioned tree, which the shared
+    // example build stored, is this repository's too: the builds stopped in the disk, audit and formats
+    // steps, and the last one, take it from a cache of their own instead of running the playbook again.
+    // The builds stopped while they unpack the base tree run without the step cache (a cached tree is
+    // never unpacked). Provisioning has its own tests above and below.
+    await builtExample();
+    const dir = exampleRepo('kill-9', { tag: 'release-0.1.0' });
+    const cacheDir = cacheWithTreesOnly(join(E2E_DIR, RUN_ID, 'kill-9-cache'));
+    const env = { KILN_CACHE_DIR: cacheDir };
+    const work = join(dir, '.kiln/work');
+    // Each stop lands while the step's host tools run (tar; sfdisk, mke2fs, debugfs, mtools; debugfs and
+    // the secret scan; qemu-img, gzip, tar).
+    const stops = [
+      ['configure', 'SIGKILL', 1500], ['configure', 'SIGINT', 1500],
+      ['disk', 'SIGKILL', 2500], ['disk', 'SIGINT', 2500],
+      ['audit', 'SIGKILL', 2000], ['audit', 'SIGTERM', 2000],
+      ['formats', 'SIGKILL', 4000], ['formats', 'SIGTERM', 4000],
+    ] as const;
+    let killed = 0;
+    for (const [stepName, signal, delayMs] of stops) {
+      const what = `${signal} in ${stepName}`;
       let sent = false;
       const r = await kiln(['build', '--no-release'], {
-        cwd: dir, timeoutMs: 900_000,
-        onStderr: (chunk, child) => { if (!sent && new RegExp(`\\] ${stepName}:`).test(chunk)) { sent = true; setTimeout(() => child.kill('SIGKILL'), delayMs); } },
+        cwd: dir, timeoutMs: 900_000, env, cache: stepName !== 'configure',
+        onStderr: (chunk, child) => { if (!sent && new RegExp(`\\] ${stepName}:`).test(chunk)) { sent = true; setTimeout(() => child.kill(signal), delayMs); } },
       });
       assert.ok(sent, `the build reached the ${stepName} step`);
-      assert.equal(r.signal, 'SIGKILL', `killed in ${stepName}: ${r.stderr.slice(-800)}`);
+      if (signal === 'SIGKILL') {
+        assert.equal(r.signal, 'SIGKILL', `${what}: ${r.stderr.slice(-800)}`);
+        killed++;
+      } else {
+        assert.equal(r.code, signal === 'SIGINT' ? 130 : 143, `${what}: ${r.stderr.slice(-1500)}`);
+        assert.match(r.stderr, new RegExp(`interrupted by ${signal}`), what);
+      }
       // Host tools die with Kiln (each is started with a parent-death signal): give the kernel a moment.
       let left: string[] = [];
       for (let i = 0; i < 20; i++) {
@@ -214,17 +255,21 @@ describe('kill -9 of kiln build in each long step', () => {
         if (!left.length) break;
         await new Promise((res) => setTimeout(res, 250));
       }
-      assert.deepEqual(left, [], `no process of the build killed in ${stepName} keeps running`);
-      assert.deepEqual(mountsUnder(dir), [], `no mount is left by the build killed in ${stepName}`);
-      assert.deepEqual(sandboxProcesses(), [], 'no sandbox, network helper or Ansible survives');
+      assert.deepEqual(left, [], `no process of the build stopped by ${what} keeps running`);
+      assert.deepEqual(mountsUnder(dir), [], `no mount is left by the build stopped by ${what}`);
+      assert.deepEqual(sandboxProcesses(), [], `no sandbox, network helper or Ansible survives ${what}`);
       const out = join(dir, '.kiln/out');
-      assert.deepEqual(existsSync(out) ? readdirSync(out) : [], [], 'no artifact reaches the out directory');
-      // kill -9 leaves the scratch (nothing can clean it); the next build removes a dead build's.
-      assert.equal(readdirSync(join(dir, '.kiln/work')).length, 1, `only the work area of the build killed in ${stepName} is left`);
+      assert.deepEqual(existsSync(out) ? readdirSync(out) : [], [], `no artifact reaches the out directory (${what})`);
+      // kill -9 leaves the scratch (nothing can clean it up) and the next build removes a dead build's;
+      // an interrupted build removes its own, and its half-written cache entry, before it exits.
+      assert.equal(readdirSync(work).length, signal === 'SIGKILL' ? 1 : 0, `work areas after ${what}: ${readdirSync(work).join(', ')}`);
+      if (signal !== 'SIGKILL') assert.deepEqual(readdirSync(join(cacheDir, 'steps')).filter((n) => n.endsWith('.tmp')), [], `no temporary cache entry after ${what}`);
     }
-    const again = await kiln(['build', '--no-release'], { cwd: dir });
+    assert.equal(killed, 4);
+    const again = await kiln(['build', '--no-release'], { cwd: dir, env, cache: true });
     assert.equal(again.code, 0, again.stderr.slice(-3000));
-    assert.deepEqual(readdirSync(join(dir, '.kiln/work')), [], 'the dead builds\' work areas are gone');
+    assert.deepEqual(readdirSync(work), [], 'the dead builds\' work areas are gone');
+    assert.deepEqual(readdirSync(join(cacheDir, 'steps')).filter((n) => n.endsWith('.tmp')), [], 'no temporary cache entry is left');
     assert.deepEqual(mountsUnder(dir), []);
   });
 });

@@ -6,9 +6,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
-import type { ArchiveTrust, InstalledPackage, LockedBase } from '../../source/debian.js';
+import type { InstalledPackage, LockedBase } from '../../source/debian.js';
 import { step, type BuildEnv, type LockState } from '../context.js';
-import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet, type LockFile } from '../../lock/file.js';
+import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet } from '../../lock/file.js';
 import { ansibleCoreVersion, cachedToolsFor, type Controller } from '../../sandbox/tools.js';
 
 export const lockStep = step({
