@@ -35,6 +35,8 @@ export interface AuditOptions {
    */
   readFiles?: (files: readonly InodeFile[], sink: (i: number) => FileSink) => Promise<void>;
   logger?: Logger;
+  /** An interrupted build's: checked between the audit's phases, so it stops instead of falling back to reading every file again. */
+  signal?: AbortSignal;
 }
 
 /** A file's scan: its secrets, why it could not be read, or 'unmodified' for a packaged file as shipped. */
@@ -44,7 +46,7 @@ type Scanned = FileSecret[] | { error: string } | 'unmodified';
 const HOLD = 64 * 1024 * 1024;
 
 /** Each file's scan, in order: through readFiles when given and it vouches for its read, else file by file through root. */
-async function scanFiles(root: string, files: readonly TreeEntry[], packaged: Packaged, readFiles: AuditOptions['readFiles'], logger: Logger): Promise<Scanned[]> {
+async function scanFiles(root: string, files: readonly TreeEntry[], packaged: Packaged, readFiles: AuditOptions['readFiles'], logger: Logger, signal?: AbortSignal): Promise<Scanned[]> {
   const one = (e: TreeEntry): Scanned => (packaged.unmodified(e.path) ? 'unmodified' : scanFile(join(root, e.path), e.path, e.size));
   if (!readFiles || !files.length || files.some((e) => e.ino === undefined)) return files.map(one);
   const results: (Scanned | 'again')[] = new Array(files.length);
@@ -68,6 +70,8 @@ async function scanFiles(root: string, files: readonly TreeEntry[], packaged: Pa
       };
     });
   } catch (err) {
+    // debugfs killed by an interrupt is not a reason to read every file again.
+    signal?.throwIfAborted();
     if (!(err instanceof InodeStreamError)) throw err;
     logger.warn(`audit: ${err.message}; reading every file through the mounted view instead`);
     return files.map(one);
@@ -96,7 +100,9 @@ export async function auditTree(root: string, opts: AuditOptions = {}): Promise<
   const accepted = new Set(opts.accept ?? []);
   const packaged = packagedFiles(root);
   const files = all.filter((e) => e.kind === 'file' && e.size > 0 && !covered(e.path));
-  const results = await scanFiles(root, files, packaged, opts.readFiles, ctx.logger);
+  opts.signal?.throwIfAborted();
+  const results = await scanFiles(root, files, packaged, opts.readFiles, ctx.logger, opts.signal);
+  opts.signal?.throwIfAborted();
   let scanned = 0;
   let acceptedCount = 0;
   files.forEach((e, i) => {

@@ -4,7 +4,8 @@
  * sees them as present, typed, with no non-null assertion), those it may use when present, and
  * those it provides. Before anything runs, checkPlan proves that every need is provided by an
  * earlier step that always runs, for the whole build and for partial pipelines such as
- * `kiln lock`'s; while the build runs, each step is held to its declaration.
+ * `kiln lock`'s, and that a step begun early (prepare) reads nothing the step beside it sets; while
+ * the build runs, each step is held to its declaration.
  */
 import type { Step, StepProgress } from './runner.js';
 
@@ -40,6 +41,8 @@ export interface StepDefinition<E, S, N extends keyof S> {
   /** Runs on failure and interrupt: it sees whatever state there is, needs included or not. */
   cleanup?(ctx: E & S, outcome: 'success' | 'failure'): Promise<void>;
   skip?(ctx: E & Given<S, N>): boolean;
+  /** Begun while the step before runs (src/pipeline/runner.ts); it sees the state as the step before that left it. */
+  prepare?(ctx: E & S, signal: AbortSignal): Promise<void>;
 }
 
 /** A programming error in the pipeline's wiring (exit 70 with its stack, never a user error). */
@@ -75,6 +78,7 @@ export function stepsOver<E, S>() {
       },
       ...(d.cleanup ? { cleanup: d.cleanup } : {}),
       ...(d.skip ? { skip: (ctx: E & S) => (d.skip as (c: E & Given<S, N>) => boolean)(given(ctx)) } : {}),
+      ...(d.prepare ? { prepare: d.prepare } : {}),
     };
   };
 }
@@ -91,10 +95,17 @@ export function checkPlan<S>(steps: readonly DeclaredStep<unknown, S>[], initial
   const maybe = new Set<keyof S>();
   const problems: string[] = [];
   const names = new Set<string>();
+  let previous: DeclaredStep<unknown, S> | undefined;
   for (const s of steps) {
     if (names.has(s.name)) problems.push(`two steps are named ${s.name}`);
     names.add(s.name);
     const d = s.declared;
+    // prepare() runs beside the step before: it cannot read what that step sets.
+    if (s.prepare && previous) {
+      const set = new Set([...previous.declared.provides, ...previous.declared.mayProvide]);
+      for (const n of [...d.needs, ...d.uses].filter((k) => set.has(k))) problems.push(`step ${s.name} begins while ${previous.name} runs (prepare), so it cannot need or use ${String(n)}, which ${previous.name} provides`);
+    }
+    previous = s;
     for (const n of d.needs) {
       if (sure.has(n)) continue;
       problems.push(maybe.has(n)

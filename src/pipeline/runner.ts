@@ -23,6 +23,15 @@ export interface Step<C> {
   cleanup?(ctx: C, outcome: 'success' | 'failure'): Promise<void>;
   /** Skip when this returns true. */
   skip?(ctx: C): boolean;
+  /**
+   * Work the step may begin ahead of its turn, while the step before it runs (the tools tree is built
+   * with mmdebstrap while the base tree is). It may read only what the steps before that one
+   * provided, and sets no state: run() takes its result. The runner starts it when the previous step
+   * starts and waits for it before run(); its failure is the step's, reported at the step's turn. If
+   * the previous step fails or is interrupted, the runner stops it (its host tools are killed) and
+   * waits for it before any cleanup starts.
+   */
+  prepare?(ctx: C, signal: AbortSignal): Promise<void>;
 }
 
 export interface StepProgress {
@@ -99,6 +108,9 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
   const interruptPromise = new Promise<never>((_, rej) => { rejectInterrupt = rej; });
   interruptPromise.catch(() => { /* observed via race */ });
   let stopWaiting: (() => void) | undefined;
+  // The next step's prepare(), begun when the current step started, with its own signal (aborted on
+  // an interrupt, and when the current step fails).
+  let ahead: { index: number; work: Promise<void>; settled: boolean; stop: AbortController } | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) {
       stopWaiting?.();
@@ -107,6 +119,7 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
     interrupted = sig;
     logger.info(`\n${sig} received: stopping and cleaning up...`);
     abort.abort(new InterruptedError(sig));
+    ahead?.stop.abort(new InterruptedError(sig));
     killAllChildren('SIGTERM');
     rejectInterrupt?.(new InterruptedError(sig));
   };
@@ -115,7 +128,15 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
   process.on('SIGINT', sigint);
   process.on('SIGTERM', sigterm);
   const isTTY = Boolean((process.stderr as NodeJS.WriteStream).isTTY);
+  const stopAhead = async () => {
+    if (!ahead || ahead.settled) return;
+    // Told through its signal; its host tools are ours to stop: nothing else runs once a step has failed.
+    if (!ahead.stop.signal.aborted) ahead.stop.abort(new KilnError('stopped: the step before failed'));
+    killAllChildren('SIGTERM');
+    await ahead.work.catch(() => undefined);
+  };
   const fail = async (step: string, e: unknown): Promise<never> => {
+    await stopAhead();
     await opts.onFailure?.(step, e);
     if (!opts.keepOnError || interrupted) await runCleanups(started, ctx, 'failure', logger);
     throw stepError(step, interrupted && !(e instanceof InterruptedError) ? new InterruptedError(interrupted) : e, records);
@@ -144,8 +165,17 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
           lastStatus = '';
         },
       };
-      started.push(step);
-      const run = step.run(ctx, progress, abort.signal);
+      if (ahead?.index !== i) started.push(step);
+      const early = ahead?.index === i ? ahead.work : undefined;
+      const run = early ? early.then(() => step.run(ctx, progress, abort.signal)) : step.run(ctx, progress, abort.signal);
+      const next = steps[i + 1];
+      if (next?.prepare && !next.skip?.(ctx)) {
+        const stop = new AbortController();
+        const a = { index: i + 1, work: next.prepare(ctx, stop.signal), settled: false, stop };
+        a.work.then(() => { a.settled = true; }, () => { a.settled = true; });
+        ahead = a;
+        started.push(next);
+      }
       // Settled below; a step that fails after an interrupt won the race must not crash the process.
       run.catch(() => undefined);
       let error: { e: unknown } | undefined;

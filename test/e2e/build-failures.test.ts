@@ -3,7 +3,7 @@
  * nothing behind: no mounts, no work tree, no partial artifact; a rerun then succeeds.
  */
 import { strict as assert } from 'node:assert';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
@@ -196,14 +196,16 @@ function processesIn(dir: string): string[] {
 }
 
 /**
- * A cache directory of its own that shares (hard links) the shared one's base trees, tools and apt
- * files and, of the step cache, only the provisioned trees: a build of the example there takes its
- * tree from the cache and makes the disk, the audit and the formats itself.
+ * A cache directory of its own that shares the shared one's base trees, tools tree and apt files (by
+ * symbolic links: a hard link would change each file's ctime, which the tools tree's digest covers)
+ * and, of the step cache, only the provisioned trees (hard-linked; an entry is checked by size, inode
+ * and mtime): a build of the example there takes its tree from the cache and makes the disk, the audit
+ * and the formats itself.
  */
 function cacheWithTreesOnly(dir: string): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, 'steps'), { recursive: true });
-  for (const name of readdirSync(CACHE_DIR)) if (name !== 'steps') execFileSync('cp', ['-al', '--', join(CACHE_DIR, name), join(dir, name)]);
+  for (const name of readdirSync(CACHE_DIR)) if (name !== 'steps') symlinkSync(join(CACHE_DIR, name), join(dir, name));
   const steps = join(CACHE_DIR, 'steps');
   for (const key of existsSync(steps) ? readdirSync(steps) : []) {
     const entry = join(steps, key, 'entry.json');

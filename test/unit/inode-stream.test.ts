@@ -96,6 +96,19 @@ test('when the bulk read cannot be vouched for, every file is read through the m
   assert.equal(found.filter((f) => f.fingerprint).length, 3, JSON.stringify(found));
 });
 
+test('an interrupted audit stops when debugfs is killed, instead of reading every file through the mounted view', async () => {
+  const warnings: string[] = [];
+  const logger: Logger = { verbose: false, info() {}, debug() {}, warn: (m) => { warnings.push(m); } };
+  const stop = new AbortController();
+  const killed = async () => {
+    // What an interrupt does: the build's signal is aborted and debugfs is killed, so its stream breaks.
+    stop.abort(new Error('interrupted by SIGINT'));
+    throw new InodeStreamError('debugfs exited with signal SIGTERM');
+  };
+  await assert.rejects(auditTree(tree, { readFiles: killed, logger, signal: stop.signal }), /interrupted by SIGINT/);
+  assert.deepEqual(warnings, [], 'no fallback to reading every file');
+});
+
 test('kill -9 of Kiln while debugfs streams leaves no debugfs behind', async () => {
   const [big] = await inodes(['/var/lib/app/across.dat']);
   const debugfsOf = () => execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n').filter((l) => /^\s*\d+ debugfs /.test(l) && l.includes(fs));

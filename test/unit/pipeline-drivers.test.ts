@@ -16,7 +16,7 @@ import type { ExecResult } from '../../src/exec.js';
 import { formatLock, LOCK_FORMAT, packageSetDigest, type LockArchive, type LockedPackage, type LockFile } from '../../src/lock/file.js';
 import type { LockedRepo } from '../../src/lock/repo.js';
 import type { ProvisionBox, Drivers } from '../../src/pipeline/drivers.js';
-import type { BuildContext, BuildState, BuildStep } from '../../src/pipeline/context.js';
+import { step, type BuildContext, type BuildState, type BuildStep } from '../../src/pipeline/context.js';
 import { diskStep, lockStep, provisionStep, sourceStep, toolsStep, versionStep, workAreaStep } from '../../src/pipeline/steps/index.js';
 import type { HostStats, TaskResult, TaskStatus } from '../../src/provision/results.js';
 import type { PlaybookOutcome } from '../../src/provision/run.js';
@@ -338,11 +338,14 @@ test("tools: the controller kiln.yaml's provision.ansible names, from controller
   assert.equal(ctx.controller, CONTROLLER);
 });
 
+/** Stands for the source step, beside which the tools step begins (prepare): the tools tree is begun once the lock is served. */
+const besideTools = step({ name: 'source', describe: 'the step the tools tree is built beside', async run() { /* nothing */ } });
+
 test("tools: a locked build's tools tree comes from the pinned .debs, served for controllerFor, and must hold only pinned packages", async () => {
   const { impl, closed } = lockFakes();
   const fake = new FakeDrivers({ ...impl, controllerFor: async () => CONTROLLER });
   const ctx = context(locked, fake);
-  await runChecked([lockStep, toolsStep], ctx);
+  await runChecked([lockStep, besideTools, toolsStep], ctx);
   assert.deepEqual(fake.names(), [...LOCK_CALLS, 'fetchLockedDebs', 'lockedPackagesIndex', 'serveLockedRepo', 'controllerFor'], 'no cached tools tree: the pins are fetched');
   const [pins, fetch] = fake.calls('fetchLockedDebs')[1];
   assert.deepEqual(pins, TOOLS_PINS);
@@ -359,7 +362,7 @@ test("tools: a locked build's tools tree comes from the pinned .debs, served for
   const bad = lockFakes();
   const unpinned = new FakeDrivers({ ...bad.impl, controllerFor: async () => ({ ...CONTROLLER, tools: extra }) });
   const b = context(locked, unpinned);
-  await assert.rejects(runChecked([lockStep, toolsStep], b), (e: unknown) => {
+  await assert.rejects(runChecked([lockStep, besideTools, toolsStep], b), (e: unknown) => {
     failsAt('tools', /the tools tree has 1 package\(s\) kiln\.lock does not pin: sshpass 1\.10-0\.1 \(amd64\)/)(e);
     return e instanceof KilnError && e.where.file === join(locked.dir, 'kiln.lock');
   });

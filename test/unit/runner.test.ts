@@ -109,3 +109,90 @@ test('a step that completes although the interrupt came during it is recorded ok
   });
   assert.deepEqual(log, ['released', 'cleanup release failure']);
 });
+
+/** Steps a, b (with prepare) and c: b's prepare logs its start and end, and ends when `finish` is called or its signal aborts. */
+function withPrepare(log: string[], opts: { aFails?: boolean; prepareFails?: boolean; interruptInA?: boolean } = {}): { steps: Step<object>[]; finish: () => void } {
+  let finish: () => void = () => undefined;
+  const prepared = new Promise<void>((r) => { finish = r; });
+  return {
+    finish,
+    steps: [
+      {
+        name: 'a', describe: 'a',
+        async run() {
+          log.push('run a');
+          if (opts.interruptInA) setImmediate(() => process.emit('SIGINT', 'SIGINT'));
+          await new Promise((r) => setTimeout(r, 30));
+          if (opts.aFails || opts.interruptInA) throw new KilnError('a broke');
+          log.push('a done');
+          finish();
+        },
+        async cleanup(_c, outcome) { log.push(`cleanup a ${outcome}`); },
+      },
+      {
+        name: 'b', describe: 'b',
+        async prepare(_c, signal) {
+          log.push('prepare b');
+          await Promise.race([prepared, new Promise((r) => signal.addEventListener('abort', r))]);
+          await new Promise((r) => setTimeout(r, 30));
+          log.push(signal.aborted ? `prepare b stopped: ${(signal.reason as Error).message}` : 'prepare b done');
+          if (opts.prepareFails) throw new KilnError('b could not prepare');
+          if (signal.aborted) throw signal.reason;
+        },
+        async run() { log.push('run b'); },
+        async cleanup(_c, outcome) { log.push(`cleanup b ${outcome}`); },
+      },
+      { name: 'c', describe: 'c', async run() { log.push('run c'); } },
+    ],
+  };
+}
+
+test("a step's prepare() begins when the step before it starts, and its run() waits for it", async () => {
+  const log: string[] = [];
+  const r = await runSteps(withPrepare(log).steps, {}, { logger: silentLogger });
+  assert.deepEqual(log.slice(0, 2), ['run a', 'prepare b'], 'prepared while a runs');
+  assert.ok(log.includes('prepare b done') && log.indexOf('prepare b done') < log.indexOf('run b'), `b's run waited for its prepare: ${log.join(', ')}`);
+  assert.deepEqual(log.slice(-2), ['cleanup b success', 'cleanup a success']);
+  assert.deepEqual(r.steps.map((s) => `${s.name} ${s.status}`), ['a ok', 'b ok', 'c ok']);
+});
+
+test("when the step before fails, the prepare() begun beside it is stopped and waited for before any cleanup, and the error is that step's", async () => {
+  const log: string[] = [];
+  await assert.rejects(runSteps(withPrepare(log, { aFails: true }).steps, {}, { logger: silentLogger }), (e: StepFailure) => {
+    assert.equal(e.where.step, 'a');
+    assert.deepEqual(e.steps.map((s) => `${s.name} ${s.status}`), ['a failed']);
+    return true;
+  });
+  assert.deepEqual(log, ['run a', 'prepare b', 'prepare b stopped: stopped: the step before failed', 'cleanup b failure', 'cleanup a failure']);
+});
+
+test("a prepare() that fails is its step's failure, reported at its turn, after the step before completed", async () => {
+  const log: string[] = [];
+  await assert.rejects(runSteps(withPrepare(log, { prepareFails: true }).steps, {}, { logger: silentLogger }), (e: StepFailure) => {
+    assert.equal(e.where.step, 'b');
+    assert.match(e.message, /b could not prepare/);
+    assert.deepEqual(e.steps.map((s) => `${s.name} ${s.status}`), ['a ok', 'b failed']);
+    return true;
+  });
+  assert.ok(!log.includes('run b') && !log.includes('run c'), log.join(', '));
+  assert.deepEqual(log.slice(-2), ['cleanup b failure', 'cleanup a failure']);
+});
+
+test('an interrupt stops the prepare() begun beside the running step too, and cleanups wait for both', async () => {
+  const log: string[] = [];
+  await assert.rejects(runSteps(withPrepare(log, { interruptInA: true }).steps, {}, { logger: silentLogger }), (e: StepFailure) => {
+    assert.match(e.message, /interrupted by SIGINT/);
+    return true;
+  });
+  assert.deepEqual(log, ['run a', 'prepare b', 'prepare b stopped: interrupted by SIGINT', 'cleanup b failure', 'cleanup a failure']);
+});
+
+test('checkPlan refuses a step begun early (prepare) that needs or uses what the step beside it provides', async () => {
+  const { checkPlan, stepsOver } = await import('../../src/pipeline/plan.js');
+  const define = stepsOver<object, { x?: number; y?: number }>();
+  const a = define({ name: 'a', describe: 'a', provides: ['x'], async run(c) { c.x = 1; } });
+  const b = define({ name: 'b', describe: 'b', uses: ['x'], provides: ['y'], async prepare() { /* begun early */ }, async run(c) { c.y = 2; } });
+  assert.throws(() => checkPlan([a, b]), /step b begins while a runs \(prepare\), so it cannot need or use x, which a provides/);
+  const b2 = define({ name: 'b', describe: 'b', provides: ['y'], async prepare() { /* begun early */ }, async run(c) { c.y = 2; } });
+  assert.doesNotThrow(() => checkPlan([a, b2]));
+});

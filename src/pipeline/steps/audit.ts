@@ -12,7 +12,7 @@ export const auditStep = step({
   needs: ['disk'],
   uses: ['cache'],
   provides: ['findings'],
-  async run(ctx, p) {
+  async run(ctx, p, signal) {
     const cache = ctx.cache;
     if (cache?.audit) {
       // An audit entry exists only for a disk that passed, with these seal and audit settings.
@@ -21,7 +21,7 @@ export const auditStep = step({
       return;
     }
     const s = ctx.template.config.seal;
-    const findings = await auditImage(ctx.disk.raw, { format: 'raw', disable: s.disable, keep: s.keep, accept: ctx.template.config.audit.accept, workDir: join(ctx.workDir, 'audit'), logger: ctx.logger });
+    const findings = await auditImage(ctx.disk.raw, { format: 'raw', disable: s.disable, keep: s.keep, accept: ctx.template.config.audit.accept, workDir: join(ctx.workDir, 'audit'), logger: ctx.logger, signal });
     ctx.findings = findings;
     if (findings.length) {
       throw new KilnError(`the audit found ${findings.length} problem(s) in the image`, {

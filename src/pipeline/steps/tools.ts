@@ -1,8 +1,20 @@
-/** tools: the Ansible controller, a cached tools tree built with mmdebstrap (or the host's Ansible). */
+/**
+ * tools: the Ansible controller, a cached tools tree built with mmdebstrap (or the host's Ansible).
+ * A tree not yet cached is built while the source step builds the base tree (prepare(), src/pipeline/runner.ts):
+ * it depends only on kiln.yaml and the lock, and the two mmdebstrap runs share no file.
+ */
 import { humanSeconds } from '../../log.js';
+import type { Controller } from '../../sandbox/tools.js';
 import { describeController } from '../../sandbox/tools.js';
-import { step } from '../context.js';
+import { step, type BuildContext } from '../context.js';
 import { lockedController } from './lock.js';
+
+/** The controller begun by prepare(), per build, with when it started and how long it took. */
+const begun = new WeakMap<object, { controller: Promise<Controller>; ms: () => number | undefined }>();
+
+function controllerOf(ctx: BuildContext, status: (l: string) => void): Promise<Controller> {
+  return ctx.lock ? lockedController(ctx, ctx.lock, status) : ctx.drivers.controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status);
+}
 
 export const toolsStep = step({
   name: 'tools',
@@ -10,11 +22,23 @@ export const toolsStep = step({
   reads: ['provision', 'source'],
   uses: ['lock'],
   provides: ['controller'],
+  async prepare(ctx) {
+    const t0 = Date.now();
+    let took: number | undefined;
+    // Quiet: the step before this one owns the progress line; this step reports when its turn comes.
+    const controller = controllerOf(ctx, (l) => ctx.logger.debug(`tools: ${l}`));
+    begun.set(ctx, { controller, ms: () => took });
+    await controller;
+    took = Date.now() - t0;
+  },
   async run(ctx, p) {
     const t0 = Date.now();
-    const status = (l: string) => p.status(l.replace(/^I: /, ''));
-    const controller = ctx.lock ? await lockedController(ctx, ctx.lock, status) : await ctx.drivers.controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status);
+    const early = begun.get(ctx);
+    begun.delete(ctx);
+    const controller = early ? await early.controller : await controllerOf(ctx, (l) => p.status(l.replace(/^I: /, '')));
     ctx.controller = controller;
-    p.log(`${describeController(controller)}${controller.tools && !controller.tools.cached ? `, built in ${humanSeconds(Date.now() - t0)}` : ''}`);
+    const built = controller.tools && !controller.tools.cached;
+    const took = early ? early.ms() : Date.now() - t0;
+    p.log(`${describeController(controller)}${built ? `, built in ${humanSeconds(took ?? 0)}${early ? ' while the step before ran' : ''}` : ''}`);
   },
 });
