@@ -8,10 +8,10 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import { appendFileSync, copyFileSync, createReadStream, existsSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
+import { firstDifferingBytes } from '../../src/reproduce/treediff.js';
 import { builtExample, CACHE_DIR, E2E_DIR, kiln, mountsUnder, RUN_ID, type BuildRecordLite, type BuiltExample } from './fixture.js';
 
 let built: BuiltExample;
@@ -39,32 +39,15 @@ function firstLine(stderr: string, step: string): string {
   return i >= 0 ? (lines[i + 1] ?? '').trim() : `(no ${step} step in the output)`;
 }
 
-/** Where two files differ: up to 8 differing 4 KiB pages, as byte offsets, and the sizes. */
-async function differences(a: string, b: string): Promise<string> {
-  const [fa, fb] = [await open(a, 'r'), await open(b, 'r')];
-  try {
-    const [sa, sb] = [(await fa.stat()).size, (await fb.stat()).size];
-    const pages: number[] = [];
-    const [ba, bb] = [Buffer.alloc(1 << 20), Buffer.alloc(1 << 20)];
-    for (let pos = 0; pos < Math.min(sa, sb) && pages.length < 8; pos += ba.length) {
-      const n = (await fa.read(ba, 0, ba.length, pos)).bytesRead;
-      await fb.read(bb, 0, bb.length, pos);
-      for (let o = 0; o < n && pages.length < 8; o += 4096) if (!ba.subarray(o, o + 4096).equals(bb.subarray(o, o + 4096))) pages.push(pos + o);
-    }
-    return `sizes ${sa} and ${sb}; differing 4 KiB pages at ${pages.join(', ') || 'none before the end of the shorter'}`;
-  } finally {
-    await fa.close();
-    await fb.close();
-  }
-}
-
 async function assertReleasedBytes(record: BuildRecordLite): Promise<void> {
   const released = new Map(built.record.artifacts.map((a) => [a.format, a]));
   assert.deepEqual(record.artifacts.map((a) => a.format).sort(), [...released.keys()].sort());
   for (const a of record.artifacts) {
     const want = released.get(a.format);
     const got = await sha256(a.file);
-    if (want && got !== want.sha256) assert.fail(`${a.format}: the bytes of the release (hashed here): ${got}, released ${want.sha256}; ${await differences(a.file, want.file)}`);
+    if (!want || got === want.sha256) continue;
+    const d = await firstDifferingBytes(a.file, want.file, 8);
+    assert.fail(`${a.format}: the bytes of the release (hashed here): ${got}, released ${want.sha256}; ${d.count} bytes differ, the first at offsets ${d.offsets.join(', ')}`);
   }
 }
 
