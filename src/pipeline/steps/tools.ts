@@ -4,13 +4,12 @@
  * it depends only on kiln.yaml and the lock, and the two mmdebstrap runs share no file.
  */
 import { humanSeconds } from '../../log.js';
-import type { Controller } from '../../sandbox/tools.js';
-import { describeController } from '../../sandbox/tools.js';
+import { describeController, type Controller } from '../../sandbox/tools.js';
 import { step, type BuildContext } from '../context.js';
 import { lockedController } from './lock.js';
 
-/** The controller begun by prepare(), per build, with when it started and how long it took. */
-const begun = new WeakMap<object, { controller: Promise<Controller>; ms: () => number | undefined }>();
+/** What prepare() built, per build, and how long it took; the runner runs prepare() to its end before run(). */
+const prepared = new WeakMap<object, { controller: Controller; ms: number }>();
 
 function controllerOf(ctx: BuildContext, status: (l: string) => void): Promise<Controller> {
   return ctx.lock ? lockedController(ctx, ctx.lock, status) : ctx.drivers.controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status);
@@ -24,21 +23,17 @@ export const toolsStep = step({
   provides: ['controller'],
   async prepare(ctx) {
     const t0 = Date.now();
-    let took: number | undefined;
     // Quiet: the step before this one owns the progress line; this step reports when its turn comes.
-    const controller = controllerOf(ctx, (l) => ctx.logger.debug(`tools: ${l}`));
-    begun.set(ctx, { controller, ms: () => took });
-    await controller;
-    took = Date.now() - t0;
+    const controller = await controllerOf(ctx, (l) => ctx.logger.debug(`tools: ${l}`));
+    prepared.set(ctx, { controller, ms: Date.now() - t0 });
   },
   async run(ctx, p) {
     const t0 = Date.now();
-    const early = begun.get(ctx);
-    begun.delete(ctx);
-    const controller = early ? await early.controller : await controllerOf(ctx, (l) => p.status(l.replace(/^I: /, '')));
+    const early = prepared.get(ctx);
+    prepared.delete(ctx);
+    const controller = early?.controller ?? await controllerOf(ctx, (l) => p.status(l.replace(/^I: /, '')));
     ctx.controller = controller;
     const built = controller.tools && !controller.tools.cached;
-    const took = early ? early.ms() : Date.now() - t0;
-    p.log(`${describeController(controller)}${built ? `, built in ${humanSeconds(took ?? 0)}${early ? ' while the step before ran' : ''}` : ''}`);
+    p.log(`${describeController(controller)}${built ? `, built in ${humanSeconds(early?.ms ?? Date.now() - t0)}${early ? ' while the step before ran' : ''}` : ''}`);
   },
 });
