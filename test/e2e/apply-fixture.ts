@@ -1,7 +1,7 @@
 /**
  * The upgrade scenario's pieces: a tiny application package `kiln-demo-app` in two versions, a flat
- * apt repository serving them on 127.0.0.1, and an image repository (the example web role plus a
- * `demo_app` role that pins the package version and manages /etc/kiln-demo.conf).
+ * apt repository serving them on 127.0.0.1, and an image repository (the example's, with a `demo_app`
+ * role that pins the package version, manages /etc/kiln-demo.conf and restarts the app's service).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +23,12 @@ export function buildAptRepo(dir: string, versions: string[]): void {
       'Section: misc', 'Priority: optional', 'Description: Kiln upgrade demo application', ' Installs its version in /usr/share/kiln-demo-app/VERSION.', '',
     ].join('\n'));
     writeFileSync(join(root, 'usr/share/kiln-demo-app/VERSION'), `${v}\n`);
+    // A service that says its version in the journal when it (re)starts: the role's handler restarts it.
+    mkdirSync(join(root, 'usr/lib/systemd/system'), { recursive: true });
+    writeFileSync(join(root, 'usr/lib/systemd/system/kiln-demo-app.service'), [
+      '[Unit]', 'Description=Kiln upgrade demo application', '', '[Service]', 'Type=oneshot', 'RemainAfterExit=yes',
+      'ExecStart=/bin/sh -c \'echo "kiln-demo-app $(cat /usr/share/kiln-demo-app/VERSION) started"\'', '',
+    ].join('\n'));
     execFileSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, join(dir, `kiln-demo-app_${v}_all.deb`)], { stdio: 'pipe' });
     rmSync(root, { recursive: true, force: true });
   }
@@ -75,6 +81,7 @@ const DEMO_TASKS = `# The application, pinned: applying a release with another a
     # Pinned means exactly this version: applying an older release goes back to its version.
     allow_downgrade: true
     update_cache: "{{ demo_source is changed }}"
+  notify: Restart kiln-demo-app
 
 - name: Write the demo configuration
   ansible.builtin.template:
@@ -83,6 +90,14 @@ const DEMO_TASKS = `# The application, pinned: applying a release with another a
     owner: root
     group: root
     mode: "0644"
+  notify: Restart kiln-demo-app
+`;
+
+// At build time Kiln defers the restart to first boot; over SSH it restarts the service there and then.
+const DEMO_HANDLERS = `- name: Restart kiln-demo-app
+  ansible.builtin.service:
+    name: kiln-demo-app
+    state: restarted
 `;
 
 const demoDefaults = (v: string) => `app_version: "${v}"
@@ -108,8 +123,11 @@ export function setAppVersion(dir: string, version: string): void {
 }
 
 /**
- * The image repository for the upgrade test, committed and tagged. Raw only, BIOS only (the test
- * boots BIOS), and no fact gathering: over SSH to a TCG guest it costs 10-20 s per run.
+ * The image repository for the upgrade test, committed and tagged: the example's files with the
+ * `demo_app` role in place of the `web` role. Raw only, BIOS only (the test boots BIOS), and no fact
+ * gathering. Under TCG every module Ansible runs on the VM takes 4-15 s and the test applies the
+ * playbook three times, so the role is kept to what an upgrade needs: a pinned package, a managed
+ * file, a handler.
  */
 export function upgradeRepo(name: string, opts: { repoPort: number; tag: string; appVersion: string }): string {
   return exampleRepo(name, {
@@ -120,9 +138,11 @@ export function upgradeRepo(name: string, opts: { repoPort: number; tag: string;
       // The build sandbox reaches no host service but the ones kiln.yaml names (host_ports).
       edit(join(d, 'kiln.yaml'), '  idempotence: fail\n', `  idempotence: fail\n  host_ports: [${opts.repoPort}]\n  vars:\n    demo_repo_port: ${opts.repoPort}\n`);
       edit(join(d, 'playbook.yml'), '  become: true\n', '  become: true\n  gather_facts: false\n');
-      edit(join(d, 'playbook.yml'), '    - role: web\n', '    - role: web\n    - role: demo_app\n');
-      for (const sub of ['tasks', 'defaults', 'templates']) mkdirSync(join(d, 'roles/demo_app', sub), { recursive: true });
+      edit(join(d, 'playbook.yml'), '    - role: web\n', '    - role: demo_app\n');
+      rmSync(join(d, 'roles/web'), { recursive: true });
+      for (const sub of ['tasks', 'defaults', 'templates', 'handlers']) mkdirSync(join(d, 'roles/demo_app', sub), { recursive: true });
       writeFileSync(join(d, 'roles/demo_app/tasks/main.yml'), DEMO_TASKS);
+      writeFileSync(join(d, 'roles/demo_app/handlers/main.yml'), DEMO_HANDLERS);
       writeFileSync(join(d, 'roles/demo_app/defaults/main.yml'), demoDefaults(opts.appVersion));
       writeFileSync(join(d, 'roles/demo_app/templates/kiln-demo.conf.j2'), DEMO_CONF);
     },

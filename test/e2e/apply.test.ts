@@ -66,7 +66,9 @@ describe('kiln apply', () => {
     const host = `127.0.0.1:${vm!.sshPort}`;
     // Per-task results, per host, as they arrive; then the summary.
     assert.match(r.stderr, new RegExp(`^  ${host}  changed +demo_app : Install the pinned kiln-demo-app$`, 'm'));
-    assert.match(r.stderr, new RegExp(`^  ${host}  ok +web : Create the application user$`, 'm'));
+    // The apt source names the host as the VM reaches it (10.0.2.2), not as the build sandbox did.
+    assert.match(r.stderr, new RegExp(`^  ${host}  changed +demo_app : Add the demo apt repository$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^  ${host}  changed +demo_app : Restart kiln-demo-app$`, 'm'), 'the handler ran on the host');
     assert.match(r.stderr, new RegExp(`^  ${host}  upgraded +release-0\\.1\\.0 -> release-0\\.2\\.0  ok=\\d+ changed=\\d+ failed=0 unreachable=0$`, 'm'));
     const s = await state();
     assert.equal(s.app, '2.0');
@@ -76,7 +78,12 @@ describe('kiln apply', () => {
     assert.match(s.release, new RegExp(`^IMAGE_COMMIT=${commit2}$`, 'm'));
     assert.match(s.osRelease, /^IMAGE_VERSION="release-0\.2\.0"$/m);
     assert.match(s.conf, /^app_version = 2\.0$/m);
-    assert.match((await vm!.ssh('cat /var/www/html/index.html')).stdout, /<p id="version">release-0\.2\.0<\/p>/);
+    assert.match(s.conf, /^release = release-0\.2\.0$/m, 'templates see the version applied');
+    // Restarted by the handler over SSH, the service says the new version. (At build time the restart
+    // was only recorded as deferred, and the unit is not enabled, so it never ran with 1.0.)
+    const journal = (await vm!.ssh('sudo journalctl -b -u kiln-demo-app --no-pager -o cat')).stdout;
+    assert.match(journal, /kiln-demo-app 2\.0 started/);
+    assert.doesNotMatch(journal, /kiln-demo-app 1\.0 started/);
   });
 
   test('a second apply changes nothing, on several hosts in parallel with a summary per host', async () => {
@@ -96,7 +103,8 @@ describe('kiln apply', () => {
     assert.equal(r.code, 0, r.stderr.slice(-4000));
     const j = JSON.parse(r.stdout) as ApplyJson;
     assert.equal(j.hosts[0].status, 'drift');
-    assert.deepEqual(j.hosts[0].changed, ['demo_app : Write the demo configuration']);
+    // The file differs, so the handler it notifies would run too.
+    assert.deepEqual(j.hosts[0].changed, ['demo_app : Write the demo configuration', 'demo_app : Restart kiln-demo-app']);
     assert.match(r.stderr, /in check mode: nothing will change/);
     assert.match(r.stderr, /would change: demo_app : Write the demo configuration\n\s+demo_app : Write the demo configuration:\n\s+--- \/etc\/kiln-demo\.conf\n\s+\+\+\+ \/etc\/kiln-demo\.conf \(release-0\.2\.0\)\n(\s+ .*\n)+\s+-debug = true/);
     assert.deepEqual(await state(), before, 'check mode changed the host');

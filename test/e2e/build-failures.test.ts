@@ -198,33 +198,40 @@ function processesIn(dir: string): string[] {
 /**
  * A cache directory of its own that shares the shared one's base trees, tools tree and apt files (by
  * symbolic links: a hard link would change each file's ctime, which the tools tree's digest covers)
- * and, of the step cache, only the provisioned trees (hard-linked; an entry is checked by size, inode
- * and mtime): a build of the example there takes its tree from the cache and makes the disk, the audit
- * and the formats itself.
+ * and, of the step cache, only the entries of the given steps (hard-linked; an entry is checked by
+ * size, inode and mtime). With the provisioned trees only, a build of the example there takes its
+ * tree from the cache and makes the disk, the audit and the formats itself; with the disk and its
+ * audit too, it goes straight to the formats.
  */
-function cacheWithTreesOnly(dir: string): string {
+function cacheWithEntries(dir: string, steps: readonly string[]): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, 'steps'), { recursive: true });
   for (const name of readdirSync(CACHE_DIR)) if (name !== 'steps') symlinkSync(join(CACHE_DIR, name), join(dir, name));
-  const steps = join(CACHE_DIR, 'steps');
-  for (const key of existsSync(steps) ? readdirSync(steps) : []) {
-    const entry = join(steps, key, 'entry.json');
-    if (existsSync(entry) && (JSON.parse(readFileSync(entry, 'utf8')) as { step?: string }).step === 'tree') execFileSync('cp', ['-al', '--', join(steps, key), join(dir, 'steps', key)]);
+  const cached = join(CACHE_DIR, 'steps');
+  let n = 0;
+  for (const key of existsSync(cached) ? readdirSync(cached) : []) {
+    const entry = join(cached, key, 'entry.json');
+    if (!existsSync(entry) || !steps.includes((JSON.parse(readFileSync(entry, 'utf8')) as { step?: string }).step ?? '')) continue;
+    execFileSync('cp', ['-al', '--', join(cached, key), join(dir, 'steps', key)]);
+    n++;
   }
+  assert.ok(n >= steps.length, `the shared cache holds entries of ${steps.join(', ')} (found ${n})`);
   return dir;
 }
 
 describe('kill -9 and interrupts of kiln build in each long step', () => {
   test('killed (-9) or interrupted (SIGINT, SIGTERM) while it unpacks the base tree, assembles the disk, audits it and writes the formats: no tool keeps running, no mount is left, an interrupt cleans up, and the next build cleans up after a kill and succeeds', async () => {
-    // The example's own files, tag and (fixed-date) commit, so its provisioned tree, which the shared
-    // example build stored, is this repository's too: the builds stopped in the disk, audit and formats
-    // steps, and the last one, take it from a cache of their own instead of running the playbook again.
-    // The builds stopped while they unpack the base tree run without the step cache (a cached tree is
-    // never unpacked). Provisioning has its own tests above and below.
+    // The example's own files, tag and (fixed-date) commit, so the step outputs the shared example
+    // build stored are this repository's too: the builds stopped in the disk and audit steps take the
+    // provisioned tree from a cache of their own instead of running the playbook again, and the ones
+    // stopped in the formats step, and the last one, the disk and its audit as well. The builds stopped
+    // while they unpack the base tree run without the step cache (a cached tree is never unpacked).
+    // Provisioning has its own tests above and below.
     await builtExample();
     const dir = exampleRepo('kill-9', { tag: 'release-0.1.0' });
-    const cacheDir = cacheWithTreesOnly(join(E2E_DIR, RUN_ID, 'kill-9-cache'));
-    const env = { KILN_CACHE_DIR: cacheDir };
+    const treeCache = cacheWithEntries(join(E2E_DIR, RUN_ID, 'kill-9-cache'), ['tree']);
+    const diskCache = cacheWithEntries(join(E2E_DIR, RUN_ID, 'kill-9-cache-disk'), ['tree', 'disk', 'audit']);
+    const cacheFor = (stepName: string) => (stepName === 'formats' ? diskCache : treeCache);
     const work = join(dir, '.kiln/work');
     // Each stop lands while the step's host tools run (tar; sfdisk, mke2fs, debugfs, mtools; debugfs and
     // the secret scan; qemu-img, gzip, tar).
@@ -238,8 +245,9 @@ describe('kill -9 and interrupts of kiln build in each long step', () => {
     for (const [stepName, signal, delayMs] of stops) {
       const what = `${signal} in ${stepName}`;
       let sent = false;
+      const cacheDir = cacheFor(stepName);
       const r = await kiln(['build', '--no-release'], {
-        cwd: dir, timeoutMs: 900_000, env, cache: stepName !== 'configure',
+        cwd: dir, timeoutMs: 900_000, env: { KILN_CACHE_DIR: cacheDir }, cache: stepName !== 'configure',
         onStderr: (chunk, child) => { if (!sent && new RegExp(`\\] ${stepName}:`).test(chunk)) { sent = true; setTimeout(() => child.kill(signal), delayMs); } },
       });
       assert.ok(sent, `the build reached the ${stepName} step`);
@@ -268,10 +276,10 @@ describe('kill -9 and interrupts of kiln build in each long step', () => {
       if (signal !== 'SIGKILL') assert.deepEqual(readdirSync(join(cacheDir, 'steps')).filter((n) => n.endsWith('.tmp')), [], `no temporary cache entry after ${what}`);
     }
     assert.equal(killed, 4);
-    const again = await kiln(['build', '--no-release'], { cwd: dir, env, cache: true });
+    const again = await kiln(['build', '--no-release'], { cwd: dir, env: { KILN_CACHE_DIR: diskCache }, cache: true });
     assert.equal(again.code, 0, again.stderr.slice(-3000));
     assert.deepEqual(readdirSync(work), [], 'the dead builds\' work areas are gone');
-    assert.deepEqual(readdirSync(join(cacheDir, 'steps')).filter((n) => n.endsWith('.tmp')), [], 'no temporary cache entry is left');
+    for (const c of [treeCache, diskCache]) assert.deepEqual(readdirSync(join(c, 'steps')).filter((n) => n.endsWith('.tmp')), [], 'no temporary cache entry is left');
     assert.deepEqual(mountsUnder(dir), []);
   });
 });

@@ -1,13 +1,13 @@
-/** Issue 4 on the real image: every format holds the same disk, the OVA is valid, VMDK and VHD boot. */
+/** Issue 4 on the real image: every format holds the same disk, the OVA is valid, VMDK and VHD boot (the VHD through `kiln boot`). */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { extractOvaDisk, listOva, parseVhdFooter, readOvaMember, validateOvf } from '../../src/formats/index.js';
 import { bootVm, type RunningVm } from '../../src/vm/qemu.js';
-import { artifact, builtExample, type BuiltExample } from './fixture.js';
+import { artifact, builtExample, kiln, type BuiltExample, type KilnRun } from './fixture.js';
 
 let built: BuiltExample;
 let scratch: string;
@@ -55,23 +55,32 @@ describe('one build, every format', () => {
   });
 });
 
-describe('the VMDK from the OVA and the VHD boot', () => {
-  // Both boot at once, one vCPU each (TCG: a vCPU per host core).
+describe('the VMDK from the OVA boots, and `kiln boot` boots the VHD of the release under UEFI', () => {
+  // Both boot at once, one vCPU each (TCG: a vCPU per host core). The VHD is booted by `kiln boot`,
+  // which resolves web@release-0.1.0 through the store (the VHD by --format vpc, qemu-img's name),
+  // runs the command over SSH and passes its output and exit status on.
   let vmdk: Promise<RunningVm>;
-  let vhd: Promise<RunningVm>;
+  let viaKilnBoot: Promise<KilnRun>;
   before(() => {
     vmdk = extractOvaDisk(artifact(built, 'ova'), scratch).then((f) => bootVm({ image: f, format: 'vmdk', firmware: 'bios', cpus: 1, timeoutSec: 480 }));
-    vhd = bootVm({ image: artifact(built, 'vhd'), format: 'vpc', firmware: 'uefi', cpus: 1, timeoutSec: 480 });
+    viaKilnBoot = kiln(['boot', '--firmware', 'uefi', '--format', 'vpc', '--cpus', '1', '--timeout', '480', 'web@release-0.1.0', '--',
+      'cat /etc/release; test -d /sys/firmware/efi && echo efi; exit 3'], { cwd: built.dir });
     vmdk.catch(() => {});
-    vhd.catch(() => {});
+    viaKilnBoot.catch(() => {});
   });
-  after(async () => { await Promise.allSettled([vmdk, vhd].map(async (p) => (await p).stop())); });
+  after(async () => { await Promise.allSettled([vmdk.then((v) => v.stop()), viaKilnBoot]); });
 
   test('the VMDK taken out of the OVA boots to SSH with the version', async () => {
     assert.match((await (await vmdk).ssh('cat /etc/release')).stdout, /IMAGE_VERSION=release-0\.1\.0/);
   });
 
-  test('the fixed VHD boots to SSH under UEFI', async () => {
-    assert.match((await (await vhd).ssh('cat /etc/release; test -d /sys/firmware/efi && echo efi')).stdout, /IMAGE_VERSION=release-0\.1\.0[\s\S]*efi/);
+  test('kiln boot resolves name@version to the fixed VHD, boots it under UEFI, runs a command, returns its output and status', async () => {
+    const r = await viaKilnBoot;
+    assert.equal(r.code, 3, r.stderr.slice(-2000));
+    assert.match(r.stdout, /IMAGE_VERSION=release-0\.1\.0[\s\S]*efi/);
+    assert.match(r.stderr, /SSH is up after/);
+    const vhd = built.record.artifacts.find((a) => a.format === 'vhd')!;
+    assert.match(r.stderr, new RegExp(`^booting [^\\n]*/${vhd.sha256} \\(uefi\\)`, 'm'), 'the disk booted is the release\'s VHD blob');
+    assert.ok(!readFileSync('/proc/mounts', 'utf8').includes('kiln-vm-'));
   });
 });
