@@ -106,7 +106,7 @@ describe('kiln apply', () => {
     // The file differs, so the handler it notifies would run too.
     assert.deepEqual(j.hosts[0].changed, ['demo_app : Write the demo configuration', 'demo_app : Restart kiln-demo-app']);
     assert.match(r.stderr, /in check mode: nothing will change/);
-    assert.match(r.stderr, /would change: demo_app : Write the demo configuration\n\s+demo_app : Write the demo configuration:\n\s+--- \/etc\/kiln-demo\.conf\n\s+\+\+\+ \/etc\/kiln-demo\.conf \(release-0\.2\.0\)\n(\s+ .*\n)+\s+-debug = true/);
+    assert.match(r.stderr, /would change: demo_app : Write the demo configuration\n\s+would change: demo_app : Restart kiln-demo-app\n\s+demo_app : Write the demo configuration:\n\s+--- \/etc\/kiln-demo\.conf\n\s+\+\+\+ \/etc\/kiln-demo\.conf \(release-0\.2\.0\)\n(\s+ .*\n)+\s+-debug = true/);
     assert.deepEqual(await state(), before, 'check mode changed the host');
   });
 });
