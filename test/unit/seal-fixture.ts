@@ -140,6 +140,8 @@ export function buildFixture(root: string): { planted: Expected[]; unsealable: E
   bad('backup-files', '/etc/apt/sources.list.dpkg-old', 'deb http://old bookworm main\n');
   bad('backup-files', '/etc/apt/sources.list.dpkg-dist', 'deb http://deb.debian.org/debian bookworm main\n');
   bad('backup-files', '/etc/hosts~', '127.0.0.1 localhost\n');
+  // systemd-resolved's postinst keeps the resolv.conf it replaced: the build sandbox's resolver.
+  bad('backup-files', '/etc/.resolv.conf.systemd-resolved.bak', 'nameserver 10.255.255.53\n');
   put('/etc/opt-', 'innocent\n');
   // package-cache
   bad('package-cache', '/var/cache/apt/pkgcache.bin', 'bin');

@@ -6,10 +6,12 @@ import { statInTree } from '../../image/tree.js';
 
 /**
  * Backups in /etc: shadow's `passwd-` family (old password hashes), dpkg's and ucf's kept
- * versions, editor backups. A `name-` file counts only beside its `name`, so files that merely
- * end in a dash are left alone.
+ * versions, editor and maintainer-script backups (`*.bak`: systemd-resolved's postinst moves the
+ * resolv.conf it replaces to /etc/.resolv.conf.systemd-resolved.bak, which in an image is the build
+ * sandbox's resolver). A `name-` file counts only beside its `name`, so files that merely end in a
+ * dash are left alone.
  */
-const SUFFIXES = ['.dpkg-old', '.dpkg-dist', '.dpkg-bak', '.dpkg-new', '.dpkg-tmp', '.ucf-old', '.ucf-dist', '.ucf-new', '~'];
+const SUFFIXES = ['.dpkg-old', '.dpkg-dist', '.dpkg-bak', '.dpkg-new', '.dpkg-tmp', '.ucf-old', '.ucf-dist', '.ucf-new', '.bak', '~'];
 
 function backups(root: string, entries: TreeEntry[]): string[] {
   return entries.filter((e) => e.kind === 'file' && under(e.path, '/etc') && (
@@ -19,7 +21,7 @@ function backups(root: string, entries: TreeEntry[]): string[] {
 
 export const backupFiles: SealOperation = {
   name: 'backup-files',
-  description: 'Remove backup files in /etc (passwd- and friends, *.dpkg-old/-dist, *.ucf-old, *~)',
+  description: 'Remove backup files in /etc (passwd- and friends, *.dpkg-old/-dist, *.ucf-old, *.bak, *~)',
   async apply(root, ctx) {
     return backups(root, await ctx.entries()).flatMap((p) => remove(root, p, ctx));
   },
