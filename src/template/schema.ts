@@ -49,7 +49,7 @@ export const kilnSchema = {
         debian: {
           type: 'object', additionalProperties: false, default: {}, description: 'Debian from the signed archive, via mmdebstrap.',
           properties: {
-            suite: str('Debian suite.', { default: 'bookworm', enum: ['bookworm'] }),
+            suite: str('Debian suite: bookworm (Debian 12) or trixie (Debian 13), the two Kiln is tested with; any other is refused until it is. Omitted, it is bookworm, so that a newer Kiln never moves an image to another Debian release; new repositories (the examples) name trixie.', { default: 'bookworm', enum: ['bookworm', 'trixie'] }),
             mirror: str('Archive mirror URL: http:// or https://, host[:port] and path.', { default: 'http://deb.debian.org/debian', pattern: MIRROR_URL }),
             components: { ...names('Archive components.', COMPONENT), minItems: 1, default: ['main'] },
             kernel: str('Kernel package.', { default: 'linux-image-cloud-amd64', pattern: PACKAGE }),

@@ -134,6 +134,8 @@ export function upgradeRepo(name: string, opts: { repoPort: number; tag: string;
     tag: opts.tag,
     edit: (d) => {
       edit(join(d, 'kiln.yaml'), /^formats: .*$/m, 'formats: [raw]');
+      // Debian 12: the example is Debian 13, so this test's boot and SSH checks are the ones on bookworm.
+      edit(join(d, 'kiln.yaml'), '    suite: trixie\n', '    suite: bookworm\n');
       edit(join(d, 'kiln.yaml'), /^  firmware: .*$/m, '  firmware: [bios]');
       // The build sandbox reaches no host service but the ones kiln.yaml names (host_ports).
       edit(join(d, 'kiln.yaml'), '  idempotence: fail\n', `  idempotence: fail\n  host_ports: [${opts.repoPort}]\n  vars:\n    demo_repo_port: ${opts.repoPort}\n`);

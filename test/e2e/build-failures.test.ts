@@ -89,7 +89,7 @@ describe('failed builds leave nothing behind', () => {
     const dir = exampleRepo('bad-mirror', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'mirror: http://deb.debian.org/debian', 'mirror: http://127.0.0.1:9/debian') });
     const r = await kiln(['build'], { cwd: dir });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /cannot fetch http:\/\/127\.0\.0\.1:9\/debian\/dists\/bookworm\/InRelease/);
+    assert.match(r.stderr, /cannot fetch http:\/\/127\.0\.0\.1:9\/debian\/dists\/trixie\/InRelease/);
     assert.match(r.stderr, /source\.debian\.mirror/);
     assertNothingLeft(dir);
   });
@@ -98,7 +98,7 @@ describe('failed builds leave nothing behind', () => {
     const dir = exampleRepo('bad-keyring', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'mirror: http://deb.debian.org/debian', 'mirror: http://deb.debian.org/debian\n    keyring: /usr/share/keyrings/debian-archive-removed-keys.gpg') });
     const r = await kiln(['build'], { cwd: dir });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /InRelease at http:\/\/deb\.debian\.org\/debian\/dists\/bookworm\/InRelease is not signed by a key in \/usr\/share\/keyrings\/debian-archive-removed-keys\.gpg/);
+    assert.match(r.stderr, /InRelease at http:\/\/deb\.debian\.org\/debian\/dists\/trixie\/InRelease is not signed by a key in \/usr\/share\/keyrings\/debian-archive-removed-keys\.gpg/);
     assert.match(r.stderr, /verify: false/);
     assertNothingLeft(dir);
   });
@@ -138,7 +138,7 @@ describe('failed builds leave nothing behind', () => {
     const inside = await kiln(['shell', shell[1], '--', '/bin/sh', '-c', 'cat /etc/debian_version; echo $(ls /dev); test -x /run/kiln/facade/python3 && echo facade; id -u'], { cwd: dir });
     assert.equal(inside.code, 0, inside.stderr);
     const [version, dev, facade, uid] = inside.stdout.trim().split('\n');
-    assert.match(version, /^12\./);
+    assert.match(version, /^13\./);
     assert.doesNotMatch(dev, /\b(sd|vd|nvme|xvd)[a-z0-9]*\b/, 'no host disk');
     assert.equal(facade, 'facade');
     assert.equal(uid, '0');

@@ -122,7 +122,7 @@ describe('the example boots under BIOS and UEFI: two distinct machines from one 
         const rel = (await vm.ssh('cat /etc/release')).stdout;
         assert.match(rel, /^IMAGE_ID=web$/m);
         assert.match(rel, /^IMAGE_VERSION=release-0\.1\.0$/m);
-        assert.match((await vm.ssh('. /etc/os-release && echo "$IMAGE_ID $IMAGE_VERSION $VERSION_CODENAME"')).stdout, /^web release-0\.1\.0 bookworm$/m);
+        assert.match((await vm.ssh('. /etc/os-release && echo "$IMAGE_ID $IMAGE_VERSION $VERSION_CODENAME"')).stdout, /^web release-0\.1\.0 trixie$/m);
       });
 
       test('nginx serves the version page and the user app exists', async () => {

@@ -66,6 +66,17 @@ test('an unknown format lists the formats Kiln writes', () => {
   assert.match(p[0].message, /formats\.1: expected one of "raw", "qcow2", "vmdk", "vhd", "vhdx", "ova", "gce", got string "iso"/);
 });
 
+test('the Debian suite is bookworm or trixie; omitted, bookworm; any other is refused at its line, naming the two', () => {
+  const withSuite = (s: string) => good.replace('    packages: [curl]', `    suite: ${s}\n    packages: [curl]`);
+  assert.equal(parseTemplate(withSuite('trixie'), join(repo(), 'kiln.yaml')).config.source.debian.suite, 'trixie');
+  assert.equal(parseTemplate(withSuite('bookworm'), join(repo(), 'kiln.yaml')).config.source.debian.suite, 'bookworm');
+  for (const other of ['sid', 'forky', 'bullseye', 'stable']) {
+    const p = problems(withSuite(other));
+    assert.equal(p[0].line, 4, other);
+    assert.match(p[0].message, new RegExp(`source\\.debian\\.suite: expected one of "bookworm", "trixie", got string "${other}"`));
+  }
+});
+
 test('a missing required key names the key', () => {
   const p = problems('name: web\nsource:\n  debian: {}\n');
   assert.match(p[0].message, /missing required key 'provision' in top level/);
