@@ -208,14 +208,15 @@ function cacheWithEntries(dir: string, steps: readonly string[]): string {
   mkdirSync(join(dir, 'steps'), { recursive: true });
   for (const name of readdirSync(CACHE_DIR)) if (name !== 'steps') symlinkSync(join(CACHE_DIR, name), join(dir, name));
   const cached = join(CACHE_DIR, 'steps');
-  let n = 0;
+  const found = new Set<string>();
   for (const key of existsSync(cached) ? readdirSync(cached) : []) {
     const entry = join(cached, key, 'entry.json');
-    if (!existsSync(entry) || !steps.includes((JSON.parse(readFileSync(entry, 'utf8')) as { step?: string }).step ?? '')) continue;
+    const step = existsSync(entry) ? (JSON.parse(readFileSync(entry, 'utf8')) as { step?: string }).step : undefined;
+    if (!step || !steps.includes(step)) continue;
     execFileSync('cp', ['-al', '--', join(cached, key), join(dir, 'steps', key)]);
-    n++;
+    found.add(step);
   }
-  assert.ok(n >= steps.length, `the shared cache holds entries of ${steps.join(', ')} (found ${n})`);
+  assert.deepEqual(steps.filter((x) => !found.has(x)), [], `the shared cache holds an entry of each of ${steps.join(', ')}`);
   return dir;
 }
 
