@@ -259,16 +259,17 @@ describe('kill -9 and interrupts of kiln build in each long step', () => {
         assert.equal(r.code, signal === 'SIGINT' ? 130 : 143, `${what}: ${r.stderr.slice(-1500)}`);
         assert.match(r.stderr, new RegExp(`interrupted by ${signal}`), what);
       }
-      // Host tools die with Kiln (each is started with a parent-death signal): give the kernel a moment.
-      let left: string[] = [];
-      for (let i = 0; i < 20; i++) {
-        left = processesIn(dir);
-        if (!left.length) break;
+      // Host tools and the sandbox die with Kiln (each is started with a parent-death signal), and a
+      // sandbox's mount namespace goes with its last process: give the kernel a moment (5 s at most)
+      // for all three, then require each to be empty.
+      let left = { processes: processesIn(dir), mounts: mountsUnder(dir), sandboxes: sandboxProcesses() };
+      for (let i = 0; i < 20 && Object.values(left).some((l) => l.length); i++) {
         await new Promise((res) => setTimeout(res, 250));
+        left = { processes: processesIn(dir), mounts: mountsUnder(dir), sandboxes: sandboxProcesses() };
       }
-      assert.deepEqual(left, [], `no process of the build stopped by ${what} keeps running`);
-      assert.deepEqual(mountsUnder(dir), [], `no mount is left by the build stopped by ${what}`);
-      assert.deepEqual(sandboxProcesses(), [], `no sandbox, network helper or Ansible survives ${what}`);
+      assert.deepEqual(left.processes, [], `no process of the build stopped by ${what} keeps running`);
+      assert.deepEqual(left.mounts, [], `no mount is left by the build stopped by ${what}`);
+      assert.deepEqual(left.sandboxes, [], `no sandbox, network helper or Ansible survives ${what}`);
       const out = join(dir, '.kiln/out');
       assert.deepEqual(existsSync(out) ? readdirSync(out) : [], [], `no artifact reaches the out directory (${what})`);
       // kill -9 leaves the scratch (nothing can clean it up) and the next build removes a dead build's;
