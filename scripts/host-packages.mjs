@@ -41,6 +41,7 @@ export const testTools = [
   ['/bin/busybox', 'busybox-static', 'a one-binary image tree for the sandbox unit tests'],
   ['gpg', 'gpg', 'sign the test archives of the lock chain tests'],
   ['setcap', 'libcap2-bin', 'file capabilities in the hostile-image tests'],
+  ['setfacl', 'acl', 'POSIX ACLs in the vendor-image fixture'],
   ['ps', 'procps', 'check that no process is left behind (sandbox, fuse2fs, end-to-end builds)'],
 ];
 export const hostPackages = [...new Set(hostTools.map((t) => t[1]))];

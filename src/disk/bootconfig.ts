@@ -44,7 +44,13 @@ export function grubConfig(rootFsUuid: string, extraCmdline = ''): string {
  * /etc/fstab: the root by filesystem UUID, then every entry the tree already had for another mount
  * point (a playbook's /tmp or /var/tmp with hardening options, a swap file, ...), in its order.
  */
-export function fstab(rootFsUuid: string, existing = ''): string {
+export function fstab(rootFsUuid: string, existing = '', rootLabel?: string): string {
+  // A root line that already names this filesystem by UUID or label (a vendor's, with its own
+  // options such as x-systemd.growfs) is kept as it is; any other root line is replaced.
+  const ownRoot = existing.split('\n').find((l) => {
+    const f = l.trim().split(/\s+/);
+    return !l.trim().startsWith('#') && f[1] === '/' && (f[0].toLowerCase() === `uuid=${rootFsUuid.toLowerCase()}` || (Boolean(rootLabel) && f[0] === `LABEL=${rootLabel}`));
+  });
   const kept = existing.split('\n').filter((l) => {
     const t = l.trim();
     if (!t) return false;
@@ -54,7 +60,7 @@ export function fstab(rootFsUuid: string, existing = ''): string {
   return [
     '# /etc/fstab: written by kiln',
     '# <file system> <mount point> <type> <options> <dump> <pass>',
-    `UUID=${rootFsUuid} / ext4 errors=remount-ro 0 1`,
+    ownRoot?.trim() ?? `UUID=${rootFsUuid} / ext4 errors=remount-ro 0 1`,
     ...kept,
     '',
   ].join('\n');

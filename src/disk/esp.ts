@@ -28,9 +28,9 @@ function byteOrder(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
-export async function buildEsp(image: string, sizeBytes: number, serial: string, files: EspFile[], sde: number, logger: Logger = silentLogger): Promise<void> {
+export async function buildEsp(image: string, sizeBytes: number, serial: string, files: EspFile[], sde: number, logger: Logger = silentLogger, label = 'ESP'): Promise<void> {
   const env = { SOURCE_DATE_EPOCH: String(sde), TZ: 'UTC', LC_ALL: 'C', MTOOLS_SKIP_CHECK: '1' };
-  await exec('mkfs.vfat', ['-C', '--invariant', '-i', serial, '-F', '32', '-n', 'ESP', image, String(sizeBytes / 1024)], { env, logger });
+  await exec('mkfs.vfat', ['-C', '--invariant', '-i', serial, '-F', '32', '-n', label, image, String(sizeBytes / 1024)], { env, logger });
   const dirs = espDirectories(files);
   if (dirs.length > 0) await exec('mmd', ['-i', image, ...dirs.map((d) => `::/${d}`)], { env, logger });
   for (const f of [...files].sort((a, b) => byteOrder(a.target, b.target))) {

@@ -23,6 +23,8 @@ export const PART_TYPE = {
 } as const;
 
 export interface Partition {
+  /** The partition's number in the table (sfdisk's pN); absent: numbered in order, 1, 2, 3. */
+  index?: number;
   name: string;
   type: string;
   uuid: string;
@@ -59,6 +61,34 @@ export function planPartitions(sizeBytes: number, ids: DiskIds): PartitionPlan {
   return { sizeBytes, diskGuid: ids.diskGuid, bios, esp, root };
 }
 
+/** The role-bearing partitions of a vendor's disk (src/image/ingest.ts's VendorLayout), as planVendorPartitions needs them. */
+export interface VendorShape {
+  diskGuid: string;
+  partitions: { index: number; role: 'bios' | 'esp' | 'root'; type: string; uuid: string; name: string; startLba: number; sizeLba: number }[];
+}
+
+/**
+ * The vendor's partition table shape at a new size: the same partition numbers, types, GUIDs,
+ * names and offsets; the root (last on the disk) grows to 1 MiB before the end, as Kiln's own does.
+ */
+export function planVendorPartitions(sizeBytes: number, v: VendorShape): PartitionPlan {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes % MIB !== 0) throw new RangeError(`disk size must be a whole number of MiB, got ${sizeBytes} bytes`);
+  const get = (role: 'bios' | 'esp' | 'root'): Partition => {
+    const p = v.partitions.find((q) => q.role === role);
+    if (!p) throw new RangeError(`the vendor disk has no ${role === 'bios' ? 'BIOS boot partition' : role === 'esp' ? 'EFI system partition' : 'root partition'}, which Kiln's disk needs`);
+    return { index: p.index, name: p.name, type: p.type, uuid: p.uuid, startLba: p.startLba, sizeLba: p.sizeLba };
+  };
+  const bios = get('bios');
+  const esp = get('esp');
+  const root = get('root');
+  const total = sizeBytes / SECTOR;
+  const sizeLba = total - MIB_LBA - root.startLba;
+  if (sizeLba < MIN_ROOT_MIB * MIB_LBA) {
+    throw new RangeError(`disk size must be at least ${Math.ceil((root.startLba * SECTOR) / MIB) + MIN_ROOT_MIB + 1} MiB: the vendor's root partition starts at ${(root.startLba * SECTOR) / MIB} MiB`);
+  }
+  return { sizeBytes, diskGuid: v.diskGuid, bios, esp, root: { ...root, sizeLba } };
+}
+
 /** Input for `sfdisk <file>`: every value that sfdisk would otherwise pick (GUIDs, LBAs) is pinned. */
 export function sfdiskScript(plan: PartitionPlan): string {
   const total = plan.sizeBytes / SECTOR;
@@ -71,8 +101,9 @@ export function sfdiskScript(plan: PartitionPlan): string {
     `last-lba: ${total - 34}`,
     '',
   ];
-  for (const p of [plan.bios, plan.esp, plan.root]) {
-    lines.push(`start=${p.startLba}, size=${p.sizeLba}, type=${p.type}, uuid=${p.uuid.toUpperCase()}, name="${p.name}"`);
+  for (const p of [plan.bios, plan.esp, plan.root].sort((a, b) => a.startLba - b.startLba)) {
+    // sfdisk takes a partition's number from the trailing digits of the name before the colon.
+    lines.push(`${p.index !== undefined ? `p${p.index} : ` : ''}start=${p.startLba}, size=${p.sizeLba}, type=${p.type}, uuid=${p.uuid.toUpperCase()}, name="${p.name}"`);
   }
   return lines.join('\n') + '\n';
 }

@@ -12,7 +12,7 @@ import { patchCoreImg, patchMbr } from './bios.js';
 import { fstab, grubConfig } from './bootconfig.js';
 import { buildEsp } from './esp.js';
 import { buildExt4 } from './ext4.js';
-import { MIB, OVERHEAD_MIB, SECTOR, planPartitions, sfdiskScript, type Partition, type PartitionPlan } from './gpt.js';
+import { MIB, OVERHEAD_MIB, SECTOR, planPartitions, planVendorPartitions, sfdiskScript, type Partition, type PartitionPlan, type VendorShape } from './gpt.js';
 import { GRUB_LIB, buildGrubImage, grubModuleDir } from './grub.js';
 import { diskIds, fatSerialForFstab } from './ids.js';
 import { copyIntoSparse, readAt, writeAt } from './sparse.js';
@@ -37,6 +37,12 @@ export interface DiskSpec {
   sourceDateEpoch: number;
   /** Appended to the kernel command line. */
   kernelCmdline?: string;
+  /**
+   * A vendor disk's shape to keep (source.image): its partition numbers, offsets and GUIDs, its
+   * root filesystem UUID and ESP serial (the ones its fstab names). Absent: Kiln's own layout,
+   * every identifier derived from the seed.
+   */
+  vendor?: VendorShape & { rootFsUuid: string; espSerial?: string; rootLabel?: string; espLabel?: string };
   /** Scratch directory for the partition images (about the size of the disk, sparse). */
   workDir: string;
   logger?: Logger;
@@ -47,7 +53,7 @@ export interface DiskLayout {
   rootFsUuid: string;
   /** FAT volume id as fstab and blkid show it, e.g. "1A2B-3C4D". */
   espSerial: string;
-  partitions: { name: string; type: string; uuid: string; startLba: number; sizeLba: number }[];
+  partitions: { index?: number; name: string; type: string; uuid: string; startLba: number; sizeLba: number }[];
   sizeBytes: number;
 }
 
@@ -96,12 +102,13 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
   if (/[\n\r]/.test(spec.kernelCmdline ?? '')) throw new KilnError('the kernel command line must be one line', { where: { step: STEP }, hint: 'remove the line breaks from disk.kernel_cmdline' });
   const bios = spec.firmware.includes('bios');
   const uefi = spec.firmware.includes('uefi');
-  const ids = diskIds(spec.seed);
+  const v = spec.vendor;
+  const ids = { ...diskIds(spec.seed), ...(v ? { rootFsUuid: v.rootFsUuid, ...(v.espSerial ? { espSerial: v.espSerial } : {}) } : {}) };
   let plan: PartitionPlan;
   try {
-    plan = planPartitions(spec.sizeBytes, ids);
+    plan = v ? planVendorPartitions(spec.sizeBytes, v) : planPartitions(spec.sizeBytes, ids);
   } catch (e) {
-    throw new KilnError(`bad disk size: ${(e as Error).message}`, { where: { step: STEP }, hint: 'set disk.size to a whole number of MiB, e.g. 2GiB' });
+    throw new KilnError(`bad disk size: ${(e as Error).message}`, { where: { step: STEP }, hint: v ? "set disk.size to a whole number of MiB past the start of the vendor's root partition" : 'set disk.size to a whole number of MiB, e.g. 2GiB' });
   }
   const rootStat = await stat(spec.root).catch(() => undefined);
   if (!rootStat?.isDirectory()) throw new KilnError(`root tree not found: ${spec.root}`, { where: { step: STEP } });
@@ -119,7 +126,7 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
     await part('boot files', async () => {
       // Through the tree helper: a playbook's /boot -> /host-boot link must not reach the build host.
       writeTreeFile(spec.root, '/boot/grub/grub.cfg', grubConfig(ids.rootFsUuid, spec.kernelCmdline));
-      writeTreeFile(spec.root, '/etc/fstab', fstab(ids.rootFsUuid, readTreeFile(spec.root, '/etc/fstab') ?? ''));
+      writeTreeFile(spec.root, '/etc/fstab', fstab(ids.rootFsUuid, readTreeFile(spec.root, '/etc/fstab') ?? '', v?.rootLabel));
       for (const k of ['vmlinuz', 'initrd.img']) {
         if (!existsInTree(spec.root, `/${k}`)) log.warn(`the root tree has no /${k}: the disk will not boot a kernel`);
       }
@@ -133,7 +140,7 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
       if (need > rootBytes) throw tooSmall(need, rootBytes);
       await createSparse(rootImg, rootBytes);
       try {
-        return await buildExt4({ tree: spec.root, image: rootImg, uuid: ids.rootFsUuid, hashSeed: ids.rootHashSeed, sourceDateEpoch: sde }, spec.workDir, log);
+        return await buildExt4({ tree: spec.root, image: rootImg, uuid: ids.rootFsUuid, hashSeed: ids.rootHashSeed, sourceDateEpoch: sde, ...(v?.rootLabel !== undefined ? { label: v.rootLabel } : {}) }, spec.workDir, log);
       } catch (e) {
         // The estimate is conservative, but if mke2fs still runs out of room say so plainly.
         const text = e instanceof KilnError ? `${e.message}\n${e.detail ?? ''}` : String(e);
@@ -147,7 +154,7 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
     if (uefi) await part('GRUB for UEFI', () => buildGrubImage('x86_64-efi', efiImg, ids.rootFsUuid, spec.workDir, log));
     await part('EFI system partition', async () => {
       await rm(espImg, { force: true });
-      await buildEsp(espImg, plan.esp.sizeLba * SECTOR, ids.espSerial, uefi ? [{ source: efiImg, target: 'EFI/BOOT/BOOTX64.EFI' }] : [], sde, log);
+      await buildEsp(espImg, plan.esp.sizeLba * SECTOR, ids.espSerial, uefi ? [{ source: efiImg, target: 'EFI/BOOT/BOOTX64.EFI' }] : [], sde, log, v?.espLabel);
     });
 
     await part('partition table', async () => {
@@ -175,10 +182,10 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
 
   const parts: Partition[] = [plan.bios, plan.esp, plan.root];
   return {
-    diskGuid: ids.diskGuid,
+    diskGuid: plan.diskGuid,
     rootFsUuid: ids.rootFsUuid,
     espSerial: fatSerialForFstab(ids.espSerial),
-    partitions: parts.map((p) => ({ name: p.name, type: p.type, uuid: p.uuid, startLba: p.startLba, sizeLba: p.sizeLba })),
+    partitions: parts.map((p) => ({ ...(p.index !== undefined ? { index: p.index } : {}), name: p.name, type: p.type, uuid: p.uuid, startLba: p.startLba, sizeLba: p.sizeLba })),
     sizeBytes: plan.sizeBytes,
   };
 }

@@ -26,7 +26,7 @@ import type { FormatName } from '../formats/registry.js';
 import { repositoryFiles, signingKeyFiles } from '../provision/chroot.js';
 import { kilnCodeDigest } from '../version.js';
 import type { Controller } from '../sandbox/tools.js';
-import type { ArchiveTrust, SourceRecord } from '../source/debian.js';
+import { sourceDate, type SourceRecord } from '../source/debian.js';
 import type { LoadedTemplate } from '../template/load.js';
 import type { BuildVersion } from '../version/git.js';
 import { cacheKey } from './step-cache.js';
@@ -94,7 +94,6 @@ interface KeyContext {
   template: LoadedTemplate;
   version: BuildVersion;
   source: SourceRecord;
-  trust: ArchiveTrust;
   lock?: { sha256: string };
   controller?: Controller;
 }
@@ -115,7 +114,7 @@ export async function cacheKeys(ctx: KeyContext): Promise<CacheKeys> {
     playbook: relative(v.repoRoot, ctx.template.playbook),
     settings: { name: c.name, hostname: c.disk.hostname, provision: c.provision, seal: c.seal, source: c.source },
     // The playbook's SOURCE_DATE_EPOCH is the base's date; the commit's is applied at the disk (src/disk/tree.ts).
-    baseDate: ctx.trust.archiveDate,
+    baseDate: sourceDate(ctx.source),
     ...(repo.names.version ? { version: v.version } : {}),
     ...(repo.names.commit ? { commit: v.commit } : {}),
     hostTools: { bubblewrap: host.bubblewrap ?? null },

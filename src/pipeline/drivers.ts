@@ -16,6 +16,7 @@ import { lockedPackagesIndex, serveLockedRepo } from '../lock/repo.js';
 import { ProvisionSandbox, repositoryFiles, type ProvisionSandboxOptions } from '../provision/chroot.js';
 import { controllerFor, hostController } from '../sandbox/tools.js';
 import { basePackagesOfTar, baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
+import { fetchVerifiedImage, imageBaseTarball } from '../source/image.js';
 
 /**
  * What the provision step does with its build sandbox. ProvisionSandbox has a private constructor
@@ -33,6 +34,9 @@ export interface Drivers {
   verifyArchive: typeof verifyArchive;
   baseTarball: typeof baseTarball;
   basePackagesOfTar: typeof basePackagesOfTar;
+  // source.image: the download and its checks (pins, signed checksum file), then qemu-img + fuse2fs + tar.
+  fetchVerifiedImage: typeof fetchVerifiedImage;
+  imageBaseTarball: typeof imageBaseTarball;
   // tools (and the lock's tools tree): mmdebstrap for a tools tree, dpkg-query for the host's Ansible.
   controllerFor: typeof controllerFor;
   hostController: typeof hostController;
@@ -48,7 +52,7 @@ export interface Drivers {
 /** The real tools: what every build runs (newContext's default). Frozen, so no test can change it for the others. */
 export const realDrivers: Drivers = Object.freeze({
   verifyLockedSet, fetchLockedDebs, lockedPackagesIndex, serveLockedRepo,
-  verifyArchive, baseTarball, basePackagesOfTar,
+  verifyArchive, baseTarball, basePackagesOfTar, fetchVerifiedImage, imageBaseTarball,
   controllerFor, hostController,
   repositoryFiles, openProvisionSandbox: (o: ProvisionSandboxOptions) => ProvisionSandbox.open(o), installedPackages, extractTree,
   assembleDisk,

@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
 import { commitEntry, entryTemp, intactEntry, removeDeadTemps, type EntryRecord } from '../cache-entry.js';
 import { resolvedPath } from '../image/tree.js';
+import type { ImageSourceRecord } from './image.js';
 import { checkFreshness, unverifiedInRelease, verifyInRelease, type ReleaseText } from './inrelease.js';
 
 /** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
@@ -23,7 +24,15 @@ export const BASE_PACKAGES = [
 
 export interface InstalledPackage { name: string; version: string; arch: string }
 
-export interface SourceRecord {
+/** What a build's source step verified and made: from the archive, or from a vendor image. */
+export type SourceRecord = DebianSourceRecord | ImageSourceRecord;
+
+/** The source's date: the playbook's SOURCE_DATE_EPOCH (the archive's signed Date, or the vendor tree's dpkg status). */
+export function sourceDate(s: SourceRecord): number {
+  return s.type === 'image' ? s.date : s.archiveDate ?? 0;
+}
+
+export interface DebianSourceRecord {
   type: 'debian';
   mirror: string;
   suite: string;
@@ -184,16 +193,16 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
   return { tar, key, cached: false, sha256: entry.sha256 };
 }
 
-/** The tree as a tarball that extractTree gives back exactly (owners, modes, xattrs, ns times, hard links). */
+/** The tree as a tarball that extractTree gives back exactly (owners, modes, xattrs, ACLs, ns times, hard links). */
 export async function packTree(root: string, tar: string, logger: Logger): Promise<void> {
-  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--format=posix', '-cf', tar, '-C', root, '.'], { logger });
+  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--acls', '--format=posix', '-cf', tar, '-C', root, '.'], { logger });
 }
 
 export async function extractTree(tar: string, root: string, logger: Logger): Promise<void> {
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
   // --warning=no-timestamp: the build's own mark on what it wrote (src/disk/tree.ts) is in the future by design.
-  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--warning=no-timestamp', '-xpf', tar, '-C', root], { logger });
+  await exec('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--acls', '--warning=no-timestamp', '-xpf', tar, '-C', root], { logger });
 }
 
 /** The packages of a base tree tarball, from its dpkg database alone (the tree is not unpacked). */

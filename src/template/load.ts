@@ -88,6 +88,20 @@ export function parseTemplate(text: string, file: string): LoadedTemplate {
     const url = config.source.debian[key];
     if (url !== undefined && !URL.canParse(url)) problems.push(at(nodeAt(doc, ['source', 'debian', key])?.range?.[0], `source.debian.${key}: ${JSON.stringify(url)} is not a valid URL`));
   }
+  const img = config.source.image;
+  if (img) {
+    for (const key of ['url', 'checksums', 'signature'] as const) {
+      const ref = img[key];
+      if (ref !== undefined && !URL.canParse(ref, URL.canParse(img.url) ? img.url : 'file:///')) problems.push(at(nodeAt(doc, ['source', 'image', key])?.range?.[0], `source.image.${key}: ${JSON.stringify(ref)} is not a valid URL`));
+    }
+    img.keys.forEach((k, i) => {
+      if (!existsSync(resolve(dir, k))) problems.push(at(nodeAt(doc, ['source', 'image', 'keys', i])?.range?.[0], `source.image.keys: key file not found: ${k} (expected a file relative to ${dir})`));
+    });
+    if (img.checksums && !img.keys.length) {
+      problems.push(at(nodeAt(doc, ['source', 'image', 'checksums'])?.range?.[0], 'source.image.checksums needs source.image.keys: a checksum file is read only once a pinned key has verified its signature'));
+    }
+    if (img.signature && !img.checksums) problems.push(at(nodeAt(doc, ['source', 'image', 'signature'])?.range?.[0], 'source.image.signature signs the checksum file: set source.image.checksums too'));
+  }
   for (const [key, rel] of [['ssh_key', config.release.sign?.ssh_key], ['pgp_key', config.release.sign?.pgp_key]] as const) {
     if (rel && !existsSync(resolve(dir, rel))) problems.push(at(nodeAt(doc, ['release', 'sign', key])?.range?.[0], `signing key not found: ${rel}`));
   }

@@ -3,6 +3,7 @@
  * (for editors, e.g. the YAML language server's `# yaml-language-server: $schema=` comment).
  */
 import { MAX_AGE_PATTERN } from '../source/inrelease.js';
+import type { ImageSourceConfig } from '../source/image.js';
 
 import { FORMATS, type FormatName } from '../formats/registry.js';
 
@@ -43,9 +44,23 @@ export const kilnSchema = {
       },
     },
     source: {
-      type: 'object', additionalProperties: false, description: 'The trusted upstream.',
-      required: ['debian'],
+      type: 'object', additionalProperties: false, description: 'The trusted upstream: the Debian archive (source.debian), or a vendor\'s disk image (source.image).',
       properties: {
+        image: {
+          type: 'object', additionalProperties: false, required: ['url'],
+          description: "A vendor's disk image as the base instead of the archive: raw, qcow2, VMDK, VHD, VHDX, or a tar archive holding one (.tar.xz, .tar.gz). It must verify by a pinned digest (sha256/sha512 here or in kiln.lock) or by a checksum file signed by a key in keys; every configured check must pass. source.debian then names only the archive the Ansible tools tree comes from.",
+          properties: {
+            url: str('https://, http:// or file:// URL of the image.', { pattern: '^(https?|file)://[^\\s\'"`$]+$' }),
+            sha256: str('The image file\'s sha256, pinned.', { pattern: '^[0-9a-fA-F]{64}$' }),
+            sha512: str('The image file\'s sha512, pinned.', { pattern: '^[0-9a-fA-F]{128}$' }),
+            checksums: str('The vendor\'s checksum file (SHA256SUMS, SHA512SUMS): a URL, or a name relative to the image URL\'s directory. Read only once a key in keys has verified it.', { pattern: '^[^\\s\'"`$]+$' }),
+            signature: str('Detached OpenPGP signature of the checksum file (SHA512SUMS.sign, .gpg, .asc): a URL or a name relative to the image URL\'s directory. Left out, the checksum file must be clear-signed.', { pattern: '^[^\\s\'"`$]+$' }),
+            checksum_name: str('The image\'s name in the checksum file, when it is not the URL\'s file name.'),
+            keys: { ...strList('OpenPGP public key files (armored or binary, relative to kiln.yaml) whose signature on the checksum file is trusted.'), default: [] },
+            verify: { type: 'boolean', default: true, description: 'Verify the image. false is an explicit, recorded opt-out.' },
+            format: { enum: ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'tar'], description: 'The format the file must be (checked against its own header; vpc is VHD). Left out, it is read from the file.' },
+          },
+        },
         debian: {
           type: 'object', additionalProperties: false, default: {}, description: 'Debian from the signed archive, via mmdebstrap.',
           properties: {
@@ -144,6 +159,7 @@ export interface KilnConfig {
   description?: string;
   version: { tag_pattern: string };
   source: {
+    image?: ImageSourceConfig;
     debian: {
       suite: string; mirror: string; components: string[]; kernel: string; packages: string[];
       keyring: string; verify: boolean; max_age: string; snapshot?: string;

@@ -55,6 +55,8 @@ class FakeDrivers {
       verifyArchive: recorded('verifyArchive', impl.verifyArchive, log),
       baseTarball: recorded('baseTarball', impl.baseTarball, log),
       basePackagesOfTar: recorded('basePackagesOfTar', impl.basePackagesOfTar, log),
+      fetchVerifiedImage: recorded('fetchVerifiedImage', impl.fetchVerifiedImage, log),
+      imageBaseTarball: recorded('imageBaseTarball', impl.imageBaseTarball, log),
       controllerFor: recorded('controllerFor', impl.controllerFor, log),
       hostController: recorded('hostController', impl.hostController, log),
       repositoryFiles: recorded('repositoryFiles', impl.repositoryFiles, log),
@@ -321,8 +323,9 @@ test("source: a locked build trusts the lock step's verified set, never the live
     sourceDateEpoch: IMAGE_TRUST.archiveDate,
   }, "the locked repository, the set's digest and the verified archive date (not the lock text's)");
   assert.equal(ctx.trust, IMAGE_TRUST);
-  assert.equal(ctx.source?.archiveDate, IMAGE_TRUST.archiveDate);
-  assert.equal(ctx.source?.lockSha256, ctx.lock?.sha256, "the record names kiln.lock's digest");
+  assert.equal(ctx.source?.type, 'debian');
+  assert.equal(ctx.source?.type === 'debian' && ctx.source.archiveDate, IMAGE_TRUST.archiveDate);
+  assert.equal(ctx.source?.type === 'debian' && ctx.source.lockSha256, ctx.lock?.sha256, "the record names kiln.lock's digest");
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ export const cacheStep = step({
   name: 'cache',
   describe: 'look up the outputs of the steps below in the step cache, by the hash of their inputs',
   reads: ['name', 'provision', 'seal', 'source', 'disk', 'audit', 'formats', 'vm', 'description'],
-  needs: ['version', 'source', 'trust'],
+  needs: ['version', 'source'],
   uses: ['lock', 'controller'],
   mayProvide: ['cache'],
   skip: (ctx) => Boolean(ctx.options.noCache),

@@ -17,6 +17,8 @@ export const configureStep = step({
     }
     ctx.treeSince = Date.now();
     await extractTree(ctx.base.tar, ctx.root, ctx.logger);
-    applyImageLayer(ctx.root, { hostname: ctx.template.config.disk.hostname });
+    // A vendor image keeps its own network, hostname and cloud-init configuration: it is made for its platform.
+    if (ctx.source.type === 'image') p.log("vendor image: its network, hostname and cloud-init configuration are kept (Kiln's layer is not applied)");
+    else applyImageLayer(ctx.root, { hostname: ctx.template.config.disk.hostname });
   },
 });

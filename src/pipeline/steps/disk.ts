@@ -12,7 +12,7 @@ export const diskStep = step({
   name: 'disk',
   describe: 'assemble the raw GPT disk (ext4 root, BIOS + UEFI boot) from the tree, without mounts',
   reads: ['name', 'disk'],
-  needs: ['version'],
+  needs: ['version', 'source'],
   uses: ['cache'],
   provides: ['disk'],
   async run(ctx, p) {
@@ -28,6 +28,8 @@ export const diskStep = step({
     const layout = await ctx.drivers.assembleDisk({
       root: ctx.root, out: raw, sizeBytes: parseSize(c.disk.size), firmware: c.disk.firmware, seed: `${c.name}@${v.version}`,
       sourceDateEpoch: v.sourceDateEpoch, kernelCmdline: c.disk.kernel_cmdline, workDir: join(ctx.workDir, 'disk'), logger: ctx.logger,
+      // A vendor image keeps its partition numbers, offsets and GUIDs, and the UUIDs its fstab names.
+      ...(ctx.source.type === 'image' ? { vendor: ctx.source.layout } : {}),
     });
     ctx.disk = { raw, layout };
     const st = statSync(raw);

@@ -5,7 +5,7 @@ import { releaseTree, signingKeyFiles } from '../../provision/chroot.js';
 import { deferredServiceActions, type PlaybookEvent } from '../../provision/results.js';
 import { eventStatus } from '../../provision/run.js';
 import { describeController, type Controller } from '../../sandbox/tools.js';
-import { buildSourcesLine } from '../../source/debian.js';
+import { buildSourcesLine, sourceDate } from '../../source/debian.js';
 import type { BuildVersion } from '../../version/git.js';
 import type { StepProgress } from '../runner.js';
 import { step, type BuildEnv, type ProvisionRecord } from '../context.js';
@@ -19,7 +19,7 @@ export const provisionStep = step({
   name: 'provision',
   describe: 'apply the Ansible playbook over the chroot connection, in the build sandbox',
   reads: ['name', 'provision', 'source', 'disk', 'release'],
-  needs: ['version', 'source', 'trust'],
+  needs: ['version', 'source'],
   uses: ['controller', 'lock', 'cache'],
   provides: ['provision'],
   mayProvide: ['sandbox'],
@@ -41,7 +41,7 @@ export const provisionStep = step({
       repo: { root: v.repoRoot, files: await ctx.drivers.repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
       network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname,
       // The date of the packages, not of the commit: what the playbook makes is a function of its inputs, so a new tag on unchanged content can reuse it (src/pipeline/cache-keys.ts).
-      sourceDateEpoch: ctx.trust.archiveDate,
+      sourceDateEpoch: sourceDate(ctx.source),
       locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined,
       buildSourcesLine: !ctx.lock && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
     });

@@ -25,10 +25,12 @@ export async function buildFacts(ctx: BuildEnv & Pick<BuildState, 'controller'>,
 }
 
 export function releaseRecord(ctx: BuildEnv & Pick<BuildState, 'packages'>, v: BuildVersion, src: SourceRecord, build?: BuildFacts): ReleaseRecord {
-  const materials = [
-    { name: 'debian-archive', uri: `${src.mirror.replace(/\/$/, '')}/dists/${src.suite}/InRelease`, digest: { sha256: src.inReleaseSha256 ?? '' } },
-    ...(src.keyringSha256 ? [{ name: 'archive-keyring', uri: `file://${src.keyring}`, digest: { sha256: src.keyringSha256 } }] : []),
-  ];
+  const materials = src.type === 'image'
+    ? [{ name: 'vendor-image', uri: src.url, digest: { sha256: src.sha256, sha512: src.sha512 } }]
+    : [
+      { name: 'debian-archive', uri: `${src.mirror.replace(/\/$/, '')}/dists/${src.suite}/InRelease`, digest: { sha256: src.inReleaseSha256 ?? '' } },
+      ...(src.keyringSha256 ? [{ name: 'archive-keyring', uri: `file://${src.keyring}`, digest: { sha256: src.keyringSha256 } }] : []),
+    ];
   return {
     name: ctx.template.config.name,
     version: v.version,

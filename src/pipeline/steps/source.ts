@@ -1,16 +1,21 @@
-/** source: Debian from the signed archive (or kiln.lock's verified set) as the image's base tree, with its source record. */
+/** source: the trusted upstream as the image's base tree: Debian from the signed archive (or kiln.lock's verified set), or a verified vendor image. */
 import { humanSeconds } from '../../log.js';
 import { join } from 'node:path';
-import { step } from '../context.js';
+import { step, type BuildContext } from '../context.js';
 import { lockedBase } from './lock.js';
+import type { StepProgress } from '../runner.js';
+import type { ImageSourceConfig } from '../../source/image.js';
 
 export const sourceStep = step({
   name: 'source',
-  describe: 'Debian from the signed archive (mmdebstrap), verified against the archive keyring',
+  describe: 'Debian from the signed archive (mmdebstrap), or a vendor image verified by pinned digest or signed checksums',
   reads: ['source'],
   uses: ['lock'],
-  provides: ['trust', 'source', 'base'],
+  provides: ['source', 'base'],
+  mayProvide: ['trust'],
   async run(ctx, p) {
+    const image = ctx.template.config.source.image;
+    if (image) return imageSource(ctx, image, p);
     const d = ctx.template.config.source.debian;
     // A locked build trusts what the lock step verified of the InRelease kept with kiln.lock; it needs no live archive state.
     const trust = ctx.lock ? ctx.lock.trust : await ctx.drivers.verifyArchive(d, ctx.workDir, ctx.logger);
@@ -31,3 +36,18 @@ export const sourceStep = step({
     };
   },
 });
+
+/** A vendor image: downloaded (or from the cache), verified by every configured check, read into a base tree tarball. */
+async function imageSource(ctx: BuildContext, config: ImageSourceConfig, p: StepProgress): Promise<void> {
+  const img = await ctx.drivers.fetchVerifiedImage({ config, dir: ctx.template.dir, cacheDir: ctx.cacheDir, logger: ctx.logger, onStatus: (s) => p.status(s) });
+  p.log(`${img.url} ${img.sha256.slice(0, 16)}… ${img.verified ? `verified: ${img.checks.join('; ')}` : 'NOT verified (source.image.verify: false)'}${img.cached ? ' (cached)' : ''}`);
+  const t0 = Date.now();
+  p.status('reading the image\'s root filesystem (fuse2fs)');
+  const base = await ctx.drivers.imageBaseTarball(img, config, ctx.cacheDir, ctx.workDir, ctx.logger);
+  const parts = base.layout.partitions.map((q) => `p${q.index} ${q.role}`).join(', ');
+  p.log(base.cached ? `base tree from cache (${base.key.slice(0, 12)}): ${parts}` : `base tree read from the image in ${humanSeconds(Date.now() - t0)}: ${base.layout.detail}; ${parts}`);
+  ctx.base = { tar: base.tar };
+  const packages = await ctx.drivers.basePackagesOfTar(base.tar, join(ctx.workDir, 'base-dpkg'));
+  const { file: _file, cached: _cached, ...trust } = img;
+  ctx.source = { type: 'image', ...trust, format: base.layout.detail, layout: base.layout, packages, baseKey: base.key, baseSha256: base.sha256, date: base.date };
+}
