@@ -35,7 +35,8 @@ export interface Partition {
 export interface PartitionPlan {
   sizeBytes: number;
   diskGuid: string;
-  bios: Partition;
+  /** Absent only on a vendor's UEFI-only disk (planVendorPartitions); Kiln's own layout always has one. */
+  bios?: Partition;
   esp: Partition;
   root: Partition;
 }
@@ -70,6 +71,7 @@ export interface VendorShape {
 /**
  * The vendor's partition table shape at a new size: the same partition numbers, types, GUIDs,
  * names and offsets; the root (last on the disk) grows to 1 MiB before the end, as Kiln's own does.
+ * A disk without a BIOS boot partition (UEFI only) stays without one.
  */
 export function planVendorPartitions(sizeBytes: number, v: VendorShape): PartitionPlan {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes % MIB !== 0) throw new RangeError(`disk size must be a whole number of MiB, got ${sizeBytes} bytes`);
@@ -78,7 +80,7 @@ export function planVendorPartitions(sizeBytes: number, v: VendorShape): Partiti
     if (!p) throw new RangeError(`the vendor disk has no ${role === 'bios' ? 'BIOS boot partition' : role === 'esp' ? 'EFI system partition' : 'root partition'}, which Kiln's disk needs`);
     return { index: p.index, name: p.name, type: p.type, uuid: p.uuid, startLba: p.startLba, sizeLba: p.sizeLba };
   };
-  const bios = get('bios');
+  const bios = v.partitions.some((q) => q.role === 'bios') ? get('bios') : undefined;
   const esp = get('esp');
   const root = get('root');
   const total = sizeBytes / SECTOR;
@@ -101,7 +103,7 @@ export function sfdiskScript(plan: PartitionPlan): string {
     `last-lba: ${total - 34}`,
     '',
   ];
-  for (const p of [plan.bios, plan.esp, plan.root].sort((a, b) => a.startLba - b.startLba)) {
+  for (const p of [plan.bios, plan.esp, plan.root].filter((q): q is Partition => q !== undefined).sort((a, b) => a.startLba - b.startLba)) {
     // sfdisk takes a partition's number from the trailing digits of the name before the colon.
     lines.push(`${p.index !== undefined ? `p${p.index} : ` : ''}start=${p.startLba}, size=${p.sizeLba}, type=${p.type}, uuid=${p.uuid.toUpperCase()}, name="${p.name}"`);
   }

@@ -110,6 +110,10 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
   } catch (e) {
     throw new KilnError(`bad disk size: ${(e as Error).message}`, { where: { step: STEP }, hint: v ? "set disk.size to a whole number of MiB past the start of the vendor's root partition" : 'set disk.size to a whole number of MiB, e.g. 2GiB' });
   }
+  const biosPart = plan.bios;
+  if (bios && !biosPart) {
+    throw new KilnError('the vendor disk has no BIOS boot partition, so it cannot boot under BIOS', { where: { step: STEP }, hint: 'set disk.firmware: [uefi] in kiln.yaml (the image is UEFI only, as its vendor made it)' });
+  }
   const rootStat = await stat(spec.root).catch(() => undefined);
   if (!rootStat?.isDirectory()) throw new KilnError(`root tree not found: ${spec.root}`, { where: { step: STEP } });
   if (bios) await grubModuleDir('i386-pc');
@@ -165,12 +169,12 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
       await copyIntoSparse(espImg, partial, plan.esp.startLba * SECTOR);
       await copyIntoSparse(rootImg, partial, plan.root.startLba * SECTOR);
     });
-    if (bios) {
+    if (bios && biosPart) {
       await part('BIOS boot code', async () => {
-        const core = patchCoreImg(await readFile(coreImg), plan.bios.startLba, plan.bios.sizeLba);
-        await writeAt(partial, [{ offset: plan.bios.startLba * SECTOR, data: core }]);
+        const core = patchCoreImg(await readFile(coreImg), biosPart.startLba, biosPart.sizeLba);
+        await writeAt(partial, [{ offset: biosPart.startLba * SECTOR, data: core }]);
         const bootImg = await readFile(join(GRUB_LIB, 'i386-pc', 'boot.img'));
-        await writeAt(partial, [{ offset: 0, data: patchMbr(await readAt(partial, 0, SECTOR), bootImg, plan.bios.startLba) }]);
+        await writeAt(partial, [{ offset: 0, data: patchMbr(await readAt(partial, 0, SECTOR), bootImg, biosPart.startLba) }]);
       });
     }
     await rename(partial, spec.out);
@@ -180,7 +184,7 @@ export async function assembleDisk(spec: DiskSpec): Promise<DiskLayout> {
     if (!done) await rm(partial, { force: true });
   }
 
-  const parts: Partition[] = [plan.bios, plan.esp, plan.root];
+  const parts: Partition[] = [plan.bios, plan.esp, plan.root].filter((q): q is Partition => q !== undefined);
   return {
     diskGuid: plan.diskGuid,
     rootFsUuid: ids.rootFsUuid,

@@ -32,7 +32,7 @@ export function parseChecksums(text: string, shown: string): ChecksumEntry[] {
     const name = gnu ? gnu[2] : bsd ? bsd[2] : undefined;
     const algorithm = hex ? HEX_LENGTH[hex.length] : undefined;
     if (!hex || !name || !algorithm || (bsd && bsd[1].toLowerCase() !== algorithm)) {
-      throw new KilnError(`${shown}:${i + 1}: not a SHA-256 or SHA-512 checksum line: ${JSON.stringify(l.slice(0, 120))}`, {
+      throw new KilnError(`not a SHA-256 or SHA-512 checksum line: ${JSON.stringify(l.slice(0, 120))}`, {
         where: { file: shown, line: i + 1 }, hint: 'expected "<hex digest>  <file name>" (sha256sum/sha512sum output) or "SHA512 (<file name>) = <hex digest>"',
       });
     }
@@ -45,7 +45,7 @@ export function parseChecksums(text: string, shown: string): ChecksumEntry[] {
 export function checksumFor(entries: ChecksumEntry[], name: string, shown: string): ChecksumEntry {
   const found = entries.filter((e) => e.name === name || e.name.split('/').pop() === name);
   if (!found.length) {
-    throw new KilnError(`${shown} lists no checksum for ${name}`, {
+    throw new KilnError(`the checksum file lists no checksum for ${name}`, {
       where: { file: shown }, detail: `it lists: ${entries.slice(0, 10).map((e) => e.name).join(', ')}${entries.length > 10 ? ', …' : ''}`,
       hint: 'check source.image.url (its file name is looked up in the checksum file) or set source.image.checksum_name',
     });
@@ -53,7 +53,7 @@ export function checksumFor(entries: ChecksumEntry[], name: string, shown: strin
   const distinct = new Set(found.map((e) => `${e.algorithm}:${e.hex}`));
   const strongest = found.find((e) => e.algorithm === 'sha512') ?? found[0];
   if ([...distinct].filter((d) => d.startsWith(strongest.algorithm)).length > 1) {
-    throw new KilnError(`${shown} gives ${name} more than one ${strongest.algorithm} digest (lines ${found.map((e) => e.line).join(', ')})`, { where: { file: shown } });
+    throw new KilnError(`the checksum file gives ${name} more than one ${strongest.algorithm} digest (lines ${found.map((e) => e.line).join(', ')})`, { where: { file: shown } });
   }
   return strongest;
 }
@@ -95,7 +95,7 @@ function cleartextSigned(bytes: Uint8Array): boolean {
  */
 export async function verifyChecksumFile(o: { file: Uint8Array; shown: string; signature?: Uint8Array; signatureShown?: string; keys: openpgp.PublicKey[] }): Promise<SignedChecksums> {
   const refuse = (why: string, detail?: string): never => {
-    throw new KilnError(`${o.shown}: ${why}`, {
+    throw new KilnError(why, {
       where: { file: o.shown }, detail,
       hint: 'the checksum file must be signed by a key in source.image.keys; a changed file, a signature by another key or no signature at all is refused',
     });

@@ -28,7 +28,7 @@ test('GUIDs are stored with the first three fields little-endian (UEFI spec appe
 
 test('the layout: BIOS boot 1 MiB at LBA 2048, 64 MiB ESP, root to 1 MiB before the end', () => {
   const p = planPartitions(2048 * MiB, ids);
-  assert.deepEqual([p.bios.startLba, p.bios.sizeLba], [2048, 2048]);
+  assert.deepEqual([p.bios?.startLba, p.bios?.sizeLba], [2048, 2048]);
   assert.deepEqual([p.esp.startLba, p.esp.sizeLba], [4096, 64 * 2048]);
   assert.equal(p.root.startLba, 4096 + 64 * 2048);
   assert.equal((p.root.startLba + p.root.sizeLba) * 512, 2047 * MiB);

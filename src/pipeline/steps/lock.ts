@@ -19,6 +19,11 @@ export const lockStep = step({
   skip: (ctx) => ctx.options.lock === 'ignore' || !existsSync(lockPath(ctx.template.dir)),
   async run(ctx, p) {
     const file = lockPath(ctx.template.dir);
+    if (ctx.template.config.source.image) {
+      throw new KilnError('kiln.lock pins a Debian archive package set, but this kiln.yaml builds from a vendor image (source.image), which kiln.lock does not cover yet', {
+        where: { file }, hint: 'remove kiln.lock and pin the image in kiln.yaml (source.image.sha512)',
+      });
+    }
     const { lock, sha256 } = readLock(file);
     const d = ctx.template.config.source.debian;
     if (lock.archive.suite !== d.suite) {
