@@ -26,7 +26,7 @@ import type { FormatName } from '../formats/registry.js';
 import { repositoryFiles, signingKeyFiles } from '../provision/chroot.js';
 import { kilnCodeDigest } from '../version.js';
 import type { Controller } from '../sandbox/tools.js';
-import { sourceDate, type SourceRecord } from '../source/debian.js';
+import { sourceDate, type SourceRecord } from '../source/record.js';
 import type { LoadedTemplate } from '../template/load.js';
 import type { BuildVersion } from '../version/git.js';
 import { cacheKey } from './step-cache.js';

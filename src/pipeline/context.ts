@@ -1,7 +1,8 @@
 import type { LoadedTemplate } from '../template/load.js';
 import type { Logger } from '../log.js';
 import type { BuildVersion } from '../version/git.js';
-import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../source/debian.js';
+import type { ArchiveTrust, InstalledPackage } from '../source/debian.js';
+import type { SourceRecord } from '../source/record.js';
 import type { Controller } from '../sandbox/tools.js';
 import type { DeferredAction, HostStats, TaskResult } from '../provision/results.js';
 import type { LockFile } from '../lock/file.js';

@@ -13,7 +13,6 @@ import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
 import { commitEntry, entryTemp, intactEntry, removeDeadTemps, type EntryRecord } from '../cache-entry.js';
 import { resolvedPath } from '../image/tree.js';
-import type { ImageSourceRecord } from './image.js';
 import { checkFreshness, unverifiedInRelease, verifyInRelease, type ReleaseText } from './inrelease.js';
 
 /** Packages every Kiln image needs: boot, first-boot identity, SSH, and Python for Ansible. */
@@ -23,14 +22,6 @@ export const BASE_PACKAGES = [
 ];
 
 export interface InstalledPackage { name: string; version: string; arch: string }
-
-/** What a build's source step verified and made: from the archive, or from a vendor image. */
-export type SourceRecord = DebianSourceRecord | ImageSourceRecord;
-
-/** The source's date: the playbook's SOURCE_DATE_EPOCH (the archive's signed Date, or the vendor tree's dpkg status). */
-export function sourceDate(s: SourceRecord): number {
-  return s.type === 'image' ? s.date : s.archiveDate ?? 0;
-}
 
 export interface DebianSourceRecord {
   type: 'debian';

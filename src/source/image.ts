@@ -21,24 +21,11 @@ import { KilnError } from '../errors.js';
 import { humanBytes, type Logger } from '../log.js';
 import { ingestImage, type VendorLayout } from '../image/ingest.js';
 import type { InstalledPackage } from './debian.js';
+import type { ImageSourceConfig } from '../template/schema.js';
 import { checksumFor, parseChecksums, readPinnedKeys, verifyChecksumFile } from './checksums.js';
 
-export interface ImageSourceConfig {
-  url: string;
-  sha256?: string;
-  sha512?: string;
-  /** URL of SHA256SUMS/SHA512SUMS, absolute or relative to url's directory. */
-  checksums?: string;
-  /** Detached signature of the checksum file (URL, absolute or relative to url's directory); absent: the file must be clear-signed. */
-  signature?: string;
-  /** The image's name in the checksum file, when it is not url's base name. */
-  checksum_name?: string;
-  /** Public key files (relative to kiln.yaml) whose signature on the checksum file is trusted. */
-  keys: string[];
-  verify: boolean;
-  /** Expected disk format; checked against the file's own header. */
-  format?: 'raw' | 'qcow2' | 'vmdk' | 'vpc' | 'vhdx' | 'tar';
-}
+
+export type { ImageSourceConfig };
 
 /** How an image was verified, for the release record and provenance. */
 export interface ImageTrust {

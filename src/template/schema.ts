@@ -3,7 +3,6 @@
  * (for editors, e.g. the YAML language server's `# yaml-language-server: $schema=` comment).
  */
 import { MAX_AGE_PATTERN } from '../source/inrelease.js';
-import type { ImageSourceConfig } from '../source/image.js';
 
 import { FORMATS, type FormatName } from '../formats/registry.js';
 
@@ -153,6 +152,24 @@ export const kilnSchema = {
     },
   },
 } as const;
+
+/** source.image: a vendor's disk image and how it is verified (src/source/image.ts). */
+export interface ImageSourceConfig {
+  url: string;
+  sha256?: string;
+  sha512?: string;
+  /** URL of SHA256SUMS/SHA512SUMS, absolute or relative to url's directory. */
+  checksums?: string;
+  /** Detached signature of the checksum file (URL, absolute or relative to url's directory); absent: the file must be clear-signed. */
+  signature?: string;
+  /** The image's name in the checksum file, when it is not url's base name. */
+  checksum_name?: string;
+  /** Public key files (relative to kiln.yaml) whose signature on the checksum file is trusted. */
+  keys: string[];
+  verify: boolean;
+  /** Expected disk format; checked against the file's own header. */
+  format?: 'raw' | 'qcow2' | 'vmdk' | 'vpc' | 'vhdx' | 'tar';
+}
 
 export interface KilnConfig {
   name: string;

@@ -21,7 +21,7 @@ import { diskStep, lockStep, provisionStep, sourceStep, toolsStep, versionStep, 
 import type { HostStats, TaskResult, TaskStatus } from '../../src/provision/results.js';
 import type { PlaybookOutcome } from '../../src/provision/run.js';
 import { describeController, type Controller, type ToolsTree } from '../../src/sandbox/tools.js';
-import type { ArchiveTrust, InstalledPackage, SourceRecord } from '../../src/source/debian.js';
+import type { ArchiveTrust, InstalledPackage, DebianSourceRecord } from '../../src/source/debian.js';
 import { COMMIT_EPOCH, runChecked, templateRepo, type TemplateRepo } from './pipeline-fixture.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ function context(t: TemplateRepo, fake: FakeDrivers, state: BuildState = {}, opt
   return t.context(state, { cacheDir: join(work, 'cache', basename(t.dir)), ...options }, fake.drivers);
 }
 
-const SOURCE: SourceRecord = { type: 'debian', mirror: MIRROR, suite: 'bookworm', components: ['main'], verified: true, keyring: '', packages: [], baseKey: 'k' };
+const SOURCE: DebianSourceRecord = { type: 'debian', mirror: MIRROR, suite: 'bookworm', components: ['main'], verified: true, keyring: '', packages: [], baseKey: 'k' };
 const CONTROLLER: Controller = { root: '/cache/tools/t', ansibleCore: '2.19.0-1', tools: toolsTree(installed(TOOLS_PINS.packages)) };
 
 /** A StepFailure (a KilnError located at the step) whose message matches. */
@@ -387,7 +387,7 @@ function provisionFakes(box: FakeBox, extra: Partial<Drivers> = {}): FakeDrivers
 
 /** A context for the provision step, holding what the source and tools steps would have given it. */
 function provisionContext(t: TemplateRepo, fake: FakeDrivers, trust: ArchiveTrust): BuildContext {
-  return context(t, fake, { source: SOURCE, trust, controller: CONTROLLER });
+  return context(t, fake, { source: { ...SOURCE, archiveDate: trust.archiveDate }, trust, controller: CONTROLLER });
 }
 /** The provision step after version and work-area (real: git and a directory) and `earlier` (the lock step). */
 const provisionRun = (ctx: BuildContext, earlier: BuildStep[] = []) => runChecked([versionStep, workAreaStep, ...earlier, provisionStep], ctx, ['source', 'trust', 'controller']);
@@ -472,8 +472,8 @@ test("disk: assembled from the tree with the seed name@version, the commit's SOU
     // The step reads the size of what it made: the fake writes a small file there.
     assembleDisk: async (spec) => { writeFileSync(spec.out, 'disk'); return LAYOUT; },
   });
-  const ctx = context(plain, fake);
-  await runChecked([versionStep, workAreaStep, diskStep], ctx);
+  const ctx = context(plain, fake, { source: SOURCE });
+  await runChecked([versionStep, workAreaStep, diskStep], ctx, ['source']);
   const [spec] = fake.only('assembleDisk');
   assert.deepEqual({ ...spec, logger: undefined }, {
     root: ctx.root, out: join(ctx.workDir, 'disk.raw'), sizeBytes: 64 * 1024 * 1024, firmware: ['bios', 'uefi'],

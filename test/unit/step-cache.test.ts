@@ -59,7 +59,7 @@ function context(state: BuildState = {}, snapshot = false): BuildContext {
 }
 
 const TRUST = { verified: true, inReleaseSha256: 'a'.repeat(64), archiveDate: 1700000000 };
-const source = (baseKey = 'base-1') => ({ type: 'debian' as const, mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], verified: true, keyring: '', packages: [], baseKey, baseSha256: 'b'.repeat(64) });
+const source = (baseKey = 'base-1') => ({ type: 'debian' as const, archiveDate: TRUST.archiveDate, mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], verified: true, keyring: '', packages: [], baseKey, baseSha256: 'b'.repeat(64) });
 
 /** The keys a build would use now (a snapshot build unless release is set: HEAD then needs a tag). */
 async function keysNow(state: BuildState = {}, release = false) {
@@ -112,7 +112,7 @@ test('each input class changes the keys it must; a new tag on the same content k
   // Disk settings: the tree's key moves only because kiln.yaml is a file the playbook can read; the disk's must move.
   const disk = await keysAfter(() => writeFileSync(join(repo, 'kiln.yaml'), YAML.replace('64MiB', '96MiB')));
   assert.notEqual(disk.disk, base.disk, 'disk.size changes the disk key');
-  assert.notEqual((await keysNow({ trust: { ...TRUST, archiveDate: TRUST.archiveDate + 86400 } })).tree, base.tree, "the base's date (the playbook's SOURCE_DATE_EPOCH)");
+  assert.notEqual((await keysNow({ source: { ...source(), archiveDate: TRUST.archiveDate + 86400 } })).tree, base.tree, "the base's date (the playbook's SOURCE_DATE_EPOCH)");
   // A new tag on unchanged content (git wants a new commit for it, so SOURCE_DATE_EPOCH moves): same tree, new disk.
   const released = await keysNow({}, true);
   git('commit', '-q', '--allow-empty', '-m', 'release 0.1.1', '--date', '@2000000000');

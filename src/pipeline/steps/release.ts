@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { exec } from '../../exec.js';
 import { makeProvenance, makeSbom, signerFromConfig, type ReleaseRecord } from '../../store/index.js';
 import type { BuildFacts } from '../../store/record.js';
-import type { SourceRecord } from '../../source/debian.js';
+import type { SourceRecord } from '../../source/record.js';
 import type { BuildVersion } from '../../version/git.js';
 import { KILN_VERSION } from '../../version.js';
 import { hostToolVersions } from '../cache-keys.js';
