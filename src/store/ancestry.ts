@@ -72,13 +72,14 @@ export function recordedParent(record: ReleaseRecord): { parent?: RecordedParent
   if (typeof name !== 'string' || !NAME_RE.test(name) || typeof version !== 'string' || !isValidTag(version)) {
     return { problem: `${where} records a parent that is not a release reference: ${JSON.stringify(p)}` };
   }
-  if (p?.digest !== undefined && (typeof p.digest !== 'string' || !isDigest(p.digest))) {
-    return { problem: `${where} records parent ${name}@${version} with digest ${JSON.stringify(p.digest)}, which is not sha256:<64 hex digits>` };
+  const { digest, channel } = p ?? {};
+  if (digest !== undefined && (typeof digest !== 'string' || !isDigest(digest))) {
+    return { problem: `${where} records parent ${name}@${version} with digest ${JSON.stringify(digest)}, which is not sha256:<64 hex digits>` };
   }
-  if (p?.channel !== undefined && (typeof p.channel !== 'string' || !isValidTag(p.channel))) {
-    return { problem: `${where} records parent ${name}@${version} through channel ${JSON.stringify(p.channel)}, which is not a channel name` };
+  if (channel !== undefined && (typeof channel !== 'string' || !isValidTag(channel))) {
+    return { problem: `${where} records parent ${name}@${version} through channel ${JSON.stringify(channel)}, which is not a channel name` };
   }
-  return { parent: { name, version, ...(p?.digest ? { digest: p.digest as string } : {}), ...(p?.channel ? { channel: p.channel as string } : {}) } };
+  return { parent: { name, version, ...(digest !== undefined ? { digest } : {}), ...(channel !== undefined ? { channel } : {}) } };
 }
 
 /** `name@version` of a parent, for listings and messages. */
