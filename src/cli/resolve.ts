@@ -11,6 +11,7 @@ export function terraformResult(r: Resolved): Record<string, string> {
     source_date_epoch: String(r.sourceDateEpoch), channel: r.channel ?? '', signers: r.signers.join(', '),
     formats: r.artifacts.map((a) => a.format).join(','), revoked: r.revoked ? 'true' : 'false', source_verified: r.sourceVerified ? 'true' : 'false',
     metadata_signer: r.metadataSigner ?? '',
+    revoked_ancestor: r.revokedAncestor ? `${r.revokedAncestor.name}@${r.revokedAncestor.version}` : '',
   };
   if (r.artifact) Object.assign(out, { format: r.artifact.format, file: r.artifact.file, location: r.artifact.location, sha256: r.artifact.sha256, size: String(r.artifact.size) });
   for (const a of r.artifacts) out[`location_${a.format}`] = a.location;
@@ -60,6 +61,8 @@ export const resolveCommand: Command = {
     const store = await storeFromFlags(values);
     const r = await store.resolve(positionals[0], { format: values.format, force: values.force });
     if (r.revoked) process.stderr.write(`warning: ${r.name}@${r.version} is revoked (${r.revoked.reason}); used because of --force\n`);
+    if (r.revokedAncestor) process.stderr.write(`warning: ${r.name}@${r.version} is built on ${r.revokedAncestor.name}@${r.revokedAncestor.version}, which is revoked (${r.revokedAncestor.reason}); used because of --force\n`);
+    if (r.ancestryProblem) process.stderr.write(`warning: ${r.name}@${r.version}: ${r.ancestryProblem}; used because of --force\n`);
     if (values.json) {
       process.stdout.write(JSON.stringify(r, null, 2) + '\n');
       return 0;

@@ -19,10 +19,11 @@ export { makeProvenance } from './provenance.js';
 export { formatMediaType } from './oci.js';
 export { loadSigner, loadTrustedKey } from './signing.js';
 export type { Signer, TrustedKey } from './signing.js';
-export { ReleaseStore, parseReleaseRef } from './release-store.js';
+export { ReleaseStore, parseReleaseRef, checkAncestry } from './release-store.js';
+export type { Ancestry, RevokedAncestor } from './ancestry.js';
 export type { PublishInput, Resolved, ResolvedArtifact, ReleaseListing, VerifyReport, TrustPolicy, ChannelState, Revocation, MetadataView } from './release-store.js';
 export type { CloudIds } from './metadata.js';
-export type { ReleaseRecord, ArtifactInput, ReleaseArtifact, StoredSource, SourcePackage, Material, ReleaseParent } from './record.js';
+export type { ReleaseRecord, ArtifactInput, ReleaseArtifact, StoredSource, SourcePackage, Material, ReleaseParent, ReleaseRoot } from './record.js';
 export { TagExistsError } from './backend.js';
 export { DigestMismatchError } from './blobio.js';
 

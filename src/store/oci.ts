@@ -27,6 +27,9 @@ export const ANN = {
   source: 'org.opencontainers.image.source',
   refName: 'org.opencontainers.image.ref.name',
   description: 'org.opencontainers.image.description',
+  /** The release a child was built on (image-spec annotations.md): `name@version` and its manifest digest. */
+  baseName: 'org.opencontainers.image.base.name',
+  baseDigest: 'org.opencontainers.image.base.digest',
   format: 'dev.kiln.format',
   name: 'dev.kiln.name',
   signer: 'dev.kiln.signer',

@@ -4,7 +4,7 @@
  */
 import { posix } from 'node:path';
 import { KilnError } from '../errors.js';
-import { ANN, isBookkeepingTag, isoFromEpoch, isValidTag, MT, type Descriptor, type ImageManifest } from './oci.js';
+import { ANN, isBookkeepingTag, isDigest, isoFromEpoch, isValidTag, MT, type Descriptor, type ImageManifest } from './oci.js';
 
 export interface SourcePackage {
   name: string;
@@ -38,10 +38,24 @@ export interface ReleaseArtifact {
   sha256: string;
 }
 
+/**
+ * The Kiln release a child image was built on (kiln.yaml's source.release). Records written before
+ * ancestry existed have `parents: []`, or entries without a digest: readers go by the tag then.
+ */
 export interface ReleaseParent {
   name: string;
   version: string;
-  digest?: string;
+  /** The parent release's manifest digest (sha256:…): what ancestry walks by. */
+  digest: string;
+  /** Set when the child was built from name@channel (base@stable) rather than an exact version. */
+  channel?: string;
+}
+
+/** The upstream at the root of a chain of releases, copied from the parent's record by a child build. */
+export interface ReleaseRoot {
+  kind: 'debian-archive' | 'vendor-image';
+  uri: string;
+  digest: Record<string, string>;
 }
 
 export interface BuildFacts {
@@ -64,7 +78,10 @@ export interface ReleaseRecord {
   source: StoredSource;
   /** Upstream inputs with digests (archive Release file, verified images, parent releases). */
   materials?: Material[];
+  /** The release this one was built on: none for an image built from an upstream, exactly one for a child. */
   parents: ReleaseParent[];
+  /** The upstream at the root of the chain (a child copies its parent's). */
+  root?: ReleaseRoot;
   buildDurationSeconds?: number;
   kilnVersion: string;
   /** What the build ran with (provenance's internalParameters): the repository tree, the Ansible, the host's tools. */
@@ -122,6 +139,8 @@ export function checkTemplatePath(template: unknown, release: string): string {
   return template;
 }
 
+const ROOT_KINDS: readonly ReleaseRoot['kind'][] = ['debian-archive', 'vendor-image'];
+
 export function validateRecord(r: ReleaseRecord): void {
   checkName(r.name);
   checkVersion(r.version);
@@ -134,6 +153,15 @@ export function validateRecord(r: ReleaseRecord): void {
     if (files.has(a.file)) throw new KilnError(`release record: two artifacts named ${a.file}`);
     files.add(a.file);
   }
+  // What a release writes now is checked; what older releases hold is read leniently (ancestry.ts).
+  if (r.parents.length > 1) throw new KilnError(`release record: ${r.parents.length} parents; a child release is built on exactly one`);
+  for (const p of r.parents) {
+    checkName(p.name);
+    checkVersion(p.version);
+    if (typeof p.digest !== 'string' || !isDigest(p.digest)) throw new KilnError(`release record: parent ${p.name}@${p.version}: digest must be sha256:<64 hex digits>, got ${JSON.stringify(p.digest)}`);
+    if (p.channel !== undefined) checkVersion(p.channel);
+  }
+  if (r.root && !ROOT_KINDS.includes(r.root.kind)) throw new KilnError(`release record: root kind must be one of ${ROOT_KINDS.join(', ')}, got ${JSON.stringify(r.root.kind)}`);
 }
 
 export const SBOM_FILE = 'sbom.spdx.json';
@@ -149,6 +177,13 @@ export function releaseManifest(record: ReleaseRecord, config: Descriptor, artif
     [ANN.name]: record.name,
   };
   if (record.git.repository) annotations[ANN.source] = record.git.repository;
+  // A child names its parent the way image-spec names a base image, so registries and tools that
+  // know those keys show the lineage without reading the record.
+  const parent = record.parents[0];
+  if (parent) {
+    annotations[ANN.baseName] = `${parent.name}@${parent.version}`;
+    annotations[ANN.baseDigest] = parent.digest;
+  }
   return {
     schemaVersion: 2,
     mediaType: MT.manifest,

@@ -11,13 +11,14 @@ import { TagExistsError, type PublishChanges, type StoreBackend } from './backen
 import { DigestMismatchError, type Progress } from './blobio.js';
 import { LayoutStore } from './layout.js';
 import { compareVersions } from '../apply/version-order.js';
+import { ancestorsOf, parentRef, walkAncestry, type Ancestry, type AncestorLookup, type AncestorNode, type RecordedParent, type RevokedAncestor } from './ancestry.js';
 import {
   ANN, canonicalJson, descriptorOf, EMPTY_BLOB, EMPTY_DESCRIPTOR, formatMediaType, isBookkeepingTag, isDigest, isoFromEpoch,
   jsonBlob, manifestBytes, MT, parseIndex, parseJson, parseManifest, referrerDescriptor, referrerManifest, referrersIndex, referrersTag, sha256Digest,
   type Descriptor, type ImageManifest,
 } from './oci.js';
 import { channelProblems, checkMetadata, DEFAULT_METADATA_TTL_DAYS, emptyMetadata, METADATA_TAG, type ChannelMove, type CloudIds, type Metadata } from './metadata.js';
-import { artifactLayer, checkName, checkVersion, releaseManifest, validateRecord, type ArtifactInput, type ReleaseArtifact, type ReleaseRecord } from './record.js';
+import { artifactLayer, checkName, checkVersion, releaseManifest, validateRecord, type ArtifactInput, type ReleaseArtifact, type ReleaseParent, type ReleaseRecord } from './record.js';
 import { readSeen, recordSeen } from './seen.js';
 import { checkSignature, signaturePayload, type SignatureBlob, type SignatureCheck, type Signer, type TrustedKey } from './signing.js';
 
@@ -98,6 +99,10 @@ export interface Resolved {
   cloudIds: CloudIds;
   signers: string[];
   revoked?: Revocation;
+  /** The nearest ancestor (parent, its parent, …) that is revoked: set only when --force let it through. */
+  revokedAncestor?: RevokedAncestor;
+  /** Why the ancestry could not be checked in full: set only when --force let it through. */
+  ancestryProblem?: string;
   sourceDateEpoch: number;
   commit: string;
   /** The source was verified against the archive signature (false: kiln.yaml said verify: false). */
@@ -126,8 +131,14 @@ export interface ReleaseListing {
   commit: string;
   formats: string[];
   signer: string;
-  status: 'ok' | 'revoked' | 'unsigned' | 'bad-signature' | 'untrusted' | 'bad-metadata';
+  /**
+   * The release's own state first (revoked, signature, metadata); then what it inherits: an ancestor
+   * revoked, or a parent superseded (out-of-date). 'ok' means trusted, not revoked and up to date.
+   */
+  status: 'ok' | 'revoked' | 'unsigned' | 'bad-signature' | 'untrusted' | 'bad-metadata' | 'ancestor-revoked' | 'out-of-date';
   reason?: string;
+  /** The release this one was built on, `name@version`. */
+  parent?: string;
   /** The source was verified against the archive signature. */
   sourceVerified: boolean;
 }
@@ -534,6 +545,18 @@ export class ReleaseStore {
     if (d.revocation && !opts.force) {
       throw new KilnError(`${e.name}@${e.version} is revoked: ${d.revocation.reason}`, { detail: `revoked at ${d.revocation.time}${d.revocation.by ? ` by ${d.revocation.by}` : ''}`, hint: 'use a newer release, or pass --force to use it anyway' });
     }
+    // A revocation reaches every descendant: what was wrong with the base is inside the child's disk too.
+    const anc = await ancestorsOf(e.record, this.ancestorLookup());
+    if (anc.revoked && !opts.force) {
+      const r = anc.revoked;
+      throw new KilnError(`${e.name}@${e.version} is built on ${parentRef(r)}, which is revoked: ${r.reason}`, {
+        detail: `ancestry: ${[parentRef(e), ...anc.chain.map(parentRef)].join(' <- ')}`,
+        hint: `build ${e.name} again on a release of ${r.name} that is not revoked, or pass --force to use it anyway`,
+      });
+    }
+    if (anc.problem && !opts.force) {
+      throw new KilnError(`refusing ${e.name}@${e.version}: ${anc.problem}`, { hint: 'kiln releases --tree shows its ancestry; pass --force to use it anyway' });
+    }
     const artifacts = this.artifacts(e);
     for (const a of artifacts) {
       if (!e.record.artifacts.some((r) => r.file === a.file && r.sha256 === a.sha256)) throw new KilnError(`${e.name}@${e.version}: layer ${a.file} does not match the release record`, { hint: 'the store was tampered with' });
@@ -550,7 +573,8 @@ export class ReleaseStore {
     return {
       name: e.name, version: e.version, digest: e.digest, channel: e.channel, reference: this.reference(e),
       artifact, artifacts, cloudIds: d.cloudIds, signers: this.signerNames(d),
-      revoked: d.revocation, sourceDateEpoch: e.record.sourceDateEpoch, commit: e.record.git.commit, sourceVerified: sourceVerified(e.record),
+      revoked: d.revocation, ...(anc.revoked ? { revokedAncestor: anc.revoked } : {}), ...(anc.problem ? { ancestryProblem: anc.problem } : {}),
+      sourceDateEpoch: e.record.sourceDateEpoch, commit: e.record.git.commit, sourceVerified: sourceVerified(e.record),
       metadataSigner: d.metadataSigner,
     };
   }
@@ -590,27 +614,110 @@ export class ReleaseStore {
 
   async list(name?: string): Promise<ReleaseListing[]> {
     const names = name ? [name] : await this.backend.listRepositories();
-    const out: ReleaseListing[] = [];
+    const found: { e: ReleaseEntry; d: ReleaseDetails }[] = [];
     for (const n of names) {
       for (const tag of (await this.backend.listTags(n)).filter((t) => !isBookkeepingTag(t))) {
         const e = await this.release(n, tag);
-        if (!e) continue;
-        const d = await this.details(e);
-        const good = d.signatures.find((s) => s.check.valid && s.check.trusted) ?? d.signatures.find((s) => s.check.valid);
-        let status: ReleaseListing['status'] = 'ok';
-        if (d.signatures.some((s) => !s.check.valid)) status = 'bad-signature';
-        else if (d.problems.length) status = 'bad-metadata';
-        else if (d.revocation) status = 'revoked';
-        else if (!d.signatures.length) status = this.trust.requireSignature ? 'unsigned' : 'ok';
-        else if (this.trust.keys.length && !good?.check.trusted) status = 'untrusted';
-        out.push({
-          name: n, version: e.version, digest: e.digest, date: isoFromEpoch(e.record.sourceDateEpoch), commit: e.record.git.commit,
-          formats: e.record.artifacts.map((a) => a.format), signer: good ? good.check.signer : '-', status,
-          reason: status === 'bad-metadata' ? d.problems[0] : d.revocation?.reason, sourceVerified: sourceVerified(e.record),
-        });
+        if (e) found.push({ e, d: await this.details(e) });
       }
     }
+    // Every listed release is a possible ancestor of another: seed the walk with what is read already.
+    const memo = newAncestryMemo();
+    for (const { e, d } of found) {
+      const node = Promise.resolve(ancestorNode(e, d));
+      memo.nodes.set(nodeKey(e.name, e.digest), node);
+      memo.nodes.set(nodeKey(e.name, e.version), node);
+    }
+    const lookup = this.ancestorLookup(memo);
+    const out: ReleaseListing[] = [];
+    for (const { e, d } of found) {
+      const good = d.signatures.find((s) => s.check.valid && s.check.trusted) ?? d.signatures.find((s) => s.check.valid);
+      let status: ReleaseListing['status'] = 'ok';
+      if (d.signatures.some((s) => !s.check.valid)) status = 'bad-signature';
+      else if (d.problems.length) status = 'bad-metadata';
+      else if (d.revocation) status = 'revoked';
+      else if (!d.signatures.length) status = this.trust.requireSignature ? 'unsigned' : 'ok';
+      else if (this.trust.keys.length && !good?.check.trusted) status = 'untrusted';
+      let reason = status === 'bad-metadata' ? d.problems[0] : d.revocation?.reason;
+      const a = await ancestorsOf(e.record, lookup);
+      // The release's own state wins: inherited states only tell an otherwise good release apart.
+      const inherited = await this.inheritedState(a, memo);
+      if (status === 'ok' && inherited.status) status = inherited.status;
+      reason ??= inherited.reason;
+      out.push({
+        name: e.name, version: e.version, digest: e.digest, date: isoFromEpoch(e.record.sourceDateEpoch), commit: e.record.git.commit,
+        formats: e.record.artifacts.map((x) => x.format), signer: good ? good.check.signer : '-', status,
+        reason, sourceVerified: sourceVerified(e.record),
+        ...(a.parent ? { parent: parentRef(a.chain[0] ?? a.parent) } : {}),
+      });
+    }
     return out.sort((a, b) => a.name.localeCompare(b.name) || a.date.localeCompare(b.date) || a.version.localeCompare(b.version, undefined, { numeric: true }));
+  }
+
+  // ---- ancestry ----
+
+  /** Reads the releases of a chain for walkAncestry, each once per memo. */
+  ancestorLookup(memo: AncestryMemo = newAncestryMemo()): AncestorLookup {
+    return (ref) => {
+      const selector = ref.digest ?? ref.version;
+      if (!selector) return Promise.resolve(null);
+      const key = nodeKey(ref.name, selector);
+      let node = memo.nodes.get(key);
+      if (!node) {
+        node = (async () => {
+          const e = await this.release(ref.name, selector);
+          return e ? ancestorNode(e, await this.details(e)) : null;
+        })();
+        memo.nodes.set(key, node);
+      }
+      return node;
+    };
+  }
+
+  /**
+   * What a release inherits from its ancestry: a revoked ancestor, else a parent superseded, with the
+   * reason; a parent this store does not hold, or an ancestry that cannot be read, is a reason alone.
+   */
+  private async inheritedState(a: Ancestry & { parent?: RecordedParent }, memo: AncestryMemo): Promise<{ status?: 'ancestor-revoked' | 'out-of-date'; reason?: string }> {
+    if (a.revoked) return { status: 'ancestor-revoked', reason: `${parentRef(a.revoked)} is revoked: ${a.revoked.reason}` };
+    if (a.problem) return { reason: a.problem };
+    if (!a.parent) return {};
+    const parent = a.chain[0];
+    if (!parent) return { reason: `its parent ${parentRef(a.parent)}${a.parent.digest ? ` (${a.parent.digest})` : ''} is not in this store` };
+    if (a.parent.channel) {
+      const c = (await this.metadata(parent.name)).meta?.channels[a.parent.channel];
+      if (!c) return { reason: `built from channel ${parent.name}@${a.parent.channel}, which no longer exists` };
+      if (c.digest !== parent.digest) return { status: 'out-of-date', reason: `${parent.name}@${a.parent.channel} now points at ${c.version}, not ${parent.version}` };
+      return {};
+    }
+    const newer = await this.newestAfter(parent, memo);
+    return newer ? { status: 'out-of-date', reason: `${parent.name}@${newer} is newer than ${parentRef(parent)}` } : {};
+  }
+
+  /**
+   * The newest version of the parent's image that is newer than it and not revoked, by the numbers in
+   * the tag (as channels and kiln apply order them), else by SOURCE_DATE_EPOCH.
+   */
+  private async newestAfter(parent: ReleaseParent, memo: AncestryMemo): Promise<string | undefined> {
+    let tags = memo.tags.get(parent.name);
+    if (!tags) {
+      tags = this.backend.listTags(parent.name).then((t) => t.filter((x) => !isBookkeepingTag(x)));
+      memo.tags.set(parent.name, tags);
+    }
+    const lookup = this.ancestorLookup(memo);
+    const epoch = async (version: string) => (await lookup({ name: parent.name, version }))?.record.sourceDateEpoch;
+    const isNewer = async (a: string, b: string) => {
+      const order = compareVersions(a, b);
+      if (order !== undefined) return order > 0;
+      return ((await epoch(a)) ?? 0) > ((await epoch(b)) ?? 0);
+    };
+    let newest: string | undefined;
+    for (const v of await tags) {
+      if (!(await isNewer(v, newest ?? parent.version))) continue;
+      const node = await lookup({ name: parent.name, version: v });
+      if (node && !node.revocation) newest = v;
+    }
+    return newest;
   }
 
   // ---- channels ----
@@ -759,6 +866,57 @@ export class ReleaseStore {
     await dst.backend.putBlob(repo, { file: tmp, digest: desc.digest, size: desc.size });
     await rm(tmp, { force: true });
   }
+}
+
+/** Releases read during one listing or walk, each once: key name + digest or version. */
+export interface AncestryMemo {
+  nodes: Map<string, Promise<AncestorNode | null>>;
+  tags: Map<string, Promise<string[]>>;
+}
+
+function newAncestryMemo(): AncestryMemo {
+  return { nodes: new Map(), tags: new Map() };
+}
+
+function nodeKey(name: string, selector: string): string {
+  return `${name} ${selector}`;
+}
+
+function ancestorNode(e: ReleaseEntry, d: ReleaseDetails): AncestorNode {
+  return {
+    name: e.name, version: e.version, digest: e.digest, record: e.record,
+    ...(d.revocation ? { revocation: { reason: d.revocation.reason } } : {}),
+    ...(d.problems.length ? { problem: d.problems.join('; ') } : {}),
+  };
+}
+
+/**
+ * The chain from the release with this manifest digest up to its root (the release itself first),
+ * and the nearest revoked release in it: what a child build checks of the parent it is built on.
+ * `name` spares a search of every repository (a registry answers one request per repository).
+ */
+export async function checkAncestry(store: ReleaseStore, digest: string, name?: string): Promise<Ancestry> {
+  if (!isDigest(digest)) throw new KilnError(`expected a release digest sha256:<64 hex digits>, got ${JSON.stringify(digest)}`);
+  const start = name ?? (await repositoryOf(store, digest));
+  if (start) checkName(start);
+  if (!start || !(await store.release(start, digest))) {
+    throw new KilnError(`no release ${name ? `${name}@` : ''}${digest} in ${store.location}`, { hint: 'pull the parent release into this store (kiln pull name@version --from …), or build on one that is there' });
+  }
+  return walkAncestry({ name: start, digest }, store.ancestorLookup());
+}
+
+/** The image whose release has this manifest digest, by reading the record each repository's copy names. */
+async function repositoryOf(store: ReleaseStore, digest: string): Promise<string | undefined> {
+  for (const repo of await store.backend.listRepositories()) {
+    const m = await store.backend.getManifest(repo, digest);
+    if (!m) continue;
+    const manifest = parseManifest(m.bytes, `${repo}@${digest}`);
+    if (manifest.artifactType !== MT.release && manifest.config.mediaType !== MT.release) continue;
+    // A layout shares one blob pool among its images: the record says which image the release is of.
+    const recordName = (parseJson(await store.backend.readBlob(repo, manifest.config), `release record of ${repo}@${digest}`) as { name?: unknown }).name;
+    if (typeof recordName === 'string' && (recordName === repo || !store.backend.remote)) return recordName;
+  }
+  return undefined;
 }
 
 export type MetadataCopy = { action: 'none' } | { action: 'copied' | 'same' | 'kept-newer'; seq: number };

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeProvenance, makeSbom, type ArtifactInput, type ReleaseRecord, type ReleaseStore, type Signer } from '../../src/store/index.js';
+import { makeProvenance, makeSbom, type ArtifactInput, type ReleaseParent, type ReleaseRecord, type ReleaseStore, type Signer } from '../../src/store/index.js';
 
 export function scratch(prefix = 'kiln-store-'): string {
   return mkdtempSync(join(process.env.KILN_TEST_TMP ?? tmpdir(), prefix));
@@ -46,9 +46,10 @@ export function fakeRecord(name: string, version: string, extra: Partial<Release
   };
 }
 
-export async function publishFake(store: ReleaseStore, dir: string, name: string, version: string, opts: { signer?: Signer; sizes?: Record<string, number> } = {}) {
+/** Publishes a release with fake artifacts; with `parent`, a child release as a build on source.release records it. */
+export async function publishFake(store: ReleaseStore, dir: string, name: string, version: string, opts: { signer?: Signer; sizes?: Record<string, number>; parent?: ReleaseParent } = {}) {
   const artifacts = fakeArtifacts(dir, name, version, opts.sizes);
-  const record = fakeRecord(name, version);
+  const record = fakeRecord(name, version, opts.parent ? { parents: [opts.parent] } : {});
   const recordWithArtifacts = { ...record, artifacts: artifacts.map((a) => ({ format: a.format, file: a.file.split('/').pop() ?? '', size: a.size, sha256: a.sha256 })) };
   const res = await store.publish({ record, artifacts, sbom: makeSbom(recordWithArtifacts), provenance: makeProvenance(recordWithArtifacts, artifacts), signer: opts.signer });
   return { ...res, artifacts };
