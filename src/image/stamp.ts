@@ -5,7 +5,20 @@
  */
 import { readTreeFile, writeTreeFile } from './tree.js';
 
-export interface Stamp { name: string; version: string; commit: string; snapshot: boolean; sourceDateEpoch: number }
+export interface Stamp {
+  name: string; version: string; commit: string; snapshot: boolean; sourceDateEpoch: number;
+  /** Where the image comes from: its parent release and the chain to the upstream at the root. */
+  lineage?: Lineage;
+}
+
+export interface Lineage {
+  /** The parent release, name@version, and its digest. */
+  parent?: { ref: string; digest: string };
+  /** name@version of each ancestor release, the parent first. */
+  ancestry: string[];
+  /** The upstream at the root of the chain: "<kind> <uri> <algorithm>:<digest>". */
+  root?: string;
+}
 
 export function releaseFile(s: Stamp): string {
   return [
@@ -14,6 +27,9 @@ export function releaseFile(s: Stamp): string {
     `IMAGE_COMMIT=${s.commit}`,
     `IMAGE_BUILD=${s.snapshot ? 'snapshot' : 'release'}`,
     `IMAGE_SOURCE_DATE_EPOCH=${s.sourceDateEpoch}`,
+    ...(s.lineage?.parent ? [`IMAGE_PARENT=${s.lineage.parent.ref}`, `IMAGE_PARENT_DIGEST=${s.lineage.parent.digest}`] : []),
+    ...(s.lineage?.ancestry.length ? [`IMAGE_ANCESTRY='${s.lineage.ancestry.join(' ')}'`] : []),
+    ...(s.lineage?.root ? [`IMAGE_ROOT_UPSTREAM='${s.lineage.root.replace(/'/g, '')}'`] : []),
     '',
   ].join('\n');
 }

@@ -17,6 +17,7 @@ import { ProvisionSandbox, repositoryFiles, type ProvisionSandboxOptions } from 
 import { controllerFor, hostController } from '../sandbox/tools.js';
 import { basePackagesOfTar, baseTarball, extractTree, installedPackages, verifyArchive } from '../source/debian.js';
 import { fetchVerifiedImage, imageBaseTarball } from '../source/image.js';
+import { resolveParent } from '../source/release.js';
 
 /**
  * What the provision step does with its build sandbox. ProvisionSandbox has a private constructor
@@ -37,6 +38,8 @@ export interface Drivers {
   // source.image: the download and its checks (pins, signed checksum file), then qemu-img + fuse2fs + tar.
   fetchVerifiedImage: typeof fetchVerifiedImage;
   imageBaseTarball: typeof imageBaseTarball;
+  // source.release: the store's resolve (trust policy, revocation, ancestry) and a verified copy of the parent's disk.
+  resolveParent: typeof resolveParent;
   // tools (and the lock's tools tree): mmdebstrap for a tools tree, dpkg-query for the host's Ansible.
   controllerFor: typeof controllerFor;
   hostController: typeof hostController;
@@ -52,7 +55,7 @@ export interface Drivers {
 /** The real tools: what every build runs (newContext's default). Frozen, so no test can change it for the others. */
 export const realDrivers: Drivers = Object.freeze({
   verifyLockedSet, fetchLockedDebs, lockedPackagesIndex, serveLockedRepo,
-  verifyArchive, baseTarball, basePackagesOfTar, fetchVerifiedImage, imageBaseTarball,
+  verifyArchive, baseTarball, basePackagesOfTar, fetchVerifiedImage, imageBaseTarball, resolveParent,
   controllerFor, hostController,
   repositoryFiles, openProvisionSandbox: (o: ProvisionSandboxOptions) => ProvisionSandbox.open(o), installedPackages, extractTree,
   assembleDisk,

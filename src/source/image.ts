@@ -251,7 +251,7 @@ const INGEST_VERSION = 2;
  * The base tree tarball of a verified image, from <cache>/base/<key>.tar when intact (its record
  * carries the layout and date), else read from the image (src/image/ingest.ts) and cached.
  */
-export async function imageBaseTarball(img: VerifiedImage, config: ImageSourceConfig, cacheDir: string, workDir: string, logger: Logger): Promise<{ tar: string; key: string; sha256: string; cached: boolean; layout: VendorLayout; date: number }> {
+export async function imageBaseTarball(img: VerifiedImage, config: Pick<ImageSourceConfig, 'format'>, cacheDir: string, workDir: string, logger: Logger): Promise<{ tar: string; key: string; sha256: string; cached: boolean; layout: VendorLayout; date: number }> {
   const key = createHash('sha256').update(JSON.stringify({ v: INGEST_VERSION, image: img.sha256, format: config.format ?? null })).digest('hex');
   const dir = join(cacheDir, 'base');
   mkdirSync(dir, { recursive: true });

@@ -88,6 +88,9 @@ export function parseTemplate(text: string, file: string): LoadedTemplate {
     const url = config.source.debian[key];
     if (url !== undefined && !URL.canParse(url)) problems.push(at(nodeAt(doc, ['source', 'debian', key])?.range?.[0], `source.debian.${key}: ${JSON.stringify(url)} is not a valid URL`));
   }
+  if (config.source.image && config.source.release) {
+    problems.push(at(nodeAt(doc, ['source', 'release'])?.range?.[0], 'source.image and source.release are both set: an image has one parent, the vendor image or the Kiln release'));
+  }
   const img = config.source.image;
   if (img) {
     for (const key of ['url', 'checksums', 'signature'] as const) {

@@ -43,8 +43,17 @@ export const kilnSchema = {
       },
     },
     source: {
-      type: 'object', additionalProperties: false, description: 'The trusted upstream: the Debian archive (source.debian), or a vendor\'s disk image (source.image).',
+      type: 'object', additionalProperties: false, description: 'The trusted upstream: the Debian archive (source.debian), a vendor\'s disk image (source.image), or an earlier Kiln release (source.release).',
       properties: {
+        release: {
+          type: 'object', additionalProperties: false, required: ['ref'],
+          description: 'An earlier Kiln release as the parent of this image (a hardened base for application images). It is resolved with release.trust: a revoked parent, one with a revoked ancestor, or an unsigned one when signatures are required is refused; its disk is used only when it matches the release record. source.debian then names only the archive the Ansible tools tree comes from.',
+          properties: {
+            ref: str('The parent: name@version, name@channel (recorded, so a moved channel marks this image out of date) or name@sha256:<digest>.', { pattern: '^[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9._:+-]+$' }),
+            store: str('The store holding the parent (a directory); default release.store.'),
+            format: { enum: ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'], description: "Which of the parent's artifacts to read; default raw, else the first of qcow2, vmdk, vhd, vhdx it has." },
+          },
+        },
         image: {
           type: 'object', additionalProperties: false, required: ['url'],
           description: "A vendor's disk image as the base instead of the archive: raw, qcow2, VMDK, VHD, VHDX, or a tar archive holding one (.tar.xz, .tar.gz). It must verify by a pinned digest (sha256/sha512 here or in kiln.lock) or by a checksum file signed by a key in keys; every configured check must pass. source.debian then names only the archive the Ansible tools tree comes from.",
@@ -177,6 +186,7 @@ export interface KilnConfig {
   version: { tag_pattern: string };
   source: {
     image?: ImageSourceConfig;
+    release?: { ref: string; store?: string; format?: 'raw' | 'qcow2' | 'vmdk' | 'vhd' | 'vhdx' };
     debian: {
       suite: string; mirror: string; components: string[]; kernel: string; packages: string[];
       keyring: string; verify: boolean; max_age: string; snapshot?: string;

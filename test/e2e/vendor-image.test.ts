@@ -18,10 +18,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { withMountedFilesystem } from '../../src/image/mount.js';
 import { bootVm, type RunningVm } from '../../src/vm/qemu.js';
-import { E2E_DIR, RUN_ID, artifact, builtExample, git, kiln, mountsUnder, type BuildRecordLite } from './fixture.js';
+import { E2E_DIR, RUN_ID, artifact, builtExample, git, kiln, mountsUnder, readFromDisk, type BuildRecordLite } from './fixture.js';
 import { makeVendorImage, PLANTED, signDetached, VENDOR_DISK_GUID, VENDOR_ESP_SERIAL, VENDOR_ROOT_UUID, type VendorImage } from './vendor-fixture.js';
 
 const TAG = 'release-0.3.0';
+const NEWER = 'release-0.3.1';
 const PLAYBOOK = `- hosts: all
   gather_facts: false
   tasks:
@@ -35,17 +36,17 @@ const PLAYBOOK = `- hosts: all
 interface Rec extends BuildRecordLite { source: BuildRecordLite['source'] & { type?: string; checks?: string[]; signer?: string; sha512?: string; baseSha256?: string; layout?: { partitions: { index: number; role: string }[] } } }
 
 /** A repository building the child from the given source.image block. */
-function childRepo(name: string, imageYaml: string, files: Record<string, string> = {}): string {
+function childRepo(name: string, imageYaml: string, files: Record<string, string> = {}, opts: { tag?: string; extra?: string; source?: string; playbook?: string; imageName?: string } = {}): string {
   const dir = join(E2E_DIR, RUN_ID, 'vendor repos', name);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'kiln.yaml'), `name: vendor-child\nsource:\n  image:\n${imageYaml}provision:\n  playbook: site.yml\ndisk:\n  size: 2GiB\nformats: [raw, qcow2]\n`);
-  writeFileSync(join(dir, 'site.yml'), PLAYBOOK);
+  writeFileSync(join(dir, 'kiln.yaml'), `name: ${opts.imageName ?? 'vendor-child'}\nsource:\n${opts.source ?? `  image:\n${imageYaml}`}provision:\n  playbook: site.yml\ndisk:\n  size: 2GiB\nformats: [raw, qcow2]\n${opts.extra ?? ''}`);
+  writeFileSync(join(dir, 'site.yml'), opts.playbook ?? PLAYBOOK);
   for (const [f, text] of Object.entries(files)) writeFileSync(join(dir, f), text);
   git(dir, 'init', '-q', '-b', 'main');
   git(dir, 'add', '-A');
   execFileSync('git', ['-C', dir, '-c', 'user.email=e2e@kiln.test', '-c', 'user.name=Kiln E2E', 'commit', '-qm', 'child'], { env: { ...process.env, GIT_AUTHOR_DATE: '2026-11-20T12:00:00Z', GIT_COMMITTER_DATE: '2026-11-20T12:00:00Z' } });
-  git(dir, 'tag', TAG);
+  git(dir, 'tag', opts.tag ?? TAG);
   return dir;
 }
 
@@ -89,7 +90,8 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
     const example = await builtExample();
     vendor = await makeVendorImage(artifact(example, 'raw'), join(E2E_DIR, RUN_ID, 'vendor'));
     signedRepo = childRepo('signed', `    url: ${vendor.base}debian-13-genericcloud-amd64.qcow2\n    checksums: SHA512SUMS\n    signature: SHA512SUMS.sign\n    keys: [vendor.asc]\n`, { 'vendor.asc': readFileSync(vendor.key, 'utf8') });
-    pinnedRepo = childRepo('pinned', `    url: file://${vendor.files.targz}\n    sha512: ${vendor.sha512['debian-13-gce-amd64.tar.gz']}\n`);
+    // A newer release of the same image in the same store: the base the applications below go out of date against.
+    pinnedRepo = childRepo('pinned', `    url: file://${vendor.files.targz}\n    sha512: ${vendor.sha512['debian-13-gce-amd64.tar.gz']}\n`, {}, { tag: NEWER, extra: `release:\n  store: ${JSON.stringify(join(signedRepo, '.kiln', 'store'))}\n` });
     // Both at once: each build is mostly one busy core.
     const [a, b] = await Promise.all([kiln(['build', '--json'], { cwd: signedRepo }), kiln(['build', '--json'], { cwd: pinnedRepo })]);
     assert.equal(a.code, 0, `the build from the signed qcow2 failed:\n${a.stderr.slice(-5000)}`);
@@ -178,6 +180,83 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
         assert.equal(out[4], 'built on the vendor image');
       });
     }
+  });
+
+  describe('source.release: two applications on the vendor-child base (three stages: vendor image, base, apps)', () => {
+    let store: string;
+    let appA: Rec & { release?: { digest: string } };
+    let baseDigest: string;
+    const APP_PLAYBOOK = PLAYBOOK.replace('/etc/vendor-child.conf', '/etc/app.conf').replace('built on the vendor image', 'an application');
+    const releases = async (...args: string[]) => {
+      const r = await kiln(['releases', ...args, '--store', store], { cwd: signedRepo });
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    const status = async (name: string) => (JSON.parse(await releases('--json')) as { name: string; version: string; status: string; reason?: string; parent?: string }[]).find((x) => x.name === name);
+    before(async () => {
+      store = join(signedRepo, '.kiln', 'store');
+      const set = await kiln(['channel', 'set', 'stable', `vendor-child@${TAG}`, '--store', store], { cwd: signedRepo });
+      assert.equal(set.code, 0, set.stderr);
+      const app = (name: string, ref: string) => childRepo(name, '', {}, {
+        imageName: name, tag: 'release-1.0.0', playbook: APP_PLAYBOOK,
+        source: `  release:\n    ref: ${ref}\n    store: ${JSON.stringify(store)}\n`, extra: `release:\n  store: ${JSON.stringify(store)}\n`,
+      });
+      const [a, b] = await Promise.all([kiln(['build', '--json'], { cwd: app('app-a', `vendor-child@${TAG}`) }), kiln(['build', '--json'], { cwd: app('app-b', 'vendor-child@stable') })]);
+      assert.equal(a.code, 0, `app-a:\n${a.stderr.slice(-4000)}`);
+      assert.equal(b.code, 0, `app-b:\n${b.stderr.slice(-4000)}`);
+      appA = JSON.parse(a.stdout) as typeof appA;
+      baseDigest = signed.release!.digest;
+    });
+
+    test("the child's disk has its parent's tree and its own; /etc/release names the parent, the chain and the vendor image at the root", async () => {
+      const raw = appA.artifacts.find((x) => x.format === 'raw')!.file;
+      assert.equal(await readFromDisk(raw, '/etc/vendor-child.conf'), 'built on the vendor image\n', "the parent's playbook output");
+      assert.equal(await readFromDisk(raw, '/etc/app.conf'), 'an application\n');
+      const rel = await readFromDisk(raw, '/etc/release');
+      assert.match(rel, new RegExp(`^IMAGE_PARENT=vendor-child@${TAG}$`, 'm'));
+      assert.match(rel, new RegExp(`^IMAGE_PARENT_DIGEST=${baseDigest}$`, 'm'));
+      assert.match(rel, new RegExp(`^IMAGE_ANCESTRY='vendor-child@${TAG}'$`, 'm'));
+      assert.match(rel, new RegExp(`^IMAGE_ROOT_UPSTREAM='vendor-image ${vendor.base}debian-13-genericcloud-amd64.qcow2 sha256:[0-9a-f]{64}'$`, 'm'));
+      assert.equal(appA.source.type, 'release');
+    });
+
+    test('the release records the parent and carries the OCI base annotations', () => {
+      const index = JSON.parse(readFileSync(join(store, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+      const digest = appA.release!.digest;
+      assert.ok(index.manifests.some((m) => m.digest === digest) || existsSync(join(store, 'blobs', 'sha256', digest.slice(7))));
+      const manifest = JSON.parse(readFileSync(join(store, 'blobs', 'sha256', digest.slice(7)), 'utf8')) as { annotations?: Record<string, string> };
+      assert.equal(manifest.annotations?.['org.opencontainers.image.base.digest'], baseDigest);
+      assert.match(manifest.annotations?.['org.opencontainers.image.base.name'] ?? '', new RegExp(`vendor-child.${TAG}`));
+    });
+
+    test('a newer base marks the child built on its version out of date; moving the channel marks the other; --tree draws the family', async () => {
+      assert.equal((await status('app-a'))?.status, 'out-of-date', `vendor-child@${NEWER} is in the store`);
+      assert.equal((await status('app-b'))?.status, 'ok', 'stable still points at its parent');
+      const moved = await kiln(['channel', 'set', 'stable', `vendor-child@${NEWER}`, '--store', store], { cwd: signedRepo });
+      assert.equal(moved.code, 0, moved.stderr);
+      assert.equal((await status('app-b'))?.status, 'out-of-date');
+      const tree = (await releases('--tree')).split('\n');
+      const indent = (l: string) => l.length - l.trimStart().length;
+      const base = tree.findIndex((l) => l.trimStart().startsWith(`vendor-child@${TAG}`));
+      assert.ok(base >= 0, tree.join('\n'));
+      const family = tree.slice(base + 1, tree.findIndex((l, i) => i > base && indent(l) <= indent(tree[base])) >>> 0);
+      for (const app of ['app-a', 'app-b']) assert.ok(family.some((l) => l.trimStart().startsWith(`${app}@release-1.0.0`) && indent(l) > indent(tree[base])), `${app} drawn under its parent:\n${tree.join('\n')}`);
+    });
+
+    test('revoking the base makes resolving either application fail, naming the base; a new child on it is refused', async () => {
+      const rv = await kiln(['revoke', `vendor-child@${TAG}`, '--reason', 'test: a hardening gap', '--store', store], { cwd: signedRepo });
+      assert.equal(rv.code, 0, rv.stderr);
+      for (const app of ['app-a', 'app-b']) {
+        const r = await kiln(['resolve', `${app}@release-1.0.0`, '--store', store], { cwd: signedRepo });
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, new RegExp(`built on vendor-child@${TAG}, which is revoked: test: a hardening gap`));
+      }
+      assert.equal((await status('app-a'))?.status, 'ancestor-revoked');
+      const c = childRepo('app-c', '', {}, { imageName: 'app-c', tag: 'release-1.0.0', source: `  release:\n    ref: vendor-child@${TAG}\n    store: ${JSON.stringify(store)}\n` });
+      const r = await kiln(['build'], { cwd: c });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, new RegExp(`vendor-child@${TAG} is revoked: test: a hardening gap`));
+    });
   });
 
   describe('refused before anything is read from the image', () => {

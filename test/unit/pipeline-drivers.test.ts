@@ -57,6 +57,7 @@ class FakeDrivers {
       basePackagesOfTar: recorded('basePackagesOfTar', impl.basePackagesOfTar, log),
       fetchVerifiedImage: recorded('fetchVerifiedImage', impl.fetchVerifiedImage, log),
       imageBaseTarball: recorded('imageBaseTarball', impl.imageBaseTarball, log),
+      resolveParent: recorded('resolveParent', impl.resolveParent, log),
       controllerFor: recorded('controllerFor', impl.controllerFor, log),
       hostController: recorded('hostController', impl.hostController, log),
       repositoryFiles: recorded('repositoryFiles', impl.repositoryFiles, log),

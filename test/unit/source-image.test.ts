@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as openpgp from 'openpgp';
 import { PART_TYPE, planVendorPartitions, sfdiskScript } from '../../src/disk/gpt.js';
@@ -13,7 +13,11 @@ import { diskMember, fatLabel, fatSerial, isArchive } from '../../src/image/inge
 import { silentLogger } from '../../src/log.js';
 import { checksumFor, parseChecksums, readPinnedKeys, verifyChecksumFile } from '../../src/source/checksums.js';
 import { fetchVerifiedImage, type ImageSourceConfig } from '../../src/source/image.js';
-import { parseTemplate, TemplateError } from '../../src/template/load.js';
+import { loadTemplate, parseTemplate, TemplateError } from '../../src/template/load.js';
+import { lineageOf } from '../../src/pipeline/steps/stamp.js';
+import { parseKeyValues, releaseFile } from '../../src/image/stamp.js';
+import { rootOf } from '../../src/source/release.js';
+import type { ReleaseRecord } from '../../src/store/record.js';
 
 const A = 'a'.repeat(128);
 const B = 'b'.repeat(64);
@@ -247,5 +251,67 @@ describe('kiln.yaml source.image', () => {
     const t = parseTemplate(yaml(`    url: https://x.test/a.raw\n    sha256: ${B}\n`), join(dir, 'kiln.yaml'));
     assert.equal(t.config.source.image?.verify, true);
     assert.equal(t.config.source.debian.mirror, 'http://deb.debian.org/debian');
+  });
+});
+
+describe('source.release: lineage', () => {
+  test('a child stamps its parent, the chain and the root upstream into /etc/release, readable as KEY=value', () => {
+    const lineage = lineageOf({
+      type: 'release', ref: 'base@stable', store: '/s', parent: { name: 'base', version: 'release-1.0.0', digest: `sha256:${'e'.repeat(64)}`, channel: 'stable' },
+      root: { kind: 'vendor-image', uri: 'https://cloud.example/debian.qcow2', digest: { sha256: B } }, ancestry: ['base@release-1.0.0', 'vendor-hardened@release-0.9.0'],
+      artifact: { format: 'raw', sha256: B, size: 1 }, signers: [], verified: true, packages: [], baseKey: 'k', baseSha256: B, date: 1, layout: { diskGuid: '', partitions: [], rootFsUuid: '', rootLabel: '', sizeBytes: 0, detail: '' },
+    });
+    const text = releaseFile({ name: 'app', version: 'release-2.0.0', commit: 'c', snapshot: false, sourceDateEpoch: 5, lineage });
+    const { values, problems } = parseKeyValues(text);
+    assert.deepEqual(problems, []);
+    assert.equal(values.IMAGE_PARENT, 'base@release-1.0.0');
+    assert.equal(values.IMAGE_PARENT_DIGEST, `sha256:${'e'.repeat(64)}`);
+    assert.equal(values.IMAGE_ANCESTRY, 'base@release-1.0.0 vendor-hardened@release-0.9.0');
+    assert.equal(values.IMAGE_ROOT_UPSTREAM, `vendor-image https://cloud.example/debian.qcow2 sha256:${B}`);
+  });
+
+  test("an archive build's /etc/release is unchanged: no lineage lines", () => {
+    assert.doesNotMatch(releaseFile({ name: 'web', version: 'v', commit: 'c', snapshot: false, sourceDateEpoch: 1 }), /IMAGE_(PARENT|ANCESTRY|ROOT)/);
+  });
+
+  test("the root of a parent's chain: its recorded root, else its own vendor image or archive", () => {
+    const rec = (source: Record<string, unknown>, root?: ReleaseRecord['root']) => ({ source, ...(root ? { root } : {}) }) as unknown as ReleaseRecord;
+    assert.deepEqual(rootOf(rec({ type: 'image', url: 'https://v/x.qcow2', sha256: B, sha512: A })), { kind: 'vendor-image', uri: 'https://v/x.qcow2', digest: { sha256: B, sha512: A } });
+    assert.deepEqual(rootOf(rec({ type: 'debian', mirror: 'http://deb.debian.org/debian/', suite: 'trixie', inReleaseSha256: B })), { kind: 'debian-archive', uri: 'http://deb.debian.org/debian/dists/trixie/InRelease', digest: { sha256: B } });
+    const root = { kind: 'debian-archive' as const, uri: 'u', digest: { sha256: B } };
+    assert.deepEqual(rootOf(rec({ type: 'release' }, root)), root);
+  });
+
+  test('kiln.yaml refuses source.image and source.release together, at the release line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-tpl-'));
+    try {
+      writeFileSync(join(dir, 'site.yml'), '- hosts: all\n  tasks: []\n');
+      assert.throws(() => parseTemplate(`name: child\nsource:\n  image:\n    url: https://x.test/a.raw\n    sha256: ${B}\n  release:\n    ref: base@release-1.0.0\nprovision:\n  playbook: site.yml\n`, join(dir, 'kiln.yaml')),
+        (e: TemplateError) => e.problems.some((p) => p.line === 7 && /both set/.test(p.message)));
+      assert.throws(() => parseTemplate('name: child\nsource:\n  release:\n    ref: "base release"\nprovision:\n  playbook: site.yml\n', join(dir, 'kiln.yaml')), (e: TemplateError) => e.problems.some((p) => p.line === 4));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('examples/family: a hardened base and two applications on it', () => {
+  const family = resolve(new URL('../../../examples/family', import.meta.url).pathname);
+  test('each kiln.yaml loads; the applications build on base@stable from the store the base releases into', () => {
+    const base = loadTemplate(join(family, 'base', 'kiln.yaml'));
+    assert.equal(base.config.source.debian.suite, 'trixie');
+    assert.equal(base.config.source.release, undefined);
+    const baseStore = resolve(base.dir, base.config.release.store);
+    for (const app of ['web', 'worker']) {
+      const t = loadTemplate(join(family, app, 'kiln.yaml'));
+      assert.equal(t.config.source.release?.ref, 'base@stable', app);
+      assert.equal(resolve(t.dir, t.config.source.release?.store ?? ''), baseStore, `${app} reads the base's store`);
+      assert.equal(resolve(t.dir, t.config.release.store), baseStore, `${app} releases beside it, so the family shows in one tree`);
+    }
+  });
+
+  test('the hardening role covers sysctl, firewall, login and SSH policy, module blacklist and mount options', () => {
+    const tasks = readFileSync(join(family, 'base', 'roles', 'hardening', 'tasks', 'main.yml'), 'utf8');
+    for (const what of ['/etc/sysctl.d/', '/etc/nftables.conf', '/etc/login.defs', '/etc/ssh/sshd_config.d/', '/etc/modprobe.d/', '/etc/fstab']) assert.ok(tasks.includes(what), what);
   });
 });

@@ -19,6 +19,7 @@ export const configureStep = step({
     await extractTree(ctx.base.tar, ctx.root, ctx.logger);
     // A vendor image keeps its own network, hostname and cloud-init configuration: it is made for its platform.
     if (ctx.source.type === 'image') p.log("vendor image: its network, hostname and cloud-init configuration are kept (Kiln's layer is not applied)");
+    // A parent release has Kiln's layer already; writing it again sets this image's hostname.
     else applyImageLayer(ctx.root, { hostname: ctx.template.config.disk.hostname });
   },
 });

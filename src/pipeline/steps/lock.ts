@@ -19,9 +19,10 @@ export const lockStep = step({
   skip: (ctx) => ctx.options.lock === 'ignore' || !existsSync(lockPath(ctx.template.dir)),
   async run(ctx, p) {
     const file = lockPath(ctx.template.dir);
-    if (ctx.template.config.source.image) {
-      throw new KilnError('kiln.lock pins a Debian archive package set, but this kiln.yaml builds from a vendor image (source.image), which kiln.lock does not cover yet', {
-        where: { file }, hint: 'remove kiln.lock and pin the image in kiln.yaml (source.image.sha512)',
+    const src = ctx.template.config.source;
+    if (src.image || src.release) {
+      throw new KilnError(`kiln.lock pins a Debian archive package set, but this kiln.yaml builds from ${src.image ? 'a vendor image (source.image)' : 'a Kiln release (source.release)'}, which kiln.lock does not cover yet`, {
+        where: { file }, hint: src.image ? 'remove kiln.lock and pin the image in kiln.yaml (source.image.sha512)' : 'remove kiln.lock and name the parent by digest in kiln.yaml (source.release.ref: name@sha256:…)',
       });
     }
     const { lock, sha256 } = readLock(file);

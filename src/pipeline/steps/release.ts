@@ -27,10 +27,15 @@ export async function buildFacts(ctx: BuildEnv & Pick<BuildState, 'controller'>,
 export function releaseRecord(ctx: BuildEnv & Pick<BuildState, 'packages'>, v: BuildVersion, src: SourceRecord, build?: BuildFacts): ReleaseRecord {
   const materials = src.type === 'image'
     ? [{ name: 'vendor-image', uri: src.url, digest: { sha256: src.sha256, sha512: src.sha512 } }]
-    : [
-      { name: 'debian-archive', uri: `${src.mirror.replace(/\/$/, '')}/dists/${src.suite}/InRelease`, digest: { sha256: src.inReleaseSha256 ?? '' } },
-      ...(src.keyringSha256 ? [{ name: 'archive-keyring', uri: `file://${src.keyring}`, digest: { sha256: src.keyringSha256 } }] : []),
-    ];
+    : src.type === 'release'
+      ? [
+        { name: 'parent-release', uri: `kiln-release:${src.parent.name}@${src.parent.version}`, digest: { sha256: src.parent.digest.replace(/^sha256:/, '') } },
+        ...(src.root ? [{ name: `root-${src.root.kind}`, uri: src.root.uri, digest: src.root.digest }] : []),
+      ]
+      : [
+        { name: 'debian-archive', uri: `${src.mirror.replace(/\/$/, '')}/dists/${src.suite}/InRelease`, digest: { sha256: src.inReleaseSha256 ?? '' } },
+        ...(src.keyringSha256 ? [{ name: 'archive-keyring', uri: `file://${src.keyring}`, digest: { sha256: src.keyringSha256 } }] : []),
+      ];
   return {
     name: ctx.template.config.name,
     version: v.version,
@@ -39,7 +44,10 @@ export function releaseRecord(ctx: BuildEnv & Pick<BuildState, 'packages'>, v: B
     template: v.templatePath,
     source: { ...src, packages: ctx.packages ?? src.packages, basePackages: src.packages },
     materials,
-    parents: [],
+    // A child records its parent (and the upstream at the root of the chain): the store shows its
+    // status and refuses it when an ancestor is revoked (src/store/ancestry.ts).
+    parents: src.type === 'release' ? [src.parent] : [],
+    ...(src.type === 'release' && src.root ? { root: src.root } : {}),
     buildDurationSeconds: Math.round((Date.now() - ctx.startedAt) / 1000),
     ...(build ? { build } : {}),
     kilnVersion: KILN_VERSION,

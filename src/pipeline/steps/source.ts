@@ -16,6 +16,7 @@ export const sourceStep = step({
   async run(ctx, p) {
     const image = ctx.template.config.source.image;
     if (image) return imageSource(ctx, image, p);
+    if (ctx.template.config.source.release) return releaseSource(ctx, p);
     const d = ctx.template.config.source.debian;
     // A locked build trusts what the lock step verified of the InRelease kept with kiln.lock; it needs no live archive state.
     const trust = ctx.lock ? ctx.lock.trust : await ctx.drivers.verifyArchive(d, ctx.workDir, ctx.logger);
@@ -50,4 +51,22 @@ async function imageSource(ctx: BuildContext, config: ImageSourceConfig, p: Step
   const packages = await ctx.drivers.basePackagesOfTar(base.tar, join(ctx.workDir, 'base-dpkg'));
   const { file: _file, cached: _cached, ...trust } = img;
   ctx.source = { type: 'image', ...trust, format: base.layout.detail, layout: base.layout, packages, baseKey: base.key, baseSha256: base.sha256, date: base.date };
+}
+
+/** An earlier Kiln release: resolved with the trust policy, its disk verified against the record, read into a base tree tarball. */
+async function releaseSource(ctx: BuildContext, p: StepProgress): Promise<void> {
+  const cfg = ctx.template.config;
+  const r = await ctx.drivers.resolveParent(cfg, ctx.template.dir, ctx.cacheDir, ctx.logger, (s) => p.status(s));
+  p.log(`parent ${r.parent.name}@${r.parent.version}${r.parent.channel ? ` (channel ${r.parent.channel})` : ''} ${r.parent.digest.slice(0, 19)}…: ${r.image.checks.join('; ')}${r.image.cached ? ' (cached)' : ''}`);
+  if (r.ancestry.length > 1) p.log(`ancestry: ${r.ancestry.join(' <- ')}`);
+  const t0 = Date.now();
+  p.status("reading the parent's root filesystem (fuse2fs)");
+  const base = await ctx.drivers.imageBaseTarball(r.image, {}, ctx.cacheDir, ctx.workDir, ctx.logger);
+  p.log(base.cached ? `base tree from cache (${base.key.slice(0, 12)})` : `base tree read from the parent's ${r.artifact.format} in ${humanSeconds(Date.now() - t0)}`);
+  ctx.base = { tar: base.tar };
+  const packages = await ctx.drivers.basePackagesOfTar(base.tar, join(ctx.workDir, 'base-dpkg'));
+  ctx.source = {
+    type: 'release', ref: cfg.source.release?.ref ?? '', store: r.store, parent: r.parent, ...(r.root ? { root: r.root } : {}), ancestry: r.ancestry,
+    artifact: r.artifact, signers: r.signers, verified: true, packages, baseKey: base.key, baseSha256: base.sha256, date: r.sourceDateEpoch, layout: base.layout,
+  };
 }

@@ -1,0 +1,121 @@
+/**
+ * source.release: an earlier Kiln release as the parent of this image (vendor -> hardened base ->
+ * applications). The parent is resolved through the store with kiln.yaml's trust policy, so a
+ * revoked parent, a parent with a revoked ancestor, or an unsigned one when signatures are required
+ * is refused (src/store/release-store.ts resolve). Its disk artifact is copied into Kiln's cache and
+ * hashed on the way: the copy is used only when its sha256 is the one the release record gives,
+ * so what the child is built from is exactly what the parent released. The tree is then read like a
+ * vendor image's (src/image/ingest.ts); the child gets Kiln's own disk layout and identifiers.
+ */
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-entry.js';
+import { KilnError } from '../errors.js';
+import { copyFileSparse } from '../fsio.js';
+import type { Logger } from '../log.js';
+import { checkAncestry, openStore, trustFromConfig } from '../store/index.js';
+import type { ReleaseParent, ReleaseRoot, ReleaseRecord } from '../store/record.js';
+import type { KilnConfig } from '../template/schema.js';
+import type { InstalledPackage } from './debian.js';
+import { imageDigests, type VerifiedImage } from './image.js';
+import type { VendorLayout } from '../image/ingest.js';
+
+/** The source record of a child build. */
+export interface ReleaseSourceRecord {
+  type: 'release';
+  /** The reference as kiln.yaml wrote it (name@version, name@channel or name@sha256:…). */
+  ref: string;
+  store: string;
+  parent: ReleaseParent;
+  /** The upstream at the root of the chain (the parent's root, or the parent's own source). */
+  root?: ReleaseRoot;
+  /** From the parent up to the root: name@version of each release. */
+  ancestry: string[];
+  /** The parent's disk artifact the child was built from. */
+  artifact: { format: string; sha256: string; size: number };
+  /** Who signed the parent release (empty when unsigned). */
+  signers: string[];
+  verified: boolean;
+  packages: InstalledPackage[];
+  baseKey: string;
+  baseSha256: string;
+  /** The parent's SOURCE_DATE_EPOCH: the playbook's. */
+  date: number;
+  layout: VendorLayout;
+}
+
+/** The upstream at the root of a parent's chain, from its record. */
+export function rootOf(record: ReleaseRecord): ReleaseRoot | undefined {
+  if (record.root) return record.root;
+  const s = record.source as { type?: string; url?: string; sha256?: string; sha512?: string; mirror?: string; suite?: string; inReleaseSha256?: string };
+  if (s.type === 'image' && s.url && s.sha256) return { kind: 'vendor-image', uri: s.url, digest: { sha256: s.sha256, ...(s.sha512 ? { sha512: s.sha512 } : {}) } };
+  if (s.type === 'release') return undefined;
+  if (s.mirror && s.suite && s.inReleaseSha256) return { kind: 'debian-archive', uri: `${s.mirror.replace(/\/$/, '')}/dists/${s.suite}/InRelease`, digest: { sha256: s.inReleaseSha256 } };
+  return undefined;
+}
+
+export interface ResolvedParent {
+  image: VerifiedImage;
+  parent: ReleaseParent;
+  root?: ReleaseRoot;
+  ancestry: string[];
+  artifact: { format: string; sha256: string; size: number };
+  signers: string[];
+  sourceDateEpoch: number;
+  store: string;
+}
+
+/**
+ * The parent release, resolved with kiln.yaml's trust policy and its disk copied into the cache
+ * (verified against the release record), as an image the ingest reads.
+ */
+export async function resolveParent(c: KilnConfig, dir: string, cacheDir: string, logger: Logger, onStatus?: (s: string) => void): Promise<ResolvedParent> {
+  const cfg = c.source.release;
+  if (!cfg) throw new Error('resolveParent: kiln.yaml has no source.release');
+  const storeSpec = cfg.store ?? c.release.store;
+  const store = await openStore(storeSpec, dir, { trust: await trustFromConfig(c.release.trust, dir), create: false });
+  onStatus?.(`resolving ${cfg.ref} in ${store.location}`);
+  // resolve refuses an untrusted, revoked or revoked-ancestor release (there is no force here).
+  const r = await store.resolve(cfg.ref);
+  const preferred = cfg.format ? [cfg.format] : ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'];
+  const a = preferred.map((f) => r.artifacts.find((x) => x.format === f)).find((x) => x !== undefined);
+  if (!a) throw new KilnError(`${r.name}@${r.version} has no ${preferred.join(' or ')} artifact to build on`, { hint: `its formats: ${r.artifacts.map((x) => x.format).join(', ')}` });
+  if (!a.location.startsWith('/') || !existsSync(a.location)) {
+    throw new KilnError(`${r.name}@${r.version} is in a registry (${r.reference}): Kiln builds on releases in a local store`, { hint: `copy it into a local store first: kiln pull ${r.name}@${r.version} --from ${storeSpec} (then point source.release.store at that store)` });
+  }
+  const entry = await store.entry(`${r.name}@${r.version}`);
+  const images = join(cacheDir, 'images');
+  mkdirSync(images, { recursive: true });
+  removeDeadTemps(images);
+  const file = join(images, `${a.sha256}.img`);
+  const rec = join(images, `${a.sha256}.json`);
+  const cached = await intactEntry(file, rec, logger);
+  if (!cached) {
+    onStatus?.(`copying ${a.file} from the parent release (hashed on the way)`);
+    const tmp = entryTemp(file);
+    rmSync(tmp, { force: true });
+    try {
+      const got = await copyFileSparse(a.location, tmp, { hash: true, reflink: false });
+      if (got.sha256 !== a.sha256) {
+        throw new KilnError(`the ${a.format} of ${r.name}@${r.version} in the store is not the one its release record names`, {
+          detail: `record: sha256 ${a.sha256}\nfile:   sha256 ${got.sha256} (${a.location})`, hint: 'the store was changed after the release: nothing was used; kiln verify shows what else is damaged',
+        });
+      }
+      await commitEntry(tmp, file, rec, { release: `${r.name}@${r.version}`, digest: r.digest, created: new Date().toISOString() });
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  }
+  const { sha512 } = await imageDigests(file);
+  const parent: ReleaseParent = { name: r.name, version: r.version, digest: r.digest, ...(r.channel ? { channel: r.channel } : {}) };
+  // The parent's record names one level up; the store walks the chain to its root.
+  const names = (await checkAncestry(store, r.digest, r.name)).chain.map((p) => `${p.name}@${p.version}`);
+  return {
+    image: {
+      file, url: `kiln-release:${r.name}@${r.version}`, sha256: a.sha256, sha512, size: statSync(file).size, cached, verified: true,
+      checks: [`sha256 of its ${a.format} in release ${r.name}@${r.version} (${r.digest})${r.signers.length ? `, signed by ${r.signers.join(', ')}` : ', unsigned'}`],
+    },
+    parent, root: rootOf(entry.record), ancestry: names, artifact: { format: a.format, sha256: a.sha256, size: a.size }, signers: r.signers,
+    sourceDateEpoch: r.sourceDateEpoch, store: store.location,
+  };
+}
