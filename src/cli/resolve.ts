@@ -73,7 +73,7 @@ export const resolveCommand: Command = {
     for (const [cloud, ids] of Object.entries(r.cloudIds)) for (const [region, id] of Object.entries(ids)) lines.push(`${cloud}\t${region}\t${id}`);
     process.stdout.write(lines.join('\n') + '\n');
     process.stderr.write(`${r.name}@${r.version}${r.channel ? ` (channel ${r.channel})` : ''} ${r.digest}, ${signedByLine(r.signers, store.trust)}\n`);
-    if (!r.sourceVerified) process.stderr.write(`warning: ${r.name}@${r.version} was built from an UNVERIFIED archive (source.debian.verify: false)\n`);
+    if (!r.sourceVerified) process.stderr.write(`warning: ${r.name}@${r.version} was built from an UNVERIFIED source (source.debian.verify or source.image.verify: false)\n`);
     return 0;
   },
 };

@@ -19,7 +19,7 @@ export const verifyCommand: Command = {
       if (!r.signatures.length) out.push('  unsigned');
       for (const s of r.signatures) out.push(`  ${s.valid ? (s.trusted ? 'signed by' : 'signed (key not trusted) by') : 'BAD signature claiming'} ${s.signer}${s.problem ? ` (${s.problem})` : ''}`);
       if (r.revoked) out.push(`  revoked at ${r.revoked.time}: ${r.revoked.reason}`);
-      if (!r.sourceVerified) out.push('  built from an UNVERIFIED archive (kiln.yaml source.debian.verify: false)');
+      if (!r.sourceVerified) out.push('  built from an UNVERIFIED source (kiln.yaml source.debian.verify or source.image.verify: false)');
       process.stdout.write(out.join('\n') + '\n');
     }
     if (!r.ok) process.stderr.write(`error: ${r.name}@${r.version} failed verification\n`);
