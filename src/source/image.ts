@@ -1,8 +1,8 @@
 /**
  * source.image: a vendor's disk image as the trusted upstream. It is downloaded into Kiln's cache
- * and used only once it verifies by every check kiln.yaml and kiln.lock configure, and by one at
- * least:
- *   - a pinned digest (source.image.sha256 / sha512 in kiln.yaml, or the digest kiln.lock recorded);
+ * and used only once it verifies by every check kiln.yaml configures, and by one at least (kiln.lock
+ * does not record image digests yet):
+ *   - a pinned digest (source.image.sha256 / sha512 in kiln.yaml);
  *   - a checksum file (SHA256SUMS, SHA512SUMS) signed by a key pinned in source.image.keys.
  * A checksum file alone is never enough (whoever serves it chooses it), nor is the transport.
  * `verify: false` is the explicit opt-out, recorded in the release as for the archive.
@@ -23,7 +23,6 @@ import { ingestImage, type VendorLayout } from '../image/ingest.js';
 import type { InstalledPackage } from './debian.js';
 import type { ImageSourceConfig } from '../template/schema.js';
 import { checksumFor, parseChecksums, readPinnedKeys, verifyChecksumFile } from './checksums.js';
-
 
 export type { ImageSourceConfig };
 
@@ -125,8 +124,6 @@ export interface ImageRequest {
   config: ImageSourceConfig;
   /** kiln.yaml's directory (key files are relative to it). */
   dir: string;
-  /** The digests kiln.lock recorded for this URL, when a lock is used. */
-  locked?: { sha256: string; sha512: string; size: number };
   cacheDir: string;
   logger: Logger;
   onStatus?: (s: string) => void;
@@ -139,7 +136,6 @@ async function expectations(r: ImageRequest): Promise<{ checks: { what: string; 
   const tried: string[] = [];
   if (c.sha256) checks.push({ what: 'sha256 pinned in kiln.yaml', algorithm: 'sha256', hex: c.sha256.toLowerCase() });
   if (c.sha512) checks.push({ what: 'sha512 pinned in kiln.yaml', algorithm: 'sha512', hex: c.sha512.toLowerCase() });
-  if (r.locked) checks.push({ what: 'sha512 recorded in kiln.lock', algorithm: 'sha512', hex: r.locked.sha512 });
   let signer: string | undefined;
   if (c.checksums) {
     const sumsUrl = relativeUrl(c.checksums, c.url);
@@ -164,7 +160,6 @@ async function expectations(r: ImageRequest): Promise<{ checks: { what: string; 
   }
   if (!c.sha256) tried.push('no sha256 pinned in kiln.yaml');
   if (!c.sha512) tried.push('no sha512 pinned in kiln.yaml');
-  if (!r.locked) tried.push('no digest in kiln.lock');
   if (!c.checksums) tried.push('no signed checksum file (source.image.checksums + keys)');
   return { checks, signer, tried };
 }
