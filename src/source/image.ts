@@ -113,13 +113,6 @@ async function download(url: string, dest: string, onStatus?: (s: string) => voi
   return { sha256: h256.digest('hex'), sha512: h512.digest('hex'), size: n };
 }
 
-async function digestsOf(file: string): Promise<{ sha256: string; sha512: string }> {
-  const h256 = createHash('sha256');
-  const h512 = createHash('sha512');
-  for await (const c of createReadStream(file, { highWaterMark: 4 << 20 })) { h256.update(c as Buffer); h512.update(c as Buffer); }
-  return { sha256: h256.digest('hex'), sha512: h512.digest('hex') };
-}
-
 export interface ImageRequest {
   config: ImageSourceConfig;
   /** kiln.yaml's directory (key files are relative to it). */
@@ -219,11 +212,6 @@ function judge(url: string, got: { sha256: string; sha512: string; size: number 
   return { url: shownUrl(url), sha256: got.sha256, sha512: got.sha512, size: got.size, verified: verify && checks.length > 0, checks: checks.map((k) => k.what), ...(signer ? { signer } : {}) };
 }
 
-/** Re-hashes a cached image file (`kiln cache verify` does this for every entry). */
-export async function imageDigests(file: string): Promise<{ sha256: string; sha512: string }> {
-  return digestsOf(file);
-}
-
 /** The source record of an image build: what was verified, the vendor's layout, the base tree. */
 export interface ImageSourceRecord extends ImageTrust {
   type: 'image';
@@ -246,7 +234,7 @@ const INGEST_VERSION = 2;
  * The base tree tarball of a verified image, from <cache>/base/<key>.tar when intact (its record
  * carries the layout and date), else read from the image (src/image/ingest.ts) and cached.
  */
-export async function imageBaseTarball(img: VerifiedImage, config: Pick<ImageSourceConfig, 'format'>, cacheDir: string, workDir: string, logger: Logger): Promise<{ tar: string; key: string; sha256: string; cached: boolean; layout: VendorLayout; date: number }> {
+export async function imageBaseTarball(img: Pick<VerifiedImage, 'file' | 'sha256' | 'url'>, config: Pick<ImageSourceConfig, 'format'>, cacheDir: string, workDir: string, logger: Logger): Promise<{ tar: string; key: string; sha256: string; cached: boolean; layout: VendorLayout; date: number }> {
   const key = createHash('sha256').update(JSON.stringify({ v: INGEST_VERSION, image: img.sha256, format: config.format ?? null })).digest('hex');
   const dir = join(cacheDir, 'base');
   mkdirSync(dir, { recursive: true });

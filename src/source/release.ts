@@ -7,7 +7,7 @@
  * so what the child is built from is exactly what the parent released. The tree is then read like a
  * vendor image's (src/image/ingest.ts); the child gets Kiln's own disk layout and identifiers.
  */
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-entry.js';
 import { KilnError } from '../errors.js';
@@ -17,7 +17,7 @@ import { checkAncestry, openStore, trustFromConfig } from '../store/index.js';
 import type { ReleaseParent, ReleaseRoot, ReleaseRecord } from '../store/record.js';
 import type { KilnConfig } from '../template/schema.js';
 import type { InstalledPackage } from './debian.js';
-import { imageDigests, type VerifiedImage } from './image.js';
+import type { VerifiedImage } from './image.js';
 import type { VendorLayout } from '../image/ingest.js';
 
 /** The source record of a child build. */
@@ -55,7 +55,8 @@ export function rootOf(record: ReleaseRecord): ReleaseRoot | undefined {
 }
 
 export interface ResolvedParent {
-  image: VerifiedImage;
+  /** The verified copy of the parent's disk, as imageBaseTarball reads it. */
+  image: Pick<VerifiedImage, 'file' | 'sha256' | 'url' | 'cached' | 'checks'>;
   parent: ReleaseParent;
   root?: ReleaseRoot;
   ancestry: string[];
@@ -106,13 +107,12 @@ export async function resolveParent(c: KilnConfig, dir: string, cacheDir: string
       rmSync(tmp, { force: true });
     }
   }
-  const { sha512 } = await imageDigests(file);
   const parent: ReleaseParent = { name: r.name, version: r.version, digest: r.digest, ...(r.channel ? { channel: r.channel } : {}) };
   // The parent's record names one level up; the store walks the chain to its root.
   const names = (await checkAncestry(store, r.digest, r.name)).chain.map((p) => `${p.name}@${p.version}`);
   return {
     image: {
-      file, url: `kiln-release:${r.name}@${r.version}`, sha256: a.sha256, sha512, size: statSync(file).size, cached, verified: true,
+      file, url: `kiln-release:${r.name}@${r.version}`, sha256: a.sha256, cached,
       checks: [`sha256 of its ${a.format} in release ${r.name}@${r.version} (${r.digest})${r.signers.length ? `, signed by ${r.signers.join(', ')}` : ', unsigned'}`],
     },
     parent, root: rootOf(entry.record), ancestry: names, artifact: { format: a.format, sha256: a.sha256, size: a.size }, signers: r.signers,
