@@ -11,6 +11,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync 
 import { join } from 'node:path';
 import { build } from './build.js';
 import { configureStep, provisionStep, sourceStep, toolsStep, versionStep, workAreaStep } from './steps/index.js';
+import { sourceOutsideLock } from './steps/lock.js';
 import { step, type BuildEnv, type BuildState, type BuildStep } from './context.js';
 import { KilnError } from '../errors.js';
 import { writeFileDurable } from '../fsio.js';
@@ -116,10 +117,9 @@ export const LOCK_STEPS: readonly BuildStep[] = [versionStep, workAreaStep, sour
 export interface LockResult { file: string; lock: LockFile; previous?: LockFile; changes: LockChange[]; written: boolean }
 
 export async function resolveLock(template: LoadedTemplate, logger: Logger, opts: { update: boolean }): Promise<LockResult> {
-  if (template.config.source.image || template.config.source.release) {
-    throw new KilnError(`kiln lock resolves the Debian archive's package set; this kiln.yaml builds from ${template.config.source.image ? 'a vendor image (source.image)' : 'a Kiln release (source.release)'}, which kiln.lock does not cover yet`, {
-      where: { file: template.file }, hint: template.config.source.image ? 'pin the image itself in kiln.yaml (source.image.sha512): the same pin always means the same upstream bytes' : 'name the parent by digest (source.release.ref: name@sha256:…): the same digest always means the same parent',
-    });
+  const outside = sourceOutsideLock(template.config);
+  if (outside) {
+    throw new KilnError(`kiln lock resolves the Debian archive's package set; this kiln.yaml builds from ${outside.what}, which kiln.lock does not cover yet`, { where: { file: template.file }, hint: outside.pin });
   }
   const file = lockPath(template.dir);
   let written = false;

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import type { InstalledPackage, LockedBase } from '../../source/debian.js';
 import { step, type BuildEnv, type LockState } from '../context.js';
+import type { KilnConfig } from '../../template/schema.js';
 import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet } from '../../lock/file.js';
 import { ansibleCoreVersion, cachedToolsFor, type Controller } from '../../sandbox/tools.js';
 
@@ -19,11 +20,9 @@ export const lockStep = step({
   skip: (ctx) => ctx.options.lock === 'ignore' || !existsSync(lockPath(ctx.template.dir)),
   async run(ctx, p) {
     const file = lockPath(ctx.template.dir);
-    const src = ctx.template.config.source;
-    if (src.image || src.release) {
-      throw new KilnError(`kiln.lock pins a Debian archive package set, but this kiln.yaml builds from ${src.image ? 'a vendor image (source.image)' : 'a Kiln release (source.release)'}, which kiln.lock does not cover yet`, {
-        where: { file }, hint: src.image ? 'remove kiln.lock and pin the image in kiln.yaml (source.image.sha512)' : 'remove kiln.lock and name the parent by digest in kiln.yaml (source.release.ref: name@sha256:…)',
-      });
+    const outside = sourceOutsideLock(ctx.template.config);
+    if (outside) {
+      throw new KilnError(`kiln.lock pins a Debian archive package set, but this kiln.yaml builds from ${outside.what}, which kiln.lock does not cover yet`, { where: { file }, hint: `remove kiln.lock and ${outside.pin}` });
     }
     const { lock, sha256 } = readLock(file);
     const d = ctx.template.config.source.debian;
@@ -49,6 +48,13 @@ export const lockStep = step({
     await ctx.lock?.repo.close();
   },
 });
+
+/** A source kiln.lock does not cover yet (a vendor image, a parent release): what it is, and how to pin it in kiln.yaml instead. */
+export function sourceOutsideLock(c: KilnConfig): { what: string; pin: string } | undefined {
+  if (c.source.image) return { what: 'a vendor image (source.image)', pin: 'pin the image in kiln.yaml (source.image.sha512): the same pin always means the same upstream bytes' };
+  if (c.source.release) return { what: 'a Kiln release (source.release)', pin: 'name the parent by digest in kiln.yaml (source.release.ref: name@sha256:…): the same digest always means the same parent' };
+  return undefined;
+}
 
 export function lockedBase(s: LockState): LockedBase {
   return { sourcesLine: s.repo.sourcesLine, packageSet: packageSetDigest(s.lock), sourceDateEpoch: s.trust.archiveDate };
