@@ -16,13 +16,13 @@
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { rawOf } from '../audit/image.js';
-import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, PART_TYPE, SECTOR, type GptEntry } from '../disk/gpt.js';
+import { GptError, PART_TYPE, SECTOR, type GptEntry } from '../disk/gpt.js';
 import { KilnError } from '../errors.js';
 import { exec, output } from '../exec.js';
 import type { Logger } from '../log.js';
 import { checkedDiskFormat } from './disk-file.js';
 import { withMountedFilesystem } from './mount.js';
-import { isExtSuperblock, rootCandidates } from './root-fs.js';
+import { describePartitions, gptOf, readFd, rootPartition } from './root-fs.js';
 import { resolvedPath } from './tree.js';
 
 export type PartitionRole = 'bios' | 'esp' | 'root';
@@ -70,11 +70,6 @@ export function diskMember(names: string[], shown: string): string {
   return m;
 }
 
-function readAt(fd: number, offset: number, length: number): Buffer {
-  const b = Buffer.alloc(length);
-  return b.subarray(0, readSync(fd, b, 0, length, offset));
-}
-
 function uuidOf(b: Buffer): string {
   const h = b.toString('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
@@ -107,23 +102,19 @@ export function vendorLayout(raw: string, detail: string): { layout: VendorLayou
   const fd = openSync(raw, 'r');
   try {
     const size = statSync(raw).size;
-    const head = readAt(fd, 0, 2 * SECTOR);
-    if (head.subarray(SECTOR, SECTOR + 8).toString('latin1') !== 'EFI PART') {
-      throw new KilnError('the image has no GPT partition table', { hint: 'Kiln customises GPT disk images (every current cloud image is one); an MBR or bare filesystem image is not supported' });
-    }
-    let entries: GptEntry[];
-    let diskGuid: string;
+    let gpt: ReturnType<typeof gptOf>;
     try {
-      const h = parseGptHeader(head.subarray(SECTOR));
-      const parsed = parseGpt(readAt(fd, 0, gptBytesNeeded(h)));
-      entries = parsed.entries;
-      diskGuid = parsed.header.diskGuid;
+      gpt = gptOf(fd);
     } catch (e) {
       if (e instanceof GptError) throw new KilnError(`the image's partition table is unreadable: ${e.message}`);
       throw e;
     }
-    const root = rootCandidates(entries).find((p) => isExtSuperblock(readAt(fd, p.firstLba * SECTOR, 2048)));
-    const describe = entries.map((p) => `partition ${p.index}: type ${p.type} "${p.name}" at LBA ${p.firstLba}`).join('\n');
+    if (!gpt) {
+      throw new KilnError('the image has no GPT partition table', { hint: 'Kiln customises GPT disk images (every current cloud image is one); an MBR or bare filesystem image is not supported' });
+    }
+    const { entries } = gpt;
+    const root = rootPartition(fd, entries);
+    const describe = describePartitions(entries);
     if (!root) throw new KilnError('the image has no ext4 root partition', { detail: describe, hint: 'Kiln reads an ext4 root in a Linux root (4F68BCE3-…) or Linux data (0FC63DAF-…) partition' });
     const role = (p: GptEntry): PartitionRole | undefined => (p === root ? 'root' : p.type === PART_TYPE.biosBoot ? 'bios' : p.type === PART_TYPE.esp ? 'esp' : undefined);
     const others = entries.filter((p) => !role(p));
@@ -139,17 +130,18 @@ export function vendorLayout(raw: string, detail: string): { layout: VendorLayou
       throw new KilnError('the root partition is not the last on the disk: Kiln grows it to disk.size, which needs it last', { detail: describe });
     }
     const rootOffset = root.firstLba * SECTOR;
-    const sb = readAt(fd, rootOffset + 1024, 1024);
+    const sb = readFd(fd, rootOffset + 1024, 1024);
     const esp = entries.find((p) => role(p) === 'esp');
-    const espSerial = esp ? fatSerial(readAt(fd, esp.firstLba * SECTOR, 512)) : undefined;
+    const espBoot = esp ? readFd(fd, esp.firstLba * SECTOR, 512) : undefined;
+    const espSerial = espBoot ? fatSerial(espBoot) : undefined;
     if (esp && !espSerial) throw new KilnError(`the ESP (partition ${esp.index}) holds no FAT filesystem`, { detail: describe });
     const layout: VendorLayout = {
-      diskGuid,
+      diskGuid: gpt.header.diskGuid,
       partitions: entries.map((p) => ({ index: p.index, role: role(p) as PartitionRole, type: p.type, uuid: p.uuid, name: p.name, startLba: p.firstLba, sizeLba: p.lastLba - p.firstLba + 1 })),
       rootFsUuid: uuidOf(sb.subarray(0x68, 0x78)),
       ...(espSerial ? { espSerial } : {}),
       rootLabel: safeLabel(sb.subarray(0x78, 0x88).toString('latin1').replace(/\0+$/, ''), 16) ?? '',
-      ...(esp && espSerial ? { espLabel: safeLabel(fatLabel(readAt(fd, esp.firstLba * SECTOR, 512)), 11) } : {}),
+      ...(espBoot && espSerial ? { espLabel: safeLabel(fatLabel(espBoot), 11) } : {}),
       sizeBytes: size,
       detail,
     };
@@ -173,7 +165,7 @@ export async function ingestImage(o: { file: string; shown: string; format?: str
   let disk = o.file;
   let detailPrefix = '';
   const fd = openSync(o.file, 'r');
-  const head = readAt(fd, 0, 512);
+  const head = readFd(fd, 0, 512);
   closeSync(fd);
   if (isArchive(head)) {
     if (o.format && o.format !== 'tar') throw new KilnError(`${o.shown} is a tar archive, not ${o.format}`, { hint: 'set source.image.format: tar, or leave it out' });

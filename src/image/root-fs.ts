@@ -6,7 +6,7 @@
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { KilnError } from '../errors.js';
-import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, PART_TYPE, SECTOR, type GptEntry } from '../disk/gpt.js';
+import { gptBytesNeeded, GptError, parseGpt, parseGptHeader, PART_TYPE, SECTOR, type GptEntry, type GptHeader } from '../disk/gpt.js';
 
 /** The root filesystem partition: x86-64 root type first, then generic Linux data, in table order. */
 export function rootCandidates(entries: GptEntry[]): GptEntry[] {
@@ -18,10 +18,28 @@ export function isExtSuperblock(head: Buffer): boolean {
   return head.length >= 1082 && head.readUInt16LE(1024 + 56) === 0xef53;
 }
 
-function readAt(fd: number, offset: number, length: number): Buffer {
+/** Up to `length` bytes of an open file at `offset` (fewer at its end). */
+export function readFd(fd: number, offset: number, length: number): Buffer {
   const b = Buffer.alloc(length);
   const n = readSync(fd, b, 0, length, offset);
   return b.subarray(0, n);
+}
+
+/** The GPT of an open disk (GptError when it is damaged), or undefined when the disk has none. */
+export function gptOf(fd: number): { header: GptHeader; entries: GptEntry[] } | undefined {
+  const head = readFd(fd, 0, 2 * SECTOR);
+  if (head.subarray(SECTOR, SECTOR + 8).toString('latin1') !== 'EFI PART') return undefined;
+  return parseGpt(readFd(fd, 0, gptBytesNeeded(parseGptHeader(head.subarray(SECTOR)))));
+}
+
+/** The root partition among a GPT's entries: the first candidate that really holds an ext2/3/4 superblock. */
+export function rootPartition(fd: number, entries: GptEntry[]): GptEntry | undefined {
+  return rootCandidates(entries).find((p) => isExtSuperblock(readFd(fd, p.firstLba * SECTOR, 2048)));
+}
+
+/** One line per partition, for errors that show what a disk holds. */
+export function describePartitions(entries: GptEntry[]): string {
+  return entries.map((p) => `partition ${p.index}: type ${p.type} "${p.name}" at LBA ${p.firstLba}`).join('\n');
 }
 
 /** Byte offset of the root ext4 filesystem in a raw disk (0 for a bare filesystem image). */
@@ -32,26 +50,26 @@ export function rootOffset(raw: string): number {
     throw e;
   }
   try {
-    const head = readAt(fd, 0, 2 * SECTOR);
-    if (head.subarray(SECTOR, SECTOR + 8).toString('latin1') === 'EFI PART') {
-      let entries: GptEntry[];
-      try {
-        entries = parseGpt(readAt(fd, 0, gptBytesNeeded(parseGptHeader(head.subarray(SECTOR))))).entries;
-      } catch (e) {
-        if (e instanceof GptError) throw new KilnError(`${raw}: unreadable partition table: ${e.message}`, { where: { file: raw } });
-        throw e;
-      }
-      const root = rootCandidates(entries).find((p) => isExtSuperblock(readAt(fd, p.firstLba * SECTOR, 2048)));
+    let gpt: ReturnType<typeof gptOf>;
+    try {
+      gpt = gptOf(fd);
+    } catch (e) {
+      if (e instanceof GptError) throw new KilnError(`${raw}: unreadable partition table: ${e.message}`, { where: { file: raw } });
+      throw e;
+    }
+    if (gpt) {
+      const entries = gpt.entries;
+      const root = rootPartition(fd, entries);
       if (!root) {
         throw new KilnError(`no ext4 root partition in ${raw}`, {
           where: { file: raw },
-          detail: entries.map((p) => `partition ${p.index}: type ${p.type} "${p.name}" at LBA ${p.firstLba}`).join('\n') || 'the partition table is empty',
+          detail: describePartitions(entries) || 'the partition table is empty',
           hint: 'Kiln reads images whose root is ext4 in a Linux root (4F68BCE3-…) or Linux data (0FC63DAF-…) partition',
         });
       }
       return root.firstLba * SECTOR;
     }
-    if (isExtSuperblock(readAt(fd, 0, 2048))) return 0;
+    if (isExtSuperblock(readFd(fd, 0, 2048))) return 0;
   } finally {
     closeSync(fd);
   }
