@@ -7,9 +7,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { anchors, loadavg, timed } from './anchors.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
-const anchors = process.env.KILN_ANCHORS ?? '/work/shared/bench/anchors';
 const skipAnchors = process.argv.includes('--skip-anchors');
 const work = '/var/tmp/kiln-bench/repro';
 const cache = join(work, 'cache');
@@ -20,7 +20,6 @@ cpSync(join(root, 'examples/debian-web'), repo, { recursive: true });
 const DATE = '2026-11-01T12:00:00Z';
 const git = (...a) => execFileSync('git', ['-C', repo, '-c', 'user.email=b@kiln', '-c', 'user.name=bench', ...a], { env: { ...process.env, GIT_AUTHOR_DATE: DATE, GIT_COMMITTER_DATE: DATE } });
 git('init', '-q'); git('add', '-A'); git('commit', '-qm', 'bench'); git('tag', 'release-0.1.0');
-const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 function kilnBuild(label) {
   const load = loadavg();
@@ -32,15 +31,6 @@ function kilnBuild(label) {
   const baseFromCache = /base tree from cache/.test(r.stderr);
   console.error(`${label}: ${wall.toFixed(1)} s (base tree ${baseFromCache ? 'from cache' : 'built'})`);
   return { label, wall, rec, baseFromCache, load };
-}
-
-function timed(label, cmd, args, opts = {}) {
-  const load = loadavg();
-  const t0 = Date.now();
-  const r = spawnSync(cmd, args, { cwd: anchors, encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
-  const wall = (Date.now() - t0) / 1000;
-  console.error(`${label}: ${wall.toFixed(1)} s, exit ${r.status}`);
-  return { label, wall, ok: r.status === 0, tail: `${r.stdout}\n${r.stderr}`.trim().split('\n').slice(-5).join('\n'), load };
 }
 
 const runs = [];

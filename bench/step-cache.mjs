@@ -15,17 +15,16 @@
 // Anchors: the stand-in upstream image (build-base.sh) and Packer's build from it (run-packer.sh).
 // Usage (root, host tools installed): node bench/step-cache.mjs [--skip-anchors]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { anchors, buildUpstream, loadavg, timed } from './anchors.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
-const anchors = process.env.KILN_ANCHORS ?? '/work/shared/bench/anchors';
 const skipAnchors = process.argv.includes('--skip-anchors');
 const work = '/var/tmp/kiln-bench/step-cache';
 const cache = join(work, 'cache');
 rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
-const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 function repoFrom(name, edit) {
   const repo = join(work, name);
@@ -53,15 +52,6 @@ function kilnBuild(label, repo, args = ['--no-release']) {
   return { label, wall, rec, hits, load };
 }
 
-function timed(label, cmd, args, opts = {}) {
-  const load = loadavg();
-  const t0 = Date.now();
-  const r = spawnSync(cmd, args, { cwd: anchors, encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
-  const wall = (Date.now() - t0) / 1000;
-  console.error(`${label}: ${wall.toFixed(1)} s, exit ${r.status}`);
-  return { label, wall, ok: r.status === 0, tail: `${r.stdout}\n${r.stderr}`.trim().split('\n').slice(-5).join('\n'), load };
-}
-
 const a = repoFrom('example');
 const gitA = gitIn(a);
 const runs = [];
@@ -85,27 +75,8 @@ runs.push(kilnBuild('page without the version: new tag, unchanged content', b));
 
 const anchorRuns = [];
 if (!skipAnchors) {
-  if (!existsSync('/usr/bin/packer')) anchorRuns.push({ ...timed('anchors install.sh (setup, not compared)', 'bash', ['./install.sh']), setup: true });
-  const key = '/tmp/anchors/keys/id_ed25519';
-  if (!existsSync(key)) { mkdirSync(dirname(key), { recursive: true }); execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]); }
-  // build-base.sh finds the mirror with `sed … /etc/apt/sources.list.d/*.sources /etc/apt/sources.list`
-  // under `set -o pipefail`: on a machine with deb822 sources only (this one), sed exits 2 for the
-  // missing file and the script stops at once with no output. The mirror is given to it instead.
-  const mirror = aptMirror();
-  anchorRuns.push(timed('stand-in upstream image (build-base.sh)', 'bash', ['./build-base.sh'], { env: { ...process.env, SSH_PUBKEY: `${key}.pub`, ...(mirror ? { MIRROR: mirror, SECURITY_MIRROR: `${mirror.replace(/\/$/, '')}-security` } : {}) } }));
+  anchorRuns.push(...buildUpstream());
   anchorRuns.push(timed('Packer 1.6.6 + Ansible from the ready base, with conversions (run-packer.sh)', 'bash', ['./run-packer.sh', 'kiln-bench']));
-}
-
-/** The Debian mirror this machine's apt uses (deb822 .sources or one-line sources.list), without -security ones. */
-function aptMirror() {
-  const files = ['/etc/apt/sources.list', ...(existsSync('/etc/apt/sources.list.d') ? readdirSync('/etc/apt/sources.list.d').filter((n) => /\.(sources|list)$/.test(n)).map((n) => join('/etc/apt/sources.list.d', n)) : [])];
-  for (const file of files.filter((x) => existsSync(x))) {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const m = /^URIs:\s*(\S+)/.exec(line) ?? /^deb\s+(?:\[[^\]]*\]\s+)?(https?:\S+)/.exec(line);
-      if (m && !/security/.test(m[1])) return m[1];
-    }
-  }
-  return undefined;
 }
 
 const f = (s) => `${s.toFixed(1)} s`;

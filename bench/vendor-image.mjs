@@ -12,48 +12,19 @@
 // Packer: run-packer.sh (boots the upstream under TCG, runs the playbook over SSH, converts formats).
 // Usage (root, host tools installed): node bench/vendor-image.mjs [--skip-anchors]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { anchors, buildUpstream, loadavg, timed } from './anchors.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
-const anchors = process.env.KILN_ANCHORS ?? '/work/shared/bench/anchors';
 const skipAnchors = process.argv.includes('--skip-anchors');
 const work = '/var/tmp/kiln-bench/vendor-image';
 const cache = join(work, 'cache');
 const upstream = '/tmp/anchors/base/debian-12-base.qcow2';
 rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
-const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-
-function timed(label, cmd, args, opts = {}) {
-  const load = loadavg();
-  const t0 = Date.now();
-  const r = spawnSync(cmd, args, { cwd: anchors, encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
-  const wall = (Date.now() - t0) / 1000;
-  console.error(`${label}: ${wall.toFixed(1)} s, exit ${r.status}`);
-  return { label, wall, ok: r.status === 0, tail: `${r.stdout}\n${r.stderr}`.trim().split('\n').slice(-5).join('\n'), load };
-}
-
-/** The Debian mirror this machine's apt uses (build-base.sh cannot find it in deb822 files itself). */
-function aptMirror() {
-  const files = ['/etc/apt/sources.list', ...(existsSync('/etc/apt/sources.list.d') ? readdirSync('/etc/apt/sources.list.d').filter((n) => /\.(sources|list)$/.test(n)).map((n) => join('/etc/apt/sources.list.d', n)) : [])];
-  for (const file of files.filter((x) => existsSync(x))) {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const m = /^URIs:\s*(\S+)/.exec(line) ?? /^deb\s+(?:\[[^\]]*\]\s+)?(https?:\S+)/.exec(line);
-      if (m && !/security/.test(m[1])) return m[1];
-    }
-  }
-  return undefined;
-}
-
-const setup = [];
-if (!existsSync(upstream)) {
-  if (!existsSync('/usr/bin/packer')) setup.push(timed('anchors install.sh', 'bash', ['./install.sh']));
-  const key = '/tmp/anchors/keys/id_ed25519';
-  if (!existsSync(key)) { mkdirSync(dirname(key), { recursive: true }); execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]); }
-  const mirror = aptMirror();
-  setup.push(timed('stand-in upstream image (build-base.sh)', 'bash', ['./build-base.sh'], { env: { ...process.env, SSH_PUBKEY: `${key}.pub`, ...(mirror ? { MIRROR: mirror, SECURITY_MIRROR: `${mirror.replace(/\/$/, '')}-security` } : {}) } }));
-}
+// The upstream is built only when missing: its time is setup here, not part of the comparison.
+const setup = existsSync(upstream) ? [] : buildUpstream();
 const sha512 = execFileSync('sha512sum', [upstream], { encoding: 'utf8' }).split(' ')[0];
 const size = execFileSync('qemu-img', ['info', '--output=json', upstream], { encoding: 'utf8' });
 const virtualMiB = Math.ceil(JSON.parse(size)['virtual-size'] / 1048576);
