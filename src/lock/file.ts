@@ -1,5 +1,6 @@
 /**
- * kiln.lock: the exact Debian package set of an image, one package per entry, sorted. Every sha256
+ * kiln.lock: what an image is built from, pinned. For an image built from the Debian archive, the
+ * exact package set, one package per entry, sorted. Every sha256
  * is the one the archive's signed Packages index gave for that .deb when `kiln lock` ran. The text
  * is produced here byte for byte (one flow mapping per line), so a lock diff is a package diff.
  *
@@ -9,6 +10,11 @@
  * file of its own, not embedded: gpgv checks the exact bytes the archive signed, and the ~150 KB of
  * signed text would bury the package diff that kiln.lock is read for. Named by its digest, a new
  * one is written before the kiln.lock that names it, so a crash never leaves a lock without its InRelease.
+ *
+ * For an image built on a vendor image (source.image) or on an earlier Kiln release (source.release),
+ * kiln.lock pins that upstream instead (format 3, `upstream:`): the image's sha256 and sha512, or the
+ * parent release's digest. A locked build checks the bytes against these on every build, so the same
+ * lock always means the same upstream bytes even when a channel moves or a vendor republishes.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -21,6 +27,12 @@ export const LOCK_FILE = 'kiln.lock';
 export const LOCK_DIR = 'kiln.lock.d';
 /** Format 2 added the signed InRelease (kiln.lock.d) and the Packages index hashes; format 1 is read only to diff against. */
 export const LOCK_FORMAT = 2;
+/**
+ * Format 3: a lock that pins an upstream image or release (`upstream:`) instead of an archive package
+ * set. Archive locks stay format 2, so existing kiln.lock files do not change; a Kiln that reads only
+ * format 2 refuses a format 3 lock by its number instead of misreading it.
+ */
+export const LOCK_FORMAT_UPSTREAM = 3;
 
 export interface LockedPackage {
   name: string;
@@ -66,11 +78,38 @@ export interface LockedSet {
   packages: LockedPackage[];
 }
 
-export interface LockFile extends LockedSet {
+/** A vendor image, as it verified when `kiln lock` ran. */
+export interface LockedImage { url: string; sha256: string; sha512: string; size: number }
+/** A parent release: the reference kiln.yaml names and the release it resolved to. */
+export interface LockedRelease { ref: string; name: string; version: string; digest: string }
+/** The upstream of an image that does not start from the archive: exactly one of the two. */
+export type LockedUpstream = { image: LockedImage; release?: never } | { release: LockedRelease; image?: never };
+
+export interface LockFile {
   lock: number;
   image: string;
+  /** The archive the image's packages come from (format 2); absent when upstream is set. */
+  archive?: LockArchive;
+  packages?: LockedPackage[];
+  /** The vendor image or parent release the image starts from (format 3). */
+  upstream?: LockedUpstream;
   /** The tools tree the build runs Ansible from (provision.ansible), absent for the host's Ansible. */
   tools?: LockedSet;
+}
+
+/** A lock of the archive's package set (format 2). */
+export type ArchiveLockFile = LockFile & LockedSet;
+
+/** The lock's archive package set, when it pins one. */
+export function archiveSet(l: LockFile): LockedSet | undefined {
+  return l.archive && l.packages ? { archive: l.archive, packages: l.packages } : undefined;
+}
+
+/** What a lock pins, in words: "412 packages", "the vendor image sha256:…", "base@release-1.2.0 (sha256:…)". */
+export function describeLock(l: LockFile): string {
+  if (l.upstream?.image) return `the vendor image ${l.upstream.image.url} (sha256 ${l.upstream.image.sha256.slice(0, 16)}…)`;
+  if (l.upstream?.release) return `the parent release ${l.upstream.release.name}@${l.upstream.release.version} (${l.upstream.release.digest.slice(0, 19)}…)`;
+  return `${l.packages?.length ?? 0} packages`;
 }
 
 export function packageKey(p: { name: string; architecture: string }): string {
@@ -109,14 +148,29 @@ export function formatLock(l: LockFile): string {
     ...sortPackages(ps).map((p) =>
       `${indent}  - { name: ${q(p.name)}, version: ${q(p.version)}, architecture: ${q(p.architecture)}, sha256: ${q(p.sha256)}, size: ${p.size}, filename: ${q(p.filename)} }`),
   ];
-  const lines = [
+  const set = archiveSet(l);
+  const up = l.upstream;
+  const head = up ? [
+    `# kiln.lock: the upstream image ${q(l.image)} is built on. Written by \`kiln lock\`; commit it.`,
+    up.image
+      ? '# Builds use exactly this vendor image: its sha256 and sha512 are checked on every build, besides the checks in kiln.yaml.'
+      : '# Builds use exactly this parent release (its digest), even after a channel it was named by has moved; the trust policy is applied again on every build.',
+    "# Packages the playbook installs come from the upstream's own apt sources and are not pinned here.",
+    '# `kiln lock --update` resolves kiln.yaml again and shows what changed.',
+  ] : [
     `# kiln.lock: the exact Debian packages of image ${q(l.image)}. Written by \`kiln lock\`; commit it.`,
     '# Builds install exactly these; `kiln lock --update` re-resolves and shows what changed.',
     `# Each sha256 is the one the archive's signed Packages index gave for that .deb; the signed InRelease is in ${LOCK_DIR}/ (commit it too).`,
+  ];
+  const upstream = !up ? [] : up.image
+    ? ['upstream:', `  image: { url: ${q(up.image.url)}, sha256: ${q(up.image.sha256)}, sha512: ${q(up.image.sha512)}, size: ${up.image.size} }`]
+    : ['upstream:', `  release: { ref: ${q(up.release.ref)}, name: ${q(up.release.name)}, version: ${q(up.release.version)}, digest: ${q(up.release.digest)} }`];
+  const lines = [
+    ...head,
     `lock: ${l.lock}`,
     `image: ${q(l.image)}`,
-    ...archive(l.archive, ''),
-    ...packages(l.packages, ''),
+    ...upstream,
+    ...(set ? [...archive(set.archive, ''), ...packages(set.packages, '')] : []),
     ...(l.tools ? ['# The tools tree: the Debian packages Ansible runs from at build time (provision.ansible).', 'tools:', ...archive(l.tools.archive, '  '), ...packages(l.tools.packages, '  ')] : []),
     '',
   ];
@@ -134,17 +188,46 @@ export function parseLock(text: string, file = LOCK_FILE): LockFile {
   const bad = (what: string): never => { throw new KilnError(`${file}: ${what}`, { where: { file }, hint: 'kiln.lock is written by `kiln lock`; regenerate it with `kiln lock --update`' }); };
   if (!doc || typeof doc !== 'object') bad('not a lock file');
   const d = doc as Record<string, unknown>;
-  if (d.lock !== LOCK_FORMAT && d.lock !== 1) bad(`unsupported lock format ${String(d.lock)} (this Kiln reads format ${LOCK_FORMAT})`);
+  if (d.lock !== LOCK_FORMAT && d.lock !== LOCK_FORMAT_UPSTREAM && d.lock !== 1) bad(`unsupported lock format ${String(d.lock)} (this Kiln reads formats 1 to ${LOCK_FORMAT_UPSTREAM})`);
   const format = d.lock as number;
-  const archive = parseArchive(d.archive, 'archive', bad, format);
-  const packages = parsePackages(d.packages, 'packages', bad);
+  let set: Partial<LockedSet> = {};
+  let upstream: LockedUpstream | undefined;
+  if (format === LOCK_FORMAT_UPSTREAM) {
+    if (d.archive !== undefined || d.packages !== undefined) bad(`a format ${LOCK_FORMAT_UPSTREAM} lock pins an upstream, not archive packages: archive and packages do not belong in it`);
+    upstream = parseUpstream(d.upstream, bad);
+  } else {
+    if (d.upstream !== undefined) bad(`upstream: only a format ${LOCK_FORMAT_UPSTREAM} lock pins an upstream image or release`);
+    set = { archive: parseArchive(d.archive, 'archive', bad, format), packages: parsePackages(d.packages, 'packages', bad) };
+  }
   let tools: LockedSet | undefined;
   if (d.tools !== undefined) {
     const t = d.tools as Record<string, unknown> | null;
     if (!t || typeof t !== 'object') bad('tools: must hold archive and packages');
     tools = { archive: parseArchive(t!.archive, 'tools.archive', bad, format), packages: parsePackages(t!.packages, 'tools.packages', bad) };
   }
-  return { lock: format, image: String(d.image ?? ''), archive, packages, ...(tools ? { tools } : {}) };
+  return { lock: format, image: String(d.image ?? ''), ...set, ...(upstream ? { upstream } : {}), ...(tools ? { tools } : {}) };
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+const SHA512 = /^[0-9a-f]{128}$/;
+
+function parseUpstream(v: unknown, bad: (what: string) => never): LockedUpstream {
+  const u = v as Record<string, unknown> | null | undefined;
+  if (!u || typeof u !== 'object' || Array.isArray(u)) return bad('upstream: must hold image or release');
+  const keys = Object.keys(u);
+  if (keys.length !== 1 || !['image', 'release'].includes(keys[0])) return bad(`upstream: must hold exactly one of image and release (found ${keys.join(', ') || 'nothing'})`);
+  const x = u[keys[0]] as Record<string, unknown> | null;
+  if (!x || typeof x !== 'object') return bad(`upstream.${keys[0]}: must be a mapping`);
+  if (keys[0] === 'image') {
+    if (typeof x.url !== 'string' || !x.url) bad('upstream.image.url is missing');
+    if (typeof x.sha256 !== 'string' || !SHA256.test(x.sha256)) bad('upstream.image.sha256 must be 64 lower-case hex digits');
+    if (typeof x.sha512 !== 'string' || !SHA512.test(x.sha512)) bad('upstream.image.sha512 must be 128 lower-case hex digits');
+    if (!Number.isSafeInteger(x.size) || (x.size as number) <= 0) bad('upstream.image.size must be a byte count');
+    return { image: { url: x.url as string, sha256: x.sha256 as string, sha512: x.sha512 as string, size: x.size as number } };
+  }
+  for (const f of ['ref', 'name', 'version']) if (typeof x[f] !== 'string' || !x[f]) bad(`upstream.release.${f} is missing`);
+  if (typeof x.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(x.digest)) bad('upstream.release.digest must be sha256:<64 lower-case hex digits>');
+  return { release: { ref: x.ref as string, name: x.name as string, version: x.version as string, digest: x.digest as string } };
 }
 
 function parseArchive(v: unknown, where: string, bad: (what: string) => never, format: number): LockArchive {
@@ -210,7 +293,8 @@ export function packageSetDigest(l: { packages: LockedPackage[] }): string {
 }
 
 export interface LockChange {
-  kind: 'added' | 'removed' | 'upgraded' | 'downgraded' | 'changed';
+  /** 'upstream': the pinned vendor image or parent release changed (name is "upstream", from/to describe each). */
+  kind: 'added' | 'removed' | 'upgraded' | 'downgraded' | 'changed' | 'upstream';
   name: string;
   architecture: string;
   from?: string;
@@ -221,10 +305,21 @@ export interface LockChange {
 
 /** What changed between two locks, package by package, sorted by name. */
 export function diffLocks(before: LockFile | undefined, after: LockFile, compareVersions: (a: string, b: string) => number = naiveVersionCompare): LockChange[] {
+  const was = before ? upstreamText(before) : undefined;
+  const now = upstreamText(after);
   return [
-    ...diffSets(before?.packages ?? [], after.packages, compareVersions),
+    ...(was !== now && (was || now) ? [{ kind: 'upstream' as const, name: 'upstream', architecture: '', ...(was ? { from: was } : {}), ...(now ? { to: now } : {}) }] : []),
+    ...diffSets(before?.packages ?? [], after.packages ?? [], compareVersions),
     ...diffSets(before?.tools?.packages ?? [], after.tools?.packages ?? [], compareVersions).map((c) => ({ ...c, tools: true as const })),
   ];
+}
+
+/** A lock's upstream as one comparable line; undefined for an archive lock. */
+function upstreamText(l: LockFile): string | undefined {
+  const u = l.upstream;
+  if (u?.image) return `vendor image ${u.image.url} sha256:${u.image.sha256}`;
+  if (u?.release) return `${u.release.name}@${u.release.version} ${u.release.digest} (from ${u.release.ref})`;
+  return undefined;
 }
 
 function diffSets(before: LockedPackage[], after: LockedPackage[], compareVersions: (a: string, b: string) => number): LockChange[] {
@@ -244,6 +339,7 @@ function diffSets(before: LockedPackage[], after: LockedPackage[], compareVersio
 export function formatChange(c: LockChange): string {
   const pkg = `${c.tools ? 'tools: ' : ''}${c.name} (${c.architecture})`;
   switch (c.kind) {
+    case 'upstream': return `~ upstream: ${c.from ?? 'the Debian archive'} -> ${c.to ?? 'the Debian archive'}`;
     case 'added': return `+ ${pkg} ${c.to}`;
     case 'removed': return `- ${pkg} ${c.from}`;
     case 'changed': return `! ${pkg} ${c.to}: same version, different .deb (sha256)`;

@@ -5,7 +5,7 @@ import type { ArchiveTrust, InstalledPackage } from '../source/debian.js';
 import type { SourceRecord } from '../source/record.js';
 import type { Controller } from '../sandbox/tools.js';
 import type { DeferredAction, HostStats, TaskResult } from '../provision/results.js';
-import type { LockFile } from '../lock/file.js';
+import type { LockedSet, LockFile } from '../lock/file.js';
 import type { LockedRepo } from '../lock/repo.js';
 import type { Artifact } from '../formats/index.js';
 import type { Finding } from '../audit/finding.js';
@@ -117,9 +117,12 @@ export interface LockState {
   file: string;
   sha256: string;
   lock: LockFile;
-  repo: LockedRepo;
-  /** What the chain check of the image's set found (verifyLockedSet), not what the lock's text says. */
-  trust: ArchiveTrust;
+  /**
+   * The image's locked archive package set, served as the only repository, and what the chain check
+   * of it found (verifyLockedSet), not what the lock's text says. Absent when kiln.lock pins an
+   * upstream image or release instead (the source step checks that pin).
+   */
+  archive?: { set: LockedSet; repo: LockedRepo; trust: ArchiveTrust };
   /** The same for the tools tree's pins. */
   toolsTrust?: ArchiveTrust;
 }

@@ -11,7 +11,6 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync 
 import { join } from 'node:path';
 import { build } from './build.js';
 import { configureStep, provisionStep, sourceStep, toolsStep, versionStep, workAreaStep } from './steps/index.js';
-import { sourceOutsideLock } from './steps/lock.js';
 import { step, type BuildEnv, type BuildState, type BuildStep } from './context.js';
 import { KilnError } from '../errors.js';
 import { writeFileDurable } from '../fsio.js';
@@ -20,7 +19,7 @@ import { installedPackages, readArchiveInRelease, type InstalledPackage } from '
 import { checkFreshness } from '../source/inrelease.js';
 import type { KilnConfig } from '../template/schema.js';
 import type { LoadedTemplate } from '../template/load.js';
-import { diffLocks, formatLock, inReleasePath, LOCK_DIR, LOCK_FORMAT, lockPath, readLock, type LockChange, type LockedSet, type LockFile } from '../lock/file.js';
+import { describeLock, diffLocks, formatLock, inReleasePath, LOCK_DIR, LOCK_FORMAT, LOCK_FORMAT_UPSTREAM, lockPath, readLock, type LockChange, type LockedSet, type LockedUpstream, type LockFile } from '../lock/file.js';
 import { packagesIndex } from '../lock/archive-index.js';
 import type { ToolsTree } from '../sandbox/tools.js';
 import { aptListName, lockEntries, parsePackagesIndex, type IndexEntry } from '../lock/packages-index.js';
@@ -89,9 +88,10 @@ export async function lockOfTools(tools: ToolsTree, d: KilnConfig['source']['deb
  */
 export function writeLock(file: string, lock: LockFile, inReleases: string[]): boolean {
   const dir = join(file, '..', LOCK_DIR);
-  mkdirSync(dir, { recursive: true });
+  const archives = [...(lock.archive ? [lock.archive] : []), ...(lock.tools ? [lock.tools.archive] : [])];
+  if (archives.length) mkdirSync(dir, { recursive: true });
   const named = new Set<string>();
-  for (const a of [lock.archive, ...(lock.tools ? [lock.tools.archive] : [])]) {
+  for (const a of archives) {
     const target = inReleasePath(file, a);
     named.add(target);
     if (existsSync(target)) continue;
@@ -103,7 +103,7 @@ export function writeLock(file: string, lock: LockFile, inReleases: string[]): b
   const written = !existsSync(file) || readFileSync(file, 'utf8') !== text;
   // kiln.lock is committed: a crash or power loss must leave the old lock or the new one, whole.
   if (written) writeFileDurable(file, text);
-  for (const n of readdirSync(dir)) if (n.endsWith('.InRelease') && !named.has(join(dir, n))) rmSync(join(dir, n), { force: true });
+  if (existsSync(dir)) for (const n of readdirSync(dir)) if (n.endsWith('.InRelease') && !named.has(join(dir, n))) rmSync(join(dir, n), { force: true });
   return written;
 }
 
@@ -113,22 +113,48 @@ function sha256Hex(b: Buffer): string {
 
 /** The build `kiln lock` runs before it reads the tree: no lock step (it resolves against the archive), no disk. */
 export const LOCK_STEPS: readonly BuildStep[] = [versionStep, workAreaStep, sourceStep, toolsStep, configureStep, provisionStep];
+/**
+ * For an image on a vendor image or a parent release, `kiln lock` pins the upstream the source step
+ * verified (and the tools tree): no configure, no playbook.
+ */
+export const UPSTREAM_LOCK_STEPS: readonly BuildStep[] = [versionStep, workAreaStep, sourceStep, toolsStep];
 
 export interface LockResult { file: string; lock: LockFile; previous?: LockFile; changes: LockChange[]; written: boolean }
 
-export async function resolveLock(template: LoadedTemplate, logger: Logger, opts: { update: boolean }): Promise<LockResult> {
-  const outside = sourceOutsideLock(template.config);
-  if (outside) {
-    throw new KilnError(`kiln lock resolves the Debian archive's package set; this kiln.yaml builds from ${outside.what}, which kiln.lock does not cover yet`, { where: { file: template.file }, hint: outside.pin });
+/** The upstream the source step verified, as kiln.lock pins it. */
+export function upstreamOf(source: BuildState['source']): LockedUpstream {
+  if (source?.type === 'image') {
+    if (!source.verified) throw new KilnError(`kiln lock pins only a verified image, and source.image.verify is false`, { hint: 'pin the image in kiln.yaml (source.image.sha512) or name its signed checksum file; then run kiln lock' });
+    return { image: { url: source.url, sha256: source.sha256, sha512: source.sha512, size: source.size } };
   }
+  if (source?.type === 'release') return { release: { ref: source.ref, name: source.parent.name, version: source.parent.version, digest: source.parent.digest } };
+  throw new Error(`upstreamOf: a ${source?.type ?? 'missing'} source has no upstream to pin`);
+}
+
+export async function resolveLock(template: LoadedTemplate, logger: Logger, opts: { update: boolean }): Promise<LockResult> {
   const file = lockPath(template.dir);
   let written = false;
   const previous = existsSync(file) ? readLock(file).lock : undefined;
   if (previous && !opts.update) {
-    throw new KilnError(`${file} already exists`, { hint: '`kiln lock --update` re-resolves it against the mirror and shows what changed, package by package' });
+    throw new KilnError(`${file} already exists`, { hint: '`kiln lock --update` re-resolves it and shows what changed' });
   }
+  const c = template.config;
+  const upstream = Boolean(c.source.image || c.source.release);
   let lock: LockFile | undefined;
-  const collect = step({
+  const collect = upstream ? step({
+    name: 'lock',
+    describe: 'pin the verified upstream (the vendor image\'s digests, or the parent release\'s digest) and the tools tree',
+    reads: ['name', 'source'],
+    needs: ['source'],
+    uses: ['controller'],
+    async run(ctx, p) {
+      const tools = ctx.controller?.tools;
+      const toolsSet = tools ? await lockOfTools(tools, c.source.debian, ctx.cacheDir, ctx.logger) : undefined;
+      lock = { lock: LOCK_FORMAT_UPSTREAM, image: c.name, upstream: upstreamOf(ctx.source), ...(toolsSet ? { tools: toolsSet } : {}) };
+      written = writeLock(file, lock, tools?.inReleaseFile ? [tools.inReleaseFile] : []);
+      p.log(describeLock(lock));
+    },
+  }) : step({
     name: 'lock',
     describe: 'verify the InRelease apt used and the Packages index against it; record the installed packages with the sha256 of each .deb',
     reads: ['name', 'source'],
@@ -139,10 +165,10 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
       lock = got.lock;
       // Written here, before the work area that holds the InRelease copies is removed.
       written = writeLock(file, got.lock, got.inReleases);
-      p.log(`${lock.packages.length} packages`);
+      p.log(describeLock(got.lock));
     },
   });
-  await build(template, { snapshot: true, onError: 'cleanup', noRelease: true, lock: 'ignore' }, logger, [...LOCK_STEPS, collect]);
+  await build(template, { snapshot: true, onError: 'cleanup', noRelease: true, lock: 'ignore' }, logger, [...(upstream ? UPSTREAM_LOCK_STEPS : LOCK_STEPS), collect]);
   const changes = diffLocks(previous, lock!);
   return { file, lock: lock!, previous, changes, written };
 }

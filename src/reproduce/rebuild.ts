@@ -82,7 +82,7 @@ export async function rebuildRelease(o: RebuildOptions): Promise<RebuildReport> 
     });
     const report: RebuildReport = {
       release: `${rec.name}@${rec.version}`, commit: rec.git.commit, identical: artifacts.every((a) => a.same), artifacts,
-      lockSha256: { released: (rec.source as { lockSha256?: string }).lockSha256, rebuilt: record.source?.type === 'debian' ? record.source.lockSha256 : undefined },
+      lockSha256: { released: (rec.source as { lockSha256?: string }).lockSha256, rebuilt: record.source?.lockSha256 },
       durationMs: 0, outDir: o.keep ? outDir : undefined,
     };
     const raw = resolved.artifacts.find((a) => a.format === 'raw');

@@ -1,8 +1,8 @@
 /**
  * source.image: a vendor's disk image as the trusted upstream. It is downloaded into Kiln's cache
- * and used only once it verifies by every check kiln.yaml configures, and by one at least (kiln.lock
- * does not record image digests yet):
+ * and used only once it verifies by every check kiln.yaml and kiln.lock configure, and by one at least:
  *   - a pinned digest (source.image.sha256 / sha512 in kiln.yaml);
+ *   - the sha256 and sha512 kiln.lock pins (written by `kiln lock` after the image verified);
  *   - a checksum file (SHA256SUMS, SHA512SUMS) signed by a key pinned in source.image.keys.
  * A checksum file alone is never enough (whoever serves it chooses it), nor is the transport.
  * `verify: false` is the explicit opt-out, recorded in the release as for the archive.
@@ -48,7 +48,8 @@ export function relativeUrl(ref: string, base: string): string {
   return new URL(ref, base).toString();
 }
 
-function shownUrl(u: string): string {
+/** A URL as logs and records show it: without user name or password. */
+export function shownUrl(u: string): string {
   const url = new URL(u);
   url.username = '';
   url.password = '';
@@ -120,6 +121,8 @@ export interface ImageRequest {
   cacheDir: string;
   logger: Logger;
   onStatus?: (s: string) => void;
+  /** The digests kiln.lock pins (upstream.image), checked like kiln.yaml's pins. */
+  locked?: { sha256: string; sha512: string };
 }
 
 /** What the configured checks expect, before the image is read: pins, and the signed checksum file's digest. */
@@ -129,6 +132,10 @@ async function expectations(r: ImageRequest): Promise<{ checks: { what: string; 
   const tried: string[] = [];
   if (c.sha256) checks.push({ what: 'sha256 pinned in kiln.yaml', algorithm: 'sha256', hex: c.sha256.toLowerCase() });
   if (c.sha512) checks.push({ what: 'sha512 pinned in kiln.yaml', algorithm: 'sha512', hex: c.sha512.toLowerCase() });
+  if (r.locked) {
+    checks.push({ what: 'sha256 pinned in kiln.lock', algorithm: 'sha256', hex: r.locked.sha256 });
+    checks.push({ what: 'sha512 pinned in kiln.lock', algorithm: 'sha512', hex: r.locked.sha512 });
+  }
   let signer: string | undefined;
   if (c.checksums) {
     const sumsUrl = relativeUrl(c.checksums, c.url);
@@ -154,6 +161,7 @@ async function expectations(r: ImageRequest): Promise<{ checks: { what: string; 
   if (!c.sha256) tried.push('no sha256 pinned in kiln.yaml');
   if (!c.sha512) tried.push('no sha512 pinned in kiln.yaml');
   if (!c.checksums) tried.push('no signed checksum file (source.image.checksums + keys)');
+  if (!r.locked) tried.push('no kiln.lock pinning the image (`kiln lock` writes one from an image that verifies)');
   return { checks, signer, tried };
 }
 
@@ -224,7 +232,8 @@ export interface ImageSourceRecord extends ImageTrust {
   baseKey: string;
   baseSha256: string;
   /** The base's date (mtime of the vendor's dpkg status): the playbook's SOURCE_DATE_EPOCH. */
-  date: number;
+  date: number;  /** sha256 of the kiln.lock that pinned the image, when one did. */
+  lockSha256?: string;
 }
 
 /** Bumped when what ingestImage writes changes, so older base entries are not reused. */

@@ -13,7 +13,8 @@ import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-e
 import { KilnError } from '../errors.js';
 import { copyFileSparse } from '../fsio.js';
 import type { Logger } from '../log.js';
-import { checkAncestry, openStore, trustFromConfig } from '../store/index.js';
+import { checkAncestry, openStore, parseReleaseRef, trustFromConfig } from '../store/index.js';
+import type { LockedRelease } from '../lock/file.js';
 import type { ReleaseParent, ReleaseRoot, ReleaseRecord } from '../store/record.js';
 import type { KilnConfig } from '../template/schema.js';
 import type { InstalledPackage } from './debian.js';
@@ -42,6 +43,14 @@ export interface ReleaseSourceRecord {
   /** The parent's SOURCE_DATE_EPOCH: the playbook's. */
   date: number;
   layout: VendorLayout;
+  /** sha256 of the kiln.lock that pinned the parent, when one did. */
+  lockSha256?: string;
+}
+
+/** Whether ref names the release by its version or digest (not through a channel). */
+function isVersionOrDigest(ref: string, version: string): boolean {
+  const { selector } = parseReleaseRef(ref);
+  return selector === version || selector.startsWith('sha256:');
 }
 
 /** The upstream at the root of a parent's chain, from its record. */
@@ -70,14 +79,25 @@ export interface ResolvedParent {
  * The parent release, resolved with kiln.yaml's trust policy and its disk copied into the cache
  * (verified against the release record), as an image the ingest reads.
  */
-export async function resolveParent(c: KilnConfig, dir: string, cacheDir: string, logger: Logger, onStatus?: (s: string) => void): Promise<ResolvedParent> {
+export async function resolveParent(c: KilnConfig, dir: string, cacheDir: string, logger: Logger, onStatus?: (s: string) => void, pinned?: LockedRelease): Promise<ResolvedParent> {
   const cfg = c.source.release;
   if (!cfg) throw new Error('resolveParent: kiln.yaml has no source.release');
   const storeSpec = cfg.store ?? c.release.store;
   const store = await openStore(storeSpec, dir, { trust: await trustFromConfig(c.release.trust, dir), create: false });
-  onStatus?.(`resolving ${cfg.ref} in ${store.location}`);
-  // resolve refuses an untrusted, revoked or revoked-ancestor release (there is no force here).
-  const r = await store.resolve(cfg.ref);
+  if (pinned && pinned.name !== parseReleaseRef(cfg.ref).name) throw new Error(`resolveParent: kiln.lock pins ${pinned.name}, kiln.yaml names ${cfg.ref}`);
+  // kiln.lock pins the release by digest: the same lock builds on the same parent after a channel moves.
+  const ref = pinned ? `${pinned.name}@${pinned.digest}` : cfg.ref;
+  onStatus?.(`resolving ${cfg.ref}${pinned ? ` as kiln.lock pins it (${pinned.version}, ${pinned.digest.slice(0, 19)}…)` : ''} in ${store.location}`);
+  // resolve refuses an untrusted, revoked or revoked-ancestor release (there is no force here): a lock does not exempt its parent.
+  const r = await store.resolve(ref);
+  if (pinned && r.version !== pinned.version) {
+    throw new KilnError(`kiln.lock pins ${pinned.name}@${pinned.version} as ${pinned.digest}, but that digest is ${r.name}@${r.version} in ${store.location}`, { hint: 'the lock or the store was changed by hand: run `kiln lock --update` and review what it changes' });
+  }
+  if (pinned) {
+    // Said, not acted on: the lock decides; `kiln lock --update` moves it.
+    const now = await store.entry(cfg.ref).catch(() => undefined);
+    if (now && now.digest !== pinned.digest) logger.warn(`${cfg.ref} is now ${now.name}@${now.version} (${now.digest.slice(0, 19)}…); kiln.lock pins ${pinned.version}: building on that. \`kiln lock --update\` moves the lock.`);
+  }
   const preferred = cfg.format ? [cfg.format] : ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'];
   const a = preferred.map((f) => r.artifacts.find((x) => x.format === f)).find((x) => x !== undefined);
   if (!a) throw new KilnError(`${r.name}@${r.version} has no ${preferred.join(' or ')} artifact to build on`, { hint: `its formats: ${r.artifacts.map((x) => x.format).join(', ')}` });
@@ -107,7 +127,9 @@ export async function resolveParent(c: KilnConfig, dir: string, cacheDir: string
       rmSync(tmp, { force: true });
     }
   }
-  const parent: ReleaseParent = { name: r.name, version: r.version, digest: r.digest, ...(r.channel ? { channel: r.channel } : {}) };
+  // A pinned parent is resolved by digest; the channel it was named by still goes into the record.
+  const channel = r.channel ?? (pinned && !isVersionOrDigest(cfg.ref, r.version) ? parseReleaseRef(cfg.ref).selector : undefined);
+  const parent: ReleaseParent = { name: r.name, version: r.version, digest: r.digest, ...(channel ? { channel } : {}) };
   // The parent's record names one level up; the store walks the chain to its root.
   const names = (await checkAncestry(store, r.digest, r.name)).chain.map((p) => `${p.name}@${p.version}`);
   return {

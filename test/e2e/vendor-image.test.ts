@@ -12,7 +12,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -33,7 +33,7 @@ const PLAYBOOK = `- hosts: all
         mode: "0644"
 `;
 
-interface Rec extends BuildRecordLite { source: BuildRecordLite['source'] & { type?: string; checks?: string[]; signer?: string; sha512?: string; baseSha256?: string; layout?: { partitions: { index: number; role: string }[] } } }
+interface Rec extends BuildRecordLite { source: BuildRecordLite['source'] & { type?: string; checks?: string[]; sha256?: string; signer?: string; sha512?: string; baseSha256?: string; layout?: { partitions: { index: number; role: string }[] } } }
 
 /** A repository building the child from the given source.image block. */
 function childRepo(name: string, imageYaml: string, files: Record<string, string> = {}, opts: { tag?: string; extra?: string; source?: string; playbook?: string; imageName?: string } = {}): string {
@@ -46,8 +46,18 @@ function childRepo(name: string, imageYaml: string, files: Record<string, string
   git(dir, 'init', '-q', '-b', 'main');
   git(dir, 'add', '-A');
   execFileSync('git', ['-C', dir, '-c', 'user.email=e2e@kiln.test', '-c', 'user.name=Kiln E2E', 'commit', '-qm', 'child'], { env: { ...process.env, GIT_AUTHOR_DATE: '2026-11-20T12:00:00Z', GIT_COMMITTER_DATE: '2026-11-20T12:00:00Z' } });
-  git(dir, 'tag', opts.tag ?? TAG);
+  if (opts.tag !== '') git(dir, 'tag', opts.tag ?? TAG);
   return dir;
+}
+
+/** `kiln lock` in a repository made by childRepo with tag '', then kiln.lock committed and the tag set: a locked release build. */
+async function lockAndTag(dir: string, tag: string): Promise<string> {
+  const r = await kiln(['lock'], { cwd: dir });
+  assert.equal(r.code, 0, `kiln lock in ${dir}:\n${r.stderr.slice(-4000)}`);
+  git(dir, 'add', '-A');
+  execFileSync('git', ['-C', dir, '-c', 'user.email=e2e@kiln.test', '-c', 'user.name=Kiln E2E', 'commit', '-qm', 'kiln.lock'], { env: { ...process.env, GIT_AUTHOR_DATE: '2026-11-20T12:00:00Z', GIT_COMMITTER_DATE: '2026-11-20T12:00:00Z' } });
+  git(dir, 'tag', tag);
+  return readFileSync(join(dir, 'kiln.lock'), 'utf8');
 }
 
 async function hashOf(file: string): Promise<string> {
@@ -84,12 +94,15 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
   let signed: Rec;
   let pinned: Rec;
   let signedStderr = '';
+  let signedLock = '';
   const scratch = join(E2E_DIR, RUN_ID, 'vendor-scratch');
 
   before(async () => {
     const example = await builtExample();
     vendor = await makeVendorImage(artifact(example, 'raw'), join(E2E_DIR, RUN_ID, 'vendor'));
-    signedRepo = childRepo('signed', `    url: ${vendor.base}debian-13-genericcloud-amd64.qcow2\n    checksums: SHA512SUMS\n    signature: SHA512SUMS.sign\n    keys: [vendor.asc]\n`, { 'vendor.asc': readFileSync(vendor.key, 'utf8') });
+    signedRepo = childRepo('signed', `    url: ${vendor.base}debian-13-genericcloud-amd64.qcow2\n    checksums: SHA512SUMS\n    signature: SHA512SUMS.sign\n    keys: [vendor.asc]\n`, { 'vendor.asc': readFileSync(vendor.key, 'utf8') }, { tag: '' });
+    // Locked: kiln.lock pins the image's digests, and the build checks them besides the signed SHA512SUMS.
+    signedLock = await lockAndTag(signedRepo, TAG);
     // A newer release of the same image in the same store: the base the applications below go out of date against.
     pinnedRepo = childRepo('pinned', `    url: file://${vendor.files.targz}\n    sha512: ${vendor.sha512['debian-13-gce-amd64.tar.gz']}\n`, {}, { tag: NEWER, extra: `release:\n  store: ${JSON.stringify(join(signedRepo, '.kiln', 'store'))}\n` });
     // Both at once: each build is mostly one busy core.
@@ -106,11 +119,18 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
     assert.equal(signed.source.type, 'image');
     assert.equal(signed.source.verified, true);
     const fpr = execFileSync('gpg', ['--with-colons', '--fingerprint'], { encoding: 'utf8', env: { ...process.env, GNUPGHOME: vendor.gnupg } }).split('\n').find((l) => l.startsWith('fpr:'))!.split(':')[9];
-    assert.deepEqual(signed.source.checks, [`sha512 from SHA512SUMS signed by ${fpr}`]);
+    assert.deepEqual(signed.source.checks, [`sha512 from SHA512SUMS signed by ${fpr}`, 'sha256 pinned in kiln.lock', 'sha512 pinned in kiln.lock']);
     assert.equal(signed.source.sha512, vendor.sha512['debian-13-genericcloud-amd64.qcow2']);
     assert.match(signedStderr, /verified: sha512 from SHA512SUMS signed by/);
     assert.deepEqual(pinned.source.checks, ['sha512 pinned in kiln.yaml']);
     assert.match(JSON.stringify(pinned.source), /disk\.raw in a tar archive/);
+  });
+
+  test('kiln lock pinned the verified image: its URL, sha256 and sha512, the ones the build verified', () => {
+    const m = /^ {2}image: \{ url: "([^"]+)", sha256: "([0-9a-f]{64})", sha512: "([0-9a-f]{128})", size: (\d+) \}$/m.exec(signedLock);
+    assert.ok(m, signedLock);
+    assert.deepEqual(m.slice(1), [`${vendor.base}debian-13-genericcloud-amd64.qcow2`, signed.source.sha256, vendor.sha512['debian-13-genericcloud-amd64.qcow2'], String(statSync(vendor.files.qcow2).size)]);
+    assert.match(signedLock, /^lock: 3$/m);
   });
 
   test('the same vendor disk read from the .tar.gz and from the qcow2 gives the same base tree, byte for byte', () => {
@@ -119,7 +139,7 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
     assert.equal(pinned.source.baseSha256, signed.source.baseSha256);
   });
 
-  test('a second build of the same tag (a clone of the repository) gives a bit-identical raw disk', async () => {
+  test('a second build of the same tag and lock (a clone of the repository) gives a bit-identical raw disk', async () => {
     const clone = join(E2E_DIR, RUN_ID, 'vendor repos', 'signed-again');
     rmSync(clone, { recursive: true, force: true });
     execFileSync('git', ['clone', '-q', signedRepo, clone]);
@@ -185,6 +205,9 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
   describe('source.release: two applications on the vendor-child base (three stages: vendor image, base, apps)', () => {
     let store: string;
     let appA: Rec & { release?: { digest: string } };
+    let appB: Rec & { release?: { digest: string } };
+    let appBDir: string;
+    let appBLock: string;
     let baseDigest: string;
     const APP_PLAYBOOK = PLAYBOOK.replace('/etc/vendor-child.conf', '/etc/app.conf').replace('built on the vendor image', 'an application');
     const releases = async (...args: string[]) => {
@@ -197,14 +220,18 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
       store = join(signedRepo, '.kiln', 'store');
       const set = await kiln(['channel', 'set', 'stable', `vendor-child@${TAG}`, '--store', store], { cwd: signedRepo });
       assert.equal(set.code, 0, set.stderr);
-      const app = (name: string, ref: string) => childRepo(name, '', {}, {
-        imageName: name, tag: 'release-1.0.0', playbook: APP_PLAYBOOK,
+      const app = (name: string, ref: string, tag = 'release-1.0.0') => childRepo(name, '', {}, {
+        imageName: name, tag, playbook: APP_PLAYBOOK,
         source: `  release:\n    ref: ${ref}\n    store: ${JSON.stringify(store)}\n`, extra: `release:\n  store: ${JSON.stringify(store)}\n`,
       });
-      const [a, b] = await Promise.all([kiln(['build', '--json'], { cwd: app('app-a', `vendor-child@${TAG}`) }), kiln(['build', '--json'], { cwd: app('app-b', 'vendor-child@stable') })]);
+      // app-b names its parent by a channel and is locked: kiln.lock pins the release the channel pointed at.
+      appBDir = app('app-b', 'vendor-child@stable', '');
+      appBLock = await lockAndTag(appBDir, 'release-1.0.0');
+      const [a, b] = await Promise.all([kiln(['build', '--json'], { cwd: app('app-a', `vendor-child@${TAG}`) }), kiln(['build', '--json'], { cwd: appBDir })]);
       assert.equal(a.code, 0, `app-a:\n${a.stderr.slice(-4000)}`);
       assert.equal(b.code, 0, `app-b:\n${b.stderr.slice(-4000)}`);
       appA = JSON.parse(a.stdout) as typeof appA;
+      appB = JSON.parse(b.stdout) as typeof appB;
       baseDigest = signed.release!.digest;
     });
 
@@ -218,6 +245,13 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
       assert.match(rel, new RegExp(`^IMAGE_ANCESTRY='vendor-child@${TAG}'$`, 'm'));
       assert.match(rel, new RegExp(`^IMAGE_ROOT_UPSTREAM='vendor-image ${vendor.base}debian-13-genericcloud-amd64.qcow2 sha256:[0-9a-f]{64}'$`, 'm'));
       assert.equal(appA.source.type, 'release');
+    });
+
+    test("kiln lock pinned the channel's release by digest, and the locked child was built on it", () => {
+      assert.match(appBLock, new RegExp(`^ {2}release: \\{ ref: "vendor-child@stable", name: "vendor-child", version: "${TAG}", digest: "${baseDigest}" \\}$`, 'm'));
+      const src = appB.source as { parent?: { version: string; digest: string; channel?: string }; lockSha256?: string };
+      assert.deepEqual(src.parent, { name: 'vendor-child', version: TAG, digest: baseDigest, channel: 'stable' });
+      assert.equal(src.lockSha256, createHash('sha256').update(appBLock).digest('hex'), "the record names kiln.lock's digest");
     });
 
     test('the release records the parent and carries the OCI base annotations', () => {
@@ -256,6 +290,17 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
       const r = await kiln(['build'], { cwd: c });
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, new RegExp(`vendor-child@${TAG} is revoked: test: a hardening gap`));
+    });
+
+    test("a locked child keeps its pinned parent after the channel moved: revoked, it is refused; kiln lock --update moves the pin to the channel's release", async () => {
+      // stable points at NEWER now (not revoked): only kiln.lock's pin makes this build reach the revoked release.
+      const r = await kiln(['build', '--snapshot', '--no-release'], { cwd: appBDir });
+      assert.notEqual(r.code, 0, 'the lock pins the revoked base');
+      assert.match(r.stderr, new RegExp(`vendor-child@${TAG} is revoked: test: a hardening gap`));
+      const u = await kiln(['lock', '--update'], { cwd: appBDir });
+      assert.equal(u.code, 0, u.stderr.slice(-4000));
+      assert.match(u.stderr + u.stdout, new RegExp(`~ upstream: vendor-child@${TAG} ${baseDigest} \\(from vendor-child@stable\\) -> vendor-child@${NEWER} sha256:[0-9a-f]{64} \\(from vendor-child@stable\\)`));
+      assert.match(readFileSync(join(appBDir, 'kiln.lock'), 'utf8'), new RegExp(`version: "${NEWER}", digest: "${pinned.release!.digest}"`));
     });
   });
 

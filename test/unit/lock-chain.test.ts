@@ -16,7 +16,7 @@ import { KilnError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { indexCachePath, packagesIndex } from '../../src/lock/archive-index.js';
 import { verifyLockedSet } from '../../src/lock/chain.js';
-import { formatLock, LOCK_FORMAT, type LockedPackage, type LockFile } from '../../src/lock/file.js';
+import { formatLock, LOCK_FORMAT, type LockedPackage, type LockFile, type ArchiveLockFile } from '../../src/lock/file.js';
 import { resolveSet, writeLock } from '../../src/pipeline/lock-resolve.js';
 import { checkFreshness, maxAgeSeconds, verifyInRelease } from '../../src/source/inrelease.js';
 import type { KilnConfig } from '../../src/template/schema.js';
@@ -152,13 +152,13 @@ test('kiln lock resolves from the verified InRelease and a Packages index with i
 });
 
 /** A template directory with kiln.lock and kiln.lock.d, as `kiln lock` writes them. */
-async function lockedDir(): Promise<{ dir: string; lockFile: string; lock: LockFile }> {
+async function lockedDir(): Promise<{ dir: string; lockFile: string; lock: ArchiveLockFile }> {
   const dir = mkdtempSync(join(base, 'template-'));
   const inReleaseFile = writeTemp(`InRelease-${Date.now()}`, inRelease('Sat, 28 Nov 2026 10:00:00 UTC'));
   const cacheDir = mkdtempSync(join(base, 'cache-'));
   const installed = PACKAGES.map((p) => ({ name: p.name, version: p.version, arch: p.architecture }));
   const set = await resolveSet(installed, { debian: debian({ mirror }), mirror, suite: 'bookworm', components: ['main'], inReleaseFile, cacheDir, logger: silentLogger, now: NOW });
-  const lock: LockFile = { lock: LOCK_FORMAT, image: 't', ...set };
+  const lock: ArchiveLockFile = { lock: LOCK_FORMAT, image: 't', ...set };
   const lockFile = join(dir, 'kiln.lock');
   writeLock(lockFile, lock, [inReleaseFile]);
   return { dir, lockFile, lock };

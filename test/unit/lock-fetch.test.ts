@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { KilnError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { debPath, fetchLockedDebs } from '../../src/lock/fetch.js';
-import type { LockedPackage, LockFile } from '../../src/lock/file.js';
+import type { LockedPackage, ArchiveLockFile } from '../../src/lock/file.js';
 import { lockedPackagesIndex, serveLockedRepo } from '../../src/lock/repo.js';
 import { parsePackagesIndex } from '../../src/lock/packages-index.js';
 
@@ -34,7 +34,7 @@ function makeDeb(dir: string, name: string, version: string): LockedPackage {
   return { name, version, architecture: 'all', sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length, filename };
 }
 
-const lockOf = (packages: LockedPackage[]): LockFile => ({
+const lockOf = (packages: LockedPackage[]): ArchiveLockFile => ({
   lock: 1, image: 't', archive: { mirror: mirrorUrl, suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: '0'.repeat(64), verified: true, indexes: [] }, packages,
 });
 

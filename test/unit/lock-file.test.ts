@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { diffLocks, formatChange, formatLock, naiveVersionCompare, packageSetDigest, parseLock, snapshotUrlFor, type LockFile, type LockedPackage } from '../../src/lock/file.js';
+import { diffLocks, formatChange, formatLock, LOCK_FORMAT_UPSTREAM, naiveVersionCompare, packageSetDigest, parseLock, snapshotUrlFor, type LockFile, type ArchiveLockFile, type LockedPackage } from '../../src/lock/file.js';
 import { KilnError } from '../../src/errors.js';
 
 const pkg = (name: string, version: string, architecture = 'amd64', c = 'a'): LockedPackage => ({
   name, version, architecture, sha256: c.repeat(64), size: 1000 + name.length, filename: `pool/main/${name[0]}/${name}/${name}_${version.replace(/^\d+:/, '')}_${architecture}.deb`,
 });
 
-const lockOf = (packages: LockedPackage[]): LockFile => ({
+const lockOf = (packages: LockedPackage[]): ArchiveLockFile => ({
   lock: 2, image: 'web',
   archive: {
     mirror: 'http://deb.debian.org/debian', suite: 'bookworm', components: ['main'], date: 1783764997, inRelease: 'b'.repeat(64), signedBy: 'ABCD', verified: true,
@@ -22,7 +22,7 @@ test('a lock is written sorted, one package per line, and reads back to the same
   const lines = text.split('\n').filter((x) => x.startsWith('  - '));
   assert.deepEqual(lines.map((x) => /name: "([^"]+)"/.exec(x)?.[1]), ['adduser', 'libc6', 'zlib1g']);
   assert.match(text, /date: "2026-07-11T10:16:37Z"/);
-  const back = parseLock(text);
+  const back = parseLock(text) as ArchiveLockFile;
   assert.deepEqual(back.packages, [...l.packages].sort((a, b) => a.name.localeCompare(b.name)));
   assert.equal(back.archive.date, l.archive.date);
   assert.equal(back.archive.signedBy, 'ABCD');
@@ -87,4 +87,37 @@ test('the tools tree pins round-trip, are checked like the image\'s, and show in
   assert.throws(() => parseLock(text.replace(/(tools:[\s\S]*?name: "ansible-core"[^\n]*?sha256: )"[0-9a-f]+"/, '$1"nothex"')), /tools\.packages\[0\] \(ansible-core\): sha256 must be 64 lower-case hex digits/);
   const newer = { ...lock, tools: { ...lock.tools, packages: [pkg('ansible-core', '2.19.2-1')] } };
   assert.deepEqual(diffLocks(lock, newer).map(formatChange), ['~ tools: ansible-core (all) 2.19.1-1 -> 2.19.2-1']);
+});
+
+test('a lock of an upstream (format 3): the vendor image or the parent release, round trip, diff and refusals', () => {
+  const image = { url: 'https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2', sha256: 'c'.repeat(64), sha512: 'd'.repeat(128), size: 3_221_225_472 };
+  const l: LockFile = { lock: LOCK_FORMAT_UPSTREAM, image: 'base', upstream: { image } };
+  const text = formatLock(l);
+  assert.match(text, /^upstream:\n {2}image: \{ url: "https:\/\/cloud\.debian\.org[^"]+", sha256: "c{64}", sha512: "d{128}", size: 3221225472 \}$/m);
+  assert.doesNotMatch(text, /^(archive|packages):/m, 'no archive set in an upstream lock');
+  assert.match(text, /not pinned here/, 'the header says what the lock does not cover');
+  assert.deepEqual(parseLock(text), l);
+  assert.equal(formatLock(parseLock(text)), text);
+
+  const release = { ref: 'base@stable', name: 'base', version: 'release-1.2.0', digest: `sha256:${'e'.repeat(64)}` };
+  const r: LockFile = { lock: LOCK_FORMAT_UPSTREAM, image: 'web', upstream: { release } };
+  assert.deepEqual(parseLock(formatLock(r)), r);
+  const moved: LockFile = { ...r, upstream: { release: { ...release, version: 'release-1.3.0', digest: `sha256:${'f'.repeat(64)}` } } };
+  const changes = diffLocks(r, moved);
+  assert.deepEqual(changes.map((c) => c.kind), ['upstream']);
+  assert.equal(formatChange(changes[0]), `~ upstream: base@release-1.2.0 sha256:${'e'.repeat(64)} (from base@stable) -> base@release-1.3.0 sha256:${'f'.repeat(64)} (from base@stable)`);
+  assert.deepEqual(diffLocks(r, r), [], 'the same pin: nothing changed');
+  assert.deepEqual(diffLocks(undefined, l).map(formatChange), [`~ upstream: the Debian archive -> vendor image ${image.url} sha256:${'c'.repeat(64)}`]);
+
+  const bad = (t: string, m: RegExp) => assert.throws(() => parseLock(t), (e: unknown) => e instanceof KilnError && m.test(e.message));
+  bad(text.replace(/sha512: "d+"/, 'sha512: "abc"'), /upstream\.image\.sha512 must be 128 lower-case hex digits/);
+  bad(text.replace(/sha256: "c+"/, `sha256: "${'C'.repeat(64)}"`), /upstream\.image\.sha256 must be 64 lower-case hex digits/);
+  bad(text.replace(/size: \d+/, 'size: -1'), /upstream\.image\.size must be a byte count/);
+  bad(formatLock(r).replace(/digest: "[^"]+"/, 'digest: "latest"'), /upstream\.release\.digest must be sha256:<64/);
+  bad(formatLock(r).replace(/version: "[^"]+", /, ''), /upstream\.release\.version is missing/);
+  bad(text.replace(/^upstream:\n.*$/m, 'upstream:\n  image: { url: "x", sha256: "c", sha512: "d", size: 1 }\n  release: { ref: "a@b" }'), /exactly one of image and release/);
+  bad(text.replace(/^upstream:\n.*$/m, ''), /upstream: must hold image or release/);
+  bad(`${text}archive: { mirror: "m", suite: "trixie", components: [main] }\n`, /archive and packages do not belong in it/);
+  const archiveLock = formatLock(lockOf([pkg('zlib1g', '1:1.2.13.dfsg-1')]));
+  bad(`${archiveLock}upstream: { release: { ref: "a@b" } }\n`, /only a format 3 lock pins an upstream/);
 });

@@ -59,7 +59,7 @@ test('the local repository stanza replaces where the .deb is and keeps its contr
 });
 
 test('a locked build names the package the playbook asked for outside the lock', () => {
-  const state = { lock: { packages: [{ name: 'nginx', version: '1.22.1-9', architecture: 'amd64' }] } } as never;
+  const state = { packages: [{ name: 'nginx', version: '1.22.1-9', architecture: 'amd64' }] } as never;
   const e = explainLockedFailure(new KilnError("task failed: Install tools: No package matching 'tree' is available", { where: { file: 'roles/web/tasks/main.yml', line: 3 } }), state) as KilnError;
   assert.match(e.message, /outside the lock: package 'tree' is not in kiln\.lock/);
   assert.match(e.hint ?? '', /kiln lock --update/);

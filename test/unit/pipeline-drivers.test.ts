@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import type { DiskLayout } from '../../src/disk/index.js';
 import { KilnError } from '../../src/errors.js';
 import type { ExecResult } from '../../src/exec.js';
-import { formatLock, LOCK_FORMAT, packageSetDigest, type LockArchive, type LockedPackage, type LockFile } from '../../src/lock/file.js';
+import { formatLock, LOCK_FORMAT, LOCK_FORMAT_UPSTREAM, packageSetDigest, type LockArchive, type LockedPackage, type LockFile, type ArchiveLockFile } from '../../src/lock/file.js';
 import type { LockedRepo } from '../../src/lock/repo.js';
 import type { ProvisionBox, Drivers } from '../../src/pipeline/drivers.js';
 import { step, type BuildContext, type BuildState, type BuildStep } from '../../src/pipeline/context.js';
@@ -131,7 +131,7 @@ const archive = (suite: string, mirror: string, date: number, inRelease: string)
 });
 
 /** kiln.lock of the locked template: the image's set, and a tools tree from another mirror. */
-const LOCK: LockFile = {
+const LOCK: ArchiveLockFile = {
   lock: LOCK_FORMAT, image: 'web',
   archive: archive('bookworm', MIRROR, 1_700_000_000, hex('bookworm InRelease')),
   packages: [deb('base-files', '12.4+deb12u5'), deb('nginx', '1.22.1-9')],
@@ -249,9 +249,9 @@ test('lock: verifies both sets of kiln.lock, fetches and serves the locked .debs
 
   assert.equal(ctx.lock?.file, file);
   assert.equal(ctx.lock?.sha256, hex(readFileSync(file, 'utf8')), "kiln.lock's digest, recorded in the source record");
-  assert.equal(ctx.lock?.trust, IMAGE_TRUST, 'the trust the chain check found, not the lock text');
+  assert.equal(ctx.lock?.archive?.trust, IMAGE_TRUST, 'the trust the chain check found, not the lock text');
   assert.equal(ctx.lock?.toolsTrust, TOOLS_TRUST);
-  assert.equal(ctx.lock?.repo.dir, dir);
+  assert.equal(ctx.lock?.archive?.repo.dir, dir);
   assert.deepEqual(closed, [dir], "the lock step's cleanup closed the repository when the build ended");
 
   const ignored = new FakeDrivers(impl);
@@ -320,13 +320,84 @@ test("source: a locked build trusts the lock step's verified set, never the live
   const [, trust, , , , , lockedBase] = fake.only('baseTarball');
   assert.equal(trust, IMAGE_TRUST);
   assert.deepEqual(lockedBase, {
-    sourcesLine: ctx.lock?.repo.sourcesLine, packageSet: packageSetDigest(LOCK),
+    sourcesLine: ctx.lock?.archive?.repo.sourcesLine, packageSet: packageSetDigest(LOCK),
     sourceDateEpoch: IMAGE_TRUST.archiveDate,
   }, "the locked repository, the set's digest and the verified archive date (not the lock text's)");
   assert.equal(ctx.trust, IMAGE_TRUST);
   assert.equal(ctx.source?.type, 'debian');
   assert.equal(ctx.source?.type === 'debian' && ctx.source.archiveDate, IMAGE_TRUST.archiveDate);
   assert.equal(ctx.source?.type === 'debian' && ctx.source.lockSha256, ctx.lock?.sha256, "the record names kiln.lock's digest");
+});
+
+// ---------------------------------------------------------------------------------------------
+// kiln.lock of an upstream (a vendor image, a parent release): the lock step pins, the source step checks
+
+const VENDOR_URL = 'https://vendor.example/debian-13-genericcloud-amd64.qcow2';
+const IMAGE_PIN = { url: VENDOR_URL, sha256: hex('vendor image'), sha512: createHash('sha512').update('vendor image').digest('hex'), size: 3 * 2 ** 30 };
+const PARENT_PIN = { ref: 'base@stable', name: 'base', version: 'release-1.0.0', digest: `sha256:${hex('base release')}` };
+const imageYaml = (url: string) => FILES['kiln.yaml'].replace(/^source: .*$/m, `source: { image: { url: "${url}", sha512: "${IMAGE_PIN.sha512}" } }`);
+const releaseYaml = (ref: string) => FILES['kiln.yaml'].replace(/^source: .*$/m, `source: { release: { ref: "${ref}", store: ./parents } }`);
+const LAYOUT = { diskGuid: 'D', partitions: [], rootFsUuid: 'U', rootLabel: '', sizeBytes: 3 * 2 ** 30, detail: 'qcow2' } as never;
+const upstreamFakes: Partial<Drivers> = {
+  fetchVerifiedImage: async (r) => ({ ...IMAGE_PIN, verified: true, checks: ['sha512 pinned in kiln.yaml', ...(r.locked ? ['sha256 pinned in kiln.lock', 'sha512 pinned in kiln.lock'] : [])], file: '/cache/images/x.img', cached: true }),
+  resolveParent: async (_c, _d, _cache, _l, _s, pinned) => ({
+    image: { file: '/cache/images/p.img', url: 'kiln-release:base@release-1.0.0', sha256: hex('parent raw'), cached: true, checks: ['sha256 of its raw'] },
+    parent: { name: 'base', version: pinned?.version ?? 'release-1.1.0', digest: pinned?.digest ?? `sha256:${hex('newer')}`, channel: 'stable' },
+    ancestry: ['base@release-1.0.0'], artifact: { format: 'raw', sha256: hex('parent raw'), size: 1 }, signers: [], sourceDateEpoch: 1_700_000_000, store: '/parents',
+  }),
+  imageBaseTarball: async () => ({ ...BASE, layout: LAYOUT, date: 1_700_000_000 }),
+  basePackagesOfTar: async () => BASE_PACKAGES,
+};
+
+test('an upstream lock: kiln.lock\'s sha256 and sha512 are checks of the vendor image; no archive set is verified, fetched or served', async () => {
+  const lock: LockFile = { lock: LOCK_FORMAT_UPSTREAM, image: 'web', upstream: { image: IMAGE_PIN } };
+  const t = templateRepo(join(work, 'image-locked'), { ...FILES, 'kiln.yaml': imageYaml(VENDOR_URL), 'kiln.lock': formatLock(lock) });
+  const fake = new FakeDrivers(upstreamFakes);
+  const ctx = context(t, fake);
+  await runChecked([lockStep, sourceStep], ctx);
+  assert.deepEqual(fake.names(), ['fetchVerifiedImage', 'imageBaseTarball', 'basePackagesOfTar'], 'nothing of the archive: the lock pins no packages');
+  const [req] = fake.only('fetchVerifiedImage');
+  assert.deepEqual(req.locked, { sha256: IMAGE_PIN.sha256, sha512: IMAGE_PIN.sha512 });
+  assert.equal(ctx.lock?.archive, undefined, 'no locked repository: the playbook reaches the network as in an unlocked build');
+  assert.equal(ctx.source?.type === 'image' && ctx.source.lockSha256, ctx.lock?.sha256, "the record names kiln.lock's digest");
+
+  const unlocked = new FakeDrivers(upstreamFakes);
+  const u = context(t, unlocked, {}, { lock: 'ignore' });
+  await runChecked([lockStep, sourceStep], u);
+  assert.equal(unlocked.only('fetchVerifiedImage')[0].locked, undefined, '`kiln lock --update` checks only what kiln.yaml says');
+});
+
+test('an upstream lock: the parent release is resolved by the digest kiln.lock pins, not by the channel', async () => {
+  const lock: LockFile = { lock: LOCK_FORMAT_UPSTREAM, image: 'web', upstream: { release: PARENT_PIN } };
+  const t = templateRepo(join(work, 'release-locked'), { ...FILES, 'kiln.yaml': releaseYaml('base@stable'), 'kiln.lock': formatLock(lock) });
+  const fake = new FakeDrivers(upstreamFakes);
+  const ctx = context(t, fake);
+  await runChecked([lockStep, sourceStep], ctx);
+  assert.deepEqual(fake.names(), ['resolveParent', 'imageBaseTarball', 'basePackagesOfTar']);
+  assert.deepEqual(fake.only('resolveParent')[5], PARENT_PIN);
+  assert.ok(ctx.source?.type === 'release');
+  assert.deepEqual([ctx.source.parent.version, ctx.source.parent.digest, ctx.source.lockSha256], [PARENT_PIN.version, PARENT_PIN.digest, ctx.lock?.sha256]);
+});
+
+test('a kiln.lock for another upstream than kiln.yaml names is an error at the lock file, before anything is fetched', async () => {
+  const cases: [string, string, LockFile, RegExp][] = [
+    ['archive-for-image', imageYaml(VENDOR_URL), LOCK, /kiln\.lock pins a Debian archive package set, but kiln\.yaml builds from a vendor image \(source\.image\)/],
+    ['image-for-archive', FILES['kiln.yaml'], { lock: LOCK_FORMAT_UPSTREAM, image: 'web', upstream: { image: IMAGE_PIN } }, /kiln\.lock pins a vendor image \(source\.image\), but kiln\.yaml builds from a Debian archive package set/],
+    ['image-moved', imageYaml('https://vendor.example/debian-13-genericcloud-amd64-20261201.qcow2'), { lock: LOCK_FORMAT_UPSTREAM, image: 'web', upstream: { image: IMAGE_PIN } }, /kiln\.lock pins the image https:\/\/vendor\.example\/debian-13-genericcloud-amd64\.qcow2, but kiln\.yaml names .*-20261201\.qcow2 \(source\.image\.url\)/],
+    ['parent-renamed', releaseYaml('base@production'), { lock: LOCK_FORMAT_UPSTREAM, image: 'web', upstream: { release: PARENT_PIN } }, /kiln\.lock pins the parent base@stable, but kiln\.yaml names base@production \(source\.release\.ref\)/],
+    ['release-for-image', imageYaml(VENDOR_URL), { lock: LOCK_FORMAT_UPSTREAM, image: 'web', upstream: { release: PARENT_PIN } }, /pins a parent release \(source\.release\), but kiln\.yaml builds from a vendor image/],
+  ];
+  for (const [name, yaml, lock, message] of cases) {
+    const t = templateRepo(join(work, name), { ...FILES, 'kiln.yaml': yaml, 'kiln.lock': formatLock(lock) });
+    const fake = new FakeDrivers({ ...lockFakes().impl, ...upstreamFakes });
+    await assert.rejects(runChecked([lockStep, sourceStep], context(t, fake)), (e: unknown) => {
+      failsAt('lock', message)(e);
+      assert.equal((e as KilnError).where.file, join(t.dir, 'kiln.lock'), name);
+      assert.match((e as KilnError).hint ?? '', /kiln lock --update/);
+      return true;
+    }, name);
+    assert.deepEqual(fake.names(), [], `${name}: nothing verified or fetched`);
+  }
 });
 
 // ---------------------------------------------------------------------------------------------

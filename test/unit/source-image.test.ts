@@ -123,6 +123,26 @@ describe('fetching and verifying an image (a local HTTP server)', () => {
     assert.deepEqual(readdirNames(join(cache, 'images')), []);
   });
 
+  test("kiln.lock's pins are checks too: alone they verify (the cached entry by its sha256); a lock naming other bytes refuses the image", async () => {
+    const cache = join(dir, 'c-lock');
+    const locked = { sha256: sha('sha256', body), sha512: sha('sha512', body) };
+    const r = await fetchVerifiedImage({ ...req({}, cache), locked });
+    assert.equal(r.verified, true);
+    assert.deepEqual(r.checks, ['sha256 pinned in kiln.lock', 'sha512 pinned in kiln.lock']);
+    const again = await fetchVerifiedImage({ ...req({ sha512: locked.sha512 }, cache), locked });
+    assert.equal(again.cached, true);
+    assert.deepEqual(again.checks, ['sha512 pinned in kiln.yaml', 'sha256 pinned in kiln.lock', 'sha512 pinned in kiln.lock']);
+    // kiln.yaml's pin passes, kiln.lock's does not: every check must pass, so the image is refused (and the cache entry is not the lock's).
+    const other = { sha256: 'a'.repeat(64), sha512: 'b'.repeat(128) };
+    await assert.rejects(fetchVerifiedImage({ ...req({ sha512: locked.sha512 }, join(dir, 'c-lock2')), locked: other }),
+      (e: KilnError) => /does not match: sha256 pinned in kiln\.lock; sha512 pinned in kiln\.lock$/.test(e.message) && e.detail!.includes(locked.sha256));
+    assert.deepEqual(readdirNames(join(dir, 'c-lock2', 'images')), [], 'nothing cached');
+  });
+
+  test('without a lock, the refusal says kiln.lock could pin it', async () => {
+    await assert.rejects(fetchVerifiedImage(req({})), (e: KilnError) => /no kiln\.lock pinning the image/.test(e.detail ?? ''));
+  });
+
   test('a damaged cache entry is not used: it is fetched again and checked', async () => {
     const cache = join(dir, 'c3');
     const pin = { sha256: sha('sha256', body) };

@@ -9,62 +9,78 @@ import { KilnError } from '../../errors.js';
 import type { InstalledPackage, LockedBase } from '../../source/debian.js';
 import { step, type BuildEnv, type LockState } from '../context.js';
 import type { KilnConfig } from '../../template/schema.js';
-import { LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet } from '../../lock/file.js';
+import { archiveSet, describeLock, LOCK_FORMAT, lockPath, packageKey, packageSetDigest, readLock, type LockedSet, type LockFile } from '../../lock/file.js';
+import { shownUrl } from '../../source/image.js';
 import { ansibleCoreVersion, cachedToolsFor, type Controller } from '../../sandbox/tools.js';
 
 export const lockStep = step({
   name: 'lock',
-  describe: "kiln.lock: verify its signed InRelease and index chain, get the locked .debs (sha256-verified) and serve them as the only repository",
+  describe: "kiln.lock: verify its signed InRelease and index chain, get the locked .debs (sha256-verified) and serve them as the only repository; or read the upstream image or release it pins",
   reads: ['source'],
   provides: ['lock'],
   skip: (ctx) => ctx.options.lock === 'ignore' || !existsSync(lockPath(ctx.template.dir)),
   async run(ctx, p) {
     const file = lockPath(ctx.template.dir);
-    const outside = sourceOutsideLock(ctx.template.config);
-    if (outside) {
-      throw new KilnError(`kiln.lock pins a Debian archive package set, but this kiln.yaml builds from ${outside.what}, which kiln.lock does not cover yet`, { where: { file }, hint: `remove kiln.lock and ${outside.pin}` });
-    }
     const { lock, sha256 } = readLock(file);
-    const d = ctx.template.config.source.debian;
-    if (lock.archive.suite !== d.suite) {
-      throw new KilnError(`kiln.lock was written for ${lock.archive.suite}, but kiln.yaml builds ${d.suite}`, { where: { file }, hint: 'run `kiln lock --update`' });
-    }
-    if (lock.lock !== LOCK_FORMAT) {
-      throw new KilnError(`kiln.lock is format ${lock.lock}: it has no signed InRelease to check the packages against`, { where: { file }, hint: 'run `kiln lock --update` (it writes format ' + LOCK_FORMAT + ' and kiln.lock.d/) and commit both' });
-    }
-    p.status('verifying the signed InRelease and Packages index chain of kiln.lock');
+    const c = ctx.template.config;
+    checkLockMatches(lock, c, file);
+    const d = c.source.debian;
+    const set = archiveSet(lock);
     const chain = { lockFile: file, debian: d, cacheDir: ctx.cacheDir, logger: ctx.logger };
-    const trust = await ctx.drivers.verifyLockedSet(lock, chain);
+    // Both chains are checked before anything is fetched.
+    if (set) p.status('verifying the signed InRelease and Packages index chain of kiln.lock');
+    const trust = set ? await ctx.drivers.verifyLockedSet(set, chain) : undefined;
     const toolsTrust = lock.tools ? await ctx.drivers.verifyLockedSet(lock.tools, { ...chain, tools: true }) : undefined;
-    const got = await ctx.drivers.fetchLockedDebs(lock, { cacheDir: ctx.cacheDir, mirror: d.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus: (s) => p.status(s) });
+    ctx.lock = { file, sha256, lock, ...(toolsTrust ? { toolsTrust } : {}) };
+    if (!set || !trust) {
+      p.log(`kiln.lock ${sha256.slice(0, 12)} pins ${describeLock(lock)}`);
+      return;
+    }
+    const got = await ctx.drivers.fetchLockedDebs(set, { cacheDir: ctx.cacheDir, mirror: d.mirror, snapshot: d.snapshot, logger: ctx.logger, onStatus: (s) => p.status(s) });
     p.status('indexing the locked packages');
-    const index = await ctx.drivers.lockedPackagesIndex(lock, ctx.cacheDir, ctx.logger);
-    const repo = await ctx.drivers.serveLockedRepo(lock, ctx.cacheDir, index, join(ctx.workDir, 'locked-repo'));
-    ctx.lock = { file, sha256, lock, repo, trust, ...(toolsTrust ? { toolsTrust } : {}) };
+    const index = await ctx.drivers.lockedPackagesIndex(set, ctx.cacheDir, ctx.logger);
+    const repo = await ctx.drivers.serveLockedRepo(set, ctx.cacheDir, index, join(ctx.workDir, 'locked-repo'));
+    ctx.lock.archive = { set, repo, trust };
     const fetched = got.fromMirror + got.fromSnapshot.length;
-    p.log(`${lock.packages.length} locked packages (kiln.lock ${sha256.slice(0, 12)}): ${got.cached + got.reused} cached, ${fetched} downloaded${got.fromSnapshot.length ? `, ${got.fromSnapshot.length} from the snapshot mirror` : ''}`);
+    p.log(`${set.packages.length} locked packages (kiln.lock ${sha256.slice(0, 12)}): ${got.cached + got.reused} cached, ${fetched} downloaded${got.fromSnapshot.length ? `, ${got.fromSnapshot.length} from the snapshot mirror` : ''}`);
   },
   async cleanup(ctx) {
-    await ctx.lock?.repo.close();
+    await ctx.lock?.archive?.repo.close();
   },
 });
 
-/** A source kiln.lock does not cover yet (a vendor image, a parent release): what it is, and how to pin it in kiln.yaml instead. */
-export function sourceOutsideLock(c: KilnConfig): { what: string; pin: string } | undefined {
-  if (c.source.image) return { what: 'a vendor image (source.image)', pin: 'pin the image in kiln.yaml (source.image.sha512): the same pin always means the same upstream bytes' };
-  if (c.source.release) return { what: 'a Kiln release (source.release)', pin: 'name the parent by digest in kiln.yaml (source.release.ref: name@sha256:…): the same digest always means the same parent' };
-  return undefined;
+/**
+ * kiln.lock must pin what kiln.yaml builds from: the same suite of the archive, the same vendor
+ * image URL, the same parent reference. Anything else was locked for another kiln.yaml.
+ */
+export function checkLockMatches(lock: LockFile, c: KilnConfig, file: string): void {
+  if (lock.lock === 1) {
+    throw new KilnError('kiln.lock is format 1: it has no signed InRelease to check the packages against', { where: { file }, hint: `run \`kiln lock --update\` (it writes format ${LOCK_FORMAT} and kiln.lock.d/) and commit both` });
+  }
+  const update = { where: { file }, hint: 'run `kiln lock --update` and commit kiln.lock' };
+  const s = c.source;
+  const what = { archive: 'a Debian archive package set', image: 'a vendor image (source.image)', release: 'a parent release (source.release)' };
+  const wants = s.image ? 'image' : s.release ? 'release' : 'archive';
+  const has = lock.upstream?.image ? 'image' : lock.upstream?.release ? 'release' : 'archive';
+  if (wants !== has) throw new KilnError(`kiln.lock pins ${what[has]}, but kiln.yaml builds from ${what[wants]}`, update);
+  if (lock.archive && lock.archive.suite !== s.debian.suite) throw new KilnError(`kiln.lock was written for ${lock.archive.suite}, but kiln.yaml builds ${s.debian.suite}`, update);
+  if (lock.upstream?.image && s.image && lock.upstream.image.url !== shownUrl(s.image.url)) {
+    throw new KilnError(`kiln.lock pins the image ${lock.upstream.image.url}, but kiln.yaml names ${shownUrl(s.image.url)} (source.image.url)`, update);
+  }
+  if (lock.upstream?.release && s.release && lock.upstream.release.ref !== s.release.ref) {
+    throw new KilnError(`kiln.lock pins the parent ${lock.upstream.release.ref}, but kiln.yaml names ${s.release.ref} (source.release.ref)`, update);
+  }
 }
 
-export function lockedBase(s: LockState): LockedBase {
-  return { sourcesLine: s.repo.sourcesLine, packageSet: packageSetDigest(s.lock), sourceDateEpoch: s.trust.archiveDate };
+export function lockedBase(a: NonNullable<LockState['archive']>): LockedBase {
+  return { sourcesLine: a.repo.sourcesLine, packageSet: packageSetDigest(a.set), sourceDateEpoch: a.trust.archiveDate };
 }
 
 /**
  * Turns apt's "not available" failures in a locked build into an error naming the package and the
  * lock. Other errors are returned as they are.
  */
-export function explainLockedFailure(e: unknown, s: LockState): unknown {
+export function explainLockedFailure(e: unknown, s: LockedSet): unknown {
   if (!(e instanceof KilnError)) return e;
   const text = `${e.message}\n${e.detail ?? ''}`;
   const m = /No package matching '([^']+)' is available/.exec(text)
@@ -78,7 +94,7 @@ export function explainLockedFailure(e: unknown, s: LockState): unknown {
     return e;
   }
   const name = m[1];
-  const locked = s.lock.packages.filter((p) => p.name === name.split('=')[0]);
+  const locked = s.packages.filter((p) => p.name === name.split('=')[0]);
   const what = locked.length ? `${name}: kiln.lock has ${locked.map((p) => `${p.name} ${p.version}`).join(', ')}, not the version asked for` : `package '${name}' is not in kiln.lock`;
   return new KilnError(`the playbook asked for a package outside the lock: ${what}`, {
     where: e.where,

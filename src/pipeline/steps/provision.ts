@@ -36,27 +36,29 @@ export const provisionStep = step({
       return;
     }
     const controller = ctx.controller ?? await ctx.drivers.hostController();
+    // A lock of the archive's packages serves them as the only repository; a lock of an upstream image or release pins no packages.
+    const locked = ctx.lock?.archive;
     p.status('starting the build sandbox');
     const sandbox = await ctx.drivers.openProvisionSandbox({
       tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
       repo: { root: v.repoRoot, files: await ctx.drivers.repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
-      network: ctx.lock ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname,
+      network: locked ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname,
       // The date of the packages, not of the commit: what the playbook makes is a function of its inputs, so a new tag on unchanged content can reuse it (src/pipeline/cache-keys.ts).
       sourceDateEpoch: sourceDate(ctx.source),
-      locked: ctx.lock ? { repoDir: ctx.lock.repo.dir, debsDir: ctx.lock.repo.debsDir } : undefined,
-      buildSourcesLine: !ctx.lock && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
+      locked: locked ? { repoDir: locked.repo.dir, debsDir: locked.repo.debsDir } : undefined,
+      buildSourcesLine: !locked && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
     });
     ctx.sandbox = sandbox;
     try {
       ctx.provision = await provisionTree(ctx, v, sandbox, controller, p);
     } catch (e) {
-      throw ctx.lock ? explainLockedFailure(e, ctx.lock) : e;
+      throw locked ? explainLockedFailure(e, locked.set) : e;
     } finally {
       // --on-error=keep leaves the tree as the failing task saw it; the debug shell opens a new sandbox on it.
       await sandbox.stop();
     }
-    if (ctx.lock) {
-      const { unlocked, unused } = compareInstalled(await ctx.drivers.installedPackages(ctx.root), ctx.lock.lock);
+    if (locked) {
+      const { unlocked, unused } = compareInstalled(await ctx.drivers.installedPackages(ctx.root), locked.set);
       if (unlocked.length) throw new KilnError(`the image has ${unlocked.length} package(s) that are not in kiln.lock: ${unlocked.slice(0, 5).join(', ')}`, { detail: unlocked.join('\n'), hint: 'run `kiln lock --update` and commit kiln.lock' });
       if (unused.length) p.log(`warning: ${unused.length} locked package(s) are not installed (\`kiln lock --update\` drops them): ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
     }

@@ -18,13 +18,14 @@ export const sourceStep = step({
     if (image) return imageSource(ctx, image, p);
     if (ctx.template.config.source.release) return releaseSource(ctx, p);
     const d = ctx.template.config.source.debian;
+    const locked = ctx.lock?.archive;
     // A locked build trusts what the lock step verified of the InRelease kept with kiln.lock; it needs no live archive state.
-    const trust = ctx.lock ? ctx.lock.trust : await ctx.drivers.verifyArchive(d, ctx.workDir, ctx.logger);
+    const trust = locked ? locked.trust : await ctx.drivers.verifyArchive(d, ctx.workDir, ctx.logger);
     ctx.trust = trust;
     const signed = trust.verified ? `InRelease ${trust.inReleaseSha256.slice(0, 16)}… signed by ${trust.signingKeyFingerprint}` : 'InRelease NOT verified (source.debian.verify: false)';
-    p.log(ctx.lock ? `packages from kiln.lock (resolved from ${signed})` : signed);
+    p.log(locked ? `packages from kiln.lock (resolved from ${signed})` : signed);
     const t0 = Date.now();
-    const base = await ctx.drivers.baseTarball(d, trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')), ctx.lock ? lockedBase(ctx.lock) : undefined);
+    const base = await ctx.drivers.baseTarball(d, trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')), locked ? lockedBase(locked) : undefined);
     p.log(base.cached ? `base tree from cache (${base.key.slice(0, 12)})` : `base tree built by mmdebstrap in ${humanSeconds(Date.now() - t0)}`);
     // The tree itself is unpacked by the configure step, and only when no cached step output makes it unnecessary.
     ctx.base = { tar: base.tar };
@@ -40,7 +41,10 @@ export const sourceStep = step({
 
 /** A vendor image: downloaded (or from the cache), verified by every configured check, read into a base tree tarball. */
 async function imageSource(ctx: BuildContext, config: ImageSourceConfig, p: StepProgress): Promise<void> {
-  const img = await ctx.drivers.fetchVerifiedImage({ config, dir: ctx.template.dir, cacheDir: ctx.cacheDir, logger: ctx.logger, onStatus: (s) => p.status(s) });
+  const pin = ctx.lock?.lock.upstream?.image;
+  const img = await ctx.drivers.fetchVerifiedImage({
+    config, dir: ctx.template.dir, cacheDir: ctx.cacheDir, logger: ctx.logger, onStatus: (s) => p.status(s), ...(pin ? { locked: { sha256: pin.sha256, sha512: pin.sha512 } } : {}),
+  });
   p.log(`${img.url} ${img.sha256.slice(0, 16)}… ${img.verified ? `verified: ${img.checks.join('; ')}` : 'NOT verified (source.image.verify: false)'}${img.cached ? ' (cached)' : ''}`);
   const t0 = Date.now();
   p.status('reading the image\'s root filesystem (fuse2fs)');
@@ -50,13 +54,14 @@ async function imageSource(ctx: BuildContext, config: ImageSourceConfig, p: Step
   ctx.base = { tar: base.tar };
   const packages = await ctx.drivers.basePackagesOfTar(base.tar, join(ctx.workDir, 'base-dpkg'));
   const { file: _file, cached: _cached, ...trust } = img;
-  ctx.source = { type: 'image', ...trust, format: base.layout.detail, layout: base.layout, packages, baseKey: base.key, baseSha256: base.sha256, date: base.date };
+  ctx.source = { type: 'image', ...trust, ...(ctx.lock ? { lockSha256: ctx.lock.sha256 } : {}), format: base.layout.detail, layout: base.layout, packages, baseKey: base.key, baseSha256: base.sha256, date: base.date };
 }
 
 /** An earlier Kiln release: resolved with the trust policy, its disk verified against the record, read into a base tree tarball. */
 async function releaseSource(ctx: BuildContext, p: StepProgress): Promise<void> {
   const cfg = ctx.template.config;
-  const r = await ctx.drivers.resolveParent(cfg, ctx.template.dir, ctx.cacheDir, ctx.logger, (s) => p.status(s));
+  const pin = ctx.lock?.lock.upstream?.release;
+  const r = await ctx.drivers.resolveParent(cfg, ctx.template.dir, ctx.cacheDir, ctx.logger, (s) => p.status(s), pin);
   p.log(`parent ${r.parent.name}@${r.parent.version}${r.parent.channel ? ` (channel ${r.parent.channel})` : ''} ${r.parent.digest.slice(0, 19)}…: ${r.image.checks.join('; ')}${r.image.cached ? ' (cached)' : ''}`);
   if (r.ancestry.length > 1) p.log(`ancestry: ${r.ancestry.join(' <- ')}`);
   const t0 = Date.now();
@@ -67,6 +72,6 @@ async function releaseSource(ctx: BuildContext, p: StepProgress): Promise<void> 
   const packages = await ctx.drivers.basePackagesOfTar(base.tar, join(ctx.workDir, 'base-dpkg'));
   ctx.source = {
     type: 'release', ref: cfg.source.release?.ref ?? '', store: r.store, parent: r.parent, ...(r.root ? { root: r.root } : {}), ancestry: r.ancestry,
-    artifact: r.artifact, signers: r.signers, verified: true, packages, baseKey: base.key, baseSha256: base.sha256, date: r.sourceDateEpoch, layout: base.layout,
+    artifact: r.artifact, signers: r.signers, verified: true, ...(ctx.lock ? { lockSha256: ctx.lock.sha256 } : {}), packages, baseKey: base.key, baseSha256: base.sha256, date: r.sourceDateEpoch, layout: base.layout,
   };
 }
