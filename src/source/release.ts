@@ -2,9 +2,10 @@
  * source.release: an earlier Kiln release as the parent of this image (vendor -> hardened base ->
  * applications). The parent is resolved through the store with kiln.yaml's trust policy, so a
  * revoked parent, a parent with a revoked ancestor, or an unsigned one when signatures are required
- * is refused (src/store/release-store.ts resolve). Its disk artifact is copied into Kiln's cache and
- * hashed on the way: the copy is used only when its sha256 is the one the release record gives,
- * so what the child is built from is exactly what the parent released. The tree is then read like a
+ * is refused (src/store/release-store.ts resolve). Its disk artifact is copied from a local store, or
+ * downloaded from a registry, into Kiln's cache and hashed on the way: the copy is used only when its
+ * sha256 is the one the release record gives, so what the child is built from is exactly what the
+ * parent released. kiln.lock may pin the parent's digest (a locked build resolves by it). The tree is then read like a
  * vendor image's (src/image/ingest.ts); the child gets Kiln's own disk layout and identifiers.
  */
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { join } from 'node:path';
 import { commitEntry, entryTemp, intactEntry, removeDeadTemps } from '../cache-entry.js';
 import { KilnError } from '../errors.js';
 import { copyFileSparse } from '../fsio.js';
-import type { Logger } from '../log.js';
+import { humanBytes, type Logger } from '../log.js';
 import { checkAncestry, openStore, parseReleaseRef, trustFromConfig } from '../store/index.js';
 import type { LockedRelease } from '../lock/file.js';
 import type { ReleaseParent, ReleaseRoot, ReleaseRecord } from '../store/record.js';
@@ -98,12 +99,12 @@ export async function resolveParent(c: KilnConfig, dir: string, cacheDir: string
     const now = await store.entry(cfg.ref).catch(() => undefined);
     if (now && now.digest !== pinned.digest) logger.warn(`${cfg.ref} is now ${now.name}@${now.version} (${now.digest.slice(0, 19)}…); kiln.lock pins ${pinned.version}: building on that. \`kiln lock --update\` moves the lock.`);
   }
-  const preferred = cfg.format ? [cfg.format] : ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'];
+  const remote = store.backend.remote;
+  // From a registry every byte is a download: the qcow2 is the smallest disk the ingest reads.
+  const preferred = cfg.format ? [cfg.format] : remote ? ['qcow2', 'raw', 'vmdk', 'vhd', 'vhdx'] : ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'];
   const a = preferred.map((f) => r.artifacts.find((x) => x.format === f)).find((x) => x !== undefined);
   if (!a) throw new KilnError(`${r.name}@${r.version} has no ${preferred.join(' or ')} artifact to build on`, { hint: `its formats: ${r.artifacts.map((x) => x.format).join(', ')}` });
-  if (!a.location.startsWith('/') || !existsSync(a.location)) {
-    throw new KilnError(`${r.name}@${r.version} is in a registry (${r.reference}): Kiln builds on releases in a local store`, { hint: `copy it into a local store first: kiln pull ${r.name}@${r.version} --from ${storeSpec} (then point source.release.store at that store)` });
-  }
+  if (!remote && !existsSync(a.location)) throw new KilnError(`${r.name}@${r.version}: its ${a.format} (${a.location}) is missing from the store`, { hint: 'the store was changed after the release: kiln verify shows what else is damaged' });
   const entry = await store.entry(`${r.name}@${r.version}`);
   const images = join(cacheDir, 'images');
   mkdirSync(images, { recursive: true });
@@ -112,15 +113,21 @@ export async function resolveParent(c: KilnConfig, dir: string, cacheDir: string
   const rec = join(images, `${a.sha256}.json`);
   const cached = await intactEntry(file, rec, logger);
   if (!cached) {
-    onStatus?.(`copying ${a.file} from the parent release (hashed on the way)`);
     const tmp = entryTemp(file);
     rmSync(tmp, { force: true });
     try {
-      const got = await copyFileSparse(a.location, tmp, { hash: true, reflink: false });
-      if (got.sha256 !== a.sha256) {
-        throw new KilnError(`the ${a.format} of ${r.name}@${r.version} in the store is not the one its release record names`, {
-          detail: `record: sha256 ${a.sha256}\nfile:   sha256 ${got.sha256} (${a.location})`, hint: 'the store was changed after the release: nothing was used; kiln verify shows what else is damaged',
-        });
+      if (remote) {
+        // resolve checked that this layer is the artifact the release record names; the download is hashed against the layer's digest.
+        onStatus?.(`downloading ${a.file} of ${r.name}@${r.version} from ${store.location} (hashed on the way)`);
+        await store.backend.downloadBlob(r.name, { mediaType: a.mediaType, digest: a.digest, size: a.size }, tmp, (done, total) => onStatus?.(`downloading ${a.file}: ${humanBytes(done)} of ${humanBytes(total)}`));
+      } else {
+        onStatus?.(`copying ${a.file} from the parent release (hashed on the way)`);
+        const got = await copyFileSparse(a.location, tmp, { hash: true, reflink: false });
+        if (got.sha256 !== a.sha256) {
+          throw new KilnError(`the ${a.format} of ${r.name}@${r.version} in the store is not the one its release record names`, {
+            detail: `record: sha256 ${a.sha256}\nfile:   sha256 ${got.sha256} (${a.location})`, hint: 'the store was changed after the release: nothing was used; kiln verify shows what else is damaged',
+          });
+        }
       }
       await commitEntry(tmp, file, rec, { release: `${r.name}@${r.version}`, digest: r.digest, created: new Date().toISOString() });
     } finally {
