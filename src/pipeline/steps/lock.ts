@@ -2,6 +2,8 @@
  * lock: the build's lock step: when kiln.lock exists beside kiln.yaml, the build installs exactly its
  * package set. The step gets the locked .debs into the cache (verified), indexes them and serves
  * them as a local repository that the source and provision steps install from instead of the mirror.
+ * A lock of an upstream (a vendor image, a parent release) serves no packages: the source step checks
+ * the image against the lock's digests, or resolves the parent by the lock's digest.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
