@@ -121,3 +121,10 @@ test('a lock of an upstream (format 3): the vendor image or the parent release, 
   const archiveLock = formatLock(lockOf([pkg('zlib1g', '1:1.2.13.dfsg-1')]));
   bad(`${archiveLock}upstream: { release: { ref: "a@b" } }\n`, /only a format 3 lock pins an upstream/);
 });
+
+test('kiln lock pins only an image that verified: an image used with verify: false is refused, naming what to pin', async () => {
+  const { upstreamOf } = await import('../../src/pipeline/lock-resolve.js');
+  const image = { type: 'image' as const, url: 'https://vendor.example/d.qcow2', sha256: 'c'.repeat(64), sha512: 'd'.repeat(128), size: 10, checks: [], format: 'qcow2', layout: {} as never, packages: [], baseKey: 'k', baseSha256: 'b'.repeat(64), date: 1 };
+  assert.deepEqual(upstreamOf({ ...image, verified: true }), { image: { url: image.url, sha256: image.sha256, sha512: image.sha512, size: 10 } });
+  assert.throws(() => upstreamOf({ ...image, verified: false }), (e: unknown) => e instanceof KilnError && /pins only a verified image, and source\.image\.verify is false/.test(e.message) && /source\.image\.sha512/.test(e.hint ?? ''));
+});
