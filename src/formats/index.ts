@@ -50,6 +50,13 @@ export interface FormatInput {
   /** Conversions run at once; default min(2, CPUs). */
   concurrency?: number;
   logger?: Logger;
+  /**
+   * Called once per format asked for, as soon as its file is final and while the other formats are
+   * still being written, with where the file is then. writeFormats waits for every promise before it
+   * moves the files into outDir, and fails when one fails. The formats step stages each artifact into
+   * the release store this way, so the release step has nothing left to copy.
+   */
+  onWritten?: (format: FormatName, file: string) => Promise<void>;
 }
 
 /** An artifact file of a build: the build's state, the release step and the store (as its ArtifactInput) all take this one type. */
@@ -79,20 +86,32 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
   const staged = (f: FormatName) => join(staging, artifactFileName(name, version, f));
   const sha = new Map<FormatName, string>();
   const tasks: Task[] = [];
+  const pending: Promise<void>[] = [];
+  const written = (f: FormatName, file: string) => {
+    if (!input.onWritten || !wanted.has(f)) return;
+    const p = input.onWritten(f, file);
+    p.catch(() => undefined); // observed below; never an unhandled rejection
+    pending.push(p);
+  };
 
   if (wanted.has('vmdk') || wanted.has('ova')) {
     tasks.push({ label: wanted.has('ova') ? 'vmdk+ova' : 'vmdk', run: async () => {
       const vmdk = staged('vmdk');
       await writeStreamOptimizedVmdk(raw, vmdk, name, version, logger);
+      written('vmdk', vmdk);
       const vmdkSha = await sha256OfFile(vmdk);
       if (wanted.has('vmdk')) sha.set('vmdk', vmdkSha);
-      if (wanted.has('ova')) sha.set('ova', await packOva(vmdk, vmdkSha, staged('ova'), input, rawSize, logger));
+      if (wanted.has('ova')) {
+        sha.set('ova', await packOva(vmdk, vmdkSha, staged('ova'), input, rawSize, logger));
+        written('ova', staged('ova'));
+      }
     } });
   }
-  if (wanted.has('gce')) tasks.push({ label: 'gce', run: async () => { sha.set('gce', await writeGceTarball(raw, staged('gce'), sde, logger)); } });
+  if (wanted.has('gce')) tasks.push({ label: 'gce', run: async () => { sha.set('gce', await writeGceTarball(raw, staged('gce'), sde, logger)); written('gce', staged('gce')); } });
   if (wanted.has('qcow2')) {
     tasks.push({ label: 'qcow2', run: async () => {
       await writeQcow2(raw, staged('qcow2'), input.qcow2Compress ?? false, logger);
+      written('qcow2', staged('qcow2'));
       sha.set('qcow2', await sha256OfFile(staged('qcow2')));
     } });
   }
@@ -113,10 +132,11 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
   if (wanted.has('vhdx')) {
     tasks.push({ label: 'vhdx', run: async () => {
       await writeVhdx(raw, staged('vhdx'), name, version, logger);
+      written('vhdx', staged('vhdx'));
       sha.set('vhdx', await sha256OfFile(staged('vhdx')));
     } });
   }
-  if (wanted.has('vhd')) tasks.push({ label: 'vhd', run: async () => { await writeFixedVhd(raw, staged('vhd'), name, version, sde, logger); } });
+  if (wanted.has('vhd')) tasks.push({ label: 'vhd', run: async () => { await writeFixedVhd(raw, staged('vhd'), name, version, sde, logger); written('vhd', staged('vhd')); } });
   const rawTarget = join(outDir, artifactFileName(name, version, 'raw'));
   const rawInPlace = raw === rawTarget;
 
@@ -130,7 +150,10 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
     // Placed before anything reads the raw: a hard link changes the raw's ctime, which GNU tar reports
     // as "file changed as we read it" (exit 1) if it happens during the GCE archive.
     if (wanted.has('raw') && !rawInPlace) await placeRaw(raw, staged('raw'), logger);
+    written('raw', rawInPlace ? raw : staged('raw'));
     await runLimited(timed, concurrency);
+    const failed = (await Promise.allSettled(pending)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     const artifacts: Artifact[] = [];
     for (const f of formats) {
       const file = join(outDir, artifactFileName(name, version, f));
@@ -143,6 +166,8 @@ export async function writeFormats(formats: FormatName[], input: FormatInput): P
     }
     return artifacts;
   } finally {
+    // Nothing may still be reading a file removed here.
+    await Promise.allSettled(pending);
     await rm(staging, { recursive: true, force: true });
   }
 }

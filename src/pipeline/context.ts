@@ -16,6 +16,8 @@ import type { CacheKeys } from './cache-keys.js';
 import type { CacheHit, StepCache } from './step-cache.js';
 import type { FormatName } from '../formats/registry.js';
 import type { Drivers, ProvisionBox } from './drivers.js';
+import type { ReleaseStore } from '../store/release-store.js';
+import type { StagedBlob } from '../store/backend.js';
 
 export interface BuildOptions {
   snapshot: boolean;
@@ -99,6 +101,11 @@ export interface BuildState {
   findings?: Finding[];
   /** formats: every artifact, in the staging directory until the outputs step moves them. */
   artifacts?: Artifact[];
+  /**
+   * formats, in a release build to a local store: each artifact's copy in the store's scratch, made
+   * while the other formats were written; the release step moves them into place instead of copying.
+   */
+  staged?: { store: ReleaseStore; blobs: Map<string, StagedBlob> };
   release?: { store: string; ref: string; digest: string };
   /** outputs: where the artifacts are now. */
   outDir?: string;

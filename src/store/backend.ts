@@ -13,7 +13,15 @@ export interface BlobSource {
   /** A file holding the blob (streamed, never loaded whole), or the bytes themselves. */
   file?: string;
   bytes?: Buffer;
+  /**
+   * A copy this backend made in its own scratch with stageFile (hashed while it copied): moved into
+   * place with no second read. Only a backend that staged it accepts it.
+   */
+  staged?: string;
 }
+
+/** A file copied into a store's scratch ahead of its publish, with the digest and size hashed on the way. */
+export interface StagedBlob { path: string; digest: string; size: number }
 
 export interface PutBlobOptions {
   onProgress?: Progress;
@@ -44,6 +52,14 @@ export interface StoreBackend {
   hasBlob(repo: string, digest: string): Promise<boolean>;
   /** Store a blob; the content is hashed on the way and refused when it does not match src.digest. */
   putBlob(repo: string, src: BlobSource, opts?: PutBlobOptions): Promise<void>;
+  /**
+   * Copy a file into the store's own scratch now, hashed on the way, so that a later putBlob of it
+   * only renames (a local store stages a release's artifacts while the formats step still runs).
+   * Absent where staging saves nothing (a registry uploads at publish).
+   */
+  stageFile?(file: string, opts?: PutBlobOptions): Promise<StagedBlob>;
+  /** Remove a staged copy that will not be published (a failed build). */
+  discardStaged?(path: string): Promise<void>;
   /** Read a small blob (JSON, signatures), verified. */
   readBlob(repo: string, desc: Descriptor): Promise<Buffer>;
   /** Read a blob through, hashing it: throws DigestMismatchError naming it when it differs. */

@@ -6,7 +6,9 @@
  * Crash safety: blobs are written to .kiln-tmp/, fsynced and renamed into place once their digest
  * checks, then blobs/sha256/ is fsynced; index.json is replaced the same way under an O_EXCL lock
  * file, so a release reported done survives a power loss. A writer killed at any point leaves only
- * orphan temp files (removed on the next open) and unreferenced blobs. An artifact is copied (a
+ * orphan temp files (removed on the next open) and unreferenced blobs. A build may stage an artifact
+ * (stageFile: copied and hashed into .kiln-tmp/ while its other formats are still being written), so
+ * that the publish only renames it. An artifact is copied (a
  * copy-on-write clone where the filesystem has them), never hard-linked: the build's output stays a
  * writable file of its own, and writing it cannot change a release.
  */
@@ -15,7 +17,7 @@ import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { copyFileSparse, fsyncPath } from '../fsio.js';
 import { DigestMismatchError, hashFile, isErrno, verifyBytes, writeStreamToFile, type Progress } from './blobio.js';
-import { TagExistsError, type BlobSource, type PublishChanges, type PutBlobOptions, type StoreBackend, type StoredManifest } from './backend.js';
+import { TagExistsError, type BlobSource, type PublishChanges, type PutBlobOptions, type StagedBlob, type StoreBackend, type StoredManifest } from './backend.js';
 import { processAlive, withLock } from './lock.js';
 import { ANN, digestHex, isDigest, MT, parseIndex, sha256Digest, type Descriptor, type ImageIndex } from './oci.js';
 
@@ -25,6 +27,8 @@ const MAX_SMALL_BLOB = 64 * 1024 * 1024;
 export class LayoutStore implements StoreBackend {
   readonly remote = false;
   readonly indexesReferrers = false;
+  /** Copies stageFile made in this process, by path, with what hashing them found. */
+  private readonly staged = new Map<string, StagedBlob>();
   private constructor(readonly location: string) {}
 
   static async open(dir: string, opts: { create?: boolean } = {}): Promise<LayoutStore> {
@@ -91,7 +95,21 @@ export class LayoutStore implements StoreBackend {
     return fsp.stat(this.blobPath(digest)).then(() => true, () => false);
   }
 
+  async stageFile(file: string, opts: PutBlobOptions = {}): Promise<StagedBlob> {
+    const tmp = await this.tmpPath('staged');
+    const c = await copyFileSparse(file, tmp, { hash: true, onProgress: opts.onProgress, signal: opts.signal });
+    const blob = { path: tmp, digest: `sha256:${c.sha256}`, size: c.size };
+    this.staged.set(tmp, blob);
+    return blob;
+  }
+
+  async discardStaged(path: string): Promise<void> {
+    if (!this.staged.delete(path)) return;
+    await fsp.rm(path, { force: true });
+  }
+
   async putBlob(_repo: string, src: BlobSource, opts: PutBlobOptions = {}): Promise<void> {
+    if (src.staged) return this.putStaged(_repo, src, src.staged, opts);
     const final = this.blobPath(src.digest);
     if (await this.hasBlob(_repo, src.digest)) {
       // Content-addressed: an existing blob is reused, but only if it is intact.
@@ -119,6 +137,33 @@ export class LayoutStore implements StoreBackend {
       await fsyncPath(join(this.location, 'blobs', 'sha256'));
     } finally {
       await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /**
+   * A blob this store staged: the digest and size it hashed while copying must be the ones the
+   * publish names (else the file changed between the build's hash and the copy: refused), then the
+   * copy is renamed into place, not read again. A path this store did not stage is refused: the
+   * scratch directory is not a way to slip bytes past the hash.
+   */
+  private async putStaged(repo: string, src: BlobSource, path: string, opts: PutBlobOptions): Promise<void> {
+    const blob = this.staged.get(path);
+    if (!blob) throw new Error(`putBlob: ${path} was not staged by this store`);
+    this.staged.delete(path);
+    try {
+      if (blob.digest !== src.digest || blob.size !== src.size) {
+        throw new DigestMismatchError(`staged blob ${src.file ?? src.digest}`, `${src.digest} (${src.size} bytes)`, `${blob.digest} (${blob.size} bytes)`,
+          'the file changed after the build recorded its digest; rebuild');
+      }
+      if (await this.hasBlob(repo, src.digest)) {
+        await this.verifyBlob(repo, { mediaType: '', digest: src.digest, size: src.size }, opts.onProgress);
+        return;
+      }
+      await fsp.chmod(path, 0o444);
+      await fsp.rename(path, this.blobPath(src.digest));
+      await fsyncPath(join(this.location, 'blobs', 'sha256'));
+    } finally {
+      await fsp.rm(path, { force: true });
     }
   }
 

@@ -96,6 +96,8 @@ export interface ReleaseRecord {
 export interface ArtifactInput extends ReleaseArtifact {
   /** Layer media type; default from the format (src/formats/registry.ts). */
   mediaType?: string;
+  /** The store's staged copy of the file (ReleaseStore.stage), moved into place instead of copied. */
+  staged?: string;
 }
 
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;

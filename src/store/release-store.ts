@@ -7,7 +7,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { basename, join } from 'node:path';
 import { KilnError } from '../errors.js';
-import { TagExistsError, type PublishChanges, type StoreBackend } from './backend.js';
+import { TagExistsError, type PublishChanges, type StagedBlob, type StoreBackend } from './backend.js';
 import { DigestMismatchError, type Progress } from './blobio.js';
 import { LayoutStore } from './layout.js';
 import { compareVersions } from '../apply/version-order.js';
@@ -167,6 +167,20 @@ export class ReleaseStore {
 
   // ---- publish ----
 
+  /**
+   * Copies an artifact into the store's scratch now (hashed on the way), for a publish of it later in
+   * this process to move into place: the formats step stages each artifact while it writes the next.
+   * undefined where the store has no use for it (a registry uploads at publish).
+   */
+  async stage(file: string, signal?: AbortSignal): Promise<StagedBlob | undefined> {
+    return this.backend.stageFile?.(file, { signal });
+  }
+
+  /** Drops a staged copy that was not published. */
+  async discardStaged(path: string): Promise<void> {
+    await this.backend.discardStaged?.(path);
+  }
+
   async publish(input: PublishInput): Promise<{ ref: string; digest: string }> {
     const record: ReleaseRecord = { ...input.record, artifacts: input.artifacts.map((a) => ({ format: a.format, file: basename(a.file), size: a.size, sha256: a.sha256 })) };
     validateRecord(record);
@@ -183,7 +197,7 @@ export class ReleaseStore {
         if (st.size !== a.size) throw new KilnError(`artifact ${a.file} is ${st.size} bytes, the build recorded ${a.size}`, { hint: 'the file changed after the build; rebuild' });
         const mediaType = a.mediaType ?? formatMediaType(a.format);
         const onProgress = input.onProgress ? (d: number, t: number) => input.onProgress?.(a.file, d, t) : undefined;
-        const src = { file: a.file, digest: `sha256:${a.sha256}`, size: a.size };
+        const src = { file: a.file, digest: `sha256:${a.sha256}`, size: a.size, ...(a.staged ? { staged: a.staged } : {}) };
         await this.tracked(name, src.digest, w, () => b.putBlob(name, src, { onProgress, signal: w.signal }));
         layers.push(artifactLayer({ ...a, file: basename(a.file), mediaType }));
       }

@@ -58,7 +58,14 @@ before(async () => {
     description: 'test image', qcow2Compress: true,
   });
   a = await writeFormats([...FORMATS], input(join(work, 'a')));
-  b = await writeFormats([...FORMATS], input(join(work, 'b')));
+  // b also hands each format to onWritten as soon as it is final (the release store copies it then): hashed there, it must be the artifact.
+  b = await writeFormats([...FORMATS], { ...input(join(work, 'b')), onWritten: async (f, file) => { seen.push([f, shaFile(file)]); } });
+});
+const seen: [string, string][] = [];
+
+test('onWritten gets every format once, while its file is final, before writeFormats returns', () => {
+  assert.deepEqual(seen.map(([f]) => f).sort(), [...FORMATS].sort());
+  for (const [f, digest] of seen) assert.equal(digest, b.find((x) => x.format === f)?.sha256, `${f}: the file onWritten saw is the artifact`);
 });
 
 test('every format is written, named <name>-<version>, with its real size and sha256', () => {
@@ -253,6 +260,15 @@ test('uncompressed qcow2 is also deterministic and differs from the compressed o
   const c = await writeFormats(['qcow2'], { raw, outDir: join(work, 'c'), name: NAME, version: VERSION, sourceDateEpoch: SDE, firmware: ['bios'], cpus: 1, memoryMiB: 512 });
   assert.notEqual(c[0].sha256, art('qcow2').sha256);
   assert.match(sh('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', raw, c[0].file]), /identical/);
+});
+
+test('a failing onWritten fails writeFormats, after every other call has ended, and leaves no file', async () => {
+  const out = join(work, 'hook-fails');
+  let ended = 0;
+  await assert.rejects(writeFormats(['raw', 'qcow2'], { raw, outDir: out, name: NAME, version: VERSION, sourceDateEpoch: SDE, firmware: ['bios'], cpus: 1, memoryMiB: 512,
+    onWritten: async (f) => { await new Promise((r) => setTimeout(r, f === 'raw' ? 300 : 10)); ended++; if (f === 'qcow2') throw new Error('store full'); } }), /store full/);
+  assert.equal(ended, 2, 'the slower call was waited for');
+  assert.deepEqual(readdirSync(out), [], 'no artifact and no staging directory');
 });
 
 test('bad input is refused before any work', async () => {

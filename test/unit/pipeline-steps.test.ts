@@ -114,6 +114,9 @@ test('audit, formats, release and outputs on a small disk: findings fail the bui
   assert.deepEqual(ctx.findings, []);
   assert.deepEqual(ctx.artifacts?.map((a) => [a.format, a.mediaType]), [['raw', 'application/vnd.kiln.disk.raw'], ['qcow2', 'application/vnd.kiln.disk.qcow2']]);
   assert.equal(ctx.release?.ref, 'web@release-0.1.0');
+  // A release to a local store: the formats step staged each artifact in the store as it was written; the release step only moved them.
+  assert.deepEqual([...(ctx.staged?.blobs.keys() ?? [])].sort(), ['qcow2', 'raw']);
+  for (const b of ctx.staged?.blobs.values() ?? []) assert.equal(existsSync(b.path), false, `${b.path} was moved into the store`);
   const store = await openStore(join(repo, 'store'), repo);
   const r = await store.resolve('web@release-0.1.0', { format: 'qcow2' });
   assert.equal(r.artifact?.sha256, ctx.artifacts?.[1].sha256);

@@ -243,3 +243,50 @@ test('layers carry the documented media types; a release written with the older 
   const report = await store.verify('web@release-0.0.9');
   assert.deepEqual(report.checked.filter((c) => !c.ok), [], 'every layer verifies');
 });
+
+test('staged artifacts: copied and hashed into the store\'s scratch ahead of the publish, then moved into place; the same release as an unstaged publish', async () => {
+  const dir = scratch();
+  const plain = await openStore(join(dir, 'plain'), dir);
+  const store = await openStore(join(dir, 'staged'), dir);
+  const artifacts = fakeArtifacts(dir, 'web', 'release-0.1.0');
+  const record = fakeRecord('web', 'release-0.1.0');
+  const full = { ...record, artifacts: artifacts.map((a) => ({ format: a.format, file: a.file.split('/').pop() ?? '', size: a.size, sha256: a.sha256 })) };
+  const meta = { sbom: makeSbom(full), provenance: makeProvenance(full, artifacts) };
+  const unstaged = await plain.publish({ record, artifacts, ...meta });
+
+  const tmp = join(dir, 'staged', '.kiln-tmp');
+  const staged = await Promise.all(artifacts.map(async (a) => ({ ...a, staged: (await store.stage(a.file))!.path })));
+  for (const a of staged) {
+    assert.ok(a.staged.startsWith(`${tmp}/`), 'in the store\'s own scratch');
+    assert.equal(sha256File(a.staged), a.sha256);
+  }
+  const r = await store.publish({ record, artifacts: staged, ...meta });
+  assert.equal(r.digest, unstaged.digest, 'the same manifest, the same blobs');
+  assertLayoutValid(join(dir, 'staged'));
+  assert.deepEqual(readdirSync(tmp).filter((n) => n.startsWith(`${process.pid}-`)), [], 'the staged copies were moved, none left');
+  for (const a of artifacts) assert.equal(statSync(join(dir, 'staged', 'blobs', 'sha256', a.sha256)).mode & 0o777, 0o444);
+});
+
+test('a staged copy whose digest is not the one the build recorded is refused, and nothing is released; a path the store did not stage is refused', async () => {
+  const dir = scratch();
+  const store = await openStore(join(dir, 'store'), dir);
+  const [a] = fakeArtifacts(dir, 'web', 'release-0.1.0', { raw: 1 << 20 });
+  // The build hashed the file, then it changed before the store copied it.
+  const b = (await store.stage(a.file))!;
+  const record = fakeRecord('web', 'release-0.1.0');
+  const other = { ...a, sha256: 'e'.repeat(64), staged: b.path };
+  const full = { ...record, artifacts: [{ format: 'raw', file: 'x', size: a.size, sha256: other.sha256 }] };
+  await assert.rejects(store.publish({ record, artifacts: [other], sbom: makeSbom(full), provenance: makeProvenance(full, [other]) }),
+    (e: unknown) => e instanceof DigestMismatchError && new RegExp(`expected sha256:${'e'.repeat(64)}.*got sha256:${a.sha256}`).test(e.message));
+  assert.deepEqual(await store.list('web'), []);
+  assert.equal(existsSync(b.path), false, 'the refused copy is removed');
+
+  const planted = join(dir, 'store', '.kiln-tmp', `${process.pid}-planted-staged`);
+  writeFileSync(planted, readFileSync(a.file));
+  const full2 = { ...record, artifacts: [{ format: 'raw', file: 'x', size: a.size, sha256: a.sha256 }] };
+  await assert.rejects(store.publish({ record, artifacts: [{ ...a, staged: planted }], sbom: makeSbom(full2), provenance: makeProvenance(full2, [a]) }), /was not staged by this store/);
+
+  const left = (await store.stage(a.file))!;
+  await store.discardStaged(left.path);
+  assert.equal(existsSync(left.path), false, 'discardStaged removes a copy that will not be published');
+});

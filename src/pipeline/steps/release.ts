@@ -60,14 +60,18 @@ export const releaseStep = step({
   describe: 'publish the artifacts, SBOM, provenance and signature as an immutable release',
   reads: ['name', 'release'],
   needs: ['version', 'source', 'artifacts'],
-  uses: ['packages', 'controller'],
+  uses: ['packages', 'controller', 'staged'],
   provides: ['release'],
   skip: (ctx) => !releasing(ctx),
   async run(ctx, p, signal) {
     const cfg = ctx.template.config.release;
-    const s = await buildStore(ctx);
+    // The store the formats step staged the artifacts in (its staged copies belong to that instance).
+    const s = ctx.staged?.store ?? await buildStore(ctx);
     const record = releaseRecord(ctx, ctx.version, ctx.source, await buildFacts(ctx, ctx.version));
-    const artifacts = ctx.artifacts;
+    const artifacts = ctx.artifacts.map((a) => {
+      const b = ctx.staged?.blobs.get(a.format);
+      return b ? { ...a, staged: b.path } : a;
+    });
     const signer = await signerFromConfig(cfg.sign, ctx.template.dir);
     const full = { ...record, artifacts: artifacts.map((a) => ({ format: a.format, file: basename(a.file), size: a.size, sha256: a.sha256 })) };
     const res = await s.publish({
