@@ -89,7 +89,8 @@ for (const x of anchorRuns) md += `| ${x.label} | ${x.ok ? f(x.wall) : `failed a
 md += '\nKiln step times (s):\n\n';
 md += `| step | ${runs.map((_, i) => `run ${i + 1}`).join(' | ')} |\n| --- | ${runs.map(() => '---:').join(' | ')} |\n`;
 for (const s of runs[0].rec.steps.map((x) => x.name)) md += `| ${s} | ${runs.map((r) => step(r, s).toFixed(1)).join(' | ')} |\n`;
-md += `\nNo-change rebuild artifacts identical to the cold build's (sha256): **${same ? 'yes' : 'no'}**. The release step of run 3 (a release with all 7 artifacts): **${f(step(runs[2], 'release'))}**.\n`;
+md += `\nNo-change rebuild artifacts identical to the cold build's (sha256): **${same ? 'yes' : 'no'}**. The release step of run 3 (a release with all 7 artifacts): **${f(step(runs[2], 'release'))}**. `
+  + `Its formats step, which also copied each artifact into the store as it was written: ${f(step(runs[2], 'formats'))}, against ${f(step(runs[3], 'formats'))} and ${f(step(runs[4], 'formats'))} for the formats of runs 4 and 5 (no release, nothing copied).\n`;
 const packer = anchorRuns.find((x) => x.label.startsWith('Packer'));
 const base = anchorRuns.find((x) => x.label.startsWith('stand-in'));
 if (packer?.ok) {
