@@ -68,15 +68,26 @@ function breakIfStale(path: string): void {
   try { unlinkSync(aside); } catch { /* gone */ }
 }
 
+export interface LockWait {
+  /** What is locked, for the error: "the store" (default). */
+  what?: string;
+  /** Called once when the lock is held by a live process and this one starts waiting. */
+  onWait?: (owner: LockOwner | null) => void;
+  signal?: AbortSignal;
+}
+
 /** Run fn while holding the lock; waits up to timeoutMs for a live holder. */
-export async function withLock<T>(path: string, fn: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+export async function withLock<T>(path: string, fn: () => Promise<T>, timeoutMs = 30_000, o: LockWait = {}): Promise<T> {
   const start = Date.now();
   let delay = 10;
+  let waiting = false;
   while (!tryCreate(path)) {
     breakIfStale(path);
+    o.signal?.throwIfAborted();
+    if (!waiting) { waiting = true; o.onWait?.(readOwner(path)); }
     if (Date.now() - start > timeoutMs) {
-      const o = readOwner(path);
-      throw new KilnError(`the store is locked by another Kiln process${o ? ` (pid ${o.pid} on ${o.host} since ${o.since})` : ''}`, {
+      const owner = readOwner(path);
+      throw new KilnError(`${o.what ?? 'the store'} is locked by another Kiln process${owner ? ` (pid ${owner.pid} on ${owner.host} since ${owner.since})` : ''}`, {
         where: { file: path },
         hint: 'wait for it to finish; if that process is gone from another host, remove the lock file',
       });

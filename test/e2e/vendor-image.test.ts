@@ -121,7 +121,7 @@ describe('source.image: a vendor cloud image, verified, customised losslessly, b
     const fpr = execFileSync('gpg', ['--with-colons', '--fingerprint'], { encoding: 'utf8', env: { ...process.env, GNUPGHOME: vendor.gnupg } }).split('\n').find((l) => l.startsWith('fpr:'))!.split(':')[9];
     assert.deepEqual(signed.source.checks, ['sha256 pinned in kiln.lock', 'sha512 pinned in kiln.lock', `sha512 from SHA512SUMS signed by ${fpr}`]);
     assert.equal(signed.source.sha512, vendor.sha512['debian-13-genericcloud-amd64.qcow2']);
-    assert.match(signedStderr, /verified: sha512 from SHA512SUMS signed by/);
+    assert.match(signedStderr, /verified: sha256 pinned in kiln\.lock; sha512 pinned in kiln\.lock; sha512 from SHA512SUMS signed by/);
     assert.deepEqual(pinned.source.checks, ['sha512 pinned in kiln.yaml']);
     assert.match(JSON.stringify(pinned.source), /disk\.raw in a tar archive/);
   });

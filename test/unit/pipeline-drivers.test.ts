@@ -6,7 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -495,6 +495,31 @@ test('provision: the sandbox gets the tree, the repository without signing keys,
     deferred: [{ service: 'nginx', action: 'start', task: 'start nginx', path: 'playbook.yml:9' }],
     idempotence: { mode: 'fail', changed: [], totals: SECOND.totals },
   });
+});
+
+test('provision: two unlocked builds on one cache directory provision one at a time (they share its apt lists); the lock is released after a failure too', async () => {
+  const shared = join(work, 'cache', 'shared-apt');
+  const order: string[] = [];
+  const slowBox = (name: string, fail = false) => {
+    const box = new FakeBox([FIRST, SECOND]);
+    const stop = box.stop.bind(box);
+    // The step's cleanup stops the sandbox again (a no-op for a stopped sandbox): only the first stop ends it.
+    let stopped = false;
+    box.stop = async () => { if (stopped) return; stopped = true; await new Promise((r) => setTimeout(r, 150)); order.push(`${name} stop`); await stop(); };
+    const provision = box.provision.bind(box);
+    box.provision = async (o) => { if (fail) throw new KilnError(`${name}: task failed`); return provision(o); };
+    return new FakeDrivers({ repositoryFiles: async () => REPO_FILES, openProvisionSandbox: async () => { order.push(`${name} open`); return box; } });
+  };
+  const other = templateRepo(join(work, 'plain-too'), FILES);
+  const a = context(plain, slowBox('a', true), { source: SOURCE, trust: LIVE_TRUST, controller: CONTROLLER }, { cacheDir: shared });
+  const b = context(other, slowBox('b'), { source: SOURCE, trust: LIVE_TRUST, controller: CONTROLLER }, { cacheDir: shared });
+  const [ra, rb] = await Promise.allSettled([provisionRun(a), provisionRun(b)]);
+  assert.equal(ra.status, 'rejected', 'a fails in its playbook');
+  assert.equal(rb.status, 'fulfilled', 'b waits for a and then provisions');
+  const first = order[0].split(' ')[0];
+  const second = first === 'a' ? 'b' : 'a';
+  assert.deepEqual(order, [`${first} open`, `${first} stop`, `${second} open`, `${second} stop`], 'never two sandboxes on the shared apt lists at once');
+  assert.equal(existsSync(join(shared, 'apt.lock')), false, 'the lock is gone when both are done');
 });
 
 test('provision: with idempotence: fail, a task that changes on the second run fails the build, naming the task', async () => {

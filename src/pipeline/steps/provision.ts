@@ -1,5 +1,6 @@
 /** provision: the Ansible playbook over the chroot connection, in the build sandbox, twice (idempotence). */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import { releaseTree, signingKeyFiles } from '../../provision/chroot.js';
 import { deferredServiceActions, type PlaybookEvent } from '../../provision/results.js';
@@ -12,6 +13,10 @@ import type { StepProgress } from '../runner.js';
 import { step, type BuildEnv, type ProvisionRecord } from '../context.js';
 import type { ProvisionBox } from '../drivers.js';
 import { compareInstalled, explainLockedFailure } from './lock.js';
+import { withLock } from '../../store/lock.js';
+
+/** How long a build waits for another build's provisioning on the same cache directory. */
+const APT_LOCK_WAIT_MS = 2 * 3600_000;
 
 /** The provisioned and sealed tree's file in its cache entry. */
 export const TREE_FILE = 'tree.tar';
@@ -24,7 +29,7 @@ export const provisionStep = step({
   uses: ['controller', 'lock', 'cache'],
   provides: ['provision'],
   mayProvide: ['sandbox'],
-  async run(ctx, p) {
+  async run(ctx, p, signal) {
     const v = ctx.version;
     const t = ctx.template;
     const cached = ctx.cache?.disk ?? ctx.cache?.tree;
@@ -38,24 +43,37 @@ export const provisionStep = step({
     const controller = ctx.controller ?? await ctx.drivers.hostController();
     // A lock of the archive's packages serves them as the only repository; a lock of an upstream image or release pins no packages.
     const locked = ctx.lock?.archive;
-    p.status('starting the build sandbox');
-    const sandbox = await ctx.drivers.openProvisionSandbox({
-      tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
-      repo: { root: v.repoRoot, files: await ctx.drivers.repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
-      network: locked ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname,
-      // The date of the packages, not of the commit: what the playbook makes is a function of its inputs, so a new tag on unchanged content can reuse it (src/pipeline/cache-keys.ts).
-      sourceDateEpoch: sourceDate(ctx.source),
-      locked: locked ? { repoDir: locked.repo.dir, debsDir: locked.repo.debsDir } : undefined,
-      buildSourcesLine: !locked && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
-    });
-    ctx.sandbox = sandbox;
-    try {
-      ctx.provision = await provisionTree(ctx, v, sandbox, controller, p);
-    } catch (e) {
-      throw locked ? explainLockedFailure(e, locked.set) : e;
-    } finally {
-      // --on-error=keep leaves the tree as the failing task saw it; the debug shell opens a new sandbox on it.
-      await sandbox.stop();
+    const provision = async () => {
+      p.status('starting the build sandbox');
+      const sandbox = await ctx.drivers.openProvisionSandbox({
+        tree: ctx.root, workDir: ctx.workDir, cacheDir: ctx.cacheDir, controller: controller.root,
+        repo: { root: v.repoRoot, files: await ctx.drivers.repositoryFiles(v.repoRoot) }, exclude: signingKeyFiles(t.config, t.dir),
+        network: locked ? 'none' : 'outbound', hostPorts: t.config.provision.host_ports, hostname: t.config.disk.hostname,
+        // The date of the packages, not of the commit: what the playbook makes is a function of its inputs, so a new tag on unchanged content can reuse it (src/pipeline/cache-keys.ts).
+        sourceDateEpoch: sourceDate(ctx.source),
+        locked: locked ? { repoDir: locked.repo.dir, debsDir: locked.repo.debsDir } : undefined,
+        buildSourcesLine: !locked && !t.config.source.debian.verify ? buildSourcesLine(t.config.source.debian) : undefined, logger: ctx.logger,
+      });
+      ctx.sandbox = sandbox;
+      try {
+        ctx.provision = await provisionTree(ctx, v, sandbox, controller, p);
+      } catch (e) {
+        throw locked ? explainLockedFailure(e, locked.set) : e;
+      } finally {
+        // --on-error=keep leaves the tree as the failing task saw it; the debug shell opens a new sandbox on it.
+        await sandbox.stop();
+      }
+    };
+    if (locked) await provision();
+    else {
+      // An unlocked build shares the cache's apt lists and .deb archive with every build on this cache
+      // directory (read-write, for apt and the playbook's apt tasks): one provisioning at a time holds them,
+      // as apt's own lock would inside one machine. Builds with kiln.lock have their own copies.
+      mkdirSync(ctx.cacheDir, { recursive: true });
+      await withLock(join(ctx.cacheDir, 'apt.lock'), provision, APT_LOCK_WAIT_MS, {
+        what: "the cache's apt lists and archive", signal,
+        onWait: (o) => p.status(`waiting for another build's provisioning${o ? ` (pid ${o.pid})` : ''}: it holds the cache's apt lists`),
+      });
     }
     if (locked) {
       const { unlocked, unused } = compareInstalled(await ctx.drivers.installedPackages(ctx.root), locked.set);
