@@ -131,6 +131,16 @@ export function upstreamOf(source: BuildState['source']): LockedUpstream {
   throw new Error(`upstreamOf: a ${source?.type ?? 'missing'} source has no upstream to pin`);
 }
 
+/** The lock of an image on a vendor image or a parent release: the upstream the source step verified, and the tools tree. */
+export async function lockOfUpstream(ctx: BuildEnv & Pick<BuildState, 'controller' | 'source'>): Promise<{ lock: LockFile; inReleases: string[] }> {
+  const tools = ctx.controller?.tools;
+  const toolsSet = tools ? await lockOfTools(tools, ctx.template.config.source.debian, ctx.cacheDir, ctx.logger) : undefined;
+  return {
+    lock: { lock: LOCK_FORMAT_UPSTREAM, image: ctx.template.config.name, upstream: upstreamOf(ctx.source), ...(toolsSet ? { tools: toolsSet } : {}) },
+    inReleases: tools?.inReleaseFile ? [tools.inReleaseFile] : [],
+  };
+}
+
 export async function resolveLock(template: LoadedTemplate, logger: Logger, opts: { update: boolean }): Promise<LockResult> {
   const file = lockPath(template.dir);
   let written = false;
@@ -141,27 +151,17 @@ export async function resolveLock(template: LoadedTemplate, logger: Logger, opts
   const c = template.config;
   const upstream = Boolean(c.source.image || c.source.release);
   let lock: LockFile | undefined;
-  const collect = upstream ? step({
+  // The archive's package set is read from the provisioned tree; an upstream is what the source step verified.
+  const collect = step({
     name: 'lock',
-    describe: 'pin the verified upstream (the vendor image\'s digests, or the parent release\'s digest) and the tools tree',
+    describe: upstream
+      ? "pin the verified upstream (the vendor image's digests, or the parent release's digest) and the tools tree"
+      : 'verify the InRelease apt used and the Packages index against it; record the installed packages with the sha256 of each .deb',
     reads: ['name', 'source'],
-    needs: ['source'],
+    needs: upstream ? ['source'] : ['provision'],
     uses: ['controller'],
     async run(ctx, p) {
-      const tools = ctx.controller?.tools;
-      const toolsSet = tools ? await lockOfTools(tools, c.source.debian, ctx.cacheDir, ctx.logger) : undefined;
-      lock = { lock: LOCK_FORMAT_UPSTREAM, image: c.name, upstream: upstreamOf(ctx.source), ...(toolsSet ? { tools: toolsSet } : {}) };
-      written = writeLock(file, lock, tools?.inReleaseFile ? [tools.inReleaseFile] : []);
-      p.log(describeLock(lock));
-    },
-  }) : step({
-    name: 'lock',
-    describe: 'verify the InRelease apt used and the Packages index against it; record the installed packages with the sha256 of each .deb',
-    reads: ['name', 'source'],
-    needs: ['provision'],
-    uses: ['controller'],
-    async run(ctx, p) {
-      const got = await lockOfTree(ctx);
+      const got = upstream ? await lockOfUpstream(ctx) : await lockOfTree(ctx);
       lock = got.lock;
       // Written here, before the work area that holds the InRelease copies is removed.
       written = writeLock(file, got.lock, got.inReleases);

@@ -22,6 +22,14 @@ import { processAlive, withLock } from './lock.js';
 import { ANN, digestHex, isDigest, MT, parseIndex, sha256Digest, type Descriptor, type ImageIndex } from './oci.js';
 
 const TMP = '.kiln-tmp';
+
+/** What was written for a blob (hashed on the way) must be what the publish names: else the source changed after the build hashed it. */
+function checkWritten(what: string, src: BlobSource, got: { digest: string; size: number }): void {
+  if (got.digest !== src.digest || got.size !== src.size) {
+    throw new DigestMismatchError(`${what} ${src.file ?? src.digest}`, `${src.digest} (${src.size} bytes)`, `${got.digest} (${got.size} bytes)`,
+      'the file changed after the build recorded its digest; rebuild');
+  }
+}
 const MAX_SMALL_BLOB = 64 * 1024 * 1024;
 
 export class LayoutStore implements StoreBackend {
@@ -110,7 +118,6 @@ export class LayoutStore implements StoreBackend {
 
   async putBlob(_repo: string, src: BlobSource, opts: PutBlobOptions = {}): Promise<void> {
     if (src.staged) return this.putStaged(_repo, src, src.staged, opts);
-    const final = this.blobPath(src.digest);
     if (await this.hasBlob(_repo, src.digest)) {
       // Content-addressed: an existing blob is reused, but only if it is intact.
       await this.verifyBlob(_repo, { mediaType: '', digest: src.digest, size: src.size }, opts.onProgress);
@@ -128,16 +135,18 @@ export class LayoutStore implements StoreBackend {
       } else {
         throw new Error('putBlob: neither file nor bytes');
       }
-      if (got.digest !== src.digest || got.size !== src.size) {
-        throw new DigestMismatchError(`blob ${src.file ?? src.digest}`, `${src.digest} (${src.size} bytes)`, `${got.digest} (${got.size} bytes)`,
-          'the file changed after the build recorded its digest; rebuild');
-      }
-      await fsp.chmod(tmp, 0o444);
-      await fsp.rename(tmp, final);
-      await fsyncPath(join(this.location, 'blobs', 'sha256'));
+      checkWritten('blob', src, got);
+      await this.moveIntoPlace(tmp, src.digest);
     } finally {
       await fsp.rm(tmp, { force: true });
     }
+  }
+
+  /** A complete, checked temp file made a read-only blob: renamed into blobs/sha256/, the directory fsynced. */
+  private async moveIntoPlace(tmp: string, digest: string): Promise<void> {
+    await fsp.chmod(tmp, 0o444);
+    await fsp.rename(tmp, this.blobPath(digest));
+    await fsyncPath(join(this.location, 'blobs', 'sha256'));
   }
 
   /**
@@ -151,17 +160,12 @@ export class LayoutStore implements StoreBackend {
     if (!blob) throw new Error(`putBlob: ${path} was not staged by this store`);
     this.staged.delete(path);
     try {
-      if (blob.digest !== src.digest || blob.size !== src.size) {
-        throw new DigestMismatchError(`staged blob ${src.file ?? src.digest}`, `${src.digest} (${src.size} bytes)`, `${blob.digest} (${blob.size} bytes)`,
-          'the file changed after the build recorded its digest; rebuild');
-      }
+      checkWritten('staged blob', src, blob);
       if (await this.hasBlob(repo, src.digest)) {
         await this.verifyBlob(repo, { mediaType: '', digest: src.digest, size: src.size }, opts.onProgress);
         return;
       }
-      await fsp.chmod(path, 0o444);
-      await fsp.rename(path, this.blobPath(src.digest));
-      await fsyncPath(join(this.location, 'blobs', 'sha256'));
+      await this.moveIntoPlace(path, src.digest);
     } finally {
       await fsp.rm(path, { force: true });
     }
