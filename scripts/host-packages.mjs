@@ -31,6 +31,7 @@ export const hostTools = [
   ['python3', 'python3', 'idmapped mounts for the build sandbox (one syscall util-linux 2.38 lacks)'],
   ['ip', 'iproute2', 'the build sandbox\'s loopback interface'],
   ['hostname', 'hostname', 'the build sandbox\'s host name'],
+  ['zstd', 'zstd', 'read a zstd-compressed initramfs (kiln publish checks the EC2 drivers in it)'],
 ];
 export const testTools = [
   // [command, package, why]: only the tests run these.
@@ -43,6 +44,8 @@ export const testTools = [
   ['setcap', 'libcap2-bin', 'file capabilities in the hostile-image tests'],
   ['setfacl', 'acl', 'POSIX ACLs in the vendor-image fixture'],
   ['ps', 'procps', 'check that no process is left behind (sandbox, fuse2fs, end-to-end builds)'],
+  ['/usr/bin/aws', 'awscli', 'an independent client of the AWS stand-in (describe-images by the ImageVersion tag)'],
+  ['/usr/lib/python3/dist-packages/botocore/data/ec2/2016-11-15/service-2.json', 'python3-botocore', 'AWS\'s EC2 and EBS service models, which the AWS stand-in validates every request against'],
 ];
 export const hostPackages = [...new Set(hostTools.map((t) => t[1]))];
 export const testPackages = [...new Set(testTools.map((t) => t[1]))].filter((p) => !hostPackages.includes(p));

@@ -3,6 +3,9 @@ import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { findTemplate, loadTemplate } from '../template/load.js';
 import { parse, type Command } from './command.js';
+import { publishReleaseToAws } from '../cloud/aws/publish.js';
+import { buildStore } from '../pipeline/steps/release-store.js';
+import { waitSeconds } from '../template/schema.js';
 
 export const buildCommand: Command = {
   name: 'build',
@@ -26,6 +29,19 @@ export const buildCommand: Command = {
     const record = await build(template, { snapshot: Boolean(values.snapshot), onError, outDir: values.out, noRelease: values['no-release'], noCache: values['no-cache'] }, logger);
     printSummary(record, logger);
     if (values.json) process.stdout.write(JSON.stringify(record, null, 2) + '\n');
+    const aws = template.config.publish.aws;
+    if (aws?.on_build && record.release) {
+      // The release is made and immutable whatever happens here; a failed publish is retried with kiln publish.
+      try {
+        const out = await publishReleaseToAws(await buildStore({ template }), record.release.ref, {
+          regions: aws.regions, bootMode: aws.boot_mode, parallel: aws.parallel, waitSeconds: waitSeconds(aws.wait), logger,
+        });
+        for (const p of out) logger.info(`published to aws ${p.region}: ${p.imageId}${p.existing ? ' (already there)' : ''}`);
+      } catch (e) {
+        if (e instanceof KilnError) throw new KilnError(`${record.release.ref} is released, but publishing it to AWS failed: ${e.message}`, { detail: e.detail, hint: `${e.hint ? `${e.hint}; then ` : ''}kiln publish ${record.release.ref} --to aws` });
+        throw e;
+      }
+    }
     return 0;
   },
 };

@@ -19,6 +19,8 @@ import { refreshCommand } from './refresh.js';
 import { lockCommand } from './lock.js';
 import { rebuildCommand } from './rebuild.js';
 import { shellCommand } from './shell.js';
+import { publishCommand } from './publish.js';
+import { pruneCommand } from './prune.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
@@ -38,6 +40,8 @@ export const commands: Command[] = [
   refreshCommand,
   pushCommand,
   pullCommand,
+  publishCommand,
+  pruneCommand,
   applyCommand,
   doctorCommand,
   sealCommand,

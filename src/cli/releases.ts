@@ -55,9 +55,15 @@ export const releasesCommand: Command = {
       process.stdout.write(releaseTree(list));
       return 0;
     }
-    const rows = [['NAME', 'VERSION', 'DATE', 'COMMIT', 'FORMATS', 'SOURCE', 'SIGNER', 'PARENT', 'STATUS']];
-    for (const r of list) rows.push([r.name, r.version, r.date, r.commit.slice(0, 12), r.formats.join(','), r.sourceVerified ? 'verified' : 'UNVERIFIED', r.signer, r.parent ?? '-', r.status + (r.reason ? `: ${r.reason}` : '')]);
+    const rows = [['NAME', 'VERSION', 'DATE', 'COMMIT', 'FORMATS', 'SOURCE', 'SIGNER', 'PARENT', 'PUBLISHED', 'STATUS']];
+    for (const r of list) rows.push([r.name, r.version, r.date, r.commit.slice(0, 12), r.formats.join(','), r.sourceVerified ? 'verified' : 'UNVERIFIED', r.signer, r.parent ?? '-', publishedColumn(r.cloudIds), r.status + (r.reason ? `: ${r.reason}` : '')]);
     process.stdout.write(table(rows));
     return 0;
   },
 };
+
+/** `aws:eu-west-1,us-east-1` per cloud, or `-`. */
+export function publishedColumn(ids: Record<string, Record<string, string>>): string {
+  const parts = Object.entries(ids).filter(([, r]) => Object.keys(r).length).sort(([a], [b]) => a.localeCompare(b)).map(([cloud, r]) => `${cloud}:${Object.keys(r).sort().join(',')}`);
+  return parts.length ? parts.join(' ') : '-';
+}

@@ -19,6 +19,20 @@ export function terraformResult(r: Resolved): Record<string, string> {
   return out;
 }
 
+/** The cloud image id of a resolved release in one region (or its only region), or a KilnError saying where it is published. */
+export function cloudImageId(r: Resolved, cloud: string, region?: string): { region: string; id: string } {
+  const ids = r.cloudIds[cloud] ?? {};
+  const regions = Object.keys(ids).sort();
+  const where = regions.length ? `it is published to ${cloud} in ${regions.join(', ')}` : `it is not published to ${cloud}`;
+  if (!region) {
+    if (regions.length === 1) return { region: regions[0], id: ids[regions[0]] };
+    throw new KilnError(`${r.name}@${r.version}: ${regions.length ? 'name a region' : where}`, { hint: regions.length ? `${where}: pass --region` : `kiln publish ${r.name}@${r.version} --to ${cloud} --region <region>` });
+  }
+  const id = ids[region];
+  if (!id) throw new KilnError(`${r.name}@${r.version} has no ${cloud} image in ${region}: ${where}`, { hint: `kiln publish ${r.name}@${r.version} --to ${cloud} --region ${region}` });
+  return { region, id };
+}
+
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
@@ -40,7 +54,10 @@ async function terraform(): Promise<number> {
     const trustKeys = (q.trust_keys ?? '').split(',').map((k) => k.trim()).filter(Boolean);
     const store = await storeFromFlags({ store: q.store || undefined, insecure: bool('insecure'), 'require-signature': bool('require_signature'), 'trust-key': trustKeys });
     const r = await store.resolve(q.release, { format: q.format || undefined, force: bool('force') });
-    process.stdout.write(JSON.stringify(terraformResult(r)) + '\n');
+    const out = terraformResult(r);
+    // With a cloud (and region), image_id is the one id Terraform launches from; an error when there is none.
+    if (q.cloud) Object.assign(out, { cloud: q.cloud, region: cloudImageId(r, q.cloud, q.region || undefined).region, image_id: cloudImageId(r, q.cloud, q.region || undefined).id });
+    process.stdout.write(JSON.stringify(out) + '\n');
     return 0;
   } catch (e) {
     // Terraform shows stderr when the program exits non-zero; a bug is still a bug (exit 70, stack).
@@ -51,18 +68,27 @@ async function terraform(): Promise<number> {
 export const resolveCommand: Command = {
   name: 'resolve',
   summary: 'Print where a release (name@version or name@channel) is: artifact path or registry reference, and cloud ids',
-  usage: `kiln resolve name@version|name@channel [--format F] [--json] [--force] ${STORE_USAGE} | kiln resolve --terraform (query: release, store, format, require_signature, trust_keys, force, insecure)`,
+  usage: `kiln resolve name@version|name@channel [--format F | --cloud aws [--region R]] [--json] [--force] ${STORE_USAGE} | kiln resolve --terraform (query: release, store, format, cloud, region, require_signature, trust_keys, force, insecure)`,
   async run(argv) {
     const { values, positionals } = parse('resolve', this.usage, argv, {
-      ...storeOptions, format: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, terraform: { type: 'boolean' },
+      ...storeOptions, format: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, terraform: { type: 'boolean' }, cloud: { type: 'string' }, region: { type: 'string' },
     });
     if (values.terraform) return terraform();
     if (positionals.length !== 1) throw new KilnError('kiln resolve takes one release reference', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const store = await storeFromFlags(values);
-    const r = await store.resolve(positionals[0], { format: values.format, force: values.force });
+    if (values.cloud && values.format) throw new KilnError('--cloud and --format ask for different things: a cloud image id, or an artifact', { exitCode: 2 });
+    const r = await store.resolve(positionals[0], { format: values.format, force: values.force, verifyArtifacts: !values.cloud });
     if (r.revoked) process.stderr.write(`warning: ${r.name}@${r.version} is revoked (${r.revoked.reason}); used because of --force\n`);
     if (r.revokedAncestor) process.stderr.write(`warning: ${r.name}@${r.version} is built on ${r.revokedAncestor.name}@${r.revokedAncestor.version}, which is revoked (${r.revokedAncestor.reason}); used because of --force\n`);
     if (r.ancestryProblem) process.stderr.write(`warning: ${r.name}@${r.version}: ${r.ancestryProblem}; used because of --force\n`);
+    if (values.region && !values.cloud) throw new KilnError('--region goes with --cloud', { hint: `usage: ${this.usage}`, exitCode: 2 });
+    if (values.cloud) {
+      const c = cloudImageId(r, values.cloud, values.region);
+      if (values.json) process.stdout.write(JSON.stringify({ name: r.name, version: r.version, digest: r.digest, cloud: values.cloud, region: c.region, imageId: c.id }, null, 2) + '\n');
+      else process.stdout.write(`${c.id}\n`);
+      process.stderr.write(`${r.name}@${r.version}${r.channel ? ` (channel ${r.channel})` : ''} ${r.digest}: ${values.cloud} ${c.region} ${c.id}, ${signedByLine(r.signers, store.trust)}\n`);
+      return 0;
+    }
     if (values.json) {
       process.stdout.write(JSON.stringify(r, null, 2) + '\n');
       return 0;

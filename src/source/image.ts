@@ -11,12 +11,13 @@
  * use (src/cache-entry.ts), so a damaged or swapped cache entry is fetched again, never used.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { intactEntry, removeDeadTemps, entryTemp, commitEntry } from '../cache-entry.js';
+import { findAmi, isAmiUrl, parseAmiUrl, readAmi } from '../cloud/aws/upstream.js';
 import { KilnError } from '../errors.js';
 import { humanBytes, type Logger } from '../log.js';
 import { ingestImage, type VendorLayout } from '../image/ingest.js';
@@ -37,6 +38,8 @@ export interface ImageTrust {
   checks: string[];
   /** Fingerprint of the pinned key that signed the checksum file. */
   signer?: string;
+  /** An AMI upstream (ec2:// url): the image the url resolved to, and its owner. */
+  ami?: { region: string; imageId: string; name: string; owner: string; created: string };
 }
 
 export interface VerifiedImage extends ImageTrust { file: string; cached: boolean }
@@ -160,7 +163,7 @@ async function expectations(r: ImageRequest): Promise<{ checks: { what: string; 
   }
   if (!c.sha256) tried.push('no sha256 pinned in kiln.yaml');
   if (!c.sha512) tried.push('no sha512 pinned in kiln.yaml');
-  if (!c.checksums) tried.push('no signed checksum file (source.image.checksums + keys)');
+  if (!c.checksums && !isAmiUrl(c.url)) tried.push('no signed checksum file (source.image.checksums + keys)');
   if (!r.locked) tried.push('no kiln.lock pinning the image (`kiln lock` writes one from an image that verifies)');
   return { checks, signer, tried };
 }
@@ -172,6 +175,7 @@ async function expectations(r: ImageRequest): Promise<{ checks: { what: string; 
  */
 export async function fetchVerifiedImage(r: ImageRequest): Promise<VerifiedImage> {
   const c = r.config;
+  if (isAmiUrl(c.url)) return fetchVerifiedAmi(r);
   const { checks, signer, tried } = await expectations(r);
   if (!checks.length && c.verify) {
     throw new KilnError(`the image ${shownUrl(c.url)} cannot be verified: nothing to check it against`, {
@@ -204,6 +208,54 @@ export async function fetchVerifiedImage(r: ImageRequest): Promise<VerifiedImage
     const file = join(dir, `${got.sha256}.img`);
     await commitEntry(tmp, file, join(dir, `${got.sha256}.json`), { url: shownUrl(c.url), sha512: got.sha512, created: new Date().toISOString() });
     return { ...result, file, cached: false };
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * An AMI upstream (src/cloud/aws/upstream.ts): refused unless the pinned owner owns it; its disk is
+ * read once per AMI id (an AMI never changes) into the image cache, then checked against kiln.yaml's
+ * and kiln.lock's digest pins like any image.
+ */
+async function fetchVerifiedAmi(r: ImageRequest): Promise<VerifiedImage> {
+  const c = r.config;
+  const { checks } = await expectations(r);
+  if (!c.owner) throw new KilnError('source.image.url names an AMI but source.image.owner is not set', { hint: 'pin the AWS account that publishes the image in source.image.owner' });
+  if (!c.verify) throw new KilnError('source.image.verify: false does not apply to an AMI: it is trusted by its pinned owner', { hint: 'remove verify: false' });
+  const ref = parseAmiUrl(c.url);
+  r.onStatus?.('looking up the AMI');
+  const ami = await findAmi(ref, c.owner);
+  const trust = [`owner ${c.owner} of ${ami.imageId} pinned in kiln.yaml`, ...checks.map((k) => k.what)];
+  const amiRec = { region: ami.region, imageId: ami.imageId, name: ami.name, owner: ami.ownerId, created: ami.created };
+  const dir = join(r.cacheDir, 'images');
+  mkdirSync(dir, { recursive: true });
+  removeDeadTemps(dir);
+  // An AMI id names fixed content: the disk read from it before is reused while its entry is intact.
+  const index = join(dir, `${ami.region}.${ami.imageId}.ami`);
+  if (existsSync(index)) {
+    const sha = readFileSync(index, 'utf8').trim();
+    if (/^[0-9a-f]{64}$/.test(sha) && await intactEntry(join(dir, `${sha}.img`), join(dir, `${sha}.json`), r.logger)) {
+      const meta = JSON.parse(readFileSync(join(dir, `${sha}.json`), 'utf8')) as { sha512: string; sha256: string; size: number };
+      const j = judge(c.url, meta, checks, true);
+      return { ...j, checks: trust, verified: true, ami: amiRec, file: join(dir, `${sha}.img`), cached: true };
+    }
+  }
+  const tmp = entryTemp(join(dir, 'ami'));
+  rmSync(tmp, { force: true });
+  try {
+    r.onStatus?.(`reading ${ami.imageId}'s disk through the EBS direct APIs`);
+    await readAmi(ami, tmp, { logger: r.logger, onStatus: r.onStatus });
+    const h256 = createHash('sha256');
+    const h512 = createHash('sha512');
+    let size = 0;
+    for await (const chunk of createReadStream(tmp, { highWaterMark: 4 << 20 })) { h256.update(chunk as Buffer); h512.update(chunk as Buffer); size += (chunk as Buffer).length; }
+    const got = { sha256: h256.digest('hex'), sha512: h512.digest('hex'), size };
+    const j = judge(c.url, got, checks, true);
+    const file = join(dir, `${got.sha256}.img`);
+    await commitEntry(tmp, file, join(dir, `${got.sha256}.json`), { url: c.url, ami: amiRec, sha512: got.sha512, created: new Date().toISOString() });
+    writeFileSync(index, `${got.sha256}\n`);
+    return { ...j, checks: trust, verified: true, ami: amiRec, file, cached: false };
   } finally {
     rmSync(tmp, { force: true });
   }

@@ -141,6 +141,8 @@ export interface ReleaseListing {
   parent?: string;
   /** The source was verified against the archive signature. */
   sourceVerified: boolean;
+  /** Where it is published, from the signed metadata: cloud → region → image id. */
+  cloudIds: CloudIds;
 }
 
 /** `name@version`, `name@channel` or `name@sha256:…`. */
@@ -316,15 +318,34 @@ export class ReleaseStore {
     return rev;
   }
 
-  /** Record cloud image ids (e.g. {aws: {'eu-west-1': 'ami-…'}}) on a release, in its signed metadata. */
-  async addCloudIds(ref: string, ids: CloudIds): Promise<void> {
+  /**
+   * Record cloud image ids (e.g. {aws: {'eu-west-1': 'ami-…'}}) on a release, in its signed metadata.
+   * Ids already recorded are not written again (no new seq, no signing key needed): false then.
+   */
+  async addCloudIds(ref: string, ids: CloudIds): Promise<boolean> {
     const e = await this.entry(ref);
+    const known = (await this.metadata(e.name)).meta?.cloud[e.version];
+    if (known?.digest === e.digest && Object.entries(ids).every(([cloud, regions]) => Object.entries(regions).every(([region, id]) => known.ids[cloud]?.[region] === id))) return false;
     await this.writeMetadata(e.name, await this.options.signer?.(), (m) => {
       m.releases[e.version] ??= e.digest;
       const cur = m.cloud[e.version]?.digest === e.digest ? m.cloud[e.version].ids : {};
       const merged: CloudIds = { ...cur };
       for (const [cloud, regions] of Object.entries(ids)) merged[cloud] = { ...merged[cloud], ...regions };
       m.cloud[e.version] = { digest: e.digest, ids: merged };
+    });
+    return true;
+  }
+
+  /** Forget image ids of a release (region → id, removed only where the recorded id is that one: they were deleted), in its signed metadata. */
+  async removeCloudIds(name: string, version: string, cloud: string, ids: Record<string, string>): Promise<void> {
+    const known = (await this.metadata(name)).meta?.cloud[version];
+    if (!known || !Object.entries(ids).some(([r, id]) => known.ids[cloud]?.[r] === id)) return;
+    await this.writeMetadata(name, await this.options.signer?.(), (m) => {
+      const c = m.cloud[version]?.ids[cloud];
+      if (!c) return;
+      for (const [r, id] of Object.entries(ids)) if (c[r] === id) delete c[r];
+      if (!Object.keys(c).length) delete m.cloud[version].ids[cloud];
+      if (!Object.keys(m.cloud[version].ids).length) delete m.cloud[version];
     });
   }
 
@@ -551,7 +572,7 @@ export class ReleaseStore {
     return b.remote && b.reference ? `${b.reference(e.name)}@${e.digest}` : `${b.location}:${e.name}:${e.version}`;
   }
 
-  async resolve(ref: string, opts: { format?: string; force?: boolean } = {}): Promise<Resolved> {
+  async resolve(ref: string, opts: { format?: string; force?: boolean; /** false: the caller uses no artifact (a cloud id), so none is hashed. */ verifyArtifacts?: boolean } = {}): Promise<Resolved> {
     const e = await this.entry(ref);
     const d = await this.details(e);
     const problem = this.trustProblem(d);
@@ -583,7 +604,7 @@ export class ReleaseStore {
       artifact = artifacts[0];
     }
     // A local path is handed to tools that trust it: hash it now. A registry reference carries its digest.
-    if (!this.backend.remote) for (const a of artifact ? [artifact] : artifacts) await this.backend.verifyBlob(e.name, { mediaType: a.mediaType, digest: a.digest, size: a.size });
+    if (!this.backend.remote && opts.verifyArtifacts !== false) for (const a of artifact ? [artifact] : artifacts) await this.backend.verifyBlob(e.name, { mediaType: a.mediaType, digest: a.digest, size: a.size });
     return {
       name: e.name, version: e.version, digest: e.digest, channel: e.channel, reference: this.reference(e),
       artifact, artifacts, cloudIds: d.cloudIds, signers: this.signerNames(d),
@@ -661,7 +682,7 @@ export class ReleaseStore {
       out.push({
         name: e.name, version: e.version, digest: e.digest, date: isoFromEpoch(e.record.sourceDateEpoch), commit: e.record.git.commit,
         formats: e.record.artifacts.map((x) => x.format), signer: good ? good.check.signer : '-', status,
-        reason, sourceVerified: sourceVerified(e.record),
+        reason, sourceVerified: sourceVerified(e.record), cloudIds: d.cloudIds,
         ...(a.parent ? { parent: parentRef(a.chain[0] ?? a.parent) } : {}),
       });
     }

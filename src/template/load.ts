@@ -103,6 +103,12 @@ export function parseTemplate(text: string, file: string): LoadedTemplate {
     if (img.checksums && !img.keys.length) {
       problems.push(at(nodeAt(doc, ['source', 'image', 'checksums'])?.range?.[0], 'source.image.checksums needs source.image.keys: a checksum file is read only once a pinned key has verified its signature'));
     }
+    if (img.url.startsWith('ec2://')) {
+      if (!img.owner) problems.push(at(nodeAt(doc, ['source', 'image', 'url'])?.range?.[0], 'source.image.url names an AMI: set source.image.owner to the AWS account that must own it (a distribution\'s publishing account)'));
+      for (const key of ['checksums', 'signature', 'checksum_name'] as const) if (img[key] !== undefined) problems.push(at(nodeAt(doc, ['source', 'image', key])?.range?.[0], `source.image.${key} does not apply to an AMI (ec2://): it is trusted by its pinned owner, and pinned by digest in kiln.lock`));
+    } else if (img.owner) {
+      problems.push(at(nodeAt(doc, ['source', 'image', 'owner'])?.range?.[0], 'source.image.owner applies only to an AMI (source.image.url: ec2://<region>/<ami>)'));
+    }
     if (img.signature && !img.checksums) problems.push(at(nodeAt(doc, ['source', 'image', 'signature'])?.range?.[0], 'source.image.signature signs the checksum file: set source.image.checksums too'));
   }
   for (const [key, rel] of [['ssh_key', config.release.sign?.ssh_key], ['pgp_key', config.release.sign?.pgp_key]] as const) {

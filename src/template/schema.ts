@@ -58,7 +58,8 @@ export const kilnSchema = {
           type: 'object', additionalProperties: false, required: ['url'],
           description: "A vendor's disk image as the base instead of the archive: raw, qcow2, VMDK, VHD, VHDX, or a tar archive holding one (.tar.xz, .tar.gz). It must verify by a pinned digest (sha256/sha512 here or in kiln.lock) or by a checksum file signed by a key in keys; every configured check must pass. source.debian then names only the archive the Ansible tools tree comes from.",
           properties: {
-            url: str('https://, http:// or file:// URL of the image.', { pattern: '^(https?|file)://[^\\s\'"`$]+$' }),
+            url: str('https://, http:// or file:// URL of the image, or an AMI: ec2://<region>/<ami-id>, or ec2://<region>/<name pattern> for the owner\'s newest image of that name (with owner).', { pattern: '^((https?|file)://[^\\s\'"`$]+|ec2://[a-z]{2}(-[a-z]+)+-[0-9]+/[^\\s\'"`$/]+)$' }),
+            owner: str('For an ec2:// image: the AWS account that must own the AMI (e.g. a distribution\'s publishing account). An AMI of any other account is refused.', { pattern: '^[0-9]{12}$' }),
             sha256: str('The image file\'s sha256, pinned.', { pattern: '^[0-9a-fA-F]{64}$' }),
             sha512: str('The image file\'s sha512, pinned.', { pattern: '^[0-9a-fA-F]{128}$' }),
             checksums: str('The vendor\'s checksum file (SHA256SUMS, SHA512SUMS): a URL, or a name relative to the image URL\'s directory. Read only once a key in keys has verified it.', { pattern: '^[^\\s\'"`$]+$' }),
@@ -159,12 +160,30 @@ export const kilnSchema = {
         },
       },
     },
+    publish: {
+      type: 'object', additionalProperties: false, default: {}, description: 'Where `kiln publish` puts a release (clouds).',
+      properties: {
+        aws: {
+          type: 'object', additionalProperties: false, required: ['regions'],
+          description: 'An AMI per region: the raw disk uploaded as an EBS snapshot (EBS direct APIs), registered, copied to the other regions, tagged ImageVersion=<version>. Credentials: the AWS SDK\'s default chain.',
+          properties: {
+            regions: { type: 'array', items: { type: 'string', pattern: '^[a-z]{2}(-[a-z]+)+-[0-9]+$' }, minItems: 1, uniqueItems: true, description: 'The first region gets the upload, the others a CopyImage of it.' },
+            boot_mode: { enum: ['uefi-preferred', 'uefi', 'legacy-bios'], description: 'Default: from the disk (BIOS + UEFI: uefi-preferred). uefi also turns NitroTPM (TPM 2.0) on.' },
+            parallel: { type: 'integer', minimum: 1, maximum: 100, default: 16, description: 'PutSnapshotBlock requests in flight at once.' },
+            wait: { type: 'string', pattern: '^[0-9]+[sm]$', default: '30m', description: 'The longest Kiln waits for a snapshot to complete or a copy to become available, e.g. 30m, 90s.' },
+            on_build: { type: 'boolean', default: false, description: 'kiln build publishes the release as its last step.' },
+          },
+        },
+      },
+    },
   },
 } as const;
 
 /** source.image: a vendor's disk image and how it is verified (src/source/image.ts). */
 export interface ImageSourceConfig {
   url: string;
+  /** For an ec2:// url: the account that must own the AMI. */
+  owner?: string;
   sha256?: string;
   sha512?: string;
   /** URL of SHA256SUMS/SHA512SUMS, absolute or relative to url's directory. */
@@ -204,6 +223,17 @@ export interface KilnConfig {
     trust?: { require_signature?: boolean; keys?: string[] };
     metadata_ttl?: string;
   };
+  publish: { aws?: AwsPublishConfig };
+}
+
+/** publish.aws (src/cloud/aws/publish.ts). */
+export interface AwsPublishConfig { regions: string[]; boot_mode?: 'uefi-preferred' | 'uefi' | 'legacy-bios'; parallel: number; wait: string; on_build: boolean }
+
+/** publish.aws.wait in seconds. */
+export function waitSeconds(s: string): number {
+  const m = /^([0-9]+)([sm])$/.exec(s);
+  if (!m) throw new Error(`waitSeconds: expected digits and s or m, got ${JSON.stringify(s)}`);
+  return Number(m[1]) * (m[2] === 'm' ? 60 : 1);
 }
 
 export function parseSize(s: string): number {

@@ -267,9 +267,9 @@ test('kiln releases shows PARENT and --tree; kiln resolve refuses a revoked ance
   const run = (args: string[], input?: string) => spawnSync(process.execPath, [kiln, ...args, ...(input ? [] : ['--store', s.storeDir])], { encoding: 'utf8', input });
   const ls = run(['releases']);
   assert.equal(ls.status, 0, ls.stderr);
-  assert.match(ls.stdout, /^NAME\s+VERSION\s+DATE\s+COMMIT\s+FORMATS\s+SOURCE\s+SIGNER\s+PARENT\s+STATUS\n/);
+  assert.match(ls.stdout, /^NAME\s+VERSION\s+DATE\s+COMMIT\s+FORMATS\s+SOURCE\s+SIGNER\s+PARENT\s+PUBLISHED\s+STATUS\n/);
   assert.match(ls.stdout, /\nbase\s+v1\s.*\s-\s+revoked: CVE-2024-6387\n/);
-  assert.match(ls.stdout, /\nweb\s+r1\s.*\sbase@v1\s+ancestor-revoked: base@v1 is revoked: CVE-2024-6387\n/);
+  assert.match(ls.stdout, /\nweb\s+r1\s.*\sbase@v1\s+-\s+ancestor-revoked: base@v1 is revoked: CVE-2024-6387\n/);
   const tree = run(['releases', '--tree']);
   assert.equal(tree.stdout, 'base@v1  revoked: CVE-2024-6387\n  web@r1  ancestor-revoked: base@v1 is revoked: CVE-2024-6387\n');
   const refused = run(['resolve', 'web@r1', '--format', 'raw']);

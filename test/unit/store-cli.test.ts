@@ -22,8 +22,8 @@ test('kiln releases / resolve / revoke / channel / verify over a layout store', 
 
   const ls = run(['releases', '--store', storeDir]);
   assert.equal(ls.code, 0, ls.err);
-  assert.match(ls.out, /^NAME\s+VERSION\s+DATE\s+COMMIT\s+FORMATS\s+SOURCE\s+SIGNER\s+PARENT\s+STATUS/);
-  assert.match(ls.out, /web\s+release-0\.1\.0\s+2023-11-14T22:13:20Z\s+aaaaaaaaaaaa\s+raw,qcow2\s+verified\s+-\s+-\s+ok/);
+  assert.match(ls.out, /^NAME\s+VERSION\s+DATE\s+COMMIT\s+FORMATS\s+SOURCE\s+SIGNER\s+PARENT\s+PUBLISHED\s+STATUS/);
+  assert.match(ls.out, /web\s+release-0\.1\.0\s+2023-11-14T22:13:20Z\s+aaaaaaaaaaaa\s+raw,qcow2\s+verified\s+-\s+-\s+aws:eu-west-1\s+ok/);
 
   const res = run(['resolve', 'web@release-0.1.0', '--format', 'qcow2', '--store', storeDir]);
   assert.equal(res.code, 0, res.err);

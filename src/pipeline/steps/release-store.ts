@@ -8,7 +8,7 @@ export function releasing(ctx: BuildEnv & Pick<Required<BuildState>, 'version'>)
   return !ctx.version.snapshot && !ctx.options.noRelease;
 }
 
-export async function buildStore(ctx: BuildEnv) {
+export async function buildStore(ctx: Pick<BuildEnv, 'template'>) {
   const r = ctx.template.config.release;
   return openStore(r.store, ctx.template.dir, {
     trust: await trustFromConfig(r.trust, ctx.template.dir), metadataTtlDays: parseTtlDays(r.metadata_ttl),

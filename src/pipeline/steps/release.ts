@@ -26,7 +26,7 @@ export async function buildFacts(ctx: BuildEnv & Pick<BuildState, 'controller'>,
 
 export function releaseRecord(ctx: BuildEnv & Pick<BuildState, 'packages'>, v: BuildVersion, src: SourceRecord, build?: BuildFacts): ReleaseRecord {
   const materials = src.type === 'image'
-    ? [{ name: 'vendor-image', uri: src.url, digest: { sha256: src.sha256, sha512: src.sha512 } }]
+    ? [{ name: 'vendor-image', uri: src.ami ? `ec2://${src.ami.region}/${src.ami.imageId}` : src.url, digest: { sha256: src.sha256, sha512: src.sha512 } }]
     : src.type === 'release'
       ? [
         { name: 'parent-release', uri: `kiln-release:${src.parent.name}@${src.parent.version}`, digest: { sha256: src.parent.digest.replace(/^sha256:/, '') } },

@@ -1,0 +1,49 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { BOOT_MODES, type BootMode } from '../cloud/aws/fitness.js';
+import { publishReleaseToAws } from '../cloud/aws/publish.js';
+import { loadTemplate } from '../template/load.js';
+import { waitSeconds, type AwsPublishConfig } from '../template/schema.js';
+import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { parse, type Command } from './command.js';
+
+export const publishCommand: Command = {
+  name: 'publish',
+  summary: 'Put a release into a cloud: an AMI per region (tagged ImageVersion), recorded on the release',
+  usage: `kiln publish name@version --to aws [--region R]... [--boot-mode uefi-preferred|uefi|legacy-bios] [--parallel N] [--wait 30m] [--json] [--sign-key FILE] ${STORE_USAGE}`,
+  async run(argv) {
+    const { values, positionals } = parse('publish', this.usage, argv, {
+      ...storeOptions, to: { type: 'string' }, region: { type: 'string', multiple: true }, 'boot-mode': { type: 'string' },
+      parallel: { type: 'string' }, wait: { type: 'string' }, json: { type: 'boolean' }, verbose: { type: 'boolean' },
+    });
+    if (positionals.length !== 1 || !values.to) throw new KilnError('kiln publish needs a release and --to', { hint: `usage: ${this.usage}`, exitCode: 2 });
+    if (values.to !== 'aws') throw new KilnError(`kiln publish --to ${values.to}: the clouds Kiln publishes to are: aws`, { exitCode: 2 });
+    const yaml = join(process.cwd(), 'kiln.yaml');
+    const cfg: Partial<AwsPublishConfig> = existsSync(yaml) ? loadTemplate(yaml).config.publish?.aws ?? {} : {};
+    const regions = values.region?.length ? values.region : cfg.regions ?? [];
+    if (!regions.length) throw new KilnError('no AWS region to publish to', { hint: 'pass --region eu-west-1 (repeat for more), or set publish.aws.regions in kiln.yaml', exitCode: 2 });
+    const bootMode = values['boot-mode'] ?? cfg.boot_mode;
+    if (bootMode !== undefined && !(BOOT_MODES as readonly string[]).includes(bootMode)) throw new KilnError(`--boot-mode ${bootMode}: expected one of ${BOOT_MODES.join(', ')}`, { exitCode: 2 });
+    const parallel = values.parallel !== undefined ? Number(values.parallel) : cfg.parallel;
+    if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 100)) throw new KilnError(`--parallel ${values.parallel}: expected a whole number from 1 to 100`, { exitCode: 2 });
+    let wait: number | undefined;
+    try { wait = values.wait ?? cfg.wait ? waitSeconds(values.wait ?? cfg.wait ?? '') : undefined; } catch { throw new KilnError(`--wait ${values.wait}: expected a duration such as 30m or 90s`, { exitCode: 2 }); }
+    const store = await storeFromFlags(values);
+    const logger = createLogger({ verbose: values.verbose });
+    const ac = new AbortController();
+    const stop = () => ac.abort(new KilnError('interrupted: the upload resumes where it can when kiln publish runs again', { exitCode: 130 }));
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    try {
+      const out = await publishReleaseToAws(store, positionals[0], { regions, bootMode: bootMode as BootMode | undefined, parallel, waitSeconds: wait, logger, signal: ac.signal });
+      if (values.json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+      else for (const p of out) process.stdout.write(`aws\t${p.region}\t${p.imageId}${p.existing ? '\t(already published)' : ''}\n`);
+      return 0;
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+  },
+};
