@@ -79,7 +79,14 @@ export interface LockedSet {
 }
 
 /** A vendor image, as it verified when `kiln lock` ran. */
-export interface LockedImage { url: string; sha256: string; sha512: string; size: number }
+export interface LockedImage {
+  url: string;
+  /** For an AMI (ec2:// url): the image id it resolved to; a locked build reads this AMI, whatever a name pattern now matches. */
+  ami?: string;
+  sha256: string;
+  sha512: string;
+  size: number;
+}
 /** A parent release: the reference kiln.yaml names and the release it resolved to. */
 export interface LockedRelease { ref: string; name: string; version: string; digest: string }
 /** The upstream of an image that does not start from the archive: exactly one of the two. */
@@ -163,7 +170,7 @@ export function formatLock(l: LockFile): string {
     `# Each sha256 is the one the archive's signed Packages index gave for that .deb; the signed InRelease is in ${LOCK_DIR}/ (commit it too).`,
   ];
   const upstream = !up ? [] : up.image
-    ? ['upstream:', `  image: { url: ${q(up.image.url)}, sha256: ${q(up.image.sha256)}, sha512: ${q(up.image.sha512)}, size: ${up.image.size} }`]
+    ? ['upstream:', `  image: { url: ${q(up.image.url)}, ${up.image.ami ? `ami: ${q(up.image.ami)}, ` : ''}sha256: ${q(up.image.sha256)}, sha512: ${q(up.image.sha512)}, size: ${up.image.size} }`]
     : ['upstream:', `  release: { ref: ${q(up.release.ref)}, name: ${q(up.release.name)}, version: ${q(up.release.version)}, digest: ${q(up.release.digest)} }`];
   const lines = [
     ...head,
@@ -223,7 +230,8 @@ function parseUpstream(v: unknown, bad: (what: string) => never): LockedUpstream
     if (typeof x.sha256 !== 'string' || !SHA256.test(x.sha256)) bad('upstream.image.sha256 must be 64 lower-case hex digits');
     if (typeof x.sha512 !== 'string' || !SHA512.test(x.sha512)) bad('upstream.image.sha512 must be 128 lower-case hex digits');
     if (!Number.isSafeInteger(x.size) || (x.size as number) <= 0) bad('upstream.image.size must be a byte count');
-    return { image: { url: x.url as string, sha256: x.sha256 as string, sha512: x.sha512 as string, size: x.size as number } };
+    if (x.ami !== undefined && (typeof x.ami !== 'string' || !/^ami-[0-9a-f]{8,17}$/.test(x.ami))) bad('upstream.image.ami must be an AMI id (ami-…)');
+    return { image: { url: x.url as string, ...(typeof x.ami === 'string' ? { ami: x.ami } : {}), sha256: x.sha256 as string, sha512: x.sha512 as string, size: x.size as number } };
   }
   for (const f of ['ref', 'name', 'version']) if (typeof x[f] !== 'string' || !x[f]) bad(`upstream.release.${f} is missing`);
   if (typeof x.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(x.digest)) bad('upstream.release.digest must be sha256:<64 lower-case hex digits>');
@@ -317,7 +325,7 @@ export function diffLocks(before: LockFile | undefined, after: LockFile, compare
 /** A lock's upstream as one comparable line; undefined for an archive lock. */
 function upstreamText(l: LockFile): string | undefined {
   const u = l.upstream;
-  if (u?.image) return `vendor image ${u.image.url} sha256:${u.image.sha256}`;
+  if (u?.image) return `vendor image ${u.image.url}${u.image.ami ? ` (${u.image.ami})` : ''} sha256:${u.image.sha256}`;
   if (u?.release) return `${u.release.name}@${u.release.version} ${u.release.digest} (from ${u.release.ref})`;
   return undefined;
 }

@@ -125,7 +125,7 @@ export interface LockResult { file: string; lock: LockFile; previous?: LockFile;
 export function upstreamOf(source: BuildState['source']): LockedUpstream {
   if (source?.type === 'image') {
     if (!source.verified) throw new KilnError(`kiln lock pins only a verified image, and source.image.verify is false`, { hint: 'pin the image in kiln.yaml (source.image.sha512) or name its signed checksum file; then run kiln lock' });
-    return { image: { url: source.url, sha256: source.sha256, sha512: source.sha512, size: source.size } };
+    return { image: { url: source.url, ...(source.ami ? { ami: source.ami.imageId } : {}), sha256: source.sha256, sha512: source.sha512, size: source.size } };
   }
   if (source?.type === 'release') return { release: { ref: source.ref, name: source.parent.name, version: source.parent.version, digest: source.parent.digest } };
   throw new Error(`upstreamOf: a ${source?.type ?? 'missing'} source has no upstream to pin`);

@@ -124,8 +124,8 @@ export interface ImageRequest {
   cacheDir: string;
   logger: Logger;
   onStatus?: (s: string) => void;
-  /** The digests kiln.lock pins (upstream.image), checked like kiln.yaml's pins. */
-  locked?: { sha256: string; sha512: string };
+  /** The digests kiln.lock pins (upstream.image), checked like kiln.yaml's pins; for an AMI, also the image id it resolved to. */
+  locked?: { sha256: string; sha512: string; ami?: string };
 }
 
 /** What the configured checks expect, before the image is read: pins, and the signed checksum file's digest. */
@@ -225,7 +225,14 @@ async function fetchVerifiedAmi(r: ImageRequest): Promise<VerifiedImage> {
   if (!c.verify) throw new KilnError('source.image.verify: false does not apply to an AMI: it is trusted by its pinned owner', { hint: 'remove verify: false' });
   const ref = parseAmiUrl(c.url);
   r.onStatus?.('looking up the AMI');
-  const ami = await findAmi(ref, c.owner);
+  // Locked: the AMI kiln.lock names, even when a newer image now matches the name pattern.
+  const pinned = r.locked?.ami;
+  if (pinned && ref.id && ref.id !== pinned) throw new KilnError(`kiln.lock pins ${pinned}, but source.image.url names ${ref.id}`, { hint: 'run kiln lock --update to pin the image kiln.yaml names' });
+  const ami = await findAmi(pinned ? { region: ref.region, id: pinned } : ref, c.owner);
+  if (pinned && ref.namePattern) {
+    const newest = await findAmi(ref, c.owner).catch(() => undefined);
+    if (newest && newest.imageId !== pinned) r.logger.warn(`${newest.imageId} (${newest.name}) is now the newest image matching ${ref.namePattern}; kiln.lock keeps ${pinned}: kiln lock --update moves to it`);
+  }
   const trust = [`owner ${c.owner} of ${ami.imageId} pinned in kiln.yaml`, ...checks.map((k) => k.what)];
   const amiRec = { region: ami.region, imageId: ami.imageId, name: ami.name, owner: ami.ownerId, created: ami.created };
   const dir = join(r.cacheDir, 'images');

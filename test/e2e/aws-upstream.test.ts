@@ -64,9 +64,10 @@ describe('source.image: an AMI of a pinned owner account, read through the EBS d
   });
   after(async () => { await standin?.close(); });
 
-  test("kiln lock pinned the AMI's disk: the digest of the bytes in its snapshot", () => {
+  test("kiln lock pinned the AMI's id and its disk: the digest of the bytes in its snapshot", () => {
     const lock = readFileSync(join(dir, 'kiln.lock'), 'utf8');
     assert.match(lock, /url: "?ec2:\/\/eu-west-1\/debian-13-amd64-\*"?/);
+    assert.match(lock, new RegExp(`ami: "?${vendorAmi}"?`), 'the AMI the pattern resolved to is pinned');
     // The vendor AMI holds the example's 2 GiB disk, a whole number of GiB: the volume read back is that disk.
     assert.match(lock, new RegExp(`sha256: "?${exampleRawSha}"?`));
   });

@@ -122,6 +122,21 @@ test('a lock of an upstream (format 3): the vendor image or the parent release, 
   bad(`${archiveLock}upstream: { release: { ref: "a@b" } }\n`, /only a format 3 lock pins an upstream/);
 });
 
+test('an AMI upstream also pins the image id the ec2:// url resolved to: round trip, diff, refusal', async () => {
+  const image = { url: 'ec2://eu-west-1/debian-13-amd64-*', ami: 'ami-0123456789abcdef0', sha256: 'c'.repeat(64), sha512: 'd'.repeat(128), size: 2 ** 31 };
+  const l: LockFile = { lock: LOCK_FORMAT_UPSTREAM, image: 'base', upstream: { image } };
+  const text = formatLock(l);
+  assert.match(text, /^ {2}image: \{ url: "ec2:\/\/eu-west-1\/debian-13-amd64-\*", ami: "ami-0123456789abcdef0", sha256: "c{64}",/m);
+  assert.deepEqual(parseLock(text), l);
+  const newer: LockFile = { ...l, upstream: { image: { ...image, ami: 'ami-0fedcba9876543210', sha256: 'f'.repeat(64) } } };
+  assert.deepEqual(diffLocks(l, newer).map(formatChange), [`~ upstream: vendor image ${image.url} (ami-0123456789abcdef0) sha256:${'c'.repeat(64)} -> vendor image ${image.url} (ami-0fedcba9876543210) sha256:${'f'.repeat(64)}`]);
+  assert.throws(() => parseLock(text.replace('ami: "ami-0123456789abcdef0"', 'ami: "snap-0123"')), (e: unknown) => e instanceof KilnError && /upstream\.image\.ami must be an AMI id/.test(e.message));
+  const { upstreamOf } = await import('../../src/pipeline/lock-resolve.js');
+  const source = { type: 'image' as const, url: image.url, sha256: image.sha256, sha512: image.sha512, size: image.size, checks: [], verified: true, format: 'raw', layout: {} as never, packages: [], baseKey: 'k', baseSha256: 'b'.repeat(64), date: 1,
+    ami: { region: 'eu-west-1', imageId: image.ami, name: 'debian-13-amd64-20261101', owner: '136693071363', created: '2026-11-01T00:00:00Z' } };
+  assert.deepEqual(upstreamOf(source), { image });
+});
+
 test('kiln lock pins only an image that verified: an image used with verify: false is refused, naming what to pin', async () => {
   const { upstreamOf } = await import('../../src/pipeline/lock-resolve.js');
   const image = { type: 'image' as const, url: 'https://vendor.example/d.qcow2', sha256: 'c'.repeat(64), sha512: 'd'.repeat(128), size: 10, checks: [], format: 'qcow2', layout: {} as never, packages: [], baseKey: 'k', baseSha256: 'b'.repeat(64), date: 1 };

@@ -12,7 +12,7 @@
  * The disk's sha256/sha512 are then checked against kiln.yaml's and kiln.lock's pins like any vendor
  * image's, and kiln.lock pins them (`kiln lock`).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from '@aws-sdk/client-ebs';
 import { CopyImageCommand, DeleteSnapshotCommand, DeregisterImageCommand, DescribeImagesCommand, EC2Client, type Image } from '@aws-sdk/client-ec2';
@@ -74,16 +74,22 @@ export async function findAmi(ref: AmiRef, owner: string): Promise<AmiFound> {
 export async function readAmi(ami: AmiFound, dst: string, opts: { logger: Logger; onStatus?: (s: string) => void; waitSeconds?: number; pollMs?: number; parallel?: number }): Promise<{ blocks: number; bytes: number }> {
   const { region } = ami;
   const ec2 = new EC2Client({ region, maxAttempts: 6, retryMode: 'standard' });
-  let copy: { imageId: string; snapshotId: string } | undefined;
+  let copyId: string | undefined;
   try {
     const own = await send('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ Owners: ['self'], ImageIds: [ami.imageId] })));
     let snapshotId = ami.snapshotId;
     if (!own.Images?.length) {
       // EBS direct APIs read only the account's own snapshots: copy the AMI in, read the copy.
       opts.onStatus?.(`copying ${ami.imageId} into the account`);
-      const token = createHash('sha256').update(`kiln-upstream\0${ami.imageId}\0${region}`).digest('hex').slice(0, 64);
-      const c = await send('CopyImage', region, () => ec2.send(new CopyImageCommand({ SourceImageId: ami.imageId, SourceRegion: region, Name: `kiln-upstream-${ami.imageId}`, ClientToken: token, Description: `Kiln: a copy of ${ami.imageId} (${ami.name}) to read its disk; removed once read` })));
+      // A name and token of this run's own: a copy of another name is never read in its place (anyone
+      // in the account could register one), and an earlier run's token would return its removed copy.
+      const leftovers = await send('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'name', Values: [`kiln-upstream-${ami.imageId}-*`] }] })));
+      for (const l of leftovers.Images ?? []) opts.logger.warn(`${l.ImageId} (${l.Name}) in ${region} looks left by an interrupted Kiln build reading ${ami.imageId}: Kiln does not use it; deregister it and delete its snapshot`);
+      const nonce = randomBytes(8).toString('hex');
+      const token = createHash('sha256').update(`kiln-upstream\0${ami.imageId}\0${region}\0${nonce}`).digest('hex').slice(0, 64);
+      const c = await send('CopyImage', region, () => ec2.send(new CopyImageCommand({ SourceImageId: ami.imageId, SourceRegion: region, Name: `kiln-upstream-${ami.imageId}-${nonce}`, ClientToken: token, Description: `Kiln: a copy of ${ami.imageId} (${ami.name}) to read its disk; removed once read` })));
       if (!c.ImageId) throw new KilnError(`CopyImage of ${ami.imageId} in ${region} returned no image id`);
+      copyId = c.ImageId;
       const limit = (opts.waitSeconds ?? 1800) * 1000;
       const t0 = Date.now();
       let delay = opts.pollMs ?? 5000;
@@ -91,22 +97,25 @@ export async function readAmi(ami: AmiFound, dst: string, opts: { logger: Logger
         const d = await send('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ ImageIds: [c.ImageId ?? ''] })));
         const img = d.Images?.[0];
         const snap = img?.BlockDeviceMappings?.find((m) => m.DeviceName === img.RootDeviceName)?.Ebs?.SnapshotId ?? img?.BlockDeviceMappings?.[0]?.Ebs?.SnapshotId;
-        if (img?.State === 'available' && snap) { copy = { imageId: c.ImageId, snapshotId: snap }; break; }
+        if (img?.State === 'available' && snap) { snapshotId = snap; break; }
         if (img?.State === 'failed' || img?.State === 'error') throw new KilnError(`the copy ${c.ImageId} of ${ami.imageId} failed: ${img.StateReason?.Message ?? img.State}`);
-        if (Date.now() - t0 > limit) throw new KilnError(`the copy ${c.ImageId} of ${ami.imageId} is still ${img?.State ?? 'missing'} after ${humanSeconds(limit)}`, { hint: 'build again later: the copy is found by its client token' });
+        if (Date.now() - t0 > limit) throw new KilnError(`the copy ${c.ImageId} of ${ami.imageId} is still ${img?.State ?? 'missing'} after ${humanSeconds(limit)}`, { hint: `build again later, and deregister ${c.ImageId} if it stays` });
         await new Promise((res) => setTimeout(res, delay));
         delay = Math.min(delay * 2, 30_000);
       }
-      snapshotId = copy.snapshotId;
     }
     return await readSnapshot(region, snapshotId, dst, opts);
   } finally {
-    if (copy) {
+    // The copy goes, read or not (a failed or interrupted read included), with its snapshot.
+    if (copyId) {
+      const id = copyId;
       try {
-        await ec2.send(new DeregisterImageCommand({ ImageId: copy.imageId }));
-        await ec2.send(new DeleteSnapshotCommand({ SnapshotId: copy.snapshotId }));
+        const d = await ec2.send(new DescribeImagesCommand({ ImageIds: [id] })).catch(() => undefined);
+        const snaps = (d?.Images?.[0]?.BlockDeviceMappings ?? []).map((m) => m.Ebs?.SnapshotId).filter((x): x is string => Boolean(x));
+        await ec2.send(new DeregisterImageCommand({ ImageId: id }));
+        for (const snap of snaps) await ec2.send(new DeleteSnapshotCommand({ SnapshotId: snap }));
       } catch (e) {
-        opts.logger.warn(`could not remove the copy ${copy.imageId} (${copy.snapshotId}) made to read ${ami.imageId}: ${(e as Error).message}; remove it by hand`);
+        opts.logger.warn(`could not remove the copy ${id} made to read ${ami.imageId}: ${(e as Error).message}; deregister it and delete its snapshot by hand`);
       }
     }
     ec2.destroy();

@@ -43,7 +43,7 @@ export const sourceStep = step({
 async function imageSource(ctx: BuildContext, config: ImageSourceConfig, p: StepProgress): Promise<void> {
   const pin = ctx.lock?.lock.upstream?.image;
   const img = await ctx.drivers.fetchVerifiedImage({
-    config, dir: ctx.template.dir, cacheDir: ctx.cacheDir, logger: ctx.logger, onStatus: (s) => p.status(s), ...(pin ? { locked: { sha256: pin.sha256, sha512: pin.sha512 } } : {}),
+    config, dir: ctx.template.dir, cacheDir: ctx.cacheDir, logger: ctx.logger, onStatus: (s) => p.status(s), ...(pin ? { locked: { sha256: pin.sha256, sha512: pin.sha512, ...(pin.ami ? { ami: pin.ami } : {}) } } : {}),
   });
   p.log(`${img.url} ${img.sha256.slice(0, 16)}… ${img.verified ? `verified: ${img.checks.join('; ')}` : 'NOT verified (source.image.verify: false)'}${img.cached ? ' (cached)' : ''}`);
   const t0 = Date.now();
