@@ -100,10 +100,15 @@ test('a disk that does not hash to the release\'s digest is never completed or r
   assert.ok(!standin.requests.some((q) => q.region === 'eu-west-2' && q.operation === 'CompleteSnapshot'));
 });
 
-test('the snapshot holds the disk: reassembled, it hashes to the raw artifact', async () => {
+test('the snapshot holds the disk: reassembled, it hashes to the raw artifact; boot mode uefi adds TPM 2.0', async () => {
   const store = await openStore(join(dir, 'store-d'), dir);
-  const rel = await fakeRelease(store, 'cache', 'release-0.0.1');
+  const rel = { ...await fakeRelease(store, 'cache', 'release-0.0.1'), bootMode: 'uefi' as const };
   const [p] = await publishToAws(store, rel, { ...opts, regions: ['sa-east-1'] });
+  // Boot mode uefi (not uefi-preferred) also turns NitroTPM on; the uefi-preferred AMIs above have none.
+  const img = standin.images('sa-east-1')[0];
+  assert.equal(img.bootMode, 'uefi');
+  assert.equal(img.tpmSupport, 'v2.0');
+  assert.equal(standin.images('eu-west-1').find((i) => i.name === 'web-release-0.3.0')?.tpmSupport, undefined);
   const out = join(dir, 'reassembled.raw');
   await standin.reassemble('sa-east-1', p.snapshotId ?? '', out);
   // The volume is whole GiB: the disk, then zeros.

@@ -198,7 +198,6 @@ async function publishInRegion(rel: ReleaseToPublish, region: string, opts: AwsP
     const started = Date.now();
     const { snapshotId, upload } = await uploadSnapshot(ebs, ec2, rel, region, opts);
     await waitForSnapshot(ec2, region, snapshotId, opts);
-    const uefi = rel.bootMode !== 'legacy-bios';
     const reg = await call('RegisterImage', region, () => ec2.send(new RegisterImageCommand({
       Name: name,
       Description: `${rel.name} ${rel.version} (Kiln release ${rel.digest})`,
@@ -210,7 +209,7 @@ async function publishInRegion(rel: ReleaseToPublish, region: string, opts: AwsP
       ImdsSupport: 'v2.0',
       BootMode: rel.bootMode,
       // NitroTPM needs an AMI that always boots UEFI.
-      ...(uefi && rel.bootMode === 'uefi' ? { TpmSupport: 'v2.0' } : {}),
+      ...(rel.bootMode === 'uefi' ? { TpmSupport: 'v2.0' } : {}),
       TagSpecifications: [{ ResourceType: 'image', Tags: releaseTags(rel) }],
     })));
     const imageId = reg.ImageId;
