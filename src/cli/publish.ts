@@ -2,25 +2,27 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { BOOT_MODES, type BootMode } from '../cloud/aws/fitness.js';
+import { BOOT_MODES, type BootMode } from '../cloud/fitness.js';
 import { publishReleaseToAws } from '../cloud/aws/publish.js';
+import { publishReleaseToAzure } from '../cloud/azure/publish.js';
 import { loadTemplate } from '../template/load.js';
 import { waitSeconds, type AwsPublishConfig } from '../template/schema.js';
-import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
+import { STORE_USAGE, storeFromFlags, storeOptions, type StoreFlags } from '../store/from-cli.js';
 import { parse, type Command } from './command.js';
 
 export const publishCommand: Command = {
   name: 'publish',
-  summary: 'Put a release into a cloud: an AMI per region (tagged ImageVersion), recorded on the release',
-  usage: `kiln publish name@version --to aws [--region R]... [--boot-mode uefi-preferred|uefi|legacy-bios] [--parallel N] [--wait 30m] [--json] [--sign-key FILE] ${STORE_USAGE}`,
+  summary: 'Put a release into a cloud: an AMI per region, or an Azure gallery image version (tagged ImageVersion), recorded on the release',
+  usage: `kiln publish name@version --to aws|azure [--region R]... [--boot-mode uefi-preferred|uefi|legacy-bios] [--parallel N] [--wait 30m] [--json] [--sign-key FILE] ${STORE_USAGE}`,
   async run(argv) {
     const { values, positionals } = parse('publish', this.usage, argv, {
       ...storeOptions, to: { type: 'string' }, region: { type: 'string', multiple: true }, 'boot-mode': { type: 'string' },
       parallel: { type: 'string' }, wait: { type: 'string' }, json: { type: 'boolean' }, verbose: { type: 'boolean' },
     });
     if (positionals.length !== 1 || !values.to) throw new KilnError('kiln publish needs a release and --to', { hint: `usage: ${this.usage}`, exitCode: 2 });
-    if (values.to !== 'aws') throw new KilnError(`kiln publish --to ${values.to}: the clouds Kiln publishes to are: aws`, { exitCode: 2 });
+    if (values.to !== 'aws' && values.to !== 'azure') throw new KilnError(`kiln publish --to ${values.to}: the clouds Kiln publishes to are: aws, azure`, { exitCode: 2 });
     const yaml = join(process.cwd(), 'kiln.yaml');
+    if (values.to === 'azure') return publishAzure(positionals[0], values, yaml);
     const cfg: Partial<AwsPublishConfig> = existsSync(yaml) ? loadTemplate(yaml).config.publish?.aws ?? {} : {};
     const regions = values.region?.length ? values.region : cfg.regions ?? [];
     if (!regions.length) throw new KilnError('no AWS region to publish to', { hint: 'pass --region eu-west-1 (repeat for more), or set publish.aws.regions in kiln.yaml', exitCode: 2 });
@@ -47,3 +49,26 @@ export const publishCommand: Command = {
     }
   },
 };
+
+async function publishAzure(ref: string, values: { json?: boolean; verbose?: boolean; parallel?: string; region?: string[] } & StoreFlags, yaml: string): Promise<number> {
+  const cfg = existsSync(yaml) ? loadTemplate(yaml).config.publish?.azure : undefined;
+  if (!cfg) throw new KilnError('kiln publish --to azure needs publish.azure in kiln.yaml (subscription, resource_group, location, storage_account, gallery, publisher, sku, regions)', { hint: 'kiln schema shows every field', exitCode: 2 });
+  const regions = values.region?.length ? values.region : cfg.regions;
+  const parallel = values.parallel !== undefined ? Number(values.parallel) : undefined;
+  if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 100)) throw new KilnError(`--parallel ${values.parallel}: expected a whole number from 1 to 100`, { exitCode: 2 });
+  const store = await storeFromFlags(values);
+  const logger = createLogger({ verbose: values.verbose });
+  const ac = new AbortController();
+  const stop = () => ac.abort(new KilnError('interrupted: the upload resumes where it stopped when kiln publish runs again', { exitCode: 130 }));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    const p = await publishReleaseToAzure(store, ref, { ...cfg, regions }, { logger, parallel, signal: ac.signal });
+    if (values.json) process.stdout.write(JSON.stringify(p, null, 2) + '\n');
+    else process.stdout.write(`azure\t${p.location}\t${p.versionId}${p.existing ? '\t(already published)' : ''}\n`);
+    return 0;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}

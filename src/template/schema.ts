@@ -174,6 +174,25 @@ export const kilnSchema = {
             on_build: { type: 'boolean', default: false, description: 'kiln build publishes the release as its last step.' },
           },
         },
+        azure: {
+          type: 'object', additionalProperties: false, required: ['subscription', 'resource_group', 'location', 'storage_account', 'gallery', 'publisher', 'sku', 'regions'],
+          description: 'An Azure Compute Gallery image version: the fixed VHD uploaded as a page blob, the version x.y.z from the Kiln version, tags ImageVersion, digest and commit. Credentials: @azure/identity\'s DefaultAzureCredential (AZURE_STORAGE_CONNECTION_STRING for the blob, if set).',
+          properties: {
+            subscription: str('The subscription id.', { pattern: '^[0-9a-fA-F-]{36}$' }),
+            resource_group: str('The resource group of the gallery.', { pattern: '^[-\\w._()]{1,90}$' }),
+            location: str('The gallery\'s region, e.g. westeurope.', { pattern: '^[a-z0-9]+$' }),
+            storage_account: str('The storage account the VHD is uploaded to (its name).', { pattern: '^[a-z0-9]{3,24}$' }),
+            storage_resource_group: str('The storage account\'s resource group; default resource_group.', { pattern: '^[-\\w._()]{1,90}$' }),
+            container: str('The blob container.', { default: 'kiln-images', pattern: '^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$' }),
+            gallery: str('The Azure Compute Gallery.', { pattern: '^[A-Za-z0-9._]{1,80}$' }),
+            image_definition: str('The gallery image definition; default the image name. Created when missing (Linux, generalized, Hyper-V V2 for UEFI disks, V1 otherwise).', { pattern: '^[A-Za-z0-9._-]{1,80}$' }),
+            publisher: str('The image definition\'s identifier: publisher.'),
+            offer: str('The image definition\'s identifier: offer; default the image name.'),
+            sku: str('The image definition\'s identifier: SKU.'),
+            regions: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9]+$' }, minItems: 1, uniqueItems: true, description: 'The regions the version is replicated to.' },
+            arm_endpoint: str('The Resource Manager endpoint, for sovereign clouds and Azure Stack; default https://management.azure.com.', { pattern: '^https://[^\\s]+$' }),
+          },
+        },
       },
     },
   },
@@ -223,7 +242,25 @@ export interface KilnConfig {
     trust?: { require_signature?: boolean; keys?: string[] };
     metadata_ttl?: string;
   };
-  publish: { aws?: AwsPublishConfig };
+  publish: { aws?: AwsPublishConfig; azure?: AzurePublishConfig };
+}
+
+/** publish.azure in kiln.yaml (src/cloud/azure/publish.ts). */
+export interface AzurePublishConfig {
+  subscription: string;
+  resource_group: string;
+  location: string;
+  storage_account: string;
+  storage_resource_group?: string;
+  container: string;
+  gallery: string;
+  image_definition?: string;
+  publisher: string;
+  offer?: string;
+  sku: string;
+  regions: string[];
+  /** The Resource Manager endpoint (sovereign clouds, Azure Stack); default https://management.azure.com. */
+  arm_endpoint?: string;
 }
 
 /** publish.aws (src/cloud/aws/publish.ts). */

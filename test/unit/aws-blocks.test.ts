@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { blockChecksum, checkAmiName, diskBlocks, EBS_BLOCK, linearAggregate, volumeSizeGiB } from '../../src/cloud/aws/snapshot-blocks.js';
-import { cpioMembers, fstabRoot, initramfsMembers, kernelOption } from '../../src/cloud/aws/fitness.js';
+import { cpioMembers, datasourceList, fstabRoot, initramfsMembers, kernelOption, PLATFORM_DRIVERS } from '../../src/cloud/fitness.js';
 import { publishedColumn } from '../../src/cli/releases.js';
 import { cloudImageId } from '../../src/cli/resolve.js';
 import { KilnError } from '../../src/errors.js';
@@ -123,4 +123,16 @@ test('cloudImageId picks the region asked for, the only one, or says where the r
   assert.throws(() => cloudImageId(r, 'gce'), /not published to gce/);
   const two = { ...r, cloudIds: { aws: { 'eu-west-1': 'ami-1', 'us-east-1': 'ami-2' } } } as unknown as Resolved;
   assert.throws(() => cloudImageId(two, 'aws'), (e: KilnError) => /name a region/.test(e.message) && /pass --region/.test(e.hint ?? ''));
+});
+
+test("cloud-init's datasource_list: the last file that sets it wins; unset means cloud-init's default (which has Azure)", () => {
+  assert.equal(datasourceList(['# nothing\n', 'users: [default]\n']), undefined);
+  assert.deepEqual(datasourceList(['datasource_list: [ NoCloud, ConfigDrive ]\n', 'datasource_list: [ "Azure", None ]\n']), ['Azure', 'None']);
+  assert.deepEqual(datasourceList(['datasource_list: [Azure]\n', 'datasource_list: [NoCloud]\n']), ['NoCloud']);
+});
+
+test('each cloud names the drivers its VMs need', () => {
+  assert.deepEqual(PLATFORM_DRIVERS.ec2.map((d) => d.module), ['nvme', 'ena']);
+  assert.deepEqual(PLATFORM_DRIVERS.azure.map((d) => d.module), ['hv_vmbus', 'hv_storvsc', 'hv_netvsc']);
+  assert.deepEqual(PLATFORM_DRIVERS.gce.map((d) => d.module), ['virtio_scsi', 'gve']);
 });

@@ -8,6 +8,7 @@ import { strict as assert } from 'node:assert';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { galleryVersionName, pageRanges } from '../../src/cloud/azure/page-ranges.js';
@@ -88,6 +89,14 @@ test('a VHD uploaded as a page blob: only non-zero pages written, it reads back 
   assert.equal(props.metadata?.[META.version], 'release-0.1.0');
   assert.equal(props.metadata?.[META.complete], 'true');
   assert.equal(props.leaseState, 'available', 'the lease is released');
+  // Debian's Azure CLI, an independent client, sees the page blob and Kiln's metadata.
+  const az = JSON.parse(execFileSync('/usr/bin/az', ['storage', 'blob', 'show', '--connection-string', azurite.connectionString, '-c', 'images', '-n', up.blobName, '-o', 'json'], {
+    encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: dir, AZURE_CONFIG_DIR: join(dir, 'az'), AZURE_CORE_COLLECT_TELEMETRY: 'false' },
+  })) as { properties: { blobType: string; contentLength: number }; metadata: Record<string, string> };
+  assert.equal(az.properties.blobType, 'PageBlob');
+  assert.equal(az.properties.contentLength, v.size);
+  assert.equal(az.metadata[META.version], 'release-0.1.0');
+  assert.equal(az.metadata[META.sha256], v.sha256);
   // Again: nothing sent.
   const again = await uploadVhdPageBlob(release(v), { container: 'images' }, { logger: silentLogger });
   assert.equal(again.existing, true);

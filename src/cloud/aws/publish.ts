@@ -32,7 +32,7 @@ import { KilnError } from '../../errors.js';
 import { humanBytes, humanSeconds, type Logger } from '../../log.js';
 import type { ReleaseStore } from '../../store/release-store.js';
 import { blockChecksum, checkAmiName, diskBlocks, EBS_BLOCK, linearAggregate, volumeSizeGiB } from './snapshot-blocks.js';
-import { checkFitForEc2, EC2_FIX_HINT, type BootMode, type Ec2Fitness } from './fitness.js';
+import { checkFit, FIX_HINT, type BootMode, type Fitness } from '../fitness.js';
 
 /** Tag keys Kiln puts on what it creates; `kiln prune --cloud aws` touches nothing without them. */
 export const TAG = { version: 'ImageVersion', name: 'Name', image: 'kiln:image', digest: 'kiln:release-digest', commit: 'kiln:commit' } as const;
@@ -87,14 +87,14 @@ export async function releaseForAws(store: ReleaseStore, ref: string, bootMode: 
   if (store.backend.remote) throw new KilnError(`${ref} is in a remote store: pull it first`, { hint: `kiln pull ${ref} --from <store>` });
   const e = await store.entry(`${r.name}@${r.version}`);
   const scratch = mkdtempSync(join(tmpdir(), 'kiln-publish-'));
-  let fit: Ec2Fitness;
+  let fit: Fitness;
   try {
-    fit = await checkFitForEc2(raw.location, scratch, logger);
+    fit = await checkFit(raw.location, 'ec2', scratch, logger);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
   if (fit.problems.length) {
-    throw new KilnError(`${r.name}@${r.version} is not fit for EC2`, { detail: fit.problems.join('\n'), hint: EC2_FIX_HINT });
+    throw new KilnError(`${r.name}@${r.version} is not fit for EC2`, { detail: fit.problems.join('\n'), hint: FIX_HINT.ec2 });
   }
   if (bootMode && bootMode !== 'legacy-bios' && fit.bootMode === 'legacy-bios') {
     throw new KilnError(`boot mode ${bootMode} asked for, but the disk of ${r.name}@${r.version} has no EFI system partition`, { hint: 'set disk.firmware to [bios, uefi] in kiln.yaml, or publish with boot mode legacy-bios' });

@@ -22,7 +22,7 @@ import { BlobServiceClient, type ContainerClient, type PageBlobClient } from '@a
 import { DefaultAzureCredential } from '@azure/identity';
 import { KilnError } from '../../errors.js';
 import { humanBytes, humanSeconds, type Logger } from '../../log.js';
-import { checkAzureVhdSize, MAX_PUT, pageRanges } from './page-ranges.js';
+import { checkAzureVhdSize, pageRanges } from './page-ranges.js';
 
 export interface VhdToUpload { name: string; version: string; digest: string; commit: string; vhdFile: string; vhdSha256: string; vhdSize: number }
 
@@ -47,6 +47,9 @@ export function azureError(e: unknown, what: string): unknown {
   if (e instanceof KilnError || !(e instanceof Error)) return e;
   const code = (e as { code?: string }).code;
   const status = (e as { statusCode?: number }).statusCode;
+  if (e.name === 'AuthenticationError' || e.name === 'CredentialUnavailableError' || e.name === 'AggregateAuthenticationError') {
+    return new KilnError(`${what} failed: no Azure token: ${e.message.split('\n')[0]}`, { hint: 'the Azure credentials were refused or are missing: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or use a managed identity, workload identity or az login)' });
+  }
   if (status === undefined && !code) return e;
   const hint = status === 403 || /AuthorizationFailure|AuthenticationFailed|AuthorizationPermissionMismatch/.test(code ?? '') ? 'the credentials lack access to the storage account (Storage Blob Data Contributor), or the key is wrong'
     : /ECONNREFUSED|ENOTFOUND/.test(code ?? '') ? 'check the storage account URL and the network'
@@ -103,6 +106,7 @@ export async function uploadVhdPageBlob(rel: VhdToUpload, target: PageBlobTarget
   if (opts.signal) setMaxListeners(parallel + 16, opts.signal);
   let failure: unknown;
   let put = 0;
+  let ranges = 0;
   let resent = 0;
   let lastReport = 0;
   const inFlight = new Set<Promise<void>>();
@@ -115,6 +119,7 @@ export async function uploadVhdPageBlob(rel: VhdToUpload, target: PageBlobTarget
       const p = az(`Put Page at ${r.offset} of ${what}`, () => blob.uploadPages(r.data, r.offset, r.data.length, { conditions, transactionalContentMD5: md5, abortSignal: opts.signal }))
         .then(() => {
           put += r.data.length;
+          ranges++;
           const now = Date.now();
           if (now - lastReport > 2000) {
             lastReport = now;
@@ -140,6 +145,6 @@ export async function uploadVhdPageBlob(rel: VhdToUpload, target: PageBlobTarget
     await lease.releaseLease().catch(() => undefined);
   }
   const seconds = (Date.now() - t0) / 1000;
-  log.info(`azure: ${humanBytes(put)} in ${Math.ceil(put / MAX_PUT)}+ ranges sent${resent ? `, ${humanBytes(resent)} already there` : ''}, ${humanBytes(stats.skipped)} of zeros skipped, in ${humanSeconds(seconds * 1000)}`);
+  log.info(`azure: ${humanBytes(put)} in ${ranges} ranges sent${resent ? `, ${humanBytes(resent)} already there` : ''}, ${humanBytes(stats.skipped)} of zeros skipped, in ${humanSeconds(seconds * 1000)}`);
   return { url: blob.url, blobName, existing: false, sent: put, skipped: stats.skipped, seconds };
 }
