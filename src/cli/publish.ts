@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { KilnError } from '../errors.js';
+import { InterruptedError, KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { BOOT_MODES, type BootMode } from '../cloud/fitness.js';
 import { publishReleaseToAws } from '../cloud/aws/publish.js';
@@ -34,19 +34,10 @@ export const publishCommand: Command = {
     try { wait = values.wait ?? cfg.wait ? waitSeconds(values.wait ?? cfg.wait ?? '') : undefined; } catch { throw new KilnError(`--wait ${values.wait}: expected a duration such as 30m or 90s`, { exitCode: 2 }); }
     const store = await storeFromFlags(values);
     const logger = createLogger({ verbose: values.verbose });
-    const ac = new AbortController();
-    const stop = () => ac.abort(new KilnError('interrupted: the upload resumes where it can when kiln publish runs again', { exitCode: 130 }));
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    try {
-      const out = await publishReleaseToAws(store, positionals[0], { regions, bootMode: bootMode as BootMode | undefined, parallel, waitSeconds: wait, logger, signal: ac.signal });
-      if (values.json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-      else for (const p of out) process.stdout.write(`aws\t${p.region}\t${p.imageId}${p.existing ? '\t(already published)' : ''}\n`);
-      return 0;
-    } finally {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-    }
+    const out = await interruptible((signal) => publishReleaseToAws(store, positionals[0], { regions, bootMode: bootMode as BootMode | undefined, parallel, waitSeconds: wait, logger, signal }));
+    if (values.json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    else for (const p of out) process.stdout.write(`aws\t${p.region}\t${p.imageId}${p.existing ? '\t(already published)' : ''}\n`);
+    return 0;
   },
 };
 
@@ -58,17 +49,23 @@ async function publishAzure(ref: string, values: { json?: boolean; verbose?: boo
   if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 100)) throw new KilnError(`--parallel ${values.parallel}: expected a whole number from 1 to 100`, { exitCode: 2 });
   const store = await storeFromFlags(values);
   const logger = createLogger({ verbose: values.verbose });
+  const p = await interruptible((signal) => publishReleaseToAzure(store, ref, { ...cfg, regions }, { logger, parallel, signal }));
+  if (values.json) process.stdout.write(JSON.stringify(p, null, 2) + '\n');
+  else process.stdout.write(`azure\t${p.location}\t${p.versionId}${p.existing ? '\t(already published)' : ''}\n`);
+  return 0;
+}
+
+/** Runs an upload that Ctrl-C or SIGTERM stops through its abort signal (the next run resumes it). */
+async function interruptible<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController();
-  const stop = () => ac.abort(new KilnError('interrupted: the upload resumes where it stopped when kiln publish runs again', { exitCode: 130 }));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const onInt = () => ac.abort(new InterruptedError('SIGINT'));
+  const onTerm = () => ac.abort(new InterruptedError('SIGTERM'));
+  process.once('SIGINT', onInt);
+  process.once('SIGTERM', onTerm);
   try {
-    const p = await publishReleaseToAzure(store, ref, { ...cfg, regions }, { logger, parallel, signal: ac.signal });
-    if (values.json) process.stdout.write(JSON.stringify(p, null, 2) + '\n');
-    else process.stdout.write(`azure\t${p.location}\t${p.versionId}${p.existing ? '\t(already published)' : ''}\n`);
-    return 0;
+    return await fn(ac.signal);
   } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
   }
 }

@@ -6,8 +6,8 @@
  * All-zero blocks of an unencrypted snapshot need not be written: they read back as zeros.
  */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import { KilnError } from '../../errors.js';
+import { fileChunks } from '../chunks.js';
 
 export const EBS_BLOCK = 512 * 1024;
 const GIB = 1024 ** 3;
@@ -41,41 +41,23 @@ export interface DiskBlock { index: number; data: Buffer }
  * A last partial block is padded with zeros (the volume is whole GiB).
  */
 export async function* diskBlocks(file: string, opts: { skipZero: boolean; stats: { read: number; skipped: number; sha256?: string } }): AsyncGenerator<DiskBlock> {
-  const fh = await open(file, 'r');
   const whole = createHash('sha256');
-  try {
-    const size = (await fh.stat()).size;
-    const per = 16;
-    const buf = Buffer.allocUnsafe(EBS_BLOCK * per);
-    for (let pos = 0; pos < size;) {
-      const want = Math.min(buf.length, size - pos);
-      let got = 0;
-      while (got < want) {
-        const { bytesRead } = await fh.read(buf, got, want - got, pos + got);
-        if (bytesRead === 0) throw new KilnError(`${file} shrank while it was read (${pos + got} of ${size} bytes)`, { hint: 'nothing may write the release store while a release is published' });
-        got += bytesRead;
+  for await (const { pos, chunk } of fileChunks(file, EBS_BLOCK * 16, whole)) {
+    for (let o = 0; o < chunk.length; o += EBS_BLOCK) {
+      const n = Math.min(EBS_BLOCK, chunk.length - o);
+      const slice = chunk.subarray(o, o + n);
+      opts.stats.read++;
+      if (opts.skipZero && slice.equals(ZERO_BLOCK.subarray(0, n))) {
+        opts.stats.skipped++;
+        continue;
       }
-      whole.update(buf.subarray(0, got));
-      for (let o = 0; o < got; o += EBS_BLOCK) {
-        const n = Math.min(EBS_BLOCK, got - o);
-        const index = (pos + o) / EBS_BLOCK;
-        const slice = buf.subarray(o, o + n);
-        opts.stats.read++;
-        if (opts.skipZero && slice.equals(ZERO_BLOCK.subarray(0, n))) {
-          opts.stats.skipped++;
-          continue;
-        }
-        // A copy: the read buffer is reused while this block is still being uploaded.
-        const data = Buffer.alloc(EBS_BLOCK);
-        slice.copy(data);
-        yield { index, data };
-      }
-      pos += got;
+      // A copy, padded to a whole block: the chunk is read into again while this block is uploaded.
+      const data = Buffer.alloc(EBS_BLOCK);
+      slice.copy(data);
+      yield { index: (pos + o) / EBS_BLOCK, data };
     }
-    opts.stats.sha256 = whole.digest('hex');
-  } finally {
-    await fh.close();
   }
+  opts.stats.sha256 = whole.digest('hex');
 }
 
 /** An AMI name: 3–128 characters of letters, digits, ( ) [ ] space . / - ' @ _ (EC2 RegisterImage). */

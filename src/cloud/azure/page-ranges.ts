@@ -7,8 +7,8 @@
  * against the release's digest.
  */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import { KilnError } from '../../errors.js';
+import { fileChunks } from '../chunks.js';
 
 export const PAGE = 512;
 export const MAX_PUT = 4 * 1024 * 1024;
@@ -25,46 +25,29 @@ export function checkAzureVhdSize(size: number): void {
 }
 
 export async function* pageRanges(file: string, stats: { bytes: number; sent: number; skipped: number; sha256?: string }): AsyncGenerator<PageRange> {
-  const fh = await open(file, 'r');
   const whole = createHash('sha256');
-  try {
-    const size = (await fh.stat()).size;
+  for await (const { pos, chunk, size } of fileChunks(file, MAX_PUT, whole)) {
     if (size % PAGE) throw new KilnError(`${file} is ${size} bytes, not a whole number of 512-byte pages`);
-    const buf = Buffer.allocUnsafe(MAX_PUT);
-    for (let pos = 0; pos < size;) {
-      const want = Math.min(MAX_PUT, size - pos);
-      let got = 0;
-      while (got < want) {
-        const { bytesRead } = await fh.read(buf, got, want - got, pos + got);
-        if (bytesRead === 0) throw new KilnError(`${file} shrank while it was read (${pos + got} of ${size} bytes)`, { hint: 'nothing may write the release store while a release is published' });
-        got += bytesRead;
-      }
-      whole.update(buf.subarray(0, got));
-      let start = -1;
-      const emit = (end: number): PageRange => {
-        const data = Buffer.alloc(end - start);
-        buf.copy(data, 0, start, end);
-        const r = { offset: pos + start, data };
-        stats.sent += end - start;
-        start = -1;
-        return r;
-      };
-      for (let g = 0; g < got; g += GRAIN) {
-        const end = Math.min(g + GRAIN, got);
-        const zero = buf.subarray(g, end).equals(ZERO.subarray(0, end - g));
-        if (zero) {
-          stats.skipped += end - g;
-          if (start >= 0) yield emit(g);
-        } else if (start < 0) start = g;
-      }
-      if (start >= 0) yield emit(got);
-      stats.bytes += got;
-      pos += got;
+    let start = -1;
+    const emit = (end: number): PageRange => {
+      // A copy: the chunk is read into again while this range is uploaded.
+      const data = Buffer.from(chunk.subarray(start, end));
+      stats.sent += end - start;
+      const r = { offset: pos + start, data };
+      start = -1;
+      return r;
+    };
+    for (let g = 0; g < chunk.length; g += GRAIN) {
+      const end = Math.min(g + GRAIN, chunk.length);
+      if (chunk.subarray(g, end).equals(ZERO.subarray(0, end - g))) {
+        stats.skipped += end - g;
+        if (start >= 0) yield emit(g);
+      } else if (start < 0) start = g;
     }
-    stats.sha256 = whole.digest('hex');
-  } finally {
-    await fh.close();
+    if (start >= 0) yield emit(chunk.length);
+    stats.bytes += chunk.length;
   }
+  stats.sha256 = whole.digest('hex');
 }
 
 /**
