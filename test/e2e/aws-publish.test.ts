@@ -205,7 +205,7 @@ describe('kiln publish --to aws (against the AWS stand-in)', () => {
     const region = 'eu-west-1';
     const dry = await run(['prune', 'web', '--cloud', 'aws', '--region', region, '--keep', '1']);
     assert.equal(dry.code, 0, dry.stderr);
-    assert.match(dry.stderr, /dry run: 0 AMI\(s\) would be deregistered/);
+    assert.match(dry.stderr, /dry run: 0 AMI\(s\) would be deleted with their snapshots, 1 kept/);
     assert.match(dry.stdout, /^keep\teu-west-1\tami-[0-9a-f]+\trelease-0\.1\.0\t/m);
     assert.equal(standin.images(region).length, 1);
   });

@@ -19,7 +19,7 @@ const releases = [
 const now = new Date('2026-12-01T00:00:00Z');
 
 test('prune keeps the newest N releases (by date, not by string order) and deletes the rest with their snapshots', () => {
-  const plan = decide([ami('release-0.1.0', '2026-10-01T00:00:00Z'), ami('release-0.2.0', '2026-10-10T00:00:00Z'), ami('release-0.10.0', '2026-11-20T00:00:00Z')], releases, new Map(), { keep: 1, keepDays: 0 }, now);
+  const plan = decide([ami('release-0.1.0', '2026-10-01T00:00:00Z'), ami('release-0.2.0', '2026-10-10T00:00:00Z'), ami('release-0.10.0', '2026-11-20T00:00:00Z')], { releases, channelTargets: new Map() }, { keep: 1, keepDays: 0 }, now);
   assert.deepEqual(plan.map((d) => [d.version, d.action]), [['release-0.1.0', 'delete'], ['release-0.2.0', 'delete'], ['release-0.10.0', 'keep']]);
   assert.deepEqual(plan[0].snapshots, ['snap-release-0.1.0']);
 });
@@ -28,12 +28,12 @@ test('prune keeps what a channel points at, what is younger than D days, and wha
   const plan = decide([
     ami('release-0.1.0', '2026-10-01T00:00:00Z'), ami('release-0.2.0', '2026-11-25T00:00:00Z'),
     ami('release-0.10.0', '2026-11-20T00:00:00Z'), ami('release-9.9.9', '2020-01-01T00:00:00Z'),
-  ], releases, new Map([['release-0.1.0', ['production']]]), { keep: 1, keepDays: 10 }, now);
+  ], { releases, channelTargets: new Map([['release-0.1.0', ['production']]]) }, { keep: 1, keepDays: 10 }, now);
   const why = Object.fromEntries(plan.map((d) => [d.version, `${d.action}: ${d.why}`]));
   assert.equal(why['release-0.1.0'], 'keep: channel production');
   assert.equal(why['release-0.2.0'], 'keep: younger than 10 days');
   assert.equal(why['release-0.10.0'], 'keep: among the newest 1');
   assert.equal(why['release-9.9.9'], 'keep: its version is not in the store');
-  const older = decide([ami('release-0.2.0', '2026-11-01T00:00:00Z')], releases, new Map(), { keep: 1, keepDays: 10 }, now);
+  const older = decide([ami('release-0.2.0', '2026-11-01T00:00:00Z')], { releases, channelTargets: new Map() }, { keep: 1, keepDays: 10 }, now);
   assert.equal(older[0].action, 'delete');
 });

@@ -56,7 +56,8 @@ export async function publishReleaseToAzure(store: ReleaseStore, ref: string, cf
   return publishVhdToAzure(store, rel, cfg, opts);
 }
 
-function compute(cfg: AzurePublishConfig): ComputeManagementClient {
+/** The Compute client of publish.azure, with DefaultAzureCredential. */
+export function computeClient(cfg: AzurePublishConfig): ComputeManagementClient {
   // A custom authority (AZURE_AUTHORITY_HOST: Azure Stack, a private cloud) is used as given.
   const credential = new DefaultAzureCredential({ disableInstanceDiscovery: Boolean(process.env.AZURE_AUTHORITY_HOST) });
   // The token's scope stays the SDK's (Resource Manager's); arm_endpoint only moves where requests go.
@@ -72,7 +73,7 @@ const notFound = (e: unknown) => (e as { statusCode?: number }).statusCode === 4
 /** Uploads the VHD, makes sure the image definition exists, creates the version, records it. */
 export async function publishVhdToAzure(store: ReleaseStore, rel: VhdToUpload & { generation: 'V1' | 'V2' }, cfg: AzurePublishConfig, opts: { logger: Logger; parallel?: number; signal?: AbortSignal }): Promise<AzurePublished> {
   const log = opts.logger;
-  const client = compute(cfg);
+  const client = computeClient(cfg);
   const rg = cfg.resource_group;
   const imageName = cfg.image_definition ?? rel.name;
   const versionName = galleryVersionName(rel.version);
