@@ -169,6 +169,35 @@ describe('kiln publish --to azure (Azurite, and the Azure gallery stand-in)', ()
     assert.equal(arm.versions('kiln', 'web').length, 1);
   });
 
+  test('an upload killed midway resumes on the next run from the pages already written, and completes', async () => {
+    // Another container and gallery, so the example's release is not already there.
+    arm.createGallery('kiln2', 'westeurope');
+    const other = join(work, 'publisher2');
+    mkdirSync(other, { recursive: true });
+    writeFileSync(join(other, 'site.yml'), '- hosts: all\n  tasks: []\n');
+    writeFileSync(join(other, 'kiln.yaml'), readFileSync(join(publisher, 'kiln.yaml'), 'utf8').replace('    gallery: kiln\n', '    gallery: kiln2\n    container: kiln-images-2\n'));
+    const killed = await kiln(['publish', REF, '--to', 'azure', '--parallel', '1'], {
+      cwd: other, env,
+      onStderr: (chunk, child) => { if (/azure: [0-9.]+ [KM]iB sent/.test(chunk)) child.kill('SIGKILL'); },
+    });
+    outputs.push(killed.stdout, killed.stderr);
+    assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+    const blob = BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient('kiln-images-2').getPageBlobClient('web-release-0.1.0.vhd');
+    const before = await blob.getProperties();
+    assert.notEqual(before.metadata?.kiln_complete, 'true', 'the killed run did not mark the blob complete');
+    assert.equal(arm.versions('kiln2', 'web').length, 0, 'and made no gallery version');
+    const r = await kiln(['publish', REF, '--to', 'azure', '--json'], { cwd: other, env });
+    outputs.push(r.stdout, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /resuming the page blob kiln-images-2\/web-release-0\.1\.0\.vhd of an interrupted upload \([0-9.]+ [KMG]iB written already\)/);
+    const p2 = JSON.parse(r.stdout) as typeof published;
+    assert.ok(p2.sent < published.sent, `the resumed run sent less (${p2.sent} of ${published.sent} bytes)`);
+    assert.equal(arm.versions('kiln2', 'web').length, 1);
+    const h = createHash('sha256');
+    for await (const c of await blob.download().then((d) => d.readableStreamBody ?? [])) h.update(c as Buffer);
+    assert.equal(h.digest('hex'), built.record.artifacts.find((a) => a.format === 'vhd')?.sha256);
+  });
+
   test('the Azure client secret and storage key appear in no output, log or store file', () => {
     const secrets = [arm.clientSecret, /AccountKey=([^;]+)/.exec(azurite.connectionString)?.[1] ?? 'missing'];
     const seen: string[] = [];

@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { BlobServiceClient, type ContainerClient, type PageBlobClient } from '@azure/storage-blob';
+import { BlobServiceClient, type BlobLeaseClient, type ContainerClient, type PageBlobClient } from '@azure/storage-blob';
 import { DefaultAzureCredential } from '@azure/identity';
 import { KilnError } from '../../errors.js';
 import { humanBytes, humanSeconds, type Logger } from '../../log.js';
@@ -55,6 +55,23 @@ export function azureError(e: unknown, what: string): unknown {
     : /ECONNREFUSED|ENOTFOUND/.test(code ?? '') ? 'check the storage account URL and the network'
       : undefined;
   return new KilnError(`${what} failed: ${code ?? 'error'}${status ? ` (HTTP ${status})` : ''}: ${e.message.split('\n')[0]}`, { hint });
+}
+
+const LEASE_SECONDS = 20;
+
+async function acquireLease(lease: BlobLeaseClient, what: string, log: Logger): Promise<string> {
+  const t0 = Date.now();
+  for (let said = false; ; said = true) {
+    try {
+      const id = (await lease.acquireLease(LEASE_SECONDS)).leaseId;
+      if (!id) throw new KilnError(`no lease id for ${what}`);
+      return id;
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 409 || Date.now() - t0 > (LEASE_SECONDS + 10) * 1000) throw azureError(e, `taking a lease on ${what}`);
+      if (!said) log.info(`azure: ${what} is leased by another upload (or one that was killed): waiting up to ${LEASE_SECONDS} s for its lease to end`);
+      await new Promise((res) => setTimeout(res, 2000));
+    }
+  }
 }
 
 async function az<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -95,10 +112,11 @@ export async function uploadVhdPageBlob(rel: VhdToUpload, target: PageBlobTarget
   written = written.sort((a, b) => a.start - b.start);
   const isWritten = (offset: number, length: number) => written.some((r) => r.start <= offset && offset + length - 1 <= r.end);
 
+  // A short lease, renewed while writing: a run that dies leaves it for at most LEASE_SECONDS, and a
+  // live one never loses it. Another holder is waited for that long, never broken.
   const lease = blob.getBlobLeaseClient();
-  const leaseId = (await az(`taking a lease on ${what}`, () => lease.acquireLease(60))).leaseId;
-  if (!leaseId) throw new KilnError(`no lease id for ${what}`);
-  const renew = setInterval(() => { lease.renewLease().catch((e: unknown) => log.warn(`renewing the lease on ${what}: ${(e as Error).message}`)); }, 30_000);
+  const leaseId = await acquireLease(lease, what, log);
+  const renew = setInterval(() => { lease.renewLease().catch((e: unknown) => log.warn(`renewing the lease on ${what}: ${(e as Error).message}`)); }, (LEASE_SECONDS * 1000) / 3);
   const conditions = { leaseId };
   const stats: { bytes: number; sent: number; skipped: number; sha256?: string } = { bytes: 0, sent: 0, skipped: 0 };
   const t0 = Date.now();
