@@ -28,6 +28,7 @@ export async function* pageRanges(file: string, stats: { bytes: number; sent: nu
   const whole = createHash('sha256');
   for await (const { pos, chunk, size } of fileChunks(file, MAX_PUT, whole)) {
     if (size % PAGE) throw new KilnError(`${file} is ${size} bytes, not a whole number of 512-byte pages`);
+    stats.bytes += chunk.length;
     let start = -1;
     const emit = (end: number): PageRange => {
       // A copy: the chunk is read into again while this range is uploaded.
@@ -45,7 +46,6 @@ export async function* pageRanges(file: string, stats: { bytes: number; sent: nu
       } else if (start < 0) start = g;
     }
     if (start >= 0) yield emit(chunk.length);
-    stats.bytes += chunk.length;
   }
   stats.sha256 = whole.digest('hex');
 }
