@@ -442,7 +442,7 @@ interface Snapshot extends Omit<StandInSnapshot, 'blockCount'> {
 type Image = StandInImage;
 interface RegionState {
   snapshots: Map<string, Snapshot>; images: Map<string, Image>;
-  startTokens: Map<string, { key: string; id: string }>; copyTokens: Map<string, { key: string; id: string }>;
+  startTokens: Map<string, { key: string; id: string; output: Params }>; copyTokens: Map<string, { key: string; id: string }>;
 }
 
 export interface AwsStandIn {
@@ -729,7 +729,11 @@ class StandIn implements AwsStandIn {
     const key = stableJson({ ...p, ClientToken: undefined });
     const prior = token === undefined ? undefined : rs.startTokens.get(token);
     if (prior && prior.key !== key) throw new ApiError(409, 'ConflictException', 'The request uses the same client token as a previous, but non-identical request.');
-    if (prior) return this.startOutput(rs.snapshots.get(prior.id)!);
+    if (prior) {
+      // Idempotency replays the first answer; a snapshot deleted since is answered as it was then.
+      const current = rs.snapshots.get(prior.id);
+      return current ? this.startOutput(current) : prior.output;
+    }
     let blocks = new Map<number, BlockRef>();
     const parentId = str(p.ParentSnapshotId);
     if (parentId) {
@@ -742,8 +746,9 @@ class StandIn implements AwsStandIn {
       ownerId: this.accountId, volumeSize, description: str(p.Description), tags: tagsOf(p.Tags), blocks, timeoutAt: Date.now() + (num(p.Timeout) ?? 60) * 60_000,
     });
     rs.snapshots.set(s.snapshotId, s);
-    if (token !== undefined) rs.startTokens.set(token, { key, id: s.snapshotId });
-    return this.startOutput(s);
+    const output = this.startOutput(s);
+    if (token !== undefined) rs.startTokens.set(token, { key, id: s.snapshotId, output });
+    return output;
   }
 
   private async putSnapshotBlock(ctx: Ctx): Promise<Output> {

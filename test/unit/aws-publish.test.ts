@@ -45,7 +45,7 @@ async function fakeRelease(store: ReleaseStore, name: string, version: string): 
 
 const opts = { regions: ['eu-west-1'], logger: silentLogger, pollMs: 10 };
 
-test('three releases published, then kiln prune keeps the newest (and what a channel names), deregisters the others and deletes their snapshots', async () => {
+test('three releases published, then kiln prune with keep 1 leaves one AMI and its snapshot, deletes the others\' snapshots, never touches an AMI Kiln did not make; a channel keeps its release', async () => {
   const store = await openStore(join(dir, 'store-a'), dir);
   const rels = [];
   for (const v of ['release-0.1.0', 'release-0.2.0', 'release-0.3.0']) rels.push(await fakeRelease(store, 'web', v));
@@ -63,17 +63,22 @@ test('three releases published, then kiln prune keeps the newest (and what a cha
   assert.deepEqual(dry.map((d) => [d.version, d.action]).sort(), [['release-0.1.0', 'delete'], ['release-0.2.0', 'delete'], ['release-0.3.0', 'keep']]);
   assert.equal(standin.images('eu-west-1').length, 4, 'a dry run changes nothing');
 
-  await store.channelSet('stable', 'web@release-0.1.0');
   const plan = await pruneAws(store, 'web', { regions: ['eu-west-1'], rule: { keep: 1, keepDays: 0 }, apply: true, logger: silentLogger });
-  assert.deepEqual(plan.filter((d) => d.action === 'delete').map((d) => d.version), ['release-0.2.0']);
+  assert.deepEqual(plan.filter((d) => d.action === 'delete').map((d) => d.version).sort(), ['release-0.1.0', 'release-0.2.0']);
   const left = standin.images('eu-west-1').map((i) => i.imageId).sort();
-  assert.deepEqual(left, [ids[0], ids[2], foreign].sort());
+  assert.deepEqual(left, [ids[2], foreign].sort(), 'one AMI of the image is left, and the hand-made one');
   const snapIds = standin.snapshots('eu-west-1').map((s) => s.snapshotId);
-  assert.ok(!snapIds.includes(snaps[1] ?? ''), 'the pruned AMI\'s snapshot is deleted');
-  assert.ok(snapIds.includes(snaps[0] ?? '') && snapIds.includes(snaps[2] ?? ''), 'the kept AMIs keep theirs');
-  // The pruned id is gone from the signed metadata; the others stay.
+  assert.ok(!snapIds.includes(snaps[0] ?? '') && !snapIds.includes(snaps[1] ?? ''), 'the pruned AMIs\' snapshots are deleted');
+  assert.ok(snapIds.includes(snaps[2] ?? ''), 'the kept AMI keeps its snapshot');
+  // The pruned ids are gone from the signed metadata; the kept one stays.
   assert.deepEqual((await store.resolve('web@release-0.2.0', { verifyArtifacts: false })).cloudIds, {});
   assert.deepEqual((await store.resolve('web@release-0.3.0', { verifyArtifacts: false })).cloudIds, { aws: { 'eu-west-1': ids[2] } });
+  // Publish 0.1.0 again, put a channel on it: a prune now keeps it, whatever its age.
+  const again = (await publishToAws(store, rels[0], opts))[0].imageId;
+  await store.channelSet('stable', 'web@release-0.1.0');
+  const kept = await pruneAws(store, 'web', { regions: ['eu-west-1'], rule: { keep: 1, keepDays: 0 }, apply: true, logger: silentLogger });
+  assert.deepEqual(kept.map((d) => [d.version, d.action, d.why]).sort(), [['release-0.1.0', 'keep', 'channel stable'], ['release-0.3.0', 'keep', 'among the newest 1']]);
+  assert.deepEqual(standin.images('eu-west-1').map((i) => i.imageId).sort(), [again, ids[2], foreign].sort());
   assert.deepEqual(standin.rejected, []);
 });
 

@@ -247,12 +247,17 @@ async function uploadSnapshot(ebs: EBSClient, ec2: EC2Client, rel: ReleaseToPubl
   // interrupted run is being resumed.
   const pending = await call('DescribeSnapshots', region, () => ec2.send(new DescribeSnapshotsCommand({ OwnerIds: ['self'], Filters: [{ Name: `tag:${TAG.digest}`, Values: [rel.digest] }, { Name: 'status', Values: ['pending'] }] })));
   let snap: StartSnapshotCommandOutput = await start(token);
-  if (snap.Status !== 'pending') {
-    // The token's snapshot from an earlier run already completed or failed: start a fresh one.
-    log.debug(`aws ${region}: snapshot ${snap.SnapshotId} of an earlier run is ${snap.Status}; starting another`);
-    snap = await start(`${token.slice(0, 48)}${Date.now().toString(16)}`);
-  } else if (pending.Snapshots?.some((x) => x.SnapshotId === snap.SnapshotId)) {
+  if (pending.Snapshots?.some((x) => x.SnapshotId === snap.SnapshotId)) {
     log.info(`aws ${region}: resuming snapshot ${snap.SnapshotId} of an interrupted run (every block is put again)`);
+  } else {
+    // New, or the token's answer from an earlier run whose snapshot completed, failed or was deleted
+    // since (idempotency replays the first answer): only a snapshot pending now is written to.
+    const now = await call('DescribeSnapshots', region, () => ec2.send(new DescribeSnapshotsCommand({ OwnerIds: ['self'], Filters: [{ Name: 'snapshot-id', Values: [snap.SnapshotId ?? ''] }] })));
+    const state = now.Snapshots?.[0]?.State;
+    if (state !== 'pending') {
+      log.debug(`aws ${region}: snapshot ${snap.SnapshotId} of an earlier run is ${state ?? 'gone'}; starting another`);
+      snap = await start(`${token.slice(0, 48)}${Date.now().toString(16)}`);
+    }
   }
   const snapshotId = snap.SnapshotId;
   if (!snapshotId) throw new KilnError(`StartSnapshot in ${region} returned no snapshot id`);
