@@ -103,7 +103,7 @@ test('a VHD uploaded as a page blob: only non-zero pages written, it reads back 
   assert.equal(again.sent, 0);
 });
 
-test('an interrupted upload is resumed: the pages already written are not sent again', async () => {
+test('an interrupted upload is resumed: pages already written right are not sent again, pages written wrong are', async () => {
   const v = vhd('b.vhd');
   const rel = release(v, 'release-0.2.0', `sha256:${'b'.repeat(64)}`);
   // What an interrupted run leaves: the blob with Kiln's metadata, its first range written, not complete.
@@ -113,9 +113,11 @@ test('an interrupted upload is resumed: the pages already written are not sent a
   const ranges: { offset: number; data: Buffer }[] = [];
   for await (const r of pageRanges(v.file, full)) ranges.push(r);
   await blob.uploadPages(ranges[0].data, ranges[0].offset, ranges[0].data.length);
+  // A second range "written" with other bytes (someone else, or a damaged earlier upload): it must be put again.
+  await blob.uploadPages(Buffer.alloc(ranges[1].data.length, 0x5a), ranges[1].offset, ranges[1].data.length);
   const up = await uploadVhdPageBlob(rel, { container: 'images' }, { logger: silentLogger });
   assert.equal(up.existing, false);
-  assert.equal(up.sent, full.sent - ranges[0].data.length, 'the range already written was not sent again');
+  assert.equal(up.sent, full.sent - ranges[0].data.length, 'the range written right was not sent again; the one written wrong was');
   assert.equal(createHash('sha256').update(await blob.downloadToBuffer()).digest('hex'), v.sha256);
 });
 

@@ -8,7 +8,8 @@
  * it is complete (`kiln_complete`, set last, with the VHD's sha256). So:
  * - a complete blob of the same release is reused and nothing is sent;
  * - an incomplete one (an interrupted upload) is resumed: Get Page Ranges says what is written, and a
- *   range already fully written is not sent again (a Put Page is all or nothing);
+ *   range already fully written is read back and compared, and sent again only if it differs (a Put
+ *   Page is all or nothing, but the blob may have been written by someone else since);
  * - a blob of this name from another release, or one Kiln did not make, is an error: never overwritten.
  * The VHD is read from the store once and its sha256 must be the release's before the blob is marked
  * complete; a mismatch deletes the blob.
@@ -58,6 +59,12 @@ export function azureError(e: unknown, what: string): unknown {
 }
 
 const LEASE_SECONDS = 20;
+
+/** True when the blob holds exactly `data` at `offset` (a resumed upload checks what it does not send again). */
+async function pagesEqual(blob: PageBlobClient, offset: number, data: Buffer): Promise<boolean> {
+  const got = await blob.downloadToBuffer(offset, data.length).catch(() => undefined);
+  return got !== undefined && got.equals(data);
+}
 
 async function acquireLease(lease: BlobLeaseClient, what: string, log: Logger): Promise<string> {
   const t0 = Date.now();
@@ -132,7 +139,8 @@ export async function uploadVhdPageBlob(rel: VhdToUpload, target: PageBlobTarget
     for await (const r of pageRanges(rel.vhdFile, stats)) {
       opts.signal?.throwIfAborted();
       if (failure) break;
-      if (isWritten(r.offset, r.data.length)) { resent += r.data.length; continue; }
+      // Written by the interrupted run: read back and compared, so a page changed since is put again.
+      if (isWritten(r.offset, r.data.length) && (await pagesEqual(blob, r.offset, r.data))) { resent += r.data.length; continue; }
       const md5 = createHash('md5').update(r.data).digest();
       const p = az(`Put Page at ${r.offset} of ${what}`, () => blob.uploadPages(r.data, r.offset, r.data.length, { conditions, transactionalContentMD5: md5, abortSignal: opts.signal }))
         .then(() => {
@@ -163,6 +171,6 @@ export async function uploadVhdPageBlob(rel: VhdToUpload, target: PageBlobTarget
     await lease.releaseLease().catch(() => undefined);
   }
   const seconds = (Date.now() - t0) / 1000;
-  log.info(`azure: ${humanBytes(put)} in ${ranges} ranges sent${resent ? `, ${humanBytes(resent)} already there` : ''}, ${humanBytes(stats.skipped)} of zeros skipped, in ${humanSeconds(seconds * 1000)}`);
+  log.info(`azure: ${humanBytes(put)} in ${ranges} ranges sent${resent ? `, ${humanBytes(resent)} already there (read back and compared)` : ''}, ${humanBytes(stats.skipped)} of zeros skipped, in ${humanSeconds(seconds * 1000)}`);
   return { url: blob.url, blobName, existing: false, sent: put, skipped: stats.skipped, seconds };
 }
