@@ -2,7 +2,7 @@
 // run: where they are, the load average recorded with each run, a timed anchor command, and the
 // stand-in upstream image (build-base.sh) that Packer builds from.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 export const anchors = process.env.KILN_ANCHORS ?? '/work/shared/bench/anchors';
@@ -46,4 +46,19 @@ export function buildUpstream() {
   const mirror = aptMirror();
   runs.push(timed('stand-in upstream image (build-base.sh)', 'bash', ['./build-base.sh'], { env: { ...process.env, SSH_PUBKEY: `${key}.pub`, ...(mirror ? { MIRROR: mirror, SECURITY_MIRROR: `${mirror.replace(/\/$/, '')}-security` } : {}) } }));
   return runs;
+}
+
+/**
+ * The example (examples/debian-web) released once in a fresh repository under `work`, with its own cache:
+ * what the cloud publishing benchmarks upload. Returns the repository and the build record.
+ */
+export function releasedExample(root, work) {
+  const repo = join(work, 'example');
+  cpSync(join(root, 'examples/debian-web'), repo, { recursive: true });
+  const git = (...a) => execFileSync('git', ['-C', repo, '-c', 'user.email=b@kiln', '-c', 'user.name=bench', ...a], { env: { ...process.env, GIT_AUTHOR_DATE: '@1793534400', GIT_COMMITTER_DATE: '@1793534400' } });
+  git('init', '-q'); git('add', '-A'); git('commit', '-qm', 'bench'); git('tag', 'release-0.1.0');
+  console.error('building the example release…');
+  const b = spawnSync(process.execPath, [join(root, 'bin/kiln.js'), 'build', '--json'], { cwd: repo, env: { ...process.env, KILN_CACHE_DIR: join(work, 'cache') }, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (b.status !== 0) { console.error(b.stderr.slice(-4000)); process.exit(1); }
+  return { repo, record: JSON.parse(b.stdout) };
 }

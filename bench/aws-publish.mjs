@@ -6,25 +6,21 @@
 // flight, each into a fresh region (nothing there yet). No anchor applies: Packer's amazon-import needs
 // S3 and VM Import, which no server here provides. Appends a section to bench/results.md.
 // Usage (root, host tools installed, after `npm run build`): node bench/aws-publish.mjs
-import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, mkdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { loadavg } from './anchors.mjs';
+import { loadavg, releasedExample } from './anchors.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const { startAwsStandIn } = await import(join(root, 'dist/test/support/aws-standin.js'));
 const work = '/var/tmp/kiln-bench/aws-publish';
 rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
+// A state directory of this run's own: the store is made anew each run, and a reader that remembers an
+// earlier run's metadata would rightly refuse it as rolled back.
+process.env.KILN_STATE_DIR = join(work, 'state');
 
-const repo = join(work, 'example');
-cpSync(join(root, 'examples/debian-web'), repo, { recursive: true });
-const git = (...a) => execFileSync('git', ['-C', repo, '-c', 'user.email=b@kiln', '-c', 'user.name=bench', ...a], { env: { ...process.env, GIT_AUTHOR_DATE: '@1793534400', GIT_COMMITTER_DATE: '@1793534400' } });
-git('init', '-q'); git('add', '-A'); git('commit', '-qm', 'bench'); git('tag', 'release-0.1.0');
-console.error('building the example release…');
-const b = spawnSync(process.execPath, [join(root, 'bin/kiln.js'), 'build', '--json'], { cwd: repo, env: { ...process.env, KILN_CACHE_DIR: join(work, 'cache') }, encoding: 'utf8', maxBuffer: 64 << 20 });
-if (b.status !== 0) { console.error(b.stderr.slice(-4000)); process.exit(1); }
-const raw = JSON.parse(b.stdout).artifacts.find((a) => a.format === 'raw');
+const { repo, record } = releasedExample(root, work);
+const raw = record.artifacts.find((a) => a.format === 'raw');
 
 const AKID = 'AKIAKILNBENCH0000001';
 const SECRET = 'bench/StandInSecret+000000000000000000000';
