@@ -56,7 +56,10 @@ async function terraform(): Promise<number> {
     const r = await store.resolve(q.release, { format: q.format || undefined, force: bool('force') });
     const out = terraformResult(r);
     // With a cloud (and region), image_id is the one id Terraform launches from; an error when there is none.
-    if (q.cloud) Object.assign(out, { cloud: q.cloud, region: cloudImageId(r, q.cloud, q.region || undefined).region, image_id: cloudImageId(r, q.cloud, q.region || undefined).id });
+    if (q.cloud) {
+      const c = cloudImageId(r, q.cloud, q.region || undefined);
+      Object.assign(out, { cloud: q.cloud, region: c.region, image_id: c.id });
+    }
     process.stdout.write(JSON.stringify(out) + '\n');
     return 0;
   } catch (e) {
@@ -77,11 +80,11 @@ export const resolveCommand: Command = {
     if (positionals.length !== 1) throw new KilnError('kiln resolve takes one release reference', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const store = await storeFromFlags(values);
     if (values.cloud && values.format) throw new KilnError('--cloud and --format ask for different things: a cloud image id, or an artifact', { exitCode: 2 });
+    if (values.region && !values.cloud) throw new KilnError('--region goes with --cloud', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const r = await store.resolve(positionals[0], { format: values.format, force: values.force, verifyArtifacts: !values.cloud });
     if (r.revoked) process.stderr.write(`warning: ${r.name}@${r.version} is revoked (${r.revoked.reason}); used because of --force\n`);
     if (r.revokedAncestor) process.stderr.write(`warning: ${r.name}@${r.version} is built on ${r.revokedAncestor.name}@${r.revokedAncestor.version}, which is revoked (${r.revokedAncestor.reason}); used because of --force\n`);
     if (r.ancestryProblem) process.stderr.write(`warning: ${r.name}@${r.version}: ${r.ancestryProblem}; used because of --force\n`);
-    if (values.region && !values.cloud) throw new KilnError('--region goes with --cloud', { hint: `usage: ${this.usage}`, exitCode: 2 });
     if (values.cloud) {
       const c = cloudImageId(r, values.cloud, values.region);
       if (values.json) process.stdout.write(JSON.stringify({ name: r.name, version: r.version, digest: r.digest, cloud: values.cloud, region: c.region, imageId: c.id }, null, 2) + '\n');

@@ -9,7 +9,7 @@
  *   decompressed by node's zlib or the host's zstd or xz);
  * - on Azure, something that reports the VM ready: the Azure agent, or cloud-init with Azure allowed.
  */
-import { closeSync, constants, fstatSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
@@ -18,7 +18,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { PART_TYPE } from '../disk/gpt.js';
 import { gptOf, rootOffset } from '../image/root-fs.js';
 import { withMountedFilesystem } from '../image/mount.js';
-import { existsInTree, hostPath, readTreeFile, resolvedPath } from '../image/tree.js';
+import { existsInTree, hostPath, readTreeBytes, readTreeFile, resolvedPath } from '../image/tree.js';
 
 export type BootMode = 'uefi-preferred' | 'uefi' | 'legacy-bios';
 export const BOOT_MODES: readonly BootMode[] = ['uefi-preferred', 'uefi', 'legacy-bios'];
@@ -177,7 +177,7 @@ export async function checkFit(raw: string, platform: Platform, scratch: string,
     for (const n of modular) if (kernelOption(config, n.option) !== 'm') problems.push(`kernel ${version} has no ${n.what} driver (${n.option} is not set)`);
     const inInitrd = modular.filter((n) => kernelOption(config, n.option) === 'm');
     if (inInitrd.length) {
-      const initrd = readTreeFileBytes(resolvedPath(tree.root, `/boot/initrd.img-${version}`));
+      const initrd = readTreeBytes(tree.root, `/boot/initrd.img-${version}`, { follow: true, max: 1 << 30 });
       if (!initrd) { problems.push(`no /boot/initrd.img-${version}`); return; }
       const members = await initramfsMembers(initrd, scratch, logger);
       for (const n of inInitrd) {
@@ -187,11 +187,4 @@ export async function checkFit(raw: string, platform: Platform, scratch: string,
     }
   }, logger);
   return { bootMode, problems, kernel };
-}
-
-/** A regular file's bytes at a host path already resolved inside the tree (the last link refused). */
-function readTreeFileBytes(path: string): Buffer | undefined {
-  let fd: number;
-  try { fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW); } catch { return undefined; }
-  try { return fstatSync(fd).isFile() ? readFileSync(fd) : undefined; } finally { closeSync(fd); }
 }

@@ -69,10 +69,11 @@ export function existsInTree(root: string, imagePath: string): boolean {
 }
 
 /**
- * A regular file's text, or undefined when there is none. `follow` reads through links inside the
- * tree; otherwise a link is not a file. The final open refuses links either way (O_NOFOLLOW).
+ * A regular file's bytes (at most `max`, default 16 MiB), or undefined when there is none. `follow`
+ * reads through links inside the tree; otherwise a link is not a file. The final open refuses links
+ * either way (O_NOFOLLOW).
  */
-export function readTreeFile(root: string, imagePath: string, opts: { follow?: boolean; max?: number } = {}): string | undefined {
+export function readTreeBytes(root: string, imagePath: string, opts: { follow?: boolean; max?: number } = {}): Buffer | undefined {
   const host = opts.follow ? resolvedPath(root, imagePath) : hostPath(root, imagePath);
   if (!lstatOrUndefined(host)?.isFile()) return undefined;
   const fd = openSync(host, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -88,10 +89,15 @@ export function readTreeFile(root: string, imagePath: string, opts: { follow?: b
       chunks.push(b.subarray(0, n));
       total += n;
     }
-    return Buffer.concat(chunks).toString('utf8');
+    return Buffer.concat(chunks);
   } finally {
     closeSync(fd);
   }
+}
+
+/** A regular file's text (readTreeBytes as UTF-8), or undefined when there is none. */
+export function readTreeFile(root: string, imagePath: string, opts: { follow?: boolean; max?: number } = {}): string | undefined {
+  return readTreeBytes(root, imagePath, opts)?.toString('utf8');
 }
 
 /** Creates the directory and its missing parents inside the tree (each a real directory); returns its host path. */

@@ -9,7 +9,7 @@ import { EC2Client, DeregisterImageCommand, DeleteSnapshotCommand, DescribeImage
 import { KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { ReleaseStore } from '../../store/release-store.js';
-import { awsError, TAG } from './publish.js';
+import { call, TAG } from './publish.js';
 import { retention, storeFacts, type PruneRule, type StoreFacts } from '../retention.js';
 
 export type { PruneRule };
@@ -45,7 +45,7 @@ export async function pruneAws(store: ReleaseStore, name: string, opts: { region
   for (const region of opts.regions) {
     const ec2 = new EC2Client({ region, maxAttempts: 6, retryMode: 'standard' });
     try {
-      const r = await ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: `tag:${TAG.image}`, Values: [name] }] })).catch((e: unknown) => { throw awsError(e, 'DescribeImages', region); });
+      const r = await call('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: `tag:${TAG.image}`, Values: [name] }] })));
       // Belt and braces: the filter is AWS's; the tag is checked here too.
       for (const image of r.Images ?? []) if (image.Tags?.some((t) => t.Key === TAG.image && t.Value === name) && image.Tags.some((t) => t.Key === TAG.digest)) found.push({ region, image });
     } finally {
@@ -57,8 +57,8 @@ export async function pruneAws(store: ReleaseStore, name: string, opts: { region
   for (const d of plan.filter((x) => x.action === 'delete')) {
     const ec2 = new EC2Client({ region: d.region, maxAttempts: 6, retryMode: 'standard' });
     try {
-      await ec2.send(new DeregisterImageCommand({ ImageId: d.imageId })).catch((e: unknown) => { throw awsError(e, `DeregisterImage ${d.imageId}`, d.region); });
-      for (const s of d.snapshots) await ec2.send(new DeleteSnapshotCommand({ SnapshotId: s })).catch((e: unknown) => { throw awsError(e, `DeleteSnapshot ${s}`, d.region); });
+      await call(`DeregisterImage ${d.imageId}`, d.region, () => ec2.send(new DeregisterImageCommand({ ImageId: d.imageId })));
+      for (const s of d.snapshots) await call(`DeleteSnapshot ${s}`, d.region, () => ec2.send(new DeleteSnapshotCommand({ SnapshotId: s })));
       opts.logger.info(`aws ${d.region}: deregistered ${d.imageId} (${d.name}) and deleted ${d.snapshots.join(', ') || 'no snapshot'}`);
       await store.removeCloudIds(name, d.version, 'aws', { [d.region]: d.imageId });
     } finally {

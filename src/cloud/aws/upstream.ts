@@ -18,7 +18,7 @@ import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from '@
 import { CopyImageCommand, DeleteSnapshotCommand, DeregisterImageCommand, DescribeImagesCommand, EC2Client, type Image } from '@aws-sdk/client-ec2';
 import { KilnError } from '../../errors.js';
 import { humanBytes, humanSeconds, type Logger } from '../../log.js';
-import { awsError } from './publish.js';
+import { call } from './publish.js';
 
 export interface AmiRef { region: string; id?: string; namePattern?: string }
 
@@ -38,15 +38,11 @@ export function parseAmiUrl(url: string): AmiRef {
 
 export interface AmiFound { imageId: string; name: string; ownerId: string; snapshotId: string; created: string; region: string }
 
-async function send<T>(what: string, region: string, fn: () => Promise<T>): Promise<T> {
-  try { return await fn(); } catch (e) { throw awsError(e, what, region); }
-}
-
 /** The AMI the reference names, checked to belong to the pinned owner. */
 export async function findAmi(ref: AmiRef, owner: string): Promise<AmiFound> {
   const ec2 = new EC2Client({ region: ref.region, maxAttempts: 6, retryMode: 'standard' });
   try {
-    const r = await send('DescribeImages', ref.region, () => ec2.send(new DescribeImagesCommand(ref.id
+    const r = await call('DescribeImages', ref.region, () => ec2.send(new DescribeImagesCommand(ref.id
       ? { ImageIds: [ref.id] }
       : { Owners: [owner], Filters: [{ Name: 'name', Values: [ref.namePattern ?? ''] }, { Name: 'state', Values: ['available'] }] })));
     const images = (r.Images ?? []).filter((i) => i.State === 'available' || i.State === undefined);
@@ -76,25 +72,25 @@ export async function readAmi(ami: AmiFound, dst: string, opts: { logger: Logger
   const ec2 = new EC2Client({ region, maxAttempts: 6, retryMode: 'standard' });
   let copyId: string | undefined;
   try {
-    const own = await send('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ Owners: ['self'], ImageIds: [ami.imageId] })));
+    const own = await call('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ Owners: ['self'], ImageIds: [ami.imageId] })));
     let snapshotId = ami.snapshotId;
     if (!own.Images?.length) {
       // EBS direct APIs read only the account's own snapshots: copy the AMI in, read the copy.
       opts.onStatus?.(`copying ${ami.imageId} into the account`);
       // A name and token of this run's own: a copy of another name is never read in its place (anyone
       // in the account could register one), and an earlier run's token would return its removed copy.
-      const leftovers = await send('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'name', Values: [`kiln-upstream-${ami.imageId}-*`] }] })));
+      const leftovers = await call('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'name', Values: [`kiln-upstream-${ami.imageId}-*`] }] })));
       for (const l of leftovers.Images ?? []) opts.logger.warn(`${l.ImageId} (${l.Name}) in ${region} looks left by an interrupted Kiln build reading ${ami.imageId}: Kiln does not use it; deregister it and delete its snapshot`);
       const nonce = randomBytes(8).toString('hex');
       const token = createHash('sha256').update(`kiln-upstream\0${ami.imageId}\0${region}\0${nonce}`).digest('hex').slice(0, 64);
-      const c = await send('CopyImage', region, () => ec2.send(new CopyImageCommand({ SourceImageId: ami.imageId, SourceRegion: region, Name: `kiln-upstream-${ami.imageId}-${nonce}`, ClientToken: token, Description: `Kiln: a copy of ${ami.imageId} (${ami.name}) to read its disk; removed once read` })));
+      const c = await call('CopyImage', region, () => ec2.send(new CopyImageCommand({ SourceImageId: ami.imageId, SourceRegion: region, Name: `kiln-upstream-${ami.imageId}-${nonce}`, ClientToken: token, Description: `Kiln: a copy of ${ami.imageId} (${ami.name}) to read its disk; removed once read` })));
       if (!c.ImageId) throw new KilnError(`CopyImage of ${ami.imageId} in ${region} returned no image id`);
       copyId = c.ImageId;
       const limit = (opts.waitSeconds ?? 1800) * 1000;
       const t0 = Date.now();
       let delay = opts.pollMs ?? 5000;
       for (;;) {
-        const d = await send('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ ImageIds: [c.ImageId ?? ''] })));
+        const d = await call('DescribeImages', region, () => ec2.send(new DescribeImagesCommand({ ImageIds: [c.ImageId ?? ''] })));
         const img = d.Images?.[0];
         const snap = img?.BlockDeviceMappings?.find((m) => m.DeviceName === img.RootDeviceName)?.Ebs?.SnapshotId ?? img?.BlockDeviceMappings?.[0]?.Ebs?.SnapshotId;
         if (img?.State === 'available' && snap) { snapshotId = snap; break; }
@@ -131,7 +127,7 @@ async function readSnapshot(region: string, snapshotId: string, dst: string, opt
     let blockSize = 0;
     let next: string | undefined;
     do {
-      const page = await send('ListSnapshotBlocks', region, () => ebs.send(new ListSnapshotBlocksCommand({ SnapshotId: snapshotId, MaxResults: 10000, NextToken: next })));
+      const page = await call('ListSnapshotBlocks', region, () => ebs.send(new ListSnapshotBlocksCommand({ SnapshotId: snapshotId, MaxResults: 10000, NextToken: next })));
       volumeBytes = (page.VolumeSize ?? 0) * 1024 ** 3;
       blockSize = page.BlockSize ?? 0;
       for (const b of page.Blocks ?? []) if (b.BlockIndex !== undefined && b.BlockToken) blocks.push({ index: b.BlockIndex, token: b.BlockToken });
@@ -149,7 +145,7 @@ async function readSnapshot(region: string, snapshotId: string, dst: string, opt
         const b = work.shift();
         if (!b) break;
         if (b.index < 0 || (b.index + 1) * blockSize > volumeBytes) throw new KilnError(`snapshot ${snapshotId}: block ${b.index} is outside its ${humanBytes(volumeBytes)} volume`);
-        const r = await send(`GetSnapshotBlock ${b.index}`, region, () => ebs.send(new GetSnapshotBlockCommand({ SnapshotId: snapshotId, BlockIndex: b.index, BlockToken: b.token })));
+        const r = await call(`GetSnapshotBlock ${b.index}`, region, () => ebs.send(new GetSnapshotBlockCommand({ SnapshotId: snapshotId, BlockIndex: b.index, BlockToken: b.token })));
         const data = Buffer.from(await (r.BlockData?.transformToByteArray() ?? Promise.resolve(new Uint8Array())));
         if (data.length !== blockSize || (r.DataLength !== undefined && r.DataLength !== blockSize)) throw new KilnError(`snapshot ${snapshotId}: block ${b.index} is ${data.length} bytes, expected ${blockSize}`);
         const sum = createHash('sha256').update(data).digest('base64');

@@ -25,7 +25,7 @@ import { humanSeconds, type Logger } from '../../log.js';
 import type { ReleaseStore } from '../../store/release-store.js';
 import { checkFit, FIX_HINT } from '../fitness.js';
 import { checkAzureVhdSize, galleryVersionName } from './page-ranges.js';
-import { azureError, uploadVhdPageBlob, type VhdToUpload } from './upload.js';
+import { az, azureError, uploadVhdPageBlob, type VhdToUpload } from './upload.js';
 import type { AzurePublishConfig } from '../../template/schema.js';
 
 export type { AzurePublishConfig };
@@ -35,7 +35,8 @@ export const AZURE_TAG = { version: 'ImageVersion', image: 'kiln:image', digest:
 export interface AzurePublished { location: string; versionId: string; version: string; existing: boolean; blobUrl: string; sent: number; skipped: number }
 
 export async function publishReleaseToAzure(store: ReleaseStore, ref: string, cfg: AzurePublishConfig, opts: { logger: Logger; parallel?: number; signal?: AbortSignal }): Promise<AzurePublished> {
-  const r = await store.resolve(ref, { format: 'vhd' });
+  // Not hashed here: the upload hashes the very bytes it sends and compares them with the release's digest.
+  const r = await store.resolve(ref, { format: 'vhd', verifyArtifacts: false });
   const vhd = r.artifact;
   if (!vhd) throw new KilnError(`${ref} has no vhd artifact`, { hint: 'Azure takes a fixed VHD: add vhd to formats in kiln.yaml and release a new version' });
   if (store.backend.remote) throw new KilnError(`${ref} is in a remote store: pull it first`, { hint: `kiln pull ${ref} --from <store>` });
@@ -62,10 +63,6 @@ export function computeClient(cfg: AzurePublishConfig): ComputeManagementClient 
   const credential = new DefaultAzureCredential({ disableInstanceDiscovery: Boolean(process.env.AZURE_AUTHORITY_HOST) });
   // The token's scope stays the SDK's (Resource Manager's); arm_endpoint only moves where requests go.
   return new ComputeManagementClient(credential, cfg.subscription, cfg.arm_endpoint ? { endpoint: cfg.arm_endpoint } : {});
-}
-
-async function arm<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  try { return await fn(); } catch (e) { throw azureError(e, what); }
 }
 
 const notFound = (e: unknown) => (e as { statusCode?: number }).statusCode === 404;
@@ -107,7 +104,7 @@ export async function publishVhdToAzure(store: ReleaseStore, rel: VhdToUpload & 
   }
   if (!image) {
     log.info(`azure: creating the image definition ${cfg.gallery}/${imageName} (Linux, generalized, ${rel.generation})`);
-    await arm(`creating the gallery image definition ${cfg.gallery}/${imageName}`, () => client.galleryImages.beginCreateOrUpdateAndWait(rg, cfg.gallery, imageName, {
+    await az(`creating the gallery image definition ${cfg.gallery}/${imageName}`, () => client.galleryImages.beginCreateOrUpdateAndWait(rg, cfg.gallery, imageName, {
       location: cfg.location, osType: 'Linux', osState: 'Generalized', hyperVGeneration: rel.generation, architecture: 'x64',
       identifier: { publisher: cfg.publisher, offer: cfg.offer ?? rel.name, sku: cfg.sku },
       tags: { [AZURE_TAG.image]: rel.name },
@@ -115,7 +112,7 @@ export async function publishVhdToAzure(store: ReleaseStore, rel: VhdToUpload & 
   }
   const storageAccountId = `/subscriptions/${cfg.subscription}/resourceGroups/${cfg.storage_resource_group ?? rg}/providers/Microsoft.Storage/storageAccounts/${cfg.storage_account}`;
   log.info(`azure: creating ${what} from ${blob.blobName}, replicated to ${cfg.regions.join(', ')}`);
-  const created = await arm(`creating ${what}`, () => client.galleryImageVersions.beginCreateOrUpdateAndWait(rg, cfg.gallery, imageName, versionName, {
+  const created = await az(`creating ${what}`, () => client.galleryImageVersions.beginCreateOrUpdateAndWait(rg, cfg.gallery, imageName, versionName, {
     location: cfg.location,
     tags: { [AZURE_TAG.version]: rel.version, [AZURE_TAG.image]: rel.name, [AZURE_TAG.digest]: rel.digest, [AZURE_TAG.commit]: rel.commit },
     storageProfile: { osDiskImage: { source: { uri: blob.url, storageAccountId } } },

@@ -81,7 +81,8 @@ async function acquireLease(lease: BlobLeaseClient, what: string, log: Logger): 
   }
 }
 
-async function az<T>(what: string, fn: () => Promise<T>): Promise<T> {
+/** An Azure call whose failure names what was being done and what to do. */
+export async function az<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try { return await fn(); } catch (e) { throw azureError(e, what); }
 }
 
