@@ -32,9 +32,9 @@ export async function writeAt(path: string, patches: { offset: number; data: Uin
  * Writes a file so that readers see the old content or the new, never a part: concurrent builds
  * share the cache, and each writes its own temporary file before the atomic rename.
  */
-export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode?: number): void {
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data);
+  writeFileSync(tmp, data, mode === undefined ? {} : { mode });
   renameSync(tmp, path);
 }
 

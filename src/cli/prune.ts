@@ -4,6 +4,7 @@ import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { pruneAws } from '../cloud/aws/prune.js';
 import { pruneAzure } from '../cloud/azure/prune.js';
+import { pruneGce } from '../cloud/gce/prune.js';
 import { loadTemplate } from '../template/load.js';
 import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
 import { parse, type Command } from './command.js';
@@ -11,14 +12,17 @@ import { parse, type Command } from './command.js';
 export const pruneCommand: Command = {
   name: 'prune',
   summary: 'Retire an image\'s old cloud images (only those Kiln made); a dry run unless --apply',
-  usage: `kiln prune <name> --cloud aws|azure --keep N [--keep-days D] [--region R]... [--apply] [--json] [--sign-key FILE] ${STORE_USAGE}`,
+  usage: `kiln prune <name> --cloud aws|azure|gce --keep N [--keep-days D] [--grace-days G (gce)] [--region R]... [--apply] [--json] [--sign-key FILE] ${STORE_USAGE}`,
   async run(argv) {
     const { values, positionals } = parse('prune', this.usage, argv, {
       ...storeOptions, cloud: { type: 'string' }, region: { type: 'string', multiple: true }, keep: { type: 'string' },
-      'keep-days': { type: 'string' }, apply: { type: 'boolean' }, json: { type: 'boolean' },
+      'keep-days': { type: 'string' }, 'grace-days': { type: 'string' }, apply: { type: 'boolean' }, json: { type: 'boolean' },
     });
     if (positionals.length !== 1 || !values.cloud || values.keep === undefined) throw new KilnError('kiln prune needs an image name, --cloud and --keep', { hint: `usage: ${this.usage}`, exitCode: 2 });
-    if (values.cloud !== 'aws' && values.cloud !== 'azure') throw new KilnError(`kiln prune --cloud ${values.cloud}: the clouds Kiln prunes are: aws, azure`, { exitCode: 2 });
+    if (values.cloud !== 'aws' && values.cloud !== 'azure' && values.cloud !== 'gce') throw new KilnError(`kiln prune --cloud ${values.cloud}: the clouds Kiln prunes are: aws, azure, gce`, { exitCode: 2 });
+    if (values['grace-days'] !== undefined && values.cloud !== 'gce') throw new KilnError('--grace-days goes with --cloud gce (images are deprecated first, deleted after the grace period)', { exitCode: 2 });
+    const graceDays = values['grace-days'] === undefined ? 7 : Number(values['grace-days']);
+    if (!Number.isFinite(graceDays) || graceDays < 0) throw new KilnError(`--grace-days ${values['grace-days']}: expected a number of days`, { exitCode: 2 });
     const keep = Number(values.keep);
     const keepDays = values['keep-days'] === undefined ? 0 : Number(values['keep-days']);
     if (!Number.isInteger(keep) || keep < 1) throw new KilnError(`--keep ${values.keep}: expected a whole number, 1 or more`, { exitCode: 2 });
@@ -29,9 +33,16 @@ export const pruneCommand: Command = {
     const logger = createLogger({});
     const rule = { keep, keepDays };
     const apply = Boolean(values.apply);
-    let rows: { action: 'keep' | 'delete'; where: string; id: string; version: string; what: string; why: string }[];
+    let rows: { action: 'keep' | 'delete' | 'deprecate' | 'wait'; where: string; id: string; version: string; what: string; why: string }[];
     let where: string;
-    if (values.cloud === 'azure') {
+    if (values.cloud === 'gce') {
+      const cfg = config?.publish?.gce;
+      if (!cfg) throw new KilnError('kiln prune --cloud gce needs publish.gce in kiln.yaml (the project and bucket)', { exitCode: 2 });
+      const plan = await pruneGce(store, positionals[0], cfg, { rule, graceDays, apply, logger });
+      rows = plan.map((d) => ({ action: d.step === 'none' ? 'keep' : d.step, where: cfg.project, id: d.image, version: d.version, what: d.deprecated ? `deprecated ${d.deprecated}` : '-', why: d.why }));
+      where = cfg.project;
+      if (values.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
+    } else if (values.cloud === 'azure') {
       const cfg = config?.publish?.azure;
       if (!cfg) throw new KilnError('kiln prune --cloud azure needs publish.azure in kiln.yaml (the gallery and storage account)', { exitCode: 2 });
       const plan = await pruneAzure(store, positionals[0], cfg, { rule, apply, logger });
@@ -45,13 +56,18 @@ export const pruneCommand: Command = {
       where = regions.join(', ');
       if (values.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
     }
-    if (!values.json) for (const d of rows) process.stdout.write(`${apply && d.action === 'delete' ? 'deleted' : d.action}\t${d.where}\t${d.id}\t${d.version}\t${d.what}\t${d.why}\n`);
+    const done = { delete: 'deleted', deprecate: 'deprecated' } as Record<string, string>;
+    if (!values.json) for (const d of rows) process.stdout.write(`${apply ? done[d.action] ?? d.action : d.action}\t${d.where}\t${d.id}\t${d.version}\t${d.what}\t${d.why}\n`);
     const n = rows.filter((d) => d.action === 'delete').length;
-    const kind = values.cloud === 'azure' ? 'gallery version(s)' : 'AMI(s)';
-    const with_ = values.cloud === 'azure' ? 'their blobs' : 'their snapshots';
+    const kind = { azure: 'gallery version(s)', aws: 'AMI(s)', gce: 'image(s)' }[values.cloud];
+    const with_ = { azure: ' with their blobs', aws: ' with their snapshots', gce: '' }[values.cloud];
+    const dep = rows.filter((d) => d.action === 'deprecate').length;
+    const waiting = rows.filter((d) => d.action === 'wait').length;
+    const gce = values.cloud === 'gce' ? `, ${dep} ${apply ? '' : 'would be '}deprecated${waiting ? `, ${waiting} deprecated less than ${graceDays} days ago left for now` : ''}` : '';
+    const kept = rows.filter((d) => d.action === 'keep').length;
     process.stderr.write(rows.length === 0 ? `no ${kind} of ${positionals[0]} made by Kiln in ${where}\n`
-      : apply ? `${n} ${kind} deleted with ${with_}, ${rows.length - n} kept\n`
-        : `dry run: ${n} ${kind} would be deleted with ${with_}, ${rows.length - n} kept; pass --apply to do it\n`);
+      : apply ? `${n} ${kind} deleted${with_}${gce}, ${kept} kept\n`
+        : `dry run: ${n} ${kind} would be deleted${with_}${gce}, ${kept} kept; pass --apply to do it\n`);
     return 0;
   },
 };

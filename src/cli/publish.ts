@@ -5,6 +5,7 @@ import { createLogger } from '../log.js';
 import { BOOT_MODES, type BootMode } from '../cloud/fitness.js';
 import { publishReleaseToAws } from '../cloud/aws/publish.js';
 import { publishReleaseToAzure } from '../cloud/azure/publish.js';
+import { publishReleaseToGce } from '../cloud/gce/publish.js';
 import { loadTemplate } from '../template/load.js';
 import { waitSeconds, type AwsPublishConfig } from '../template/schema.js';
 import { STORE_USAGE, storeFromFlags, storeOptions, type StoreFlags } from '../store/from-cli.js';
@@ -12,17 +13,18 @@ import { parse, type Command } from './command.js';
 
 export const publishCommand: Command = {
   name: 'publish',
-  summary: 'Put a release into a cloud: an AMI per region, or an Azure gallery image version (tagged ImageVersion), recorded on the release',
-  usage: `kiln publish name@version --to aws|azure [--region R]... [--boot-mode uefi-preferred|uefi|legacy-bios] [--parallel N] [--wait 30m] [--json] [--sign-key FILE] ${STORE_USAGE}`,
+  summary: 'Put a release into a cloud: an AMI per region, an Azure gallery image version, or a GCE image (tagged with its version), recorded on the release',
+  usage: `kiln publish name@version --to aws|azure|gce [--region R]... [--boot-mode uefi-preferred|uefi|legacy-bios] [--parallel N] [--wait 30m] [--json] [--sign-key FILE] ${STORE_USAGE}`,
   async run(argv) {
     const { values, positionals } = parse('publish', this.usage, argv, {
       ...storeOptions, to: { type: 'string' }, region: { type: 'string', multiple: true }, 'boot-mode': { type: 'string' },
       parallel: { type: 'string' }, wait: { type: 'string' }, json: { type: 'boolean' }, verbose: { type: 'boolean' },
     });
     if (positionals.length !== 1 || !values.to) throw new KilnError('kiln publish needs a release and --to', { hint: `usage: ${this.usage}`, exitCode: 2 });
-    if (values.to !== 'aws' && values.to !== 'azure') throw new KilnError(`kiln publish --to ${values.to}: the clouds Kiln publishes to are: aws, azure`, { exitCode: 2 });
+    if (values.to !== 'aws' && values.to !== 'azure' && values.to !== 'gce') throw new KilnError(`kiln publish --to ${values.to}: the clouds Kiln publishes to are: aws, azure, gce`, { exitCode: 2 });
     const yaml = join(process.cwd(), 'kiln.yaml');
     if (values.to === 'azure') return publishAzure(positionals[0], values, yaml);
+    if (values.to === 'gce') return publishGce(positionals[0], values, yaml);
     const cfg: Partial<AwsPublishConfig> = existsSync(yaml) ? loadTemplate(yaml).config.publish?.aws ?? {} : {};
     const regions = values.region?.length ? values.region : cfg.regions ?? [];
     if (!regions.length) throw new KilnError('no AWS region to publish to', { hint: 'pass --region eu-west-1 (repeat for more), or set publish.aws.regions in kiln.yaml', exitCode: 2 });
@@ -52,6 +54,24 @@ async function publishAzure(ref: string, values: { json?: boolean; verbose?: boo
   const p = await interruptible((signal) => publishReleaseToAzure(store, ref, { ...cfg, regions }, { logger, parallel, signal }));
   if (values.json) process.stdout.write(JSON.stringify(p, null, 2) + '\n');
   else process.stdout.write(`azure\t${p.location}\t${p.versionId}${p.existing ? '\t(already published)' : ''}\n`);
+  return 0;
+}
+
+async function publishGce(ref: string, values: { json?: boolean; verbose?: boolean; region?: string[]; parallel?: string; 'boot-mode'?: string; wait?: string } & StoreFlags, yaml: string): Promise<number> {
+  const cfg = existsSync(yaml) ? loadTemplate(yaml).config.publish?.gce : undefined;
+  if (!cfg) throw new KilnError('kiln publish --to gce needs publish.gce in kiln.yaml (project, bucket)', { hint: 'kiln schema shows every field', exitCode: 2 });
+  for (const flag of ['region', 'parallel', 'boot-mode'] as const) {
+    if (values[flag] !== undefined) throw new KilnError(`--${flag} does not apply to gce: a Compute Engine image is global, uploaded as one resumable stream, with the boot modes its disk has`, { exitCode: 2 });
+  }
+  let wait = cfg.wait;
+  if (values.wait !== undefined) {
+    try { waitSeconds(values.wait); wait = values.wait; } catch { throw new KilnError(`--wait ${values.wait}: expected a duration such as 30m or 90s`, { exitCode: 2 }); }
+  }
+  const store = await storeFromFlags(values);
+  const logger = createLogger({ verbose: values.verbose });
+  const p = await interruptible((signal) => publishReleaseToGce(store, ref, { ...cfg, wait }, { logger, signal }));
+  if (values.json) process.stdout.write(JSON.stringify(p, null, 2) + '\n');
+  else process.stdout.write(`gce\t${p.project}\t${p.path}${p.existing ? '\t(already published)' : ''}\n`);
   return 0;
 }
 

@@ -71,7 +71,7 @@ async function terraform(): Promise<number> {
 export const resolveCommand: Command = {
   name: 'resolve',
   summary: 'Print where a release (name@version or name@channel) is: artifact path or registry reference, and cloud ids',
-  usage: `kiln resolve name@version|name@channel [--format F | --cloud aws [--region R]] [--json] [--force] ${STORE_USAGE} | kiln resolve --terraform (query: release, store, format, cloud, region, require_signature, trust_keys, force, insecure)`,
+  usage: `kiln resolve name@version|name@channel [--format F | --cloud aws|azure|gce [--region R (gce: the project)]] [--json] [--force] ${STORE_USAGE} | kiln resolve --terraform (query: release, store, format, cloud, region, require_signature, trust_keys, force, insecure)`,
   async run(argv) {
     const { values, positionals } = parse('resolve', this.usage, argv, {
       ...storeOptions, format: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, terraform: { type: 'boolean' }, cloud: { type: 'string' }, region: { type: 'string' },

@@ -193,6 +193,23 @@ export const kilnSchema = {
             arm_endpoint: str('The Resource Manager endpoint, for sovereign clouds and Azure Stack; default https://management.azure.com.', { pattern: '^https://[^\\s]+$' }),
           },
         },
+        gce: {
+          type: 'object', additionalProperties: false, required: ['project', 'bucket'],
+          description: 'A Compute Engine image: the gce tar.gz uploaded to a Cloud Storage bucket (resumable), then images.insert with the family, guest OS features and labels (the version as a label value; the exact version, digest and commit in the description). Credentials: Google application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud auth application-default login, or the metadata server).',
+          properties: {
+            project: str('The project the image is made in.', { pattern: '^[a-z][-a-z0-9]{4,28}[a-z0-9]$' }),
+            bucket: str('The Cloud Storage bucket the tar.gz is uploaded to (in the same project or readable by Compute Engine\'s service agent).', { pattern: '^[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]$' }),
+            object_prefix: str('Where in the bucket the upload goes.', { default: 'kiln/', pattern: '^[^\\s]{0,200}$' }),
+            image_prefix: str('The image name is <image_prefix>-<version as a label>; default the image name.', { pattern: '^[a-z][-a-z0-9]{0,40}$' }),
+            family: str('The image family; default the image name. `kiln resolve` and Terraform can also launch the family\'s newest image.', { pattern: '^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$' }),
+            storage_locations: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9-]+$' }, uniqueItems: true, maxItems: 1, description: 'Where the image is stored (one multi-region or region, e.g. eu); default the bucket\'s.' },
+            guest_os_features: { type: 'array', items: { type: 'string', pattern: '^[A-Z0-9_]+$' }, uniqueItems: true, description: 'Guest OS features added to those Kiln sets from the disk (UEFI_COMPATIBLE for a disk with an ESP, VIRTIO_SCSI_MULTIQUEUE, GVNIC).' },
+            keep_object: { type: 'boolean', default: false, description: 'Keep the tar.gz in the bucket once the image is made (Compute Engine no longer needs it).' },
+            wait: { type: 'string', pattern: '^[0-9]+[sm]$', default: '30m', description: 'The longest Kiln waits for the image to be made.' },
+            compute_endpoint: str('The Compute Engine API endpoint (Private Service Connect); default https://compute.googleapis.com.', { pattern: '^https://[^\\s/]+/?$' }),
+            storage_endpoint: str('The Cloud Storage API endpoint (Private Service Connect); default https://storage.googleapis.com.', { pattern: '^https://[^\\s/]+/?$' }),
+          },
+        },
       },
     },
   },
@@ -242,7 +259,7 @@ export interface KilnConfig {
     trust?: { require_signature?: boolean; keys?: string[] };
     metadata_ttl?: string;
   };
-  publish: { aws?: AwsPublishConfig; azure?: AzurePublishConfig };
+  publish: { aws?: AwsPublishConfig; azure?: AzurePublishConfig; gce?: GcePublishConfig };
 }
 
 /** publish.azure in kiln.yaml (src/cloud/azure/publish.ts). */
@@ -261,6 +278,22 @@ export interface AzurePublishConfig {
   regions: string[];
   /** The Resource Manager endpoint (sovereign clouds, Azure Stack); default https://management.azure.com. */
   arm_endpoint?: string;
+}
+
+/** publish.gce in kiln.yaml (src/cloud/gce/publish.ts). */
+export interface GcePublishConfig {
+  project: string;
+  bucket: string;
+  object_prefix: string;
+  image_prefix?: string;
+  family?: string;
+  storage_locations?: string[];
+  guest_os_features?: string[];
+  keep_object: boolean;
+  wait: string;
+  /** Private Service Connect endpoints; default Google's. */
+  compute_endpoint?: string;
+  storage_endpoint?: string;
 }
 
 /** publish.aws (src/cloud/aws/publish.ts). */

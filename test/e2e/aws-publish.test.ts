@@ -9,12 +9,12 @@ import { strict as assert } from 'node:assert';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
-import { chmodSync, createReadStream, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bootVm } from '../../src/vm/qemu.js';
 import { startAwsStandIn, type AwsStandIn } from '../support/aws-standin.js';
-import { artifact, builtExample, E2E_DIR, KILN, kiln, RUN_ID, type BuiltExample } from './fixture.js';
+import { artifact, builtExample, E2E_DIR, envRecordingPath, filesHolding, freshWorkDir, KILN, kiln, RUN_ID, type BuiltExample } from './fixture.js';
 
 const AKID = 'AKIAKILNSTANDIN00042';
 // A distinctive secret: it must appear in no output, log, record, store file or child environment.
@@ -43,22 +43,12 @@ const puts = (region: string) => standin.requests.filter((q) => q.operation === 
 
 before(async () => {
   built = await builtExample();
-  work = join(E2E_DIR, RUN_ID, 'aws-publish');
-  rmSync(work, { recursive: true, force: true });
-  mkdirSync(work, { recursive: true });
+  work = freshWorkDir('aws-publish');
   standin = await startAwsStandIn({ dir: join(work, 'standin'), accessKeyId: AKID, secretAccessKey: SECRET });
-  // Shims first on PATH record the environment Kiln's host commands get (PATH is one of the variables
-  // Kiln passes on; the shim's dump path is in its text, since nothing else would reach it).
-  const shims = join(work, 'shims');
-  mkdirSync(shims);
-  for (const tool of ['zstd', 'unshare']) {
-    writeFileSync(join(shims, tool), `#!/bin/sh\nenv > "${join(work, `env-${tool}`)}.$$"\nexec /usr/bin/${tool} "$@"\n`);
-    chmodSync(join(shims, tool), 0o755);
-  }
   env = {
     AWS_ACCESS_KEY_ID: AKID, AWS_SECRET_ACCESS_KEY: SECRET, AWS_ENDPOINT_URL: standin.endpoint,
     AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null', AWS_EC2_METADATA_DISABLED: 'true',
-    PATH: `${shims}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+    PATH: envRecordingPath(work, ['zstd', 'unshare']),
   };
 });
 after(async () => { await standin?.close(); });
@@ -211,17 +201,8 @@ describe('kiln publish --to aws (against the AWS stand-in)', () => {
   });
 
   test('the AWS secret appears in no output, log, store file or host command environment', () => {
-    const seen: string[] = [];
+    const seen = filesHolding([join(built.dir, '.kiln', 'store'), join(E2E_DIR, RUN_ID, 'logs')], [SECRET]);
     for (const o of outputs) if (o.includes(SECRET)) seen.push('kiln output');
-    const scan = (dir: string) => {
-      for (const e of readdirSync(dir, { withFileTypes: true })) {
-        const p = join(dir, e.name);
-        if (e.isDirectory()) scan(p);
-        else if (e.isFile() && statSync(p).size < 64 << 20 && readFileSync(p).includes(SECRET)) seen.push(p);
-      }
-    };
-    scan(join(built.dir, '.kiln', 'store'));
-    scan(join(E2E_DIR, RUN_ID, 'logs'));
     const dumps = readdirSync(work).filter((f) => f.startsWith('env-'));
     // unshare starts fuse2fs for the EC2 fitness check (zstd runs too when an initramfs is zstd-compressed).
     assert.ok(dumps.some((f) => f.startsWith('env-unshare')), `host commands ran through the shims: ${dumps.join(', ')}`);

@@ -12,14 +12,14 @@
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { startAzureStandIn, type AzureStandIn } from '../support/azure-standin.js';
 import { startAzurite, type Azurite } from '../support/azurite.js';
-import { builtExample, E2E_DIR, kiln, RUN_ID, type BuiltExample } from './fixture.js';
+import { builtExample, E2E_DIR, filesHolding, freshWorkDir, kiln, RUN_ID, type BuiltExample } from './fixture.js';
 
 const REF = 'web@release-0.1.0';
 const MIB = 1024 * 1024;
@@ -41,9 +41,7 @@ describe('kiln publish --to azure (Azurite, and the Azure gallery stand-in)', ()
 
   before(async () => {
     built = await builtExample();
-    work = join(E2E_DIR, RUN_ID, 'azure-publish');
-    rmSync(work, { recursive: true, force: true });
-    mkdirSync(work, { recursive: true });
+    work = freshWorkDir('azure-publish');
     azurite = await startAzurite(join(work, 'azurite'));
     arm = await startAzureStandIn({
       dir: join(work, 'arm'), resourceGroup: 'images-rg', pollsBeforeDone: 1,
@@ -200,17 +198,8 @@ describe('kiln publish --to azure (Azurite, and the Azure gallery stand-in)', ()
 
   test('the Azure client secret and storage key appear in no output, log or store file', () => {
     const secrets = [arm.clientSecret, /AccountKey=([^;]+)/.exec(azurite.connectionString)?.[1] ?? 'missing'];
-    const seen: string[] = [];
+    const seen = filesHolding([join(built.dir, '.kiln', 'store'), join(E2E_DIR, RUN_ID, 'logs')], secrets);
     for (const o of outputs) for (const s of secrets) if (o.includes(s)) seen.push('kiln output');
-    const scan = (d: string) => {
-      for (const e of readdirSync(d, { withFileTypes: true })) {
-        const p = join(d, e.name);
-        if (e.isDirectory()) scan(p);
-        else if (e.isFile() && statSync(p).size < 64 << 20) { const b = readFileSync(p); for (const s of secrets) if (b.includes(s)) seen.push(p); }
-      }
-    };
-    scan(join(built.dir, '.kiln', 'store'));
-    scan(join(E2E_DIR, RUN_ID, 'logs'));
     assert.deepEqual(seen, []);
   });
 

@@ -4,7 +4,7 @@
  * (KILN_E2E_RUN) reuse the record. The Debian base-tree cache is shared across runs.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { rootOffset } from '../../src/image/root-fs.js';
 
@@ -159,4 +159,41 @@ export function sandboxProcesses(): string[] {
 /** Network namespaces on the host (a build's must be gone when it ends). */
 export function netNamespaces(): string[] {
   return execFileSync('lsns', ['-t', 'net', '-n', '-o', 'NS'], { encoding: 'utf8' }).split('\n').filter(Boolean).sort();
+}
+
+/** An empty folder of this run for one test file: <E2E_DIR>/<run>/<name>. */
+export function freshWorkDir(name: string): string {
+  const d = join(E2E_DIR, RUN_ID, name);
+  rmSync(d, { recursive: true, force: true });
+  mkdirSync(d, { recursive: true });
+  return d;
+}
+
+/**
+ * Shims for host tools that record the environment Kiln's host commands get, as <work>/env-<tool>.<pid>
+ * (the dump path is in the shim's text, since nothing else would reach it). Returns PATH with the shims
+ * first: PATH is one of the variables Kiln passes on.
+ */
+export function envRecordingPath(work: string, tools: string[]): string {
+  const shims = join(work, 'shims');
+  mkdirSync(shims, { recursive: true });
+  for (const tool of tools) {
+    writeFileSync(join(shims, tool), `#!/bin/sh\nenv > "${join(work, `env-${tool}`)}.$$"\nexec /usr/bin/${tool} "$@"\n`);
+    chmodSync(join(shims, tool), 0o755);
+  }
+  return `${shims}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+}
+
+/** The files under `dirs` (below 64 MiB; missing folders skipped) that hold any of `secrets`. */
+export function filesHolding(dirs: string[], secrets: string[]): string[] {
+  const seen: string[] = [];
+  const scan = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) scan(p);
+      else if (e.isFile() && statSync(p).size < 64 << 20) { const b = readFileSync(p); if (secrets.some((s) => b.includes(s))) seen.push(p); }
+    }
+  };
+  for (const d of dirs) if (existsSync(d)) scan(d);
+  return seen;
 }

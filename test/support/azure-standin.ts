@@ -79,6 +79,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { readBody } from './http-body.js';
 
 export interface AzureStandIn {
   /** https://127.0.0.1:PORT — ARM endpoint and Entra authority host. */
@@ -340,7 +341,7 @@ class StandIn implements AzureStandIn {
     const path = url.pathname;
     const apiVersion = url.searchParams.get('api-version') ?? undefined;
     let raw: Buffer;
-    try { raw = await readBody(req); } catch { res.destroy(); return; }
+    try { raw = await readBody(req, 4 * MIB, () => new Error('request body too large')); } catch { res.destroy(); return; }
     const segments = path.split('/').filter(Boolean).map((s) => decodeURIComponent(s));
     const isArm = segments[0]?.toLowerCase() === 'subscriptions';
     try {
@@ -930,20 +931,6 @@ function invalidLocation(name: string, was: string, now_: string): ArmError {
 
 function notImplemented(method: string, what: string): ArmError {
   return new ArmError(501, 'NotImplementedInStandIn', `The Azure stand-in does not implement ${method} ${what}.`);
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > 4 * MIB) { reject(new Error('request body too large')); req.destroy(); return; }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
