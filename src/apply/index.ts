@@ -32,8 +32,10 @@ export interface ApplyOptions {
   check: boolean;
   diff: boolean;
   allowDowngrade: boolean;
-  /** Verify SSH host keys against this known_hosts file; off with insecureHostKeys. */
+  /** Verify SSH host keys against this known_hosts file (default: the user's); off with insecureHostKeys. */
   knownHosts?: string;
+  /** Pin the key of a host seen for the first time into the known_hosts file (ssh's accept-new); a changed key is still refused. */
+  acceptNew?: boolean;
   insecureHostKeys: boolean;
   logger: Logger;
   /** One-line live status (the task running now). */
@@ -43,6 +45,21 @@ export interface ApplyOptions {
 }
 
 export type HostStatus = 'upgraded' | 'unchanged' | 'drift' | 'in sync' | 'failed';
+
+/**
+ * `kiln apply`'s exit status, for CI (as `terraform plan -detailed-exitcode`): 0 done or in sync; 1 an
+ * error, a refusal, or a host that failed; 2 a command line Kiln cannot use; 3 `--check` found drift
+ * (the hosts reachable and the playbook runs, but it would change something); 4 nothing was done
+ * because hosts could not be reached or refused the login or host key.
+ */
+export const APPLY_EXIT = { ok: 0, failed: 1, drift: 3, unreachable: 4 } as const;
+
+/** The exit status of a finished apply (a preflight refusal exits before, with its own). */
+export function applyExitCode(outcomes: Pick<HostOutcome, 'status'>[]): number {
+  if (outcomes.some((o) => o.status === 'failed')) return APPLY_EXIT.failed;
+  if (outcomes.some((o) => o.status === 'drift')) return APPLY_EXIT.drift;
+  return APPLY_EXIT.ok;
+}
 export interface HostOutcome { host: string; /** The inventory name. */ id: string; from?: string; to: string; status: HostStatus; changed: string[]; failed: string[]; totals?: HostStats; diffs?: TaskResult[] }
 
 const PREFLIGHT = `- name: kiln preflight
@@ -137,7 +154,7 @@ export function fileInTree(tree: string, file: string, what: string, release: st
 
 interface Inventory { args: string[]; names: Map<string, string> }
 
-function writeInventory(o: ApplyOptions, tmp: string): Inventory {
+function writeInventory(o: Pick<ApplyOptions, 'hosts' | 'inventory'>, tmp: string): Inventory {
   const args: string[] = [];
   if (o.hosts.length) {
     const f = join(tmp, 'hosts.ini');
@@ -158,96 +175,126 @@ function writeInventory(o: ApplyOptions, tmp: string): Inventory {
  * The known_hosts path is also read by ssh's own config parser (whitespace separates files, quotes
  * and backslashes quote, % and ${} expand), which has no quoting Kiln can rely on: such a path is refused.
  */
-export function ansibleSshArgs(o: Pick<ApplyOptions, 'keyFile' | 'knownHosts' | 'insecureHostKeys'>): string {
-  let hostKeys = ['-o', 'StrictHostKeyChecking=yes'];
+export function ansibleSshArgs(o: Pick<ApplyOptions, 'keyFile' | 'knownHosts' | 'insecureHostKeys' | 'acceptNew'>): string {
+  if (o.acceptNew && o.insecureHostKeys) throw new KilnError('--accept-new pins host keys and --insecure-host-keys ignores them: pass one', { exitCode: 2 });
+  // Host keys are checked by default, against the user's known_hosts; a first contact is pinned only when asked.
+  const strict = ['-o', `StrictHostKeyChecking=${o.acceptNew ? 'accept-new' : 'yes'}`];
+  let hostKeys = strict;
   if (o.insecureHostKeys) hostKeys = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
   else if (o.knownHosts) {
     const file = resolve(o.knownHosts);
     if (/[\s"'\\%$]/.test(file)) throw new KilnError(`--known-hosts ${JSON.stringify(o.knownHosts)}: ssh cannot take a path with spaces, quotes, backslashes, % or $`, { hint: 'copy the file to a plain path', exitCode: 2 });
-    if (!existsSync(file)) throw new KilnError(`known hosts file not found: ${o.knownHosts}`, { exitCode: 2 });
-    hostKeys = ['-o', `UserKnownHostsFile=${file}`, '-o', 'StrictHostKeyChecking=yes'];
+    if (!existsSync(file)) throw new KilnError(`known hosts file not found: ${o.knownHosts}`, { hint: o.acceptNew ? `create it empty (touch ${o.knownHosts}) to pin the keys of first contacts into it` : undefined, exitCode: 2 });
+    hostKeys = ['-o', `UserKnownHostsFile=${file}`, ...strict];
   }
   return ['-o', 'ControlMaster=auto', '-o', 'ControlPersist=120s', '-o', 'BatchMode=yes', ...(o.keyFile ? ['-o', 'IdentitiesOnly=yes'] : []), ...hostKeys].map(quoteArg).join(' ');
 }
 
-export async function applyRelease(o: ApplyOptions): Promise<HostOutcome[]> {
-  checkRelease(o.release);
+/** How Kiln reaches the hosts: the inventory, the key, and how host keys are checked. */
+export type Connection = Pick<ApplyOptions, 'hosts' | 'inventory' | 'keyFile' | 'knownHosts' | 'acceptNew' | 'insecureHostKeys' | 'logger' | 'onStatus' | 'onTask'>;
+
+/** ansible-playbook runs on the hosts of one Connection, sharing one SSH connection per host. */
+export interface Session {
+  tmp: string;
+  /** The name shown to the user for an inventory name. */
+  shown: (id: string) => string;
+  run: (playbook: string, cwd: string, opts?: Partial<PlaybookRun> & { quiet?: boolean }) => ReturnType<typeof runPlaybook>;
+  /** Each host's /etc/release (by inventory name), and a line per host that could not be read; `limit`: only these inventory names. */
+  readReleases: (limit?: string[]) => Promise<{ current: Map<string, Record<string, string>>; problems: string[]; hosts: string[] }>;
+}
+
+/** Runs fn with a Session, then closes the SSH connections and removes the scratch. */
+export async function withSession<T>(o: Connection, fn: (s: Session) => Promise<T>): Promise<T> {
   if (o.keyFile && !existsSync(o.keyFile)) throw new KilnError(`key file not found: ${o.keyFile}`, { exitCode: 2 });
   const sshArgs = ansibleSshArgs(o);
   const tmp = mkdtempSync(join(tmpdir(), 'kiln-apply-'));
-  const tree = join(tmp, 'tree');
   const controlDir = join(tmp, 'cp');
   mkdirSync(controlDir);
-  const r = o.release;
   try {
     const inv = writeInventory(o, tmp);
     const shown = (id: string) => inv.names.get(id) ?? id;
-    // A moved tag is refused before any host is contacted.
-    await checkoutRelease(o, tree);
-    const release = `${r.name}@${r.version}`;
-    const t = loadTemplate(fileInTree(tree, r.template, 'kiln.yaml', release));
-    fileInTree(tree, t.playbook, 'the playbook', release);
-
     const env = {
       ANSIBLE_HOST_KEY_CHECKING: o.insecureHostKeys ? 'False' : 'True',
-      // One connection per host for the three runs, in our own directory (closed at the end): a
+      // One connection per host for the whole session, in our own directory (closed at the end): a
       // master shared with another run could outlive a key change.
       ANSIBLE_SSH_ARGS: sshArgs,
       ANSIBLE_SSH_CONTROL_PATH_DIR: controlDir,
       ANSIBLE_TIMEOUT: '15', ANSIBLE_FORKS: '20',
     };
     const keyArgs = o.keyFile ? ['--private-key', resolve(o.keyFile)] : [];
-    const run = (playbook: string, cwd: string, { quiet, extraArgs, ...extra }: Partial<PlaybookRun> & { quiet?: boolean } = {}) => runPlaybook({
+    const run: Session['run'] = (playbook, cwd, { quiet, extraArgs, ...extra } = {}) => runPlaybook({
       playbook, cwd, inventory: inv.args[1], extraArgs: [...inv.args.slice(2), ...keyArgs, ...(extraArgs ?? [])], tmpDir: tmp, extraVars: {}, env, passEnv: ['SSH_AUTH_SOCK'], logger: o.logger,
       onEvent: (e) => {
-        const s = eventStatus(e);
-        if (s) o.onStatus?.(s);
+        const st = eventStatus(e);
+        if (st) o.onStatus?.(st);
         if (!quiet && e.kind === 'result' && e.result) o.onTask?.({ ...e.result, host: shown(e.result.host) });
       },
       ...extra,
     });
-
-    // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
-    writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
-    const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true });
-    const { current, problems } = preflightFindings(pre.results, r, o.allowDowngrade, shown);
-    if (!Object.keys(pre.stats).length) problems.push('the inventory has no hosts');
-    if (problems.length) {
-      throw new KilnError(`nothing was changed: ${problems.length} problem(s) found before applying ${r.name}@${r.version}`, { detail: problems.join('\n'), hint: preflightHint(problems) });
-    }
-
-    // 2. The release's own playbook, from its commit.
-    const extraVars = { ...t.config.provision.vars, kiln_image_name: r.name, kiln_image_version: r.version, kiln_image_commit: r.commit, kiln_build: false };
-    const main = await run(t.playbook, t.dir, { extraVars, check: o.check, diff: o.diff });
-    const outcomes: HostOutcome[] = [...new Set([...Object.keys(pre.stats), ...Object.keys(main.stats)])].sort().map((host) => {
-      const to = r.version;
-      const from = current.get(host)?.IMAGE_VERSION;
-      if (!main.stats[host]) return { host: shown(host), id: host, from, to, status: 'failed' as const, changed: [], failed: ["no play of the playbook targets this host (its hosts: patterns); --host hosts are in the group kiln_image, as at build time"] };
-      const mine = main.results.filter((x) => x.host === host);
-      const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
-      const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
-      const s = main.stats[host];
-      const status: HostStatus = failed.length || s.failures || s.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
-      const diffs = o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed').map((x) => ({ ...x, host: shown(host) })) : undefined;
-      return { host: shown(host), id: host, from, to, status, changed, failed, totals: s, diffs };
-    });
-
-    // 3. Stamp the version on the hosts that took it.
-    const ok = outcomes.filter((x) => x.status !== 'failed').map((x) => x.id);
-    if (!o.check && ok.length) {
-      writeFileSync(join(tmp, 'stamp.yml'), stampPlaybook(r));
-      const st = await run(join(tmp, 'stamp.yml'), tmp, { quiet: true, extraArgs: ['--limit', ok.join(',')] });
-      for (const x of st.results.filter((y) => y.status === 'failed' || y.status === 'unreachable')) {
-        const h = outcomes.find((y) => y.id === x.host);
-        if (h) { h.status = 'failed'; h.failed.push(`stamp: ${oneLine(x.msg)}`); }
-      }
-    }
-    return outcomes;
+    const readReleases: Session['readReleases'] = async (limit) => {
+      writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
+      const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true, extraArgs: limit ? ['--limit', limit.join(',')] : [] });
+      return { ...readFindings(pre.results, shown), hosts: Object.keys(pre.stats).sort() };
+    };
+    return await fn({ tmp, shown, run, readReleases });
   } finally {
     await closeConnections(controlDir);
-    await removeWorktree(o.repoDir, tree);
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+export async function applyRelease(o: ApplyOptions & { limit?: string[] }): Promise<HostOutcome[]> {
+  checkRelease(o.release);
+  const r = o.release;
+  return withSession(o, async ({ tmp, shown, run: runAll, readReleases }) => {
+    const tree = join(tmp, 'tree');
+    const limit = o.limit ? ['--limit', o.limit.join(',')] : [];
+    const run: Session['run'] = (pb, cwd, { extraArgs, ...extra } = {}) => runAll(pb, cwd, { extraArgs: [...limit, ...(extraArgs ?? [])], ...extra });
+    try {
+      // A moved tag is refused before any host is contacted.
+      await checkoutRelease(o, tree);
+      const release = `${r.name}@${r.version}`;
+      const t = loadTemplate(fileInTree(tree, r.template, 'kiln.yaml', release));
+      fileInTree(tree, t.playbook, 'the playbook', release);
+
+      // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
+      const pre = await readReleases(o.limit);
+      const { current } = pre;
+      const problems = [...pre.problems, ...releaseProblems(current, r, o.allowDowngrade, shown)];
+      if (!pre.hosts.length) problems.push('the inventory has no hosts');
+      if (problems.length) throw preflightError(problems, r);
+
+      // 2. The release's own playbook, from its commit.
+      const extraVars = { ...t.config.provision.vars, kiln_image_name: r.name, kiln_image_version: r.version, kiln_image_commit: r.commit, kiln_build: false };
+      const main = await run(t.playbook, t.dir, { extraVars, check: o.check, diff: o.diff });
+      const outcomes: HostOutcome[] = [...new Set([...pre.hosts, ...Object.keys(main.stats)])].sort().map((host) => {
+        const to = r.version;
+        const from = current.get(host)?.IMAGE_VERSION;
+        if (!main.stats[host]) return { host: shown(host), id: host, from, to, status: 'failed' as const, changed: [], failed: ["no play of the playbook targets this host (its hosts: patterns); --host hosts are in the group kiln_image, as at build time"] };
+        const mine = main.results.filter((x) => x.host === host);
+        const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
+        const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
+        const s = main.stats[host];
+        const status: HostStatus = failed.length || s.failures || s.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
+        const diffs = o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed').map((x) => ({ ...x, host: shown(host) })) : undefined;
+        return { host: shown(host), id: host, from, to, status, changed, failed, totals: s, diffs };
+      });
+
+      // 3. Stamp the version on the hosts that took it.
+      const ok = outcomes.filter((x) => x.status !== 'failed').map((x) => x.id);
+      if (!o.check && ok.length) {
+        writeFileSync(join(tmp, 'stamp.yml'), stampPlaybook(r));
+        const st = await runAll(join(tmp, 'stamp.yml'), tmp, { quiet: true, extraArgs: ['--limit', ok.join(',')] });
+        for (const x of st.results.filter((y) => y.status === 'failed' || y.status === 'unreachable')) {
+          const h = outcomes.find((y) => y.id === x.host);
+          if (h) { h.status = 'failed'; h.failed.push(`stamp: ${oneLine(x.msg)}`); }
+        }
+      }
+      return outcomes;
+    } finally {
+      await removeWorktree(o.repoDir, tree);
+    }
+  });
 }
 
 /** Ends the SSH master connections of this run (they would otherwise linger for ControlPersist). */
@@ -265,11 +312,11 @@ export function releaseProblem(current: Record<string, string>, r: Pick<ApplyRel
 }
 
 /**
- * What the preflight's results say: each host's /etc/release, and every reason a host must not get
- * release r (each line names its host). A host's /etc/release is its own text: one that cannot be
- * read is that host's problem, and the other hosts are still checked.
+ * What the preflight's results say: each host's /etc/release, and a line for each host whose release
+ * could not be read (each line names its host). A host's /etc/release is its own text: one that cannot
+ * be read is that host's problem, and the other hosts are still read.
  */
-export function preflightFindings(results: TaskResult[], r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): { current: Map<string, Record<string, string>>; problems: string[] } {
+export function readFindings(results: TaskResult[], shown: (id: string) => string = (id) => id): { current: Map<string, Record<string, string>>; problems: string[] } {
   const current = new Map<string, Record<string, string>>();
   const problems: string[] = [];
   for (const x of results) {
@@ -281,23 +328,45 @@ export function preflightFindings(results: TaskResult[], r: Pick<ApplyRelease, '
       else current.set(x.host, release.values);
     }
   }
-  for (const [host, rel] of current) {
-    const p = releaseProblem(rel, r, allowDowngrade);
-    if (p) problems.push(`${shown(host)}: ${p}`);
-  }
   return { current, problems };
+}
+
+/** Every reason a host must not get release r (each line names its host). */
+export function releaseProblems(current: Map<string, Record<string, string>>, r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): string[] {
+  return [...current].flatMap(([host, rel]) => {
+    const p = releaseProblem(rel, r, allowDowngrade);
+    return p ? [`${shown(host)}: ${p}`] : [];
+  });
+}
+
+/** readFindings, plus every reason a host must not get release r. */
+export function preflightFindings(results: TaskResult[], r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): { current: Map<string, Record<string, string>>; problems: string[] } {
+  const { current, problems } = readFindings(results, shown);
+  return { current, problems: [...problems, ...releaseProblems(current, r, allowDowngrade, shown)] };
 }
 
 /** ssh's own words, without Ansible's preamble ("Data could not be sent to remote host ... over ssh: "). */
 export function sshReason(msg?: string): string {
-  return oneLine(msg).replace(/^.*?(?:reached over ssh|Failed to connect to the host via ssh): /, '') || 'no answer';
+  // A changed host key comes as ssh's banner of @ lines: its words, not the first line of @.
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED/.test(msg ?? '')) return 'REMOTE HOST IDENTIFICATION HAS CHANGED: Host key verification failed.';
+  const lines = (msg ?? '').split('\n').map((l) => l.trim()).filter((l) => l && !/^@+$/.test(l));
+  return (lines[0] ?? '').replace(/^.*?(?:reached over ssh|Failed to connect to the host via ssh): /, '') || 'no answer';
 }
 
 function oneLine(s?: string): string {
   return (s ?? '').split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? '';
 }
 
+/** The refusal when the preflight found problems: exit 4 when every one is a host not reached (connection, login, host key). */
+export function preflightError(problems: string[], r: Pick<ApplyRelease, 'name' | 'version'>): KilnError {
+  const exitCode = problems.every((p) => /^\S+: unreachable: /.test(p)) ? APPLY_EXIT.unreachable : APPLY_EXIT.failed;
+  return new KilnError(`nothing was changed: ${problems.length} problem(s) found before applying ${r.name}@${r.version}`, { detail: problems.join('\n'), hint: preflightHint(problems), exitCode });
+}
+
 function preflightHint(problems: string[]): string | undefined {
+  if (problems.some((p) => /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No [A-Z0-9-]+ host key is known/.test(p))) {
+    return 'the host\'s SSH key is not the one known for it (--known-hosts, else ~/.ssh/known_hosts). A machine seen for the first time: pass --accept-new to pin its key. One re-created on purpose: remove its old key (ssh-keygen -R \'[address]:port\' -f <file>). Otherwise something else answers at that address: do not go on';
+  }
   if (problems.some((p) => /Permission denied/.test(p))) return 'the SSH key was refused: pass the right one with --key (and the user as user@address)';
   if (problems.some((p) => /unreachable/.test(p))) return 'check the address and port, and that sshd runs on the host';
   if (problems.some((p) => /newer than/.test(p))) return 'apply a newer release, or pass --allow-downgrade if going back is intended';

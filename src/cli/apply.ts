@@ -1,5 +1,5 @@
-import { parseHost, uniqueHosts } from '../apply/hosts.js';
-import { applyRelease, repoRoot } from '../apply/index.js';
+import { parseHost, uniqueHosts, type ApplyHost } from '../apply/hosts.js';
+import { applyExitCode, applyRelease, repoRoot } from '../apply/index.js';
 import { summaryLines, taskLine } from '../apply/report.js';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -9,31 +9,42 @@ import type { ReleaseRecord } from '../store/index.js';
 import type { ReleaseStore } from '../store/release-store.js';
 import { parse, type Command } from './command.js';
 
+/** The flags of the commands that reach hosts over SSH (apply, status), and the output ones. */
+export const connectionOptions = {
+  host: { type: 'string', multiple: true },
+  inventory: { type: 'string', short: 'i' },
+  key: { type: 'string' },
+  port: { type: 'string' },
+  'known-hosts': { type: 'string' },
+  'accept-new': { type: 'boolean' },
+  'insecure-host-keys': { type: 'boolean' },
+  json: { type: 'boolean' },
+  verbose: { type: 'boolean', short: 'v' },
+} as const;
+
+/** The --host list, each with --port as its default port. */
+export function hostsFromFlags(values: { host?: string[]; port?: string }): ApplyHost[] {
+  if (values.port !== undefined && !(/^[0-9]{1,5}$/.test(values.port) && Number(values.port) >= 1 && Number(values.port) <= 65535)) {
+    throw new KilnError(`--port ${JSON.stringify(values.port)}: expected a port number, 1 to 65535`, { exitCode: 2 });
+  }
+  return uniqueHosts((values.host ?? []).map((h) => parseHost(h, { port: values.port !== undefined ? Number(values.port) : undefined })));
+}
+
 export const applyCommand: Command = {
   name: 'apply',
   summary: "Upgrade running machines to a release: apply that release's playbook over SSH, then stamp the version",
-  usage: 'kiln apply <name@version> (--host [user@]addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--known-hosts FILE | --insecure-host-keys] [--store S] [--json] [-v]',
+  usage: 'kiln apply <name@version> (--host [user@]addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--known-hosts FILE] [--accept-new | --insecure-host-keys] [--store S] [--json] [-v]   (exit: 0 done/in sync, 1 error, 3 drift with --check, 4 hosts unreachable)',
   async run(argv) {
     const { values, positionals } = parse('apply', this.usage, argv, {
-      host: { type: 'string', multiple: true },
-      inventory: { type: 'string', short: 'i' },
-      key: { type: 'string' },
-      port: { type: 'string' },
+      ...connectionOptions,
       check: { type: 'boolean' },
       diff: { type: 'boolean' },
       'allow-downgrade': { type: 'boolean' },
-      'known-hosts': { type: 'string' },
-      'insecure-host-keys': { type: 'boolean' },
-      json: { type: 'boolean' },
-      verbose: { type: 'boolean', short: 'v' },
       ...storeOptions,
     });
     if (positionals.length !== 1) throw new KilnError('kiln apply takes one release, name@version', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
-    if (values.port !== undefined && !(/^[0-9]{1,5}$/.test(values.port) && Number(values.port) >= 1 && Number(values.port) <= 65535)) {
-      throw new KilnError(`--port ${JSON.stringify(values.port)}: expected a port number, 1 to 65535`, { exitCode: 2 });
-    }
-    const hosts = uniqueHosts((values.host ?? []).map((h) => parseHost(h, { port: values.port !== undefined ? Number(values.port) : undefined })));
+    const hosts = hostsFromFlags(values);
     const store = await storeFromFlags(values);
     const { record: rec, signers } = await releaseToApply(store, positionals[0]);
     const check = Boolean(values.check);
@@ -45,14 +56,14 @@ export const applyCommand: Command = {
       release: { name: rec.name, version: rec.version, commit: rec.git.commit, tag: rec.git.tag, template: rec.template!, sourceDateEpoch: rec.sourceDateEpoch },
       repoDir: await repoRoot(process.cwd()),
       hosts, inventory: values.inventory, keyFile: values.key, check, diff,
-      allowDowngrade: Boolean(values['allow-downgrade']), knownHosts: values['known-hosts'], insecureHostKeys: Boolean(values['insecure-host-keys']),
+      allowDowngrade: Boolean(values['allow-downgrade']), knownHosts: values['known-hosts'], acceptNew: Boolean(values['accept-new']), insecureHostKeys: Boolean(values['insecure-host-keys']),
       logger,
       onStatus: (s) => { if (isTTY) process.stderr.write(`\r\x1b[K  ${s.slice(0, 100)}`); },
       onTask: (t) => { if (t.status !== 'skipped' || values.verbose) { clear(); logger.info(taskLine(t)); } },
     }).finally(clear);
     for (const l of summaryLines(outcomes, { check, diff })) logger.info(l);
     if (values.json) process.stdout.write(JSON.stringify({ release: `${rec.name}@${rec.version}`, check, hosts: outcomes }, null, 2) + '\n');
-    return outcomes.some((o) => o.status === 'failed') ? 1 : 0;
+    return applyExitCode(outcomes);
   },
 };
 

@@ -1,6 +1,7 @@
 import { auditCommand } from './audit.js';
 import type { Command } from './command.js';
 import { applyCommand } from './apply.js';
+import { statusCommand } from './status.js';
 import { bootCommand } from './boot.js';
 import { buildCommand } from './build.js';
 import { cacheCommand } from './cache.js';
@@ -43,6 +44,7 @@ export const commands: Command[] = [
   publishCommand,
   pruneCommand,
   applyCommand,
+  statusCommand,
   doctorCommand,
   sealCommand,
   auditCommand,

@@ -6,7 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bootVm, freePort, type RunningVm } from '../../src/vm/qemu.js';
@@ -19,6 +19,8 @@ let server: AptServer | undefined;
 let vm: RunningVm | undefined;
 let dir: string;
 let commit2: string;
+/** The known_hosts file the --accept-new test pinned the VM's key into. */
+let knownHosts: string | undefined;
 
 /** What an apply may change on the VM: the package, the stamp, the managed file. */
 async function state(): Promise<{ app: string; release: string; osRelease: string; conf: string }> {
@@ -100,7 +102,7 @@ describe('kiln apply', () => {
     await vm!.ssh("echo 'debug = true' | sudo tee -a /etc/kiln-demo.conf >/dev/null");
     const before = await state();
     const r = await apply('web@release-0.2.0', '--check', '--diff', '--json');
-    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    assert.equal(r.code, 3, `--check exits 3 on drift, for CI\n${r.stderr.slice(-4000)}`);
     const j = JSON.parse(r.stdout) as ApplyJson;
     assert.equal(j.hosts[0].status, 'drift');
     // The file differs, so the handler it notifies would run too.
@@ -109,11 +111,54 @@ describe('kiln apply', () => {
     assert.match(r.stderr, /would change: demo_app : Write the demo configuration\n\s+would change: demo_app : Restart kiln-demo-app\n\s+demo_app : Write the demo configuration:\n\s+--- \/etc\/kiln-demo\.conf\n\s+\+\+\+ \/etc\/kiln-demo\.conf \(release-0\.2\.0\)\n(\s+ .*\n)+\s+-debug = true/);
     assert.deepEqual(await state(), before, 'check mode changed the host');
   });
+
+  test('--accept-new pins the key of a host seen for the first time into --known-hosts; later runs check against it', async () => {
+    knownHosts = join(E2E_DIR, RUN_ID, 'apply_known_hosts');
+    writeFileSync(knownHosts, '');
+    const host = `kiln@127.0.0.1:${vm!.sshPort}`;
+    // Without --accept-new, a host not in the file is refused: never pinned silently.
+    const unknown = await kiln(['apply', 'web@release-0.2.0', '--host', host, '--key', vm!.keyFile, '--known-hosts', knownHosts, '--check'], { cwd: dir });
+    assert.equal(unknown.code, 4, unknown.stderr);
+    assert.match(unknown.stderr, /unreachable: .*(Host key verification failed|host key is known)/);
+    assert.match(unknown.stderr, /hint: the host's SSH key is not the one known for it .*--accept-new/);
+    assert.equal(readFileSync(knownHosts, 'utf8'), '');
+    const r = await kiln(['apply', 'web@release-0.2.0', '--host', host, '--key', vm!.keyFile, '--known-hosts', knownHosts, '--accept-new', '--check'], { cwd: dir });
+    assert.equal(r.code, 3, `still the drift of the test above\n${r.stderr.slice(-3000)}`);
+    // Found by ssh-keygen (Debian's ssh hashes the host names it writes).
+    assert.match(execFileSync('ssh-keygen', ['-F', `[127.0.0.1]:${vm!.sshPort}`, '-f', knownHosts], { encoding: 'utf8' }), / ssh-ed25519 AAAA/);
+  });
+});
+
+describe('kiln status', () => {
+  test('reports what each host runs, where it stands against a channel, and with --check its drift (exit 3); an unreachable host exits 4', async () => {
+    const p = vm!.sshPort;
+    const ch = await kiln(['channel', 'set', 'stable', 'web@release-0.2.0'], { cwd: dir });
+    assert.equal(ch.code, 0, ch.stderr);
+    const before = await state();
+    // Two inventory names for the one VM, and the hand edit of the drift test still there.
+    const r = await kiln(['status', '--host', `kiln@127.0.0.1:${p}`, '--host', `kiln@localhost:${p}`, '--key', vm!.keyFile, '--insecure-host-keys', '--channel', 'web@stable', '--check', '--json'], { cwd: dir });
+    assert.equal(r.code, 3, r.stderr.slice(-4000));
+    const j = JSON.parse(r.stdout) as { hosts: { host: string; image: string; version: string; commit: string; channel: { position: string }; drift: string; changed: string[] }[] };
+    assert.deepEqual(j.hosts.map((h) => [h.host, h.image, h.version, h.commit, h.channel.position, h.drift]), [
+      [`127.0.0.1:${p}`, 'web', 'release-0.2.0', commit2, 'current', 'drift'],
+      [`localhost:${p}`, 'web', 'release-0.2.0', commit2, 'current', 'drift'],
+    ]);
+    assert.ok(j.hosts.every((h) => h.changed.includes('demo_app : Write the demo configuration')));
+    assert.match(r.stderr, /checking 2 host\(s\) against web@release-0\.2\.0, in check mode/);
+    assert.deepEqual(await state(), before, 'status changed nothing');
+
+    const closed = await freePort();
+    const t = await kiln(['status', '--host', `kiln@127.0.0.1:${p}`, '--host', `kiln@127.0.0.1:${closed}`, '--key', vm!.keyFile, '--insecure-host-keys'], { cwd: dir });
+    assert.equal(t.code, 4, t.stderr);
+    assert.match(t.stdout, /^HOST +IMAGE +VERSION +COMMIT +NOTE$/m);
+    assert.match(t.stdout, new RegExp(`^127\\.0\\.0\\.1:${p} +web +release-0\\.2\\.0 +${commit2.slice(0, 12)}$`, 'm'));
+    assert.match(t.stdout, new RegExp(`^127\\.0\\.0\\.1:${closed} +- +- +- +unreachable: ssh: connect to host 127\\.0\\.0\\.1 port ${closed}: Connection refused$`, 'm'));
+  });
 });
 
 describe('kiln apply refuses, changing nothing', () => {
-  async function refused(r: KilnRun, message: RegExp, unchanged: Awaited<ReturnType<typeof state>>): Promise<void> {
-    assert.equal(r.code, 1, r.stderr);
+  async function refused(r: KilnRun, message: RegExp, unchanged: Awaited<ReturnType<typeof state>>, code = 1): Promise<void> {
+    assert.equal(r.code, code, r.stderr);
     assert.match(r.stderr, message);
     assert.doesNotMatch(r.stderr, /summary|\n {4}at /, 'no playbook ran and no stack trace');
     assert.deepEqual(await state(), unchanged);
@@ -123,7 +168,7 @@ describe('kiln apply refuses, changing nothing', () => {
     const s = await state();
     const closed = await freePort();
     const r = await kiln(['apply', 'web@release-0.2.0', '--host', `kiln@127.0.0.1:${vm!.sshPort}`, '--host', `kiln@127.0.0.1:${closed}`, '--key', vm!.keyFile, '--insecure-host-keys'], { cwd: dir });
-    await refused(r, new RegExp(`error: nothing was changed: 1 problem\\(s\\) found before applying web@release-0\\.2\\.0\n  \\| 127\\.0\\.0\\.1:${closed}: unreachable: ssh: connect to host 127\\.0\\.0\\.1 port ${closed}: Connection refused`), s);
+    await refused(r, new RegExp(`error: nothing was changed: 1 problem\\(s\\) found before applying web@release-0\\.2\\.0\n  \\| 127\\.0\\.0\\.1:${closed}: unreachable: ssh: connect to host 127\\.0\\.0\\.1 port ${closed}: Connection refused`), s, 4);
     assert.match(r.stderr, /hint: check the address and port/);
     assert.match(s.conf, /debug = true/, 'the drift of the good host was not repaired');
   });
@@ -134,8 +179,22 @@ describe('kiln apply refuses, changing nothing', () => {
     rmSync(wrong, { force: true });
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', wrong]);
     const r = await kiln(['apply', 'web@release-0.2.0', '--host', `kiln@127.0.0.1:${vm!.sshPort}`, '--key', wrong, '--insecure-host-keys'], { cwd: dir });
-    await refused(r, /nothing was changed: .*\n.*unreachable: kiln@127\.0\.0\.1: Permission denied \(publickey/, s);
+    await refused(r, /nothing was changed: .*\n.*unreachable: kiln@127\.0\.0\.1: Permission denied \(publickey/, s, 4);
     assert.match(r.stderr, /hint: the SSH key was refused: pass the right one with --key/);
+  });
+
+  test('a host whose key is not the one pinned (a machine re-created, or another one answering): exit 4, with what to do', async () => {
+    const s = await state();
+    assert.ok(knownHosts, 'the --accept-new test pinned a key');
+    const other = join(E2E_DIR, RUN_ID, 'other_host_key');
+    rmSync(other, { force: true });
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    const [pinned] = readFileSync(knownHosts, 'utf8').split('\n').filter((l) => / ssh-ed25519 /.test(l));
+    const forged = join(E2E_DIR, RUN_ID, 'forged_known_hosts');
+    writeFileSync(forged, `${pinned.split(' ')[0]} ${readFileSync(`${other}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+    const r = await kiln(['apply', 'web@release-0.2.0', '--host', `kiln@127.0.0.1:${vm!.sshPort}`, '--key', vm!.keyFile, '--known-hosts', forged], { cwd: dir });
+    await refused(r, /unreachable: .*(Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED)/, s, 4);
+    assert.match(r.stderr, /hint: the host's SSH key is not the one known for it/);
   });
 
   test('a release that does not exist', async () => {

@@ -10,14 +10,14 @@
  * the uploaded tarball with GNU tar; that disk.raw has the release's raw sha256 and boots under UEFI.
  */
 import { strict as assert } from 'node:assert';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bootVm } from '../../src/vm/qemu.js';
 import { startGceStandin, type GceStandin } from '../support/gce-standin.js';
-import { artifact, builtExample, E2E_DIR, envRecordingPath, filesHolding, freshWorkDir, kiln, RUN_ID, type BuiltExample } from './fixture.js';
+import { artifact, builtExample, E2E_DIR, envRecordingPath, filesHolding, freshWorkDir, KILN, kiln, RUN_ID, type BuiltExample } from './fixture.js';
 
 const REF = 'web@release-0.1.0';
 
@@ -117,7 +117,7 @@ describe('kiln publish --to gce (against the Google Cloud stand-in)', () => {
     boot.catch(() => undefined);
   });
 
-  test('kiln resolve --cloud gce and kiln releases show the image', async () => {
+  test('kiln resolve --cloud gce, --terraform and kiln releases show the image', async () => {
     const r = await run(['resolve', REF, '--cloud', 'gce']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), published.path);
@@ -125,6 +125,17 @@ describe('kiln publish --to gce (against the Google Cloud stand-in)', () => {
     assert.equal(JSON.parse(p.stdout).imageId, published.path);
     const ls = await run(['releases', 'web']);
     assert.match(ls.stdout, new RegExp(`release-0\\.1\\.0 .*gce:${gce.project}`));
+    // Terraform's external data source: the query on stdin, image_id what boot_disk.initialize_params.image takes.
+    const tf = await new Promise<string>((res, rej) => {
+      const c = spawn(process.execPath, [KILN, 'resolve', '--terraform'], { cwd: publisher, env: { ...process.env, ...env } });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      c.on('close', (code) => (code === 0 ? res(out) : rej(new Error(`exit ${code}`))));
+      c.stdin.end(JSON.stringify({ release: REF, store: join(built.dir, '.kiln', 'store'), cloud: 'gce' }));
+    });
+    const t = JSON.parse(tf) as Record<string, string>;
+    assert.equal(t.image_id, published.path);
+    assert.equal(t.region, gce.project);
   });
 
   test('publishing again sends nothing and creates nothing', async () => {

@@ -604,6 +604,9 @@ class GceStandinServer implements GceStandin {
     await chmod(keyFile, 0o600);
     const [key, cert] = await Promise.all([readFile(keyFile), readFile(this.caFile)]);
     this.server = createServer({ key, cert }, (req, res) => { void this.handle(req, res); });
+    // Google's front ends keep idle connections far longer than Node's 5 s default; with 5 s a client
+    // reusing a connection the server is closing at that moment sees ECONNRESET.
+    this.server.keepAliveTimeout = 120_000;
     this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
     this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => this.tunnel(req, socket, head));
     await new Promise<void>((resolve, reject) => {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
 import { compareVersions } from '../../src/apply/version-order.js';
-import { ansibleSshArgs, preflightFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
+import { ansibleSshArgs, applyExitCode, preflightError, preflightFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
 import { applyCommand } from '../../src/cli/apply.js';
 import { KilnError } from '../../src/errors.js';
 import { parseKeyValues } from '../../src/image/stamp.js';
@@ -52,6 +52,10 @@ test("an unreachable host is reported in ssh's own words", () => {
     'ssh: connect to host 127.0.0.1 port 1: Connection refused');
   assert.equal(sshReason('Failed to connect to the host via ssh: kiln@h: Permission denied (publickey).'), 'kiln@h: Permission denied (publickey).');
   assert.equal(sshReason(undefined), 'no answer');
+  // ssh's banner for a changed key starts with a line of @: the reason is in the words below it.
+  const changed = 'Failed to connect to the host via ssh: @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\nIT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\r\nHost key verification failed.';
+  assert.equal(sshReason(changed), 'REMOTE HOST IDENTIFICATION HAS CHANGED: Host key verification failed.');
+  assert.equal(sshReason('Failed to connect to the host via ssh: No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\nHost key verification failed.'), 'No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.');
 });
 
 test('the preflight refuses another image, and a newer version unless --allow-downgrade', () => {
@@ -129,4 +133,28 @@ test('ANSIBLE_SSH_ARGS quotes a known_hosts path so shlex gives it back whole; a
   }
   assert.throws(() => ansibleSshArgs({ knownHosts: join(dir, 'nope'), insecureHostKeys: false }), /known hosts file not found/);
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('host keys: checked by default, a first contact pinned only with --accept-new, never together with --insecure-host-keys', () => {
+  const words = (a: string) => JSON.parse(execFileSync('python3', ['-c', 'import json, shlex, sys; print(json.dumps(shlex.split(sys.argv[1])))', a], { encoding: 'utf8' })) as string[];
+  assert.ok(words(ansibleSshArgs({ insecureHostKeys: false })).includes('StrictHostKeyChecking=yes'), 'the user\'s known_hosts, strictly');
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-kh-'));
+  const file = join(dir, 'known_hosts');
+  writeFileSync(file, '');
+  assert.deepEqual(words(ansibleSshArgs({ knownHosts: file, acceptNew: true, insecureHostKeys: false })).slice(-4), ['-o', `UserKnownHostsFile=${file}`, '-o', 'StrictHostKeyChecking=accept-new']);
+  assert.throws(() => ansibleSshArgs({ acceptNew: true, insecureHostKeys: true }), usageError);
+  assert.throws(() => ansibleSshArgs({ knownHosts: join(dir, 'nope'), acceptNew: true, insecureHostKeys: false }), (e: unknown) => e instanceof KilnError && /touch/.test(e.hint ?? ''));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('exit codes CI can act on: 0 done or in sync, 1 failed, 3 drift, 4 only unreachable hosts (a changed host key among them, with its hint)', () => {
+  assert.equal(applyExitCode([{ status: 'in sync' }, { status: 'in sync' }]), 0);
+  assert.equal(applyExitCode([{ status: 'upgraded' }, { status: 'unchanged' }]), 0);
+  assert.equal(applyExitCode([{ status: 'in sync' }, { status: 'drift' }]), 3);
+  assert.equal(applyExitCode([{ status: 'drift' }, { status: 'failed' }]), 1, 'a failure wins over drift');
+  const r = { name: 'web', version: 'release-0.2.0' };
+  const keyChanged = preflightError(['a:22: unreachable: Host key verification failed.', 'b:22: unreachable: ssh: connect to host b port 22: Connection refused'], r);
+  assert.equal(keyChanged.exitCode, 4);
+  assert.match(keyChanged.hint ?? '', /--accept-new to pin its key.*ssh-keygen -R/);
+  assert.equal(preflightError(['a:22: unreachable: x', 'b:22: runs release-0.3.0, newer than release-0.2.0 (pass --allow-downgrade to go back)'], r).exitCode, 1);
 });

@@ -14,7 +14,7 @@ import type { ReleaseStore } from '../../store/release-store.js';
 import type { GcePublishConfig } from '../../template/schema.js';
 import { retention, storeFacts, type PruneRule, type Retention } from '../retention.js';
 import { GCE_LABEL, labelValue, parseGceDescription } from './names.js';
-import { computeClients, imagePath, waitOperation, type Operation } from './publish.js';
+import { computeClients, imagePath, waitOperation, withRequestId } from './publish.js';
 import { GCS_META, gceError, gcp, objectMetadata, objectName, storageClient } from './upload.js';
 
 export interface GcePruneDecision extends Retention {
@@ -56,17 +56,17 @@ export async function pruneGce(store: ReleaseStore, name: string, cfg: GcePublis
     for (const d of plan) {
       const path = imagePath(project, d.image);
       if (d.step === 'deprecate' || (d.step === 'delete' && !d.deprecated)) {
-        const [op] = await gcp(`deprecating ${path}`, () => images.deprecate({
-          project, image: d.image,
+        const op = await gcp(`deprecating ${path}`, () => withRequestId((requestId) => images.deprecate({
+          project, image: d.image, requestId,
           deprecationStatusResource: { state: 'DEPRECATED', deprecated: now.toISOString(), ...(kept ? { replacement: selfLinks.get(kept.image) } : {}) },
-        }));
-        await waitOperation(operations, project, op.latestResponse as Operation, `deprecating ${path}`, deadline);
+        })));
+        await waitOperation(operations, project, op, `deprecating ${path}`, deadline);
         d.deprecated = now.toISOString();
         opts.logger.info(`gce: deprecated ${path} (${d.version})${kept ? `, replaced by ${kept.image}` : ''}`);
       }
       if (d.step !== 'delete') continue;
-      const [op] = await gcp(`deleting ${path}`, () => images.delete({ project, image: d.image }));
-      await waitOperation(operations, project, op.latestResponse as Operation, `deleting ${path}`, deadline);
+      const op = await gcp(`deleting ${path}`, () => withRequestId((requestId) => images.delete({ project, image: d.image, requestId })));
+      await waitOperation(operations, project, op, `deleting ${path}`, deadline);
       opts.logger.info(`gce: deleted ${path} (${d.version})`);
       await store.removeCloudIds(name, d.version, 'gce', { [project]: path });
       await deleteLeftoverObject(store, name, d.version, cfg, opts.logger);

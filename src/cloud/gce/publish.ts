@@ -100,6 +100,27 @@ export async function getImage(images: ImagesClient, project: string, image: str
   }
 }
 
+const TRANSIENT = /ECONNRESET|ETIMEDOUT|EPIPE|ECONNREFUSED|socket hang up|EAI_AGAIN/;
+
+/**
+ * A mutating Compute call with one request id for all its tries: a request that failed on the way (a
+ * reset connection, a 5xx) is sent again with the same id, and Compute answers a repeated id with the
+ * first request's operation instead of doing it twice. Three tries, one and two seconds apart.
+ */
+export async function withRequestId(call: (requestId: string) => Promise<[{ latestResponse: unknown }, ...unknown[]]>): Promise<Operation> {
+  const requestId = randomUUID();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await call(requestId))[0].latestResponse as Operation;
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      const transient = TRANSIENT.test(`${String(code)} ${(e as Error).message}`) || (typeof code === 'number' && code >= 500);
+      if (!transient || attempt === 3) throw e;
+      await new Promise((res) => setTimeout(res, attempt * 1000));
+    }
+  }
+}
+
 /** Waits for a global operation to be DONE (bounded), and fails with its errors. */
 export async function waitOperation(operations: GlobalOperationsClient, project: string, op: Operation, what: string, deadline: number, signal?: AbortSignal): Promise<Operation> {
   let cur = op;
@@ -159,7 +180,7 @@ export async function publishTarballToGce(store: ReleaseStore, rel: TarballToUpl
       log.info(`gce: creating ${what} (family ${family}; ${features.join(', ')})`);
       let op: Operation | undefined;
       try {
-        op = (await images.insert({ project, imageResource: image, requestId: randomUUID() }))[0].latestResponse as Operation;
+        op = await withRequestId((requestId) => images.insert({ project, imageResource: image, requestId }));
       } catch (e) {
         // Another run made it between the look and the insert: the same release's is fine.
         if ((e as { code?: unknown }).code !== 409 && (e as { code?: unknown }).code !== 6) throw gceError(e, `creating ${what}`);
