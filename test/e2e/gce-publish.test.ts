@@ -163,6 +163,9 @@ describe('kiln publish --to gce (against the Google Cloud stand-in)', () => {
     clearInterval(poll);
     outputs.push(killed.stdout, killed.stderr);
     assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+    // What was on the wire when the run died is still being taken in: wait until the count holds still.
+    const held = () => gce.uploadSessions().find((s) => s.state === 'open')?.received ?? 0;
+    for (let last = -1; held() !== last;) { last = held(); await new Promise((res) => setTimeout(res, 300)); }
     const session = gce.uploadSessions().find((s) => s.state === 'open');
     assert.ok(session && session.received > 0, `a session holds part of the tarball: ${JSON.stringify(gce.uploadSessions())}`);
     assert.ok(readdirSync(join(work, 'state', 'uploads')).length === 1, 'the session URI was kept for the next run');
@@ -191,7 +194,7 @@ describe('kiln publish --to gce (against the Google Cloud stand-in)', () => {
     const bad = join(work, 'bad-key.json');
     const key = JSON.parse(readFileSync(gce.credentialsFile, 'utf8')) as Record<string, string>;
     // Another key pair under the same account: the JWT's signature does not verify.
-    const other = execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'], { encoding: 'utf8' });
+    const other = execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     writeFileSync(bad, JSON.stringify({ ...key, private_key: other }), { mode: 0o600 });
     const r = await run(['publish', REF, '--to', 'gce'], publisher, { GOOGLE_APPLICATION_CREDENTIALS: bad });
     assert.equal(r.code, 1, r.stderr);
