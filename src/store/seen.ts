@@ -12,9 +12,13 @@ import { writeFileAtomic } from '../fsio.js';
 
 export interface Seen { location: string; name: string; seq: number; digest: string; time: string }
 
+/** Kiln's own state of this user: $KILN_STATE_DIR, else $XDG_STATE_HOME/kiln, else ~/.local/state/kiln. */
+export function kilnStateDir(env = process.env): string {
+  return env.KILN_STATE_DIR || join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'kiln');
+}
+
 export function seenDir(env = process.env): string {
-  if (env.KILN_STATE_DIR) return join(env.KILN_STATE_DIR, 'metadata');
-  return join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'kiln', 'metadata');
+  return join(kilnStateDir(env), 'metadata');
 }
 
 function seenFile(location: string, name: string): string {

@@ -26,7 +26,7 @@ import { GlobalOperationsClient, ImagesClient, type protos } from '@google-cloud
 import { KilnError } from '../../errors.js';
 import { exec } from '../../exec.js';
 import { humanSeconds, type Logger } from '../../log.js';
-import type { ReleaseStore } from '../../store/release-store.js';
+import type { ReleaseStore, Resolved } from '../../store/release-store.js';
 import { checkFit, FIX_HINT, type Fitness } from '../fitness.js';
 import { waitSeconds, type GcePublishConfig } from '../../template/schema.js';
 import { gceDescription, gceImageName, gceLabels, labelValue, parseGceDescription } from './names.js';
@@ -50,8 +50,8 @@ export function computeClients(cfg: Pick<GcePublishConfig, 'compute_endpoint'>):
 export const imagePath = (project: string, image: string) => `projects/${project}/global/images/${image}`;
 
 /** The raw disk a GCE image is made of: the release's raw artifact, else disk.raw out of the tarball. */
-async function diskForFitness(store: ReleaseStore, ref: string, tarball: string, scratch: string, logger: Logger): Promise<string> {
-  const raw = await store.resolve(ref, { format: 'raw', verifyArtifacts: false }).then((r) => r.artifact?.location).catch(() => undefined);
+async function diskForFitness(r: Resolved, tarball: string, scratch: string, logger: Logger): Promise<string> {
+  const raw = r.artifacts.find((a) => a.format === 'raw')?.location;
   if (raw) return raw;
   // Only the one member, sparse, into Kiln's scratch (GNU tar refuses names leaving it).
   await exec('tar', ['-xzf', tarball, '-C', scratch, '--sparse', '--no-same-owner', '--no-same-permissions', '--', 'disk.raw'], { logger, hint: 'a GCE tarball holds disk.raw' });
@@ -68,7 +68,7 @@ export async function publishReleaseToGce(store: ReleaseStore, ref: string, cfg:
   let fit: Fitness;
   let diskSize: number;
   try {
-    const disk = await diskForFitness(store, `${r.name}@${r.version}`, tar.location, scratch, opts.logger);
+    const disk = await diskForFitness(r, tar.location, scratch, opts.logger);
     diskSize = statSync(disk).size;
     fit = await checkFit(disk, 'gce', scratch, opts.logger);
   } finally {

@@ -19,7 +19,6 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -27,6 +26,7 @@ import { Storage, type File, type FileMetadata } from '@google-cloud/storage';
 import { KilnError } from '../../errors.js';
 import { writeFileAtomic } from '../../fsio.js';
 import { humanBytes, humanSeconds, type Logger } from '../../log.js';
+import { kilnStateDir } from '../../store/seen.js';
 
 export interface TarballToUpload { name: string; version: string; digest: string; commit: string; file: string; sha256: string; size: number }
 
@@ -89,10 +89,7 @@ export async function objectMetadata(file: File, what: string): Promise<FileMeta
   }
 }
 
-function uploadsDir(env = process.env): string {
-  if (env.KILN_STATE_DIR) return join(env.KILN_STATE_DIR, 'uploads');
-  return join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'kiln', 'uploads');
-}
+const uploadsDir = () => join(kilnStateDir(), 'uploads');
 
 interface Session { uri: string; bucket: string; object: string; sha256: string; started: string }
 
@@ -154,7 +151,7 @@ export async function uploadTarball(rel: TarballToUpload, target: GcsTarget, opt
     } else offset = st;
   }
   try {
-    return await send(rel, file, what, meta, size, session && { ...session, offset }, target, opts, t0);
+    return await send(rel, file, { bucket: target.bucket, object, what }, meta, size, session && { ...session, offset }, opts, t0);
   } catch (e) {
     throw gceError(e, `uploading ${what}`);
   }
@@ -179,23 +176,29 @@ function tampered(rel: TarballToUpload): KilnError {
   return new KilnError(`the gce tarball of ${rel.name}@${rel.version} does not have the release's sha256 ${rel.sha256}`, { where: { file: rel.file }, hint: 'the store was changed: kiln verify shows what; pull the release again' });
 }
 
-async function hashFile(path: string): Promise<{ sha256: string; md5: string }> {
-  const sha = createHash('sha256');
-  const md5 = createHash('md5');
-  for await (const b of createReadStream(path, { highWaterMark: 4 << 20 })) { sha.update(b as Buffer); md5.update(b as Buffer); }
-  return { sha256: sha.digest('hex'), md5: md5.digest('base64') };
+/** The two digests a tarball is checked by: sha256 against the release, MD5 against what the service stored. */
+class TarballHashes {
+  private readonly sha = createHash('sha256');
+  private readonly md5 = createHash('md5');
+  bytes = 0;
+  update(b: Buffer): void { this.sha.update(b); this.md5.update(b); this.bytes += b.length; }
+  digest(): { sha256: string; md5: string } { return { sha256: this.sha.digest('hex'), md5: this.md5.digest('base64') }; }
 }
 
-async function send(rel: TarballToUpload, file: File, what: string, meta: Record<string, string>, size: number, session: (Session & { offset: number }) | undefined, target: GcsTarget, opts: { logger: Logger; signal?: AbortSignal }, t0: number): Promise<UploadedObject> {
+async function hashFile(path: string): Promise<{ sha256: string; md5: string }> {
+  const h = new TarballHashes();
+  for await (const b of createReadStream(path, { highWaterMark: 4 << 20 })) h.update(b as Buffer);
+  return h.digest();
+}
+
+async function send(rel: TarballToUpload, file: File, to: { bucket: string; object: string; what: string }, meta: Record<string, string>, size: number, session: (Session & { offset: number }) | undefined, opts: { logger: Logger; signal?: AbortSignal }, t0: number): Promise<UploadedObject> {
   const log = opts.logger;
-  const object = objectName(target.prefix, rel);
-  const sf = sessionFile(target.bucket, object);
+  const { bucket, object, what } = to;
+  const sf = sessionFile(bucket, object);
   const resumedAt = session ? Math.min(session.offset, size) : 0;
-  const sha = createHash('sha256');
-  const md5 = createHash('md5');
-  let read = 0;
+  const hashes = new TarballHashes();
   const hasher = new Transform({
-    transform(chunk: Buffer, _enc, cb) { sha.update(chunk); md5.update(chunk); read += chunk.length; cb(null, chunk); },
+    transform(chunk: Buffer, _enc, cb) { hashes.update(chunk); cb(null, chunk); },
   });
   let uri = session?.uri;
   if (!uri) {
@@ -207,7 +210,7 @@ async function send(rel: TarballToUpload, file: File, what: string, meta: Record
       preconditionOpts: { ifGenerationMatch: 0 },
     }));
     mkdirSync(uploadsDir(), { recursive: true, mode: 0o700 });
-    writeFileAtomic(sf, JSON.stringify({ uri, bucket: target.bucket, object, sha256: rel.sha256, started: new Date().toISOString() } satisfies Session) + '\n', 0o600);
+    writeFileAtomic(sf, JSON.stringify({ uri, bucket, object, sha256: rel.sha256, started: new Date().toISOString() } satisfies Session) + '\n', 0o600);
   }
   const stream = file.createWriteStream({
     resumable: true,
@@ -230,7 +233,8 @@ async function send(rel: TarballToUpload, file: File, what: string, meta: Record
   if (session) log.info(`gce: resuming the interrupted upload of ${what} (started ${session.started}) at ${humanBytes(resumedAt)}`);
   else log.info(`gce: uploading ${what} (${humanBytes(size)})`);
   await pipeline(createReadStream(rel.file, { highWaterMark: 4 << 20 }), hasher, stream, { signal: opts.signal });
-  const got = { sha256: sha.digest('hex'), md5: md5.digest('base64') };
+  const read = hashes.bytes;
+  const got = hashes.digest();
   const [m] = await gcp(`reading ${what}`, () => file.getMetadata());
   rmSync(sf, { force: true });
   if (got.sha256 !== rel.sha256 || read !== size || m.md5Hash !== got.md5 || Number(m.size) !== size) {
@@ -241,5 +245,5 @@ async function send(rel: TarballToUpload, file: File, what: string, meta: Record
   const seconds = (Date.now() - t0) / 1000;
   const sent = size - resumedAt;
   log.info(`gce: ${what} uploaded: ${humanBytes(sent)} sent${resumedAt > 0 ? ` (resumed at ${humanBytes(resumedAt)})` : ''} in ${humanSeconds(seconds * 1000)}, MD5 ${got.md5} checked`);
-  return { bucket: target.bucket, object, generation: String(m.generation), existing: false, resumedAt, sent, seconds };
+  return { bucket, object, generation: String(m.generation), existing: false, resumedAt, sent, seconds };
 }
