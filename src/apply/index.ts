@@ -199,8 +199,8 @@ export interface Session {
   /** The name shown to the user for an inventory name. */
   shown: (id: string) => string;
   run: (playbook: string, cwd: string, opts?: Partial<PlaybookRun> & { quiet?: boolean }) => ReturnType<typeof runPlaybook>;
-  /** Each host's /etc/release (by inventory name), and a line per host that could not be read; `limit`: only these inventory names. */
-  readReleases: (limit?: string[]) => Promise<{ current: Map<string, Record<string, string>>; problems: string[]; hosts: string[] }>;
+  /** Each host's /etc/release (by inventory name), or why it could not be read; `limit`: only these inventory names. */
+  readReleases: (limit?: string[]) => Promise<HostReleases & { hosts: string[] }>;
 }
 
 /** Runs fn with a Session, then closes the SSH connections and removes the scratch. */
@@ -234,7 +234,7 @@ export async function withSession<T>(o: Connection, fn: (s: Session) => Promise<
     const readReleases: Session['readReleases'] = async (limit) => {
       writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
       const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true, extraArgs: limit ? ['--limit', limit.join(',')] : [] });
-      return { ...readFindings(pre.results, shown), hosts: Object.keys(pre.stats).sort() };
+      return { ...readFindings(pre.results), hosts: Object.keys(pre.stats).sort() };
     };
     return await fn({ tmp, shown, run, readReleases });
   } finally {
@@ -260,7 +260,7 @@ export async function applyRelease(o: ApplyOptions & { limit?: string[] }): Prom
       // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
       const pre = await readReleases(o.limit);
       const { current } = pre;
-      const problems = [...pre.problems, ...releaseProblems(current, r, o.allowDowngrade, shown)];
+      const problems = preflightProblems(pre, r, o.allowDowngrade, shown);
       if (!pre.hosts.length) problems.push('the inventory has no hosts');
       if (problems.length) throw preflightError(problems, r);
 
@@ -311,38 +311,36 @@ export function releaseProblem(current: Record<string, string>, r: Pick<ApplyRel
   return undefined;
 }
 
+/** Each host's /etc/release (by inventory name), and why it could not be read, for each host where it could not. */
+export interface HostReleases { current: Map<string, Record<string, string>>; unread: Map<string, string> }
+
 /**
- * What the preflight's results say: each host's /etc/release, and a line for each host whose release
- * could not be read (each line names its host). A host's /etc/release is its own text: one that cannot
- * be read is that host's problem, and the other hosts are still read.
+ * What the preflight's results say. A host's /etc/release is its own text: one that cannot be read is
+ * that host's problem, and the other hosts are still read.
  */
-export function readFindings(results: TaskResult[], shown: (id: string) => string = (id) => id): { current: Map<string, Record<string, string>>; problems: string[] } {
+export function readFindings(results: TaskResult[]): HostReleases {
   const current = new Map<string, Record<string, string>>();
-  const problems: string[] = [];
+  const unread = new Map<string, string>();
   for (const x of results) {
-    if (x.status === 'unreachable') problems.push(`${shown(x.host)}: unreachable: ${sshReason(x.msg)}`);
-    else if (x.status === 'failed') problems.push(`${shown(x.host)}: cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
+    if (x.status === 'unreachable') unread.set(x.host, `unreachable: ${sshReason(x.msg)}`);
+    else if (x.status === 'failed') unread.set(x.host, `cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
     else if (x.status === 'ok' && x.content) {
       const release = parseKeyValues(Buffer.from(x.content, 'base64').toString('utf8'));
-      if (release.problems.length) problems.push(`${shown(x.host)}: /etc/release is not one Kiln wrote: ${release.problems[0]}`);
+      if (release.problems.length) unread.set(x.host, `/etc/release is not one Kiln wrote: ${release.problems[0]}`);
       else current.set(x.host, release.values);
     }
   }
-  return { current, problems };
+  return { current, unread };
 }
 
-/** Every reason a host must not get release r (each line names its host). */
-export function releaseProblems(current: Map<string, Record<string, string>>, r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): string[] {
-  return [...current].flatMap(([host, rel]) => {
+/** Every reason release r must not be applied, a line per host: its release unread, or releaseProblem. */
+export function preflightProblems(f: HostReleases, r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): string[] {
+  const lines = [...f.unread].map(([host, why]) => `${shown(host)}: ${why}`);
+  for (const [host, rel] of f.current) {
     const p = releaseProblem(rel, r, allowDowngrade);
-    return p ? [`${shown(host)}: ${p}`] : [];
-  });
-}
-
-/** readFindings, plus every reason a host must not get release r. */
-export function preflightFindings(results: TaskResult[], r: Pick<ApplyRelease, 'name' | 'version'>, allowDowngrade: boolean, shown: (id: string) => string = (id) => id): { current: Map<string, Record<string, string>>; problems: string[] } {
-  const { current, problems } = readFindings(results, shown);
-  return { current, problems: [...problems, ...releaseProblems(current, r, allowDowngrade, shown)] };
+    if (p) lines.push(`${shown(host)}: ${p}`);
+  }
+  return lines;
 }
 
 /** ssh's own words, without Ansible's preamble ("Data could not be sent to remote host ... over ssh: "). */

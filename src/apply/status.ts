@@ -56,15 +56,14 @@ export interface StatusOptions extends Connection {
 
 export async function fleetStatus(o: StatusOptions): Promise<HostState[]> {
   const states = await withSession(o, async ({ shown, readReleases }) => {
-    const { current, problems, hosts } = await readReleases();
-    const out: HostState[] = hosts.map((id) => {
+    const { current, unread, hosts } = await readReleases();
+    return hosts.map((id) => {
       const rel = current.get(id);
-      const problem = problems.find((p) => p.startsWith(`${shown(id)}: `))?.slice(shown(id).length + 2);
+      const problem = unread.get(id);
       const s: HostState = { host: shown(id), id, image: rel?.IMAGE_ID, version: rel?.IMAGE_VERSION, commit: rel?.IMAGE_COMMIT, ...(problem || !rel ? { problem: problem ?? 'no /etc/release read' } : {}) };
       if (o.channel && rel) s.channel = { ref: o.channel.ref, version: o.channel.version, position: position(s, o.channel) };
       return s;
     });
-    return out;
   });
   if (!o.check) return states;
   // One check-mode run of each release's own playbook, on the hosts that run it.

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { inventoryLine, parseHost, uniqueHosts } from '../../src/apply/hosts.js';
 import { compareVersions } from '../../src/apply/version-order.js';
-import { ansibleSshArgs, applyExitCode, preflightError, preflightFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
+import { ansibleSshArgs, applyExitCode, preflightError, preflightProblems, readFindings, releaseProblem, sshReason } from '../../src/apply/index.js';
 import { applyCommand } from '../../src/cli/apply.js';
 import { KilnError } from '../../src/errors.js';
 import { parseKeyValues } from '../../src/image/stamp.js';
@@ -107,12 +107,14 @@ test('/etc/release values are read with os-release quoting', () => {
 
 test("one host's unreadable /etc/release is its own preflight problem; the other hosts are still checked", () => {
   const slurp = (host: string, text: string): TaskResult => ({ play: 'p', task: 'read /etc/release', host, action: 'ansible.builtin.slurp', status: 'ok', content: Buffer.from(text).toString('base64') });
-  const { current, problems } = preflightFindings([
+  const found = readFindings([
     slurp('a_22', 'IMAGE_ID=web\nIMAGE_VERSION="\\"\n'),
     slurp('b_22', 'IMAGE_ID=web\nIMAGE_VERSION=release-0.2.0\n'),
     slurp('c_22', 'IMAGE_ID=web\nIMAGE_VERSION=release-0.0.9\n'),
     { play: 'p', task: 'read /etc/release', host: 'd_22', action: 'ansible.builtin.slurp', status: 'unreachable', msg: 'Failed to connect to the host via ssh: ssh: connect to host d port 22: Connection refused' },
-  ], { name: 'web', version: 'release-0.1.0' }, false, (id) => id.replace('_', ':'));
+  ]);
+  const { current } = found;
+  const problems = preflightProblems(found, { name: 'web', version: 'release-0.1.0' }, false, (id) => id.replace('_', ':'));
   assert.deepEqual(problems, [
     'a:22: /etc/release is not one Kiln wrote: line 2: "IMAGE_VERSION=\\"\\\\\\"" is not KEY=value, KEY=\'value\' or KEY="value"',
     'd:22: unreachable: ssh: connect to host d port 22: Connection refused',
