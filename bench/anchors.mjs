@@ -2,7 +2,7 @@
 // run: where they are, the load average recorded with each run, a timed anchor command, and the
 // stand-in upstream image (build-base.sh) that Packer builds from.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 export const anchors = process.env.KILN_ANCHORS ?? '/work/shared/bench/anchors';
@@ -46,6 +46,19 @@ export function buildUpstream() {
   const mirror = aptMirror();
   runs.push(timed('stand-in upstream image (build-base.sh)', 'bash', ['./build-base.sh'], { env: { ...process.env, SSH_PUBKEY: `${key}.pub`, ...(mirror ? { MIRROR: mirror, SECURITY_MIRROR: `${mirror.replace(/\/$/, '')}-security` } : {}) } }));
   return runs;
+}
+
+/**
+ * A fresh work folder /var/tmp/kiln-bench/<name> for a cloud publishing benchmark, with a Kiln state
+ * directory of its own: the store is made anew each run, and a reader that remembers an earlier run's
+ * metadata would rightly refuse it as rolled back.
+ */
+export function publishBenchWork(name) {
+  const work = join('/var/tmp/kiln-bench', name);
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  process.env.KILN_STATE_DIR = join(work, 'state');
+  return work;
 }
 
 /**

@@ -6,18 +6,13 @@
 // flight, each into a fresh region (nothing there yet). No anchor applies: Packer's amazon-import needs
 // S3 and VM Import, which no server here provides. Appends a section to bench/results.md.
 // Usage (root, host tools installed, after `npm run build`): node bench/aws-publish.mjs
-import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { loadavg, releasedExample } from './anchors.mjs';
+import { loadavg, publishBenchWork, releasedExample } from './anchors.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const { startAwsStandIn } = await import(join(root, 'dist/test/support/aws-standin.js'));
-const work = '/var/tmp/kiln-bench/aws-publish';
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-// A state directory of this run's own: the store is made anew each run, and a reader that remembers an
-// earlier run's metadata would rightly refuse it as rolled back.
-process.env.KILN_STATE_DIR = join(work, 'state');
+const work = publishBenchWork('aws-publish');
 
 const { repo, record } = releasedExample(root, work);
 const raw = record.artifacts.find((a) => a.format === 'raw');

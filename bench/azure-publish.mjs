@@ -7,20 +7,15 @@
 // Azure. Appends a section to bench/results.md.
 // Usage (root, host tools installed, after `npm run build`): node bench/azure-publish.mjs
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { loadavg, releasedExample } from './anchors.mjs';
+import { loadavg, publishBenchWork, releasedExample } from './anchors.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const { startAzureStandIn } = await import(join(root, 'dist/test/support/azure-standin.js'));
 const { startAzurite } = await import(join(root, 'dist/test/support/azurite.js'));
 const { BlobServiceClient } = await import('@azure/storage-blob');
-const work = '/var/tmp/kiln-bench/azure-publish';
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-// A state directory of this run's own: the store is made anew each run, and a reader that remembers an
-// earlier run's metadata would rightly refuse it as rolled back.
-process.env.KILN_STATE_DIR = join(work, 'state');
+const work = publishBenchWork('azure-publish');
 
 const { repo, record } = releasedExample(root, work);
 const vhd = record.artifacts.find((a) => a.format === 'vhd');

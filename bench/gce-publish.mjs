@@ -8,17 +8,13 @@
 // Appends a section to bench/results.md.
 // Usage (root, host tools installed, after `npm run build`): node bench/gce-publish.mjs
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { loadavg, releasedExample } from './anchors.mjs';
+import { loadavg, publishBenchWork, releasedExample } from './anchors.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const { startGceStandin } = await import(join(root, 'dist/test/support/gce-standin.js'));
-const work = '/var/tmp/kiln-bench/gce-publish';
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-// A state directory of this run's own (see bench/azure-publish.mjs).
-process.env.KILN_STATE_DIR = join(work, 'state');
+const work = publishBenchWork('gce-publish');
 
 const { repo, record } = releasedExample(root, work);
 const tar = record.artifacts.find((a) => a.format === 'gce');
