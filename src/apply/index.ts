@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
-import { exec, output, quoteArg } from '../exec.js';
+import { exec, output, quoteArg, type ExecOptions, type ExecResult } from '../exec.js';
 import type { Logger } from '../log.js';
 import { parseKeyValues, releaseFile } from '../image/stamp.js';
 import { eventStatus, runPlaybook, type PlaybookRun } from '../provision/run.js';
@@ -17,6 +17,8 @@ import { checkCommit, checkName, checkTemplatePath, checkVersion } from '../stor
 import { loadTemplate } from '../template/load.js';
 import { inventoryLine, type ApplyHost } from './hosts.js';
 import { compareVersions } from './version-order.js';
+import { describeHealth, healthPlaybook, healthVerdicts } from './health.js';
+import { DONE, inventoryOrder, limitArgs, parseBatchSpec, parseMaxFailures, pendingBatches, planBatches, readRollout, removeRollout, rolloutFile, writeRollout, type RolloutHostStatus, type RolloutRecord } from './rollout.js';
 import { addWorktree, removeWorktree } from '../version/git.js';
 
 export interface ApplyRelease { name: string; version: string; commit: string; tag?: string; template: string; sourceDateEpoch: number }
@@ -42,9 +44,52 @@ export interface ApplyOptions {
   onStatus?: (msg: string) => void;
   /** Each task result of the release's playbook, as it arrives (host is the name shown to the user). */
   onTask?: (result: TaskResult) => void;
+  /** Only these inventory names (kiln status checks a group of hosts with it). */
+  limit?: string[];
+  /** A rolling upgrade: --batch as given (N, N%, or a list of them); see rollout.ts. */
+  batch?: string;
+  /** How many hosts may fail (N or N%) before the rollout stops; default 0. */
+  maxFailures?: string;
+  /** Continue the stopped rollout of this release to these hosts. */
+  resume?: boolean;
+  /** A batch starts, is health-checked, ends. */
+  onBatch?: (e: BatchEvent) => void;
+  /** The Ansible programs (default: the host's). */
+  ansible?: AnsibleDriver;
 }
 
-export type HostStatus = 'upgraded' | 'unchanged' | 'drift' | 'in sync' | 'failed';
+/**
+ * A host's result: in check mode drift or in sync; else upgraded or unchanged (it took the release),
+ * failed (the playbook or stamp failed on it), unhealthy (it took the release and then failed the
+ * health check); in a rollout also not started (a batch after the one that stopped it) and done before
+ * (a resumed rollout does not contact the hosts an earlier run finished).
+ */
+export type HostStatus = 'upgraded' | 'unchanged' | 'drift' | 'in sync' | 'failed' | 'unhealthy' | 'not started' | 'done before';
+
+/** One batch of a rollout (an apply without --batch is one batch of every host). */
+export interface BatchReport {
+  /** 1-based, of `of`. */
+  batch: number;
+  of: number;
+  hosts: string[];
+  result: 'passed' | 'failed' | 'not started' | 'done before';
+  /** The hosts that failed or were unhealthy. */
+  hostsFailed: string[];
+}
+
+export type BatchEvent = ({ kind: 'start' } & BatchReport) | ({ kind: 'health'; check: string } & BatchReport) | ({ kind: 'end'; outcomes: HostOutcome[] } & BatchReport);
+
+export interface ApplyResult {
+  /** Every host, in rollout order (without --batch: by name). */
+  outcomes: HostOutcome[];
+  batches: BatchReport[];
+  /** Why the rollout stopped, after which batch. */
+  stopped?: { batch: number; reason: string };
+  /** The rollout's record when some hosts are not done: `--resume` continues from it. */
+  resumable?: string;
+  /** The health check run after each batch, as shown to the user. */
+  health?: string;
+}
 
 /**
  * `kiln apply`'s exit status, for CI (as `terraform plan -detailed-exitcode`): 0 done or in sync; 1 an
@@ -56,11 +101,26 @@ export const APPLY_EXIT = { ok: 0, failed: 1, drift: 3, unreachable: 4 } as cons
 
 /** The exit status of a finished apply (a preflight refusal exits before, with its own). */
 export function applyExitCode(outcomes: Pick<HostOutcome, 'status'>[]): number {
-  if (outcomes.some((o) => o.status === 'failed')) return APPLY_EXIT.failed;
+  if (outcomes.some((o) => o.status === 'failed' || o.status === 'unhealthy' || o.status === 'not started')) return APPLY_EXIT.failed;
   if (outcomes.some((o) => o.status === 'drift')) return APPLY_EXIT.drift;
   return APPLY_EXIT.ok;
 }
-export interface HostOutcome { host: string; /** The inventory name. */ id: string; from?: string; to: string; status: HostStatus; changed: string[]; failed: string[]; totals?: HostStats; diffs?: TaskResult[] }
+export interface HostOutcome {
+  host: string;
+  /** The inventory name. */
+  id: string;
+  from?: string;
+  to: string;
+  status: HostStatus;
+  changed: string[];
+  failed: string[];
+  totals?: HostStats;
+  diffs?: TaskResult[];
+  /** In a rollout, the host's batch (1-based). */
+  batch?: number;
+  /** After the health check: 'healthy', or why not. */
+  health?: string;
+}
 
 const PREFLIGHT = `- name: kiln preflight
   hosts: all
@@ -190,8 +250,24 @@ export function ansibleSshArgs(o: Pick<ApplyOptions, 'keyFile' | 'knownHosts' | 
   return ['-o', 'ControlMaster=auto', '-o', 'ControlPersist=120s', '-o', 'BatchMode=yes', ...(o.keyFile ? ['-o', 'IdentitiesOnly=yes'] : []), ...hostKeys].map(quoteArg).join(' ');
 }
 
+/**
+ * The two Ansible programs a session runs. The default runs the host's; tests give a fake that answers
+ * as a fleet would (Packer's driver-and-mock pattern), so the rollout's decisions are tested without SSH.
+ */
+export interface AnsibleDriver {
+  /** ansible-playbook with these arguments, in cwd (PlaybookRun.run's contract). */
+  playbook: (args: string[], env: Record<string, string>, opts: ExecOptions & { cwd: string }) => Promise<ExecResult>;
+  /** What `ansible-inventory <args> --list` prints. */
+  inventory: (args: string[], cwd: string) => Promise<string>;
+}
+
+const hostAnsible: AnsibleDriver = {
+  playbook: (args, env, opts) => exec('ansible-playbook', args, { ...opts, env, passEnv: ['SSH_AUTH_SOCK'] }),
+  inventory: (args, cwd) => output('ansible-inventory', [...args, '--list'], { cwd, env: { ANSIBLE_LOCAL_TEMP: join(cwd, 'ansible-local') }, hint: 'the inventory could not be read' }),
+};
+
 /** How Kiln reaches the hosts: the inventory, the key, and how host keys are checked. */
-export type Connection = Pick<ApplyOptions, 'hosts' | 'inventory' | 'keyFile' | 'knownHosts' | 'acceptNew' | 'insecureHostKeys' | 'logger' | 'onStatus' | 'onTask'>;
+export type Connection = Pick<ApplyOptions, 'hosts' | 'inventory' | 'keyFile' | 'knownHosts' | 'acceptNew' | 'insecureHostKeys' | 'logger' | 'onStatus' | 'onTask' | 'ansible'>;
 
 /** ansible-playbook runs on the hosts of one Connection, sharing one SSH connection per host. */
 export interface Session {
@@ -201,12 +277,15 @@ export interface Session {
   run: (playbook: string, cwd: string, opts?: Partial<PlaybookRun> & { quiet?: boolean }) => ReturnType<typeof runPlaybook>;
   /** Each host's /etc/release (by inventory name), or why it could not be read; `limit`: only these inventory names. */
   readReleases: (limit?: string[]) => Promise<HostReleases & { hosts: string[] }>;
+  /** The inventory's host names in order (rollout.ts inventoryOrder). */
+  inventoryHosts: () => Promise<string[]>;
 }
 
 /** Runs fn with a Session, then closes the SSH connections and removes the scratch. */
 export async function withSession<T>(o: Connection, fn: (s: Session) => Promise<T>): Promise<T> {
   if (o.keyFile && !existsSync(o.keyFile)) throw new KilnError(`key file not found: ${o.keyFile}`, { exitCode: 2 });
   const sshArgs = ansibleSshArgs(o);
+  const ansible = o.ansible ?? hostAnsible;
   const tmp = mkdtempSync(join(tmpdir(), 'kiln-apply-'));
   const controlDir = join(tmp, 'cp');
   mkdirSync(controlDir);
@@ -223,7 +302,8 @@ export async function withSession<T>(o: Connection, fn: (s: Session) => Promise<
     };
     const keyArgs = o.keyFile ? ['--private-key', resolve(o.keyFile)] : [];
     const run: Session['run'] = (playbook, cwd, { quiet, extraArgs, ...extra } = {}) => runPlaybook({
-      playbook, cwd, inventory: inv.args[1], extraArgs: [...inv.args.slice(2), ...keyArgs, ...(extraArgs ?? [])], tmpDir: tmp, extraVars: {}, env, passEnv: ['SSH_AUTH_SOCK'], logger: o.logger,
+      playbook, cwd, inventory: inv.args[1], extraArgs: [...inv.args.slice(2), ...keyArgs, ...(extraArgs ?? [])], tmpDir: tmp, extraVars: {}, env, logger: o.logger,
+      run: (args, e, opts) => ansible.playbook(args, e, { ...opts, cwd }),
       onEvent: (e) => {
         const st = eventStatus(e);
         if (st) o.onStatus?.(st);
@@ -233,68 +313,180 @@ export async function withSession<T>(o: Connection, fn: (s: Session) => Promise<
     });
     const readReleases: Session['readReleases'] = async (limit) => {
       writeFileSync(join(tmp, 'preflight.yml'), PREFLIGHT);
-      const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true, extraArgs: limit ? ['--limit', limit.join(',')] : [] });
+      const pre = await run(join(tmp, 'preflight.yml'), tmp, { quiet: true, extraArgs: limit ? limitArgs(limit) : [] });
       return { ...readFindings(pre.results), hosts: Object.keys(pre.stats).sort() };
     };
-    return await fn({ tmp, shown, run, readReleases });
+    const inventoryHosts = async () => {
+      const out = await ansible.inventory(inv.args, tmp);
+      let list: unknown;
+      try { list = JSON.parse(out); } catch { throw new KilnError('ansible-inventory --list printed no JSON', { detail: out.slice(0, 2000) }); }
+      return inventoryOrder(list as Parameters<typeof inventoryOrder>[0]);
+    };
+    return await fn({ tmp, shown, run, readReleases, inventoryHosts });
   } finally {
     await closeConnections(controlDir);
     rmSync(tmp, { recursive: true, force: true });
   }
 }
 
-export async function applyRelease(o: ApplyOptions & { limit?: string[] }): Promise<HostOutcome[]> {
+export async function applyRelease(o: ApplyOptions): Promise<ApplyResult> {
   checkRelease(o.release);
   const r = o.release;
-  return withSession(o, async ({ tmp, shown, run: runAll, readReleases }) => {
-    const tree = join(tmp, 'tree');
-    const limit = o.limit ? ['--limit', o.limit.join(',')] : [];
-    const run: Session['run'] = (pb, cwd, { extraArgs, ...extra } = {}) => runAll(pb, cwd, { extraArgs: [...limit, ...(extraArgs ?? [])], ...extra });
+  const rolling = o.batch !== undefined || Boolean(o.resume);
+  if (o.check && rolling) throw new KilnError('--check changes nothing and looks at every host at once: --batch and --resume do not go with it', { exitCode: 2 });
+  if (o.maxFailures !== undefined && !rolling) throw new KilnError('--max-failures counts failed hosts across the batches of a rollout: pass --batch too', { exitCode: 2 });
+  return withSession(o, async (s) => {
+    const tree = join(s.tmp, 'tree');
     try {
       // A moved tag is refused before any host is contacted.
       await checkoutRelease(o, tree);
       const release = `${r.name}@${r.version}`;
       const t = loadTemplate(fileInTree(tree, r.template, 'kiln.yaml', release));
       fileInTree(tree, t.playbook, 'the playbook', release);
+      // The health check is the release's own (its kiln.yaml, from its commit); check mode changes nothing to check.
+      const health = o.check ? undefined : t.config.apply.health;
+      if (health) healthPlaybook(health);
 
-      // 1. Preflight: every host reachable, key accepted, running this image at a version we may replace.
-      const pre = await readReleases(o.limit);
+      // 1. The plan: one batch of every host, or the batches of a rollout (a resumed one keeps its own).
+      const roll = rolling ? await rolloutPlan(o, s, release) : undefined;
+      const plan: { index: number; hosts?: string[] }[] = roll ? pendingBatches(roll.record) : [{ index: 0, hosts: o.limit }];
+      const batchCount = roll ? roll.record.batches.length : 1;
+
+      // 2. Preflight: every host still to be done reachable, key accepted, running this image at a version we may replace.
+      const pre = await s.readReleases(roll ? plan.flatMap((b) => b.hosts ?? []) : o.limit);
       const { current } = pre;
-      const problems = preflightProblems(pre, r, o.allowDowngrade, shown);
+      const problems = preflightProblems(pre, r, o.allowDowngrade, s.shown);
       if (!pre.hosts.length) problems.push('the inventory has no hosts');
       if (problems.length) throw preflightError(problems, r);
+      limitArgs(pre.hosts);
 
-      // 2. The release's own playbook, from its commit.
       const extraVars = { ...t.config.provision.vars, kiln_image_name: r.name, kiln_image_version: r.version, kiln_image_commit: r.commit, kiln_build: false };
-      const main = await run(t.playbook, t.dir, { extraVars, check: o.check, diff: o.diff });
-      const outcomes: HostOutcome[] = [...new Set([...pre.hosts, ...Object.keys(main.stats)])].sort().map((host) => {
-        const to = r.version;
-        const from = current.get(host)?.IMAGE_VERSION;
-        if (!main.stats[host]) return { host: shown(host), id: host, from, to, status: 'failed' as const, changed: [], failed: ["no play of the playbook targets this host (its hosts: patterns); --host hosts are in the group kiln_image, as at build time"] };
-        const mine = main.results.filter((x) => x.host === host);
-        const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
-        const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
-        const s = main.stats[host];
-        const status: HostStatus = failed.length || s.failures || s.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
-        const diffs = o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed').map((x) => ({ ...x, host: shown(host) })) : undefined;
-        return { host: shown(host), id: host, from, to, status, changed, failed, totals: s, diffs };
-      });
-
-      // 3. Stamp the version on the hosts that took it.
-      const ok = outcomes.filter((x) => x.status !== 'failed').map((x) => x.id);
-      if (!o.check && ok.length) {
-        writeFileSync(join(tmp, 'stamp.yml'), stampPlaybook(r));
-        const st = await runAll(join(tmp, 'stamp.yml'), tmp, { quiet: true, extraArgs: ['--limit', ok.join(',')] });
-        for (const x of st.results.filter((y) => y.status === 'failed' || y.status === 'unreachable')) {
-          const h = outcomes.find((y) => y.id === x.host);
-          if (h) { h.status = 'failed'; h.failed.push(`stamp: ${oneLine(x.msg)}`); }
+      const outcomes = new Map<string, HostOutcome>();
+      if (roll) {
+        for (const [i, hosts] of roll.record.batches.entries()) {
+          for (const id of hosts) if (DONE.has(roll.record.hosts[id]?.status ?? '')) outcomes.set(id, { host: s.shown(id), id, to: r.version, status: 'done before', changed: [], failed: [], batch: i + 1 });
         }
+        writeRollout(roll.file, { ...roll.record, updated: new Date().toISOString() });
       }
-      return outcomes;
+      const reports: BatchReport[] = roll ? roll.record.batches.map((hosts, i) => ({ batch: i + 1, of: batchCount, hosts: hosts.map(s.shown), result: 'done before' as const, hostsFailed: [] })) : [];
+      const maxFailures = roll ? parseMaxFailures(o.maxFailures, roll.order.length) : 0;
+      let failures = 0;
+      let stopped: ApplyResult['stopped'];
+
+      for (const b of plan) {
+        const report: BatchReport = { batch: b.index + 1, of: batchCount, hosts: (b.hosts ?? pre.hosts).map(s.shown), result: 'passed', hostsFailed: [] };
+        if (roll) reports[b.index] = report;
+        else reports.push(report);
+        if (stopped) {
+          report.result = 'not started';
+          for (const id of b.hosts ?? []) outcomes.set(id, { host: s.shown(id), id, from: current.get(id)?.IMAGE_VERSION, to: r.version, status: 'not started', changed: [], failed: [], batch: b.index + 1 });
+          continue;
+        }
+        o.onBatch?.({ kind: 'start', ...report });
+        const got = await applyBatch(o, s, { playbook: t.playbook, dir: t.dir, extraVars, current, hosts: b.hosts, all: pre.hosts, batch: roll ? b.index + 1 : undefined });
+        // 3. The health check, on the hosts that took the release.
+        if (health) {
+          const ok = got.filter((x) => x.status !== 'failed');
+          if (ok.length) {
+            o.onBatch?.({ kind: 'health', ...report, check: describeHealth(health) });
+            writeFileSync(join(s.tmp, 'health.json'), healthPlaybook(health));
+            const h = await s.run(join(s.tmp, 'health.json'), s.tmp, { quiet: true, extraVars, extraArgs: b.hosts ? limitArgs(b.hosts) : [] });
+            const verdicts = healthVerdicts(health, ok.map((x) => x.id), h.results);
+            for (const x of ok) {
+              const why = verdicts.get(x.id);
+              x.health = why ?? 'healthy';
+              if (why) { x.status = 'unhealthy'; x.failed.push(`health: ${why}`); }
+            }
+          }
+        }
+        for (const x of got) outcomes.set(x.id, x);
+        const bad = got.filter((x) => x.status === 'failed' || x.status === 'unhealthy');
+        failures += bad.length;
+        report.hostsFailed = bad.map((x) => x.host);
+        if (bad.length) report.result = 'failed';
+        if (roll) {
+          const at = new Date().toISOString();
+          for (const x of got) roll.record.hosts[x.id] = { status: x.status as RolloutHostStatus, batch: b.index + 1, at, ...(x.failed.length ? { why: x.failed[0] } : {}) };
+        }
+        if (roll && bad.length && failures > maxFailures) {
+          const reason = `${failures} host(s) failed, more than --max-failures ${o.maxFailures ?? 0} allows: ${bad.map((x) => `${x.host} (${x.failed[0] ?? x.status})`).join(', ')}`;
+          stopped = { batch: b.index + 1, reason };
+          roll.record.stopped = { batch: b.index + 1, reason, at: new Date().toISOString() };
+        }
+        if (roll) writeRollout(roll.file, { ...roll.record, updated: new Date().toISOString() });
+        o.onBatch?.({ kind: 'end', ...report, outcomes: got });
+      }
+      // A rollout every host of which is done needs no resuming.
+      let resumable: string | undefined;
+      if (roll) {
+        if (roll.order.every((id) => DONE.has(roll.record.hosts[id]?.status ?? ''))) removeRollout(roll.file);
+        else resumable = roll.file;
+      }
+      const order = roll ? roll.order : [...outcomes.keys()].sort();
+      return { outcomes: order.map((id) => outcomes.get(id)).filter((x): x is HostOutcome => Boolean(x)), batches: reports, stopped, resumable, health: health ? describeHealth(health) : undefined };
     } finally {
       await removeWorktree(o.repoDir, tree);
     }
   });
+}
+
+/** The release's playbook on one batch (undefined: every host), then the stamp on the hosts that took it. */
+async function applyBatch(o: ApplyOptions, s: Session, b: { playbook: string; dir: string; extraVars: Record<string, unknown>; current: Map<string, Record<string, string>>; hosts?: string[]; all: string[]; batch?: number }): Promise<HostOutcome[]> {
+  const r = o.release;
+  const limit = b.hosts ? limitArgs(b.hosts) : [];
+  const main = await s.run(b.playbook, b.dir, { extraVars: b.extraVars, check: o.check, diff: o.diff, extraArgs: limit });
+  const ids = b.hosts ?? [...new Set([...b.all, ...Object.keys(main.stats)])].sort();
+  const outcomes: HostOutcome[] = ids.map((host) => {
+    const to = r.version;
+    const from = b.current.get(host)?.IMAGE_VERSION;
+    const batch = b.batch !== undefined ? { batch: b.batch } : {};
+    if (!main.stats[host]) return { host: s.shown(host), id: host, from, to, status: 'failed' as const, changed: [], failed: ["no play of the playbook targets this host (its hosts: patterns); --host hosts are in the group kiln_image, as at build time"], ...batch };
+    const mine = main.results.filter((x) => x.host === host);
+    const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
+    const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
+    const st = main.stats[host];
+    const status: HostStatus = failed.length || st.failures || st.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
+    const diffs = o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed').map((x) => ({ ...x, host: s.shown(host) })) : undefined;
+    return { host: s.shown(host), id: host, from, to, status, changed, failed, totals: st, diffs, ...batch };
+  });
+
+  // The stamp: the new version on the hosts that took the release (a failed host keeps its old one).
+  const ok = outcomes.filter((x) => x.status !== 'failed').map((x) => x.id);
+  if (!o.check && ok.length) {
+    writeFileSync(join(s.tmp, 'stamp.yml'), stampPlaybook(r));
+    const st = await s.run(join(s.tmp, 'stamp.yml'), s.tmp, { quiet: true, extraArgs: limitArgs(ok) });
+    for (const x of st.results.filter((y) => y.status === 'failed' || y.status === 'unreachable')) {
+      const h = outcomes.find((y) => y.id === x.host);
+      if (h) { h.status = 'failed'; h.failed.push(`stamp: ${oneLine(x.msg)}`); }
+    }
+  }
+  return outcomes;
+}
+
+/** The batches of a new rollout, or the record of a stopped one to resume (same release, same hosts). */
+async function rolloutPlan(o: ApplyOptions, s: Session, release: string): Promise<{ order: string[]; file: string; record: RolloutRecord }> {
+  const order = await s.inventoryHosts();
+  if (!order.length) throw new KilnError('nothing was changed: the inventory has no hosts', { exitCode: 2 });
+  limitArgs(order);
+  const file = rolloutFile(release, order);
+  const saved = readRollout(file);
+  if (o.resume) {
+    if (!saved) {
+      throw new KilnError(`nothing to resume: no stopped rollout of ${release} to these ${order.length} host(s)`, {
+        hint: 'a rollout is resumed with the same release and the same hosts (inventory names) it was started with; start one with --batch',
+      });
+    }
+    if (saved.release !== release || saved.commit !== o.release.commit) throw new KilnError(`${file}: the stopped rollout was of ${saved.release} (commit ${saved.commit.slice(0, 12)}), not of ${release} (commit ${o.release.commit.slice(0, 12)})`, { hint: 'delete the file to start again' });
+    if (o.batch !== undefined && o.batch !== saved.batch) throw new KilnError(`--batch ${o.batch}: the stopped rollout was started with --batch ${saved.batch}, and a resumed rollout keeps its batches`, { hint: 'drop --batch (or pass the same one) with --resume', exitCode: 2 });
+    const known = new Set(saved.batches.flat());
+    const extra = order.filter((h) => !known.has(h));
+    if (extra.length) throw new KilnError(`${file} does not plan host(s) ${extra.join(', ')}`, { hint: 'delete the file to start again' });
+    o.logger.info(`resuming the rollout of ${release} stopped ${saved.stopped ? `at batch ${saved.stopped.batch} of ${saved.batches.length}` : 'before it ended'} (${saved.updated})`);
+    return { order: saved.batches.flat(), file, record: { ...saved, stopped: undefined } };
+  }
+  if (saved) o.logger.warn(`a rollout of ${release} to these hosts stopped ${saved.stopped ? `at batch ${saved.stopped.batch} of ${saved.batches.length}` : 'before it ended'} (${saved.updated}): starting again from batch 1 (--resume would continue it)`);
+  const record: RolloutRecord = { kind: 'kiln-rollout', format: 1, release, commit: o.release.commit, batch: o.batch ?? '100%', batches: planBatches(order, parseBatchSpec(o.batch ?? '100%')), hosts: {}, updated: new Date().toISOString() };
+  return { order, file, record };
 }
 
 /** Ends the SSH master connections of this run (they would otherwise linger for ControlPersist). */

@@ -4,7 +4,7 @@
  * against made-up outcomes.
  */
 import type { TaskResult } from '../provision/results.js';
-import type { HostOutcome } from './index.js';
+import type { ApplyResult, BatchReport, HostOutcome } from './index.js';
 
 export function taskLine(r: TaskResult): string {
   const why = r.status === 'failed' || r.status === 'unreachable' ? `: ${firstLine(r.msg ?? r.stderr)}` : '';
@@ -14,10 +14,13 @@ export function taskLine(r: TaskResult): string {
 export function summaryLines(outcomes: HostOutcome[], opts: { check: boolean; diff: boolean }): string[] {
   const out = [`summary (${outcomes.length} host${outcomes.length === 1 ? '' : 's'}):`];
   const width = Math.max(...outcomes.map((o) => o.host.length), 0);
+  const statusWidth = Math.max(9, ...outcomes.map((o) => o.status.length));
   for (const o of outcomes) {
     const t = o.totals;
     const counts = t ? `  ok=${t.ok} changed=${t.changed} failed=${t.failures} unreachable=${t.unreachable}` : '';
-    out.push(`  ${o.host.padEnd(width)}  ${o.status.padEnd(9)} ${o.from ?? 'unknown'} -> ${o.to}${counts}`);
+    const batch = o.batch !== undefined ? `  batch ${o.batch}` : '';
+    const what = o.status === 'done before' ? `${o.to} (applied by an earlier run, not contacted)` : `${o.from ?? 'unknown'} -> ${o.to}${counts}`;
+    out.push(`  ${o.host.padEnd(width)}  ${o.status.padEnd(statusWidth)} ${what}${batch}${o.health === 'healthy' ? '  healthy' : ''}`);
     for (const c of o.changed) out.push(`      ${opts.check ? 'would change' : 'changed'}: ${c}`);
     for (const f of o.failed) out.push(`      failed: ${f}`);
     if (opts.diff) {
@@ -31,6 +34,32 @@ export function summaryLines(outcomes: HostOutcome[], opts: { check: boolean; di
         }
       }
     }
+  }
+  return out;
+}
+
+/** One line as a batch ends: what it did to each of its hosts. */
+export function batchEndLine(b: BatchReport, outcomes: HostOutcome[]): string {
+  const each = outcomes.map((o) => `${o.host} ${o.status}${o.health === 'healthy' ? ', healthy' : ''}`).join('; ');
+  return `batch ${b.batch}/${b.of} ${b.result}: ${each}`;
+}
+
+/** The rollout's table of batches, why it stopped and how to go on. Nothing for a single batch that passed. */
+export function rolloutLines(r: ApplyResult, opts: { batch?: string; resumeCommand: string }): string[] {
+  if (r.batches.length <= 1 && !r.stopped && !r.resumable) return [];
+  const out = [`batches (${r.batches.length}${opts.batch ? `, --batch ${opts.batch}` : ''}):`];
+  const width = Math.max(...r.batches.map((b) => b.result.length));
+  for (const b of r.batches) {
+    out.push(`  ${`${b.batch}/${b.of}`.padEnd(String(b.of).length * 2 + 1)}  ${b.result.padEnd(width)}  ${b.hosts.join(', ')}${b.hostsFailed.length ? `   (failed: ${b.hostsFailed.join(', ')})` : ''}`);
+  }
+  if (r.stopped) {
+    out.push(`rollout stopped after batch ${r.stopped.batch}/${r.batches.length}: ${r.stopped.reason}`);
+    const untouched = r.outcomes.filter((o) => o.status === 'not started').map((o) => o.host);
+    if (untouched.length) out.push(`  not contacted after the preflight: ${untouched.join(', ')}`);
+  }
+  if (r.resumable) {
+    const pending = r.outcomes.filter((o) => o.status !== 'upgraded' && o.status !== 'unchanged' && o.status !== 'done before').map((o) => o.host);
+    out.push(`  to go on once fixed: ${opts.resumeCommand} (applies the hosts not done: ${pending.join(', ')}; the record is ${r.resumable})`);
   }
   return out;
 }

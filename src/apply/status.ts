@@ -79,7 +79,7 @@ export async function fleetStatus(o: StatusOptions): Promise<HostState[]> {
     o.logger.info(`checking ${group.length} host(s) against ${ref}, in check mode`);
     let outcomes;
     try {
-      outcomes = await applyRelease({ ...o, release, check: true, diff: false, allowDowngrade: true, limit: group.map((s) => s.id) });
+      outcomes = (await applyRelease({ ...o, release, check: true, diff: false, allowDowngrade: true, limit: group.map((s) => s.id) })).outcomes;
     } catch (e) {
       // A release that cannot be checked (its tag moved, its commit is not here) is that group's note, not the end of the report.
       if (!(e instanceof KilnError)) throw e;

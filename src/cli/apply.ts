@@ -1,6 +1,7 @@
 import { parseHost, uniqueHosts, type ApplyHost } from '../apply/hosts.js';
 import { applyExitCode, applyRelease, repoRoot } from '../apply/index.js';
-import { summaryLines, taskLine } from '../apply/report.js';
+import { batchEndLine, rolloutLines, summaryLines, taskLine } from '../apply/report.js';
+import { quoteArg } from '../exec.js';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { storeFromFlags, storeOptions } from '../store/from-cli.js';
@@ -33,13 +34,16 @@ export function hostsFromFlags(values: { host?: string[]; port?: string }): Appl
 export const applyCommand: Command = {
   name: 'apply',
   summary: "Upgrade running machines to a release: apply that release's playbook over SSH, then stamp the version",
-  usage: 'kiln apply <name@version> (--host [user@]addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--known-hosts FILE] [--accept-new | --insecure-host-keys] [--store S] [--json] [-v]   (exit: 0 done/in sync, 1 error, 3 drift with --check, 4 hosts unreachable)',
+  usage: 'kiln apply <name@version> (--host [user@]addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--batch N|N%[,...]] [--max-failures N|N%] [--resume] [--known-hosts FILE] [--accept-new | --insecure-host-keys] [--store S] [--json] [-v]   (exit: 0 done/in sync, 1 error or a host failed/unhealthy, 3 drift with --check, 4 hosts unreachable)',
   async run(argv) {
     const { values, positionals } = parse('apply', this.usage, argv, {
       ...connectionOptions,
       check: { type: 'boolean' },
       diff: { type: 'boolean' },
       'allow-downgrade': { type: 'boolean' },
+      batch: { type: 'string' },
+      'max-failures': { type: 'string' },
+      resume: { type: 'boolean' },
       ...storeOptions,
     });
     if (positionals.length !== 1) throw new KilnError('kiln apply takes one release, name@version', { hint: `usage: ${this.usage}`, exitCode: 2 });
@@ -52,7 +56,7 @@ export const applyCommand: Command = {
     const isTTY = Boolean(process.stderr.isTTY);
     const clear = () => { if (isTTY) process.stderr.write('\r\x1b[K'); };
     logger.info(`applying ${rec.name}@${rec.version} (commit ${rec.git.commit.slice(0, 12)}, ${signedByLine(signers, store.trust)})${check ? ' in check mode: nothing will change' : ''}`);
-    const outcomes = await applyRelease({
+    const result = await applyRelease({
       release: { name: rec.name, version: rec.version, commit: rec.git.commit, tag: rec.git.tag, template: rec.template!, sourceDateEpoch: rec.sourceDateEpoch },
       repoDir: await repoRoot(process.cwd()),
       hosts, inventory: values.inventory, keyFile: values.key, check, diff,
@@ -60,10 +64,22 @@ export const applyCommand: Command = {
       logger,
       onStatus: (s) => { if (isTTY) process.stderr.write(`\r\x1b[K  ${s.slice(0, 100)}`); },
       onTask: (t) => { if (t.status !== 'skipped' || values.verbose) { clear(); logger.info(taskLine(t)); } },
+      batch: values.batch, maxFailures: values['max-failures'], resume: Boolean(values.resume),
+      onBatch: (e) => {
+        clear();
+        if (e.kind === 'start' && e.of > 1) logger.info(`batch ${e.batch}/${e.of}: ${e.hosts.join(', ')}`);
+        if (e.kind === 'health') logger.info(`health check${e.of > 1 ? ` of batch ${e.batch}/${e.of}` : ''}: ${e.check}`);
+        if (e.kind === 'end' && e.of > 1) logger.info(batchEndLine(e, e.outcomes));
+      },
     }).finally(clear);
-    for (const l of summaryLines(outcomes, { check, diff })) logger.info(l);
-    if (values.json) process.stdout.write(JSON.stringify({ release: `${rec.name}@${rec.version}`, check, hosts: outcomes }, null, 2) + '\n');
-    return applyExitCode(outcomes);
+    for (const l of summaryLines(result.outcomes, { check, diff })) logger.info(l);
+    const resumeCommand = `kiln ${['apply', ...argv.filter((a) => a !== '--resume' && a !== '--json'), '--resume'].map(quoteArg).join(' ')}`;
+    for (const l of rolloutLines(result, { batch: values.batch, resumeCommand })) logger.info(l);
+    if (values.json) {
+      const { outcomes, ...rest } = result;
+      process.stdout.write(JSON.stringify({ release: `${rec.name}@${rec.version}`, check, ...rest, hosts: outcomes }, null, 2) + '\n');
+    }
+    return applyExitCode(result.outcomes);
   },
 };
 

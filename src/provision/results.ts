@@ -18,6 +18,8 @@ export interface TaskResult {
   diff?: unknown;
   /** base64 file content returned by slurp (used by `kiln apply`'s preflight). */
   content?: string;
+  /** The URL a uri task requested, its templates filled in (kiln apply's health check). */
+  url?: string;
   /** Warnings the module returned (e.g. a service action a chroot ignored). */
   warnings?: string[];
   /** For service modules: the unit and the state asked for. */
@@ -101,6 +103,7 @@ export class PlaybookEventParser {
         if (typeof r.stderr === 'string' && r.stderr) result.stderr = r.stderr;
         if (r.diff !== undefined) result.diff = r.diff;
         if (typeof r.content === 'string') result.content = r.content;
+        if (typeof r.url === 'string') result.url = r.url;
         if (Array.isArray(r.warnings) && r.warnings.length) result.warnings = r.warnings.map(String);
         if (SERVICE_ACTIONS.test(result.action)) {
           const args = ((r.invocation as { module_args?: Record<string, unknown> } | undefined)?.module_args ?? {});

@@ -114,6 +114,8 @@ export function parseTemplate(text: string, file: string): LoadedTemplate {
   for (const [key, rel] of [['ssh_key', config.release.sign?.ssh_key], ['pgp_key', config.release.sign?.pgp_key]] as const) {
     if (rel && !existsSync(resolve(dir, rel))) problems.push(at(nodeAt(doc, ['release', 'sign', key])?.range?.[0], `signing key not found: ${rel}`));
   }
+  const health = config.apply.health;
+  if (health && !health.http && !health.command) problems.push(at(nodeAt(doc, ['apply', 'health'])?.range?.[0], 'apply.health checks nothing: give http (a URL and the status expected), command, or both'));
   if (problems.length) throw new TemplateError(problems);
   return { config, file, dir, playbook };
 }

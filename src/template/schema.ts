@@ -5,6 +5,7 @@
 import { MAX_AGE_PATTERN } from '../source/inrelease.js';
 
 import { FORMATS, type FormatName } from '../formats/registry.js';
+import type { HealthConfig } from '../apply/health.js';
 
 export { FORMATS, type FormatName } from '../formats/registry.js';
 
@@ -160,6 +161,34 @@ export const kilnSchema = {
         },
       },
     },
+    apply: {
+      type: 'object', additionalProperties: false, default: {}, description: 'How `kiln apply` upgrades running machines to a release (read from the release\'s own commit).',
+      properties: {
+        health: {
+          type: 'object', additionalProperties: false, minProperties: 1,
+          description: 'Checked on every host after each batch of `kiln apply` (after the playbook and the stamp): an HTTP request and/or a command, retried every interval until it passes or the timeout is spent. A host that fails it stops the rollout (see --max-failures). url, body and command are Ansible templates, evaluated per host (inventory variables, kiln_image_version).',
+          properties: {
+            http: {
+              type: 'object', additionalProperties: false, required: ['url'],
+              properties: {
+                url: str('The URL to GET, e.g. http://127.0.0.1/healthz (on the host itself) or http://{{ ansible_host }}/ with from: controller. It starts with http:// or https:// as written: a template may follow the scheme, not replace it.', { pattern: '^https?://[^\\n]+$' }),
+                status: {
+                  // One type list rather than oneOf: a wrong value gets one error, not one per alternative.
+                  type: ['integer', 'array'], minimum: 100, maximum: 599, items: { type: 'integer', minimum: 100, maximum: 599 }, minItems: 1,
+                  default: 200, description: 'The HTTP status that passes, or a list of them. Redirects are not followed.',
+                },
+                body: str('A regular expression (Python\'s re.search) the response body must match, e.g. the version: "{{ kiln_image_version }}".'),
+                from: { enum: ['host', 'controller'], default: 'host', description: 'host: the request is made on each host (127.0.0.1 is the host); controller: from the machine running kiln apply, without privileges.' },
+                validate_certs: { type: 'boolean', default: true, description: 'Verify the TLS certificate of an https URL.' },
+              },
+            },
+            command: str('A shell command run on each host as root; exit status 0 is healthy, e.g. systemctl is-active --quiet nginx.', { minLength: 1 }),
+            timeout: str('How long a host may take to pass, e.g. 60s or 5m.', { pattern: '^[0-9]+[sm]$', default: '60s' }),
+            interval: str('The time between two tries.', { pattern: '^[0-9]+[sm]$', default: '5s' }),
+          },
+        },
+      },
+    },
     publish: {
       type: 'object', additionalProperties: false, default: {}, description: 'Where `kiln publish` puts a release (clouds).',
       properties: {
@@ -259,6 +288,7 @@ export interface KilnConfig {
     trust?: { require_signature?: boolean; keys?: string[] };
     metadata_ttl?: string;
   };
+  apply: { health?: HealthConfig };
   publish: { aws?: AwsPublishConfig; azure?: AzurePublishConfig; gce?: GcePublishConfig };
 }
 

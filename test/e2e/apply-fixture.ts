@@ -91,6 +91,31 @@ const DEMO_TASKS = `# The application, pinned: applying a release with another a
     group: root
     mode: "0644"
   notify: Restart kiln-demo-app
+
+# Test-only: with demo_record_applied set (the rollout test's inventory), each inventory name leaves a
+# file, so the one VM behind several names shows which names a rollout reached and which it left alone.
+- name: Record the inventory name this release was applied as
+  ansible.builtin.copy:
+    dest: "/var/lib/kiln-demo-applied-{{ inventory_hostname }}"
+    content: "{{ kiln_image_version }}\n"
+    mode: "0644"
+  when: demo_record_applied | default(false)
+`;
+
+/**
+ * kiln.yaml's apply.health: the app's service is active and its configuration names the release (on the
+ * host), and an HTTP GET from the machine running kiln (the test's apt repository; an inventory
+ * variable can point a host at a missing object, which is how the rollout test makes one batch fail).
+ */
+const DEMO_HEALTH = `apply:
+  health:
+    command: systemctl is-active --quiet kiln-demo-app && grep -qx 'release = {{ kiln_image_version }}' /etc/kiln-demo.conf
+    http:
+      url: "http://127.0.0.1:{{ demo_repo_port }}/{{ demo_health_object | default('Packages') }}"
+      body: "Package: kiln-demo-app"
+      from: controller
+    timeout: 6s
+    interval: 2s
 `;
 
 // At build time Kiln defers the restart to first boot; over SSH it restarts the service there and then.
@@ -139,6 +164,7 @@ export function upgradeRepo(name: string, opts: { repoPort: number; tag: string;
       edit(join(d, 'kiln.yaml'), /^  firmware: .*$/m, '  firmware: [bios]');
       // The build sandbox reaches no host service but the ones kiln.yaml names (host_ports).
       edit(join(d, 'kiln.yaml'), '  idempotence: fail\n', `  idempotence: fail\n  host_ports: [${opts.repoPort}]\n  vars:\n    demo_repo_port: ${opts.repoPort}\n`);
+      writeFileSync(join(d, 'kiln.yaml'), readFileSync(join(d, 'kiln.yaml'), 'utf8') + DEMO_HEALTH);
       edit(join(d, 'playbook.yml'), '  become: true\n', '  become: true\n  gather_facts: false\n');
       edit(join(d, 'playbook.yml'), '    - role: web\n', '    - role: demo_app\n');
       rmSync(join(d, 'roles/web'), { recursive: true });

@@ -6,14 +6,20 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bootVm, freePort, type RunningVm } from '../../src/vm/qemu.js';
 import { buildAptRepo, serveAptRepo, setAppVersion, upgradeRepo, type AptServer } from './apply-fixture.js';
 import { E2E_DIR, git, kiln, RUN_ID, type BuildRecordLite, type KilnRun } from './fixture.js';
 
-interface ApplyJson { release: string; check: boolean; hosts: { host: string; from?: string; to: string; status: string; changed: string[]; totals: { changed: number; failures: number } }[] }
+interface ApplyJson {
+  release: string; check: boolean;
+  hosts: { host: string; from?: string; to: string; status: string; changed: string[]; failed: string[]; totals: { changed: number; failures: number }; batch?: number; health?: string }[];
+  batches?: { batch: number; of: number; hosts: string[]; result: string }[];
+  stopped?: { batch: number; reason: string };
+  resumable?: string;
+}
 
 let server: AptServer | undefined;
 let vm: RunningVm | undefined;
@@ -71,7 +77,9 @@ describe('kiln apply', () => {
     // The apt source names the host as the VM reaches it (10.0.2.2), not as the build sandbox did.
     assert.match(r.stderr, new RegExp(`^  ${host}  changed +demo_app : Add the demo apt repository$`, 'm'));
     assert.match(r.stderr, new RegExp(`^  ${host}  changed +demo_app : Restart kiln-demo-app$`, 'm'), 'the handler ran on the host');
-    assert.match(r.stderr, new RegExp(`^  ${host}  upgraded +release-0\\.1\\.0 -> release-0\\.2\\.0  ok=\\d+ changed=\\d+ failed=0 unreachable=0$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^  ${host}  upgraded +release-0\\.1\\.0 -> release-0\\.2\\.0  ok=\\d+ changed=\\d+ failed=0 unreachable=0  healthy$`, 'm'));
+    // The release's apply.health ran after the change: the service and its configuration on the VM, and an HTTP GET.
+    assert.match(r.stderr, /^health check: GET http:\/\/127\.0\.0\.1:\{\{ demo_repo_port \}\}\/.* -> 200, body ~ \/Package: kiln-demo-app\/ \(from this machine\); command: systemctl is-active --quiet kiln-demo-app && grep .* \(within 6s, every 2s\)$/m);
     const s = await state();
     assert.equal(s.app, '2.0');
     assert.equal((await vm!.ssh('cat /usr/share/kiln-demo-app/VERSION')).stdout, '2.0\n');
@@ -222,5 +230,71 @@ describe('kiln apply refuses, changing nothing', () => {
     } finally {
       git(dir, 'tag', '-f', 'release-0.2.0', commit2);
     }
+  });
+});
+
+describe('kiln apply to a fleet: a downgrade, then a rollout in batches with health checks', () => {
+  test('--allow-downgrade takes the VM back to release-0.1.0: the pinned package, the managed file and the stamp', async () => {
+    const r = await apply('web@release-0.1.0', '--allow-downgrade');
+    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    assert.match(r.stderr, new RegExp(`^  127\\.0\\.0\\.1:${vm!.sshPort}  upgraded +release-0\\.2\\.0 -> release-0\\.1\\.0 .* healthy$`, 'm'));
+    const s = await state();
+    assert.equal(s.app, '1.0');
+    assert.match(s.release, /^IMAGE_VERSION=release-0\.1\.0$/m);
+    assert.match(s.osRelease, /^IMAGE_VERSION="release-0\.1\.0"$/m);
+    assert.match(s.conf, /^app_version = 1\.0$/m);
+    assert.doesNotMatch(s.conf, /debug = true/, 'the hand edit is gone: the file is the release\'s');
+  });
+
+  test('an inventory with groups, --batch 1: the second batch fails its health check, the rollout stops and the third is untouched; --resume completes it', async () => {
+    const p = vm!.sshPort;
+    const base = join(E2E_DIR, RUN_ID);
+    const inv = join(base, 'fleet.ini');
+    // Three inventory names for the one VM; a canary group first. web2's health URL points at a missing object.
+    const inventory = (web2: string) => ['[canary]', 'web1', '[web]', `web2${web2}`, 'web3', '[fleet:children]', 'canary', 'web',
+      '[all:vars]', `ansible_host=127.0.0.1`, `ansible_port=${p}`, 'ansible_user=kiln', 'demo_record_applied=true', ''].join('\n');
+    writeFileSync(inv, inventory(' demo_health_object=missing'));
+    await vm!.ssh('sudo rm -f /var/lib/kiln-demo-applied-*');
+    const env = { KILN_STATE_DIR: join(base, 'rollout-state') };
+    rmSync(env.KILN_STATE_DIR, { recursive: true, force: true });
+    // Host keys checked against the file the --accept-new test pinned (the same address and port for every name).
+    const args = ['apply', 'web@release-0.2.0', '--inventory', inv, '--key', vm!.keyFile, ...(knownHosts ? ['--known-hosts', knownHosts] : ['--insecure-host-keys']), '--batch', '1', '--json'];
+    const r = await kiln(args, { cwd: dir, env });
+    assert.equal(r.code, 1, r.stderr.slice(-4000));
+    const j = JSON.parse(r.stdout) as ApplyJson;
+    assert.deepEqual(j.hosts.map((h) => [h.host, h.status, h.batch, h.from]), [['web1', 'upgraded', 1, 'release-0.1.0'], ['web2', 'unhealthy', 2, 'release-0.1.0'], ['web3', 'not started', 3, 'release-0.1.0']]);
+    assert.equal(j.hosts[0].health, 'healthy');
+    assert.match(j.hosts[1].failed.join('\n'), new RegExp(`^health: GET http://127\\.0\\.0\\.1:\\d+/missing: Status code was 404`, 'm'));
+    assert.deepEqual(j.batches?.map((b) => [b.hosts, b.result]), [[['web1'], 'passed'], [['web2'], 'failed'], [['web3'], 'not started']]);
+    assert.equal(j.stopped?.batch, 2);
+    assert.match(r.stderr, /^batch 1\/3: web1$/m);
+    assert.match(r.stderr, /^batch 1\/3 passed: web1 upgraded, healthy$/m);
+    assert.match(r.stderr, /^batch 2\/3 failed: web2 unhealthy$/m);
+    assert.match(r.stderr, /^rollout stopped after batch 2\/3: 1 host\(s\) failed, more than --max-failures 0 allows: web2 \(health: GET .*\/missing: Status code was 404/m);
+    assert.match(r.stderr, /^  not contacted after the preflight: web3$/m);
+    assert.match(r.stderr, /^  to go on once fixed: kiln apply web@release-0\.2\.0 .*--batch 1 --resume \(applies the hosts not done: web2, web3;/m);
+    // The VM: upgraded by batch 1; web1 and web2 reached, web3 not.
+    const s = await state();
+    assert.equal(s.app, '2.0');
+    assert.match(s.release, /^IMAGE_VERSION=release-0\.2\.0$/m);
+    const marks = async () => (await vm!.ssh('cd /var/lib && grep -H . kiln-demo-applied-* || true')).stdout.trim().split('\n').filter(Boolean).sort();
+    assert.deepEqual(await marks(), ['kiln-demo-applied-web1:release-0.2.0', 'kiln-demo-applied-web2:release-0.2.0']);
+    assert.ok(j.resumable && existsSync(j.resumable), 'the rollout record is kept for --resume');
+
+    // Fixed (web2's health URL), the rollout resumes: web2 again, then web3; web1 is not contacted.
+    writeFileSync(inv, inventory(''));
+    const again = await kiln([...args.filter((a) => a !== '--batch' && a !== '1'), '--resume'], { cwd: dir, env });
+    assert.equal(again.code, 0, again.stderr.slice(-4000));
+    const k = JSON.parse(again.stdout) as ApplyJson;
+    assert.deepEqual(k.hosts.map((h) => [h.host, h.status, h.batch, h.health]), [['web1', 'done before', 1, undefined], ['web2', 'unchanged', 2, 'healthy'], ['web3', 'upgraded', 3, 'healthy']]);
+    assert.match(again.stderr, /^resuming the rollout of web@release-0\.2\.0 stopped at batch 2 of 3/m);
+    assert.doesNotMatch(again.stderr, /^  web1  (ok|changed|failed|skipped|unreachable) +\S/m, 'no task ran on web1');
+    assert.deepEqual(await marks(), ['kiln-demo-applied-web1:release-0.2.0', 'kiln-demo-applied-web2:release-0.2.0', 'kiln-demo-applied-web3:release-0.2.0']);
+    assert.deepEqual(readdirSync(join(env.KILN_STATE_DIR, 'rollouts')), [], 'a finished rollout leaves no record');
+
+    // kiln status over the same inventory: every name at release-0.2.0.
+    const st = await kiln(['status', '--inventory', inv, '--key', vm!.keyFile, '--insecure-host-keys', '--json'], { cwd: dir });
+    assert.equal(st.code, 0, st.stderr);
+    assert.deepEqual((JSON.parse(st.stdout) as { hosts: { host: string; version: string }[] }).hosts.map((h) => [h.host, h.version]), [['web1', 'release-0.2.0'], ['web2', 'release-0.2.0'], ['web3', 'release-0.2.0']]);
   });
 });

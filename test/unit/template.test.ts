@@ -164,3 +164,20 @@ test('disk.hostname is an RFC 1123 host name: an option or a second line is loca
     assert.match(p[0].message, /^disk\.hostname: /, bad);
   }
 });
+
+test('apply.health: defaults filled in; a check of nothing, a bad status or duration is refused at its line', () => {
+  const d = repo();
+  const t = parseTemplate(`${good}apply:\n  health:\n    http: { url: "http://127.0.0.1/" }\n`, join(d, 'kiln.yaml'));
+  assert.deepEqual(t.config.apply.health, { http: { url: 'http://127.0.0.1/', status: 200, from: 'host', validate_certs: true }, timeout: '60s', interval: '5s' });
+  assert.deepEqual(parseTemplate(good, join(d, 'kiln.yaml')).config.apply, {});
+  let p = problems(`${good}apply:\n  health:\n    timeout: 30s\n`);
+  assert.deepEqual(p.map((x) => [x.line, x.message]), [[10, 'apply.health checks nothing: give http (a URL and the status expected), command, or both']]);
+  p = problems(`${good}apply:\n  health:\n    http: { url: "http://127.0.0.1/", status: 700 }\n`);
+  assert.equal(p[0].line, 10);
+  assert.match(p[0].message, /apply\.health\.http\.status/);
+  p = problems(`${good}apply:\n  health:\n    command: "true"\n    interval: soon\n`);
+  assert.equal(p[0].line, 11);
+  assert.match(p[0].message, /apply\.health\.interval: string "soon" does not match/);
+  p = problems(`${good}apply:\n  health:\n    http: { url: "ftp://x/" }\n`);
+  assert.match(p[0].message, /apply\.health\.http\.url: string "ftp:\/\/x\/" does not match/);
+});
