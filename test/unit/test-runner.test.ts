@@ -10,6 +10,11 @@ const script = new URL('../../../scripts/test.mjs', import.meta.url).pathname;
 const base = mkdtempSync(join(tmpdir(), 'kiln-test-runner-'));
 after(() => rmSync(base, { recursive: true, force: true }));
 
+function tmp(dir: string): string {
+  mkdirSync(join(dir, 'tmp'));
+  return join(dir, 'tmp');
+}
+
 const PASS = "import { test } from 'node:test';\ntest('passes', () => {});\n";
 const SKIP = "import { test } from 'node:test';\ntest('passes', () => {});\ntest('is skipped', { skip: 'no tool' }, () => {});\n";
 const TODO = "import { test } from 'node:test';\ntest('later', { todo: true }, () => {});\n";
@@ -21,7 +26,9 @@ function run(files: Record<string, string>, env: Record<string, string> = {}): {
   // Not the outer run's context: NODE_TEST_CONTEXT would make the inner runner report to this one.
   const { NODE_TEST_CONTEXT: _, CI: __, KILN_TEST_ONLY: ___, ...outer } = process.env;
   const r = spawnSync(process.execPath, [script], {
-    cwd: dir, encoding: 'utf8', env: { ...outer, KILN_E2E_DIR: join(dir, 'e2e-scratch'), KILN_E2E_RUN: 'run-1', ...env },
+    // Its own temporary directory: the inner runner removes the kiln-* scratch that appears during its run,
+    // which in the shared one could be another test file's, running at the same time.
+    cwd: dir, encoding: 'utf8', env: { ...outer, TMPDIR: tmp(dir), KILN_E2E_DIR: join(dir, 'e2e-scratch'), KILN_E2E_RUN: 'run-1', ...env },
   });
   return { status: r.status, out: r.stdout + r.stderr };
 }
