@@ -349,6 +349,7 @@ export async function applyRelease(o: ApplyOptions): Promise<ApplyResult> {
 
       // 1. The plan: one batch of every host, or the batches of a rollout (a resumed one keeps its own).
       const roll = rolling ? await rolloutPlan(o, s, release) : undefined;
+      if (roll && !health) o.logger.warn(`${release} has no apply.health in its kiln.yaml: each batch is judged by its playbook run alone`);
       const plan: { index: number; hosts?: string[] }[] = roll ? pendingBatches(roll.record) : [{ index: 0, hosts: o.limit }];
       const batchCount = roll ? roll.record.batches.length : 1;
 

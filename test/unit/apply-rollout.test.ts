@@ -232,9 +232,11 @@ describe('a rolling upgrade', () => {
   test('a release without apply.health runs no check', async () => {
     const { dir, commit } = repo('');
     const f = fleet({ w1: { unhealthy: true } });
-    const r = await applyRelease(options(dir, commit, f, { batch: '2' }));
+    const warnings: string[] = [];
+    const r = await applyRelease(options(dir, commit, f, { batch: '2', logger: { ...silentLogger, warn: (m) => warnings.push(m) } }));
     assert.ok(r.outcomes.every((o) => o.status === 'upgraded' && o.health === undefined));
     assert.ok(!f.calls.some(([n]) => n === 'health.json'));
+    assert.deepEqual(warnings, ['web@release-0.2.0 has no apply.health in its kiln.yaml: each batch is judged by its playbook run alone']);
   });
 
   test('refused before any host changes: --check with --batch, --max-failures alone, another --batch on resume, a host name Ansible reads as a pattern', async () => {
