@@ -277,7 +277,7 @@ describe('kiln apply to a fleet: a downgrade, then a rollout in batches with hea
     const s = await state();
     assert.equal(s.app, '2.0');
     assert.match(s.release, /^IMAGE_VERSION=release-0\.2\.0$/m);
-    const marks = async () => (await vm!.ssh('cd /var/lib && grep -H . kiln-demo-applied-* || true')).stdout.trim().split('\n').filter(Boolean).sort();
+    const marks = async () => (await vm!.ssh('cd /var/lib && grep -H . kiln-demo-applied-* || true')).stdout.split('\n').map((l) => l.trim()).filter(Boolean).sort();
     assert.deepEqual(await marks(), ['kiln-demo-applied-web1:release-0.2.0', 'kiln-demo-applied-web2:release-0.2.0']);
     assert.ok(j.resumable && existsSync(j.resumable), 'the rollout record is kept for --resume');
 
