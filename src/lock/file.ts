@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument, parse as parseYaml } from 'yaml';
+import { yamlSyntaxProblems } from '../yaml-errors.js';
 import { KilnError } from '../errors.js';
 
 export const LOCK_FILE = 'kiln.lock';
@@ -186,12 +187,12 @@ export function formatLock(l: LockFile): string {
 
 /** Parses and checks a lock file; errors name the file and the entry. */
 export function parseLock(text: string, file = LOCK_FILE): LockFile {
-  let doc: unknown;
-  try {
-    doc = parseYaml(text);
-  } catch (e) {
-    throw new KilnError(`${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`, { where: { file }, hint: 'regenerate it with `kiln lock --update`' });
+  const syntax = yamlSyntaxProblems(text);
+  if (syntax.length) {
+    const [p] = syntax;
+    throw new KilnError(`${file} is not valid YAML: ${p.message.replace(/^invalid YAML: /, '')}`, { where: { file, line: p.line, column: p.column }, hint: 'regenerate it with `kiln lock --update`' });
   }
+  const doc: unknown = parseYaml(text);
   const bad = (what: string): never => { throw new KilnError(`${file}: ${what}`, { where: { file }, hint: 'kiln.lock is written by `kiln lock`; regenerate it with `kiln lock --update`' }); };
   if (!doc || typeof doc !== 'object') bad('not a lock file');
   const d = doc as Record<string, unknown>;

@@ -3,12 +3,13 @@
  * results. The outcome is decided from the stats event; a non-zero exit without stats is a tool
  * error (syntax error, missing file), reported with Ansible's own message.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec, type ExecOptions, type ExecResult } from '../exec.js';
 import type { Logger } from '../log.js';
 import { PlaybookEventParser, totals, type HostStats, type PlaybookEvent, type TaskResult } from './results.js';
+import { yamlSyntaxProblems, type YamlProblem } from '../yaml-errors.js';
 
 export interface PlaybookRun {
   playbook: string;
@@ -107,9 +108,31 @@ export function playbookError(playbook: string, text: string, mapPath: (p: strin
   if (/the playbook: .* could not be found/.test(text)) {
     return new KilnError(`playbook not found: ${mapPath(playbook)}`, { where: { file: mapPath(playbook) } });
   }
+  const file = m ? mapPath(m[1]) : undefined;
+  // Ansible's YAML errors name where its parser gave up (for an unclosed bracket, the next line): the
+  // file is read again to point at the token that opened the construct, Ansible's text kept as detail.
+  const cause = file && /while loading YAML|YAML/.test(text) ? yamlCause(file) : undefined;
+  if (file && cause) {
+    return new KilnError(`playbook syntax error: ${cause.message.replace(/^invalid YAML: /, '')}`, {
+      where: { file, line: cause.line, column: cause.column },
+      detail: text.split('\n').filter((l) => l.trim() && !l.startsWith('[WARNING]')).slice(0, 20).join('\n'),
+      exitCode: 2,
+    });
+  }
   return new KilnError(`playbook syntax error: ${first}`, {
-    where: m ? { file: mapPath(m[1]), line: Number(m[2]), column: Number(m[3]) } : { file: mapPath(playbook) },
+    where: m ? { file: file!, line: Number(m[2]), column: Number(m[3]) } : { file: mapPath(playbook) },
     detail: text.split('\n').filter((l) => l.trim() && !l.startsWith('[WARNING]')).slice(0, 20).join('\n'),
     exitCode: 2,
   });
+}
+
+/** The first located syntax error of a YAML file of the repository, if it has one. */
+function yamlCause(file: string): YamlProblem | undefined {
+  if (!/\.ya?ml$/.test(file) || !existsSync(file)) return undefined;
+  try {
+    return yamlSyntaxProblems(readFileSync(file, 'utf8'))[0];
+  } catch {
+    // Only a refinement of Ansible's own location: an unreadable file keeps that one.
+    return undefined;
+  }
 }

@@ -14,6 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { LineCounter, parseDocument, isMap, isScalar, isSeq, type Node } from 'yaml';
+import { locateYamlErrors } from '../yaml-errors.js';
 import { KilnError } from '../errors.js';
 import type { TrustPolicy } from './release-store.js';
 import { keyKind, loadTrustedKey, type TrustedKey } from './signing.js';
@@ -44,9 +45,8 @@ export async function readUserTrust(file: string): Promise<TrustPolicy | null> {
     return { file, line: pos?.line, column: pos?.col };
   };
   if (doc.errors.length) {
-    const e = doc.errors[0];
-    const pos = lines.linePos(e.pos[0]);
-    throw new KilnError(`invalid YAML: ${e.message.split('\n')[0]}`, { where: { file, line: pos.line, column: pos.col } });
+    const [p] = locateYamlErrors(text, doc.errors, lines);
+    throw new KilnError(p.message, { where: { file, line: p.line, column: p.column } });
   }
   const policy: TrustPolicy = { requireSignature: false, keys: [] };
   if (doc.contents === null) return policy;

@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import { KilnError } from '../errors.js';
+import { locateYamlErrors } from '../yaml-errors.js';
 import { kilnSchema, type KilnConfig } from './schema.js';
 
 export interface Problem { file: string; line: number; column: number; message: string }
@@ -66,7 +67,7 @@ export function parseTemplate(text: string, file: string): LoadedTemplate {
     return { file, line: pos.line, column: pos.col, message };
   };
   if (doc.errors.length) {
-    throw new TemplateError(doc.errors.map((e) => at(e.pos[0], `invalid YAML: ${e.message.split('\n')[0]}`)));
+    throw new TemplateError(locateYamlErrors(text, doc.errors, lc).map((p) => ({ file, ...p })));
   }
   const data = doc.toJS() as unknown;
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {

@@ -30,7 +30,10 @@ describe('bad input is refused with a located error', () => {
     const dir = exampleRepo('bad-yaml', { tag: 'release-0.1.0', edit: (d) => edit(d, 'kiln.yaml', 'formats: [raw, qcow2', 'formats: [raw, qcow2\nbroken: [') });
     const r = await kiln(['build'], { cwd: dir });
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /kiln\.yaml:\d+:\d+: invalid YAML/);
+    // At the bracket left open (formats: [raw, qcow2 then a new key), not where the parser gave up (the next line).
+    const line = readFileSync(join(dir, 'kiln.yaml'), 'utf8').split('\n').indexOf('formats: [raw, qcow2') + 1;
+    assert.ok(line > 0);
+    assert.match(r.stderr, new RegExp(`kiln\\.yaml:${line}:10: invalid YAML: "\\[" is not closed: expected "\\]"`));
     assertNothingLeft(dir);
   });
 
@@ -53,7 +56,9 @@ describe('bad input is refused with a located error', () => {
     const dir = exampleRepo('bad-playbook', { tag: 'release-0.1.0', edit: (d) => edit(d, 'roles/web/tasks/main.yml', '    state: present\n', '    state: present\n   bad indent: [\n') });
     const r = await kiln(['build'], { cwd: dir });
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /roles\/web\/tasks\/main\.yml:\d+:\d+: playbook syntax error/);
+    // The line of the mistake itself (Ansible's own message names the line after it).
+    const line = readFileSync(join(dir, 'roles/web/tasks/main.yml'), 'utf8').split('\n').indexOf('   bad indent: [') + 1;
+    assert.match(r.stderr, new RegExp(`roles/web/tasks/main\\.yml:${line}:\\d+: playbook syntax error`));
     assertNothingLeft(dir);
   });
 
