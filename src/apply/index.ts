@@ -479,9 +479,12 @@ async function rolloutPlan(o: ApplyOptions, s: Session, release: string): Promis
     }
     if (saved.release !== release || saved.commit !== o.release.commit) throw new KilnError(`${file}: the stopped rollout was of ${saved.release} (commit ${saved.commit.slice(0, 12)}), not of ${release} (commit ${o.release.commit.slice(0, 12)})`, { hint: 'delete the file to start again' });
     if (o.batch !== undefined && o.batch !== saved.batch) throw new KilnError(`--batch ${o.batch}: the stopped rollout was started with --batch ${saved.batch}, and a resumed rollout keeps its batches`, { hint: 'drop --batch (or pass the same one) with --resume', exitCode: 2 });
-    const known = new Set(saved.batches.flat());
-    const extra = order.filter((h) => !known.has(h));
-    if (extra.length) throw new KilnError(`${file} does not plan host(s) ${extra.join(', ')}`, { hint: 'delete the file to start again' });
+    // The record's file name is the hash of exactly these names, so a mismatch is a record altered by hand.
+    const planned = saved.batches.flat();
+    const now = new Set(order);
+    const extra = order.filter((h) => !planned.includes(h));
+    const gone = planned.filter((h) => !now.has(h));
+    if (extra.length || gone.length) throw new KilnError(`${file} does not plan the inventory's hosts (${[...extra.map((h) => `+${h}`), ...gone.map((h) => `-${h}`)].join(', ')})`, { hint: 'delete the file to start the rollout again' });
     o.logger.info(`resuming the rollout of ${release} stopped ${saved.stopped ? `at batch ${saved.stopped.batch} of ${saved.batches.length}` : 'before it ended'} (${saved.updated})`);
     return { order: saved.batches.flat(), file, record: { ...saved, stopped: undefined } };
   }

@@ -346,3 +346,14 @@ describe('the health check', () => {
     ]);
   });
 });
+
+test('a rollout record altered by hand (its batches no longer the inventory\'s hosts) is refused on --resume, changing nothing', async () => {
+  const { dir, commit } = repo();
+  const f = fleet({ w1: { unhealthy: true } });
+  const r = await applyRelease(options(dir, commit, f, { batch: '1' }));
+  const rec = readRollout(r.resumable!)!;
+  writeFileSync(r.resumable!, JSON.stringify({ ...rec, batches: [['c1'], ['w1'], ['w2'], ['zz']] }));
+  f.calls.length = 0;
+  await assert.rejects(applyRelease(options(dir, commit, f, { resume: true })), (e: unknown) => e instanceof KilnError && /does not plan the inventory's hosts \(\+w3, -zz\)/.test(e.message));
+  assert.deepEqual(f.calls, [], 'no host was contacted');
+});
