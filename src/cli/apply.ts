@@ -12,15 +12,15 @@ import { parse, type Command } from './command.js';
 
 /** The flags of the commands that reach hosts over SSH (apply, status), and the output ones. */
 export const connectionOptions = {
-  host: { type: 'string', multiple: true },
-  inventory: { type: 'string', short: 'i' },
-  key: { type: 'string' },
-  port: { type: 'string' },
-  'known-hosts': { type: 'string' },
-  'accept-new': { type: 'boolean' },
-  'insecure-host-keys': { type: 'boolean' },
-  json: { type: 'boolean' },
-  verbose: { type: 'boolean', short: 'v' },
+  host: { type: 'string', multiple: true, description: 'A host to reach over SSH: [user@]address[:port] (user root, port --port or 22)', value: '[user@]addr[:port]' },
+  inventory: { type: 'string', short: 'i', description: 'An Ansible inventory file (groups, host variables) instead of or besides --host', value: 'FILE' },
+  key: { type: 'string', description: 'The SSH private key for every host (IdentitiesOnly)', value: 'FILE' },
+  port: { type: 'string', description: 'The SSH port of --host hosts that name none', value: 'N' },
+  'known-hosts': { type: 'string', description: 'Check host keys against this known_hosts file (default: your own)', value: 'FILE' },
+  'accept-new': { type: 'boolean', description: 'Pin the key of a host seen for the first time into the known_hosts file; a changed key is still refused' },
+  'insecure-host-keys': { type: 'boolean', description: 'Do not check host keys at all (throwaway VMs only)' },
+  json: { type: 'boolean', description: 'Print the result as JSON on stdout' },
+  verbose: { type: 'boolean', short: 'v', description: 'Show every task, skipped ones too, and the commands run' },
 } as const;
 
 /** The --host list, each with --port as its default port. */
@@ -36,14 +36,14 @@ export const applyCommand: Command = {
   summary: "Upgrade running machines to a release: apply that release's playbook over SSH, then stamp the version",
   usage: 'kiln apply <name@version> (--host [user@]addr[:port] ... | --inventory FILE) [--key FILE] [--port N] [--check] [--diff] [--allow-downgrade] [--batch N|N%[,...]] [--max-failures N|N%] [--resume] [--known-hosts FILE] [--accept-new | --insecure-host-keys] [--store S] [--json] [-v]   (exit: 0 done/in sync, 1 error or a host failed/unhealthy, 3 drift with --check, 4 hosts unreachable)',
   async run(argv) {
-    const { values, positionals } = parse('apply', this.usage, argv, {
+    const { values, positionals } = parse(this, argv, {
       ...connectionOptions,
-      check: { type: 'boolean' },
-      diff: { type: 'boolean' },
-      'allow-downgrade': { type: 'boolean' },
-      batch: { type: 'string' },
-      'max-failures': { type: 'string' },
-      resume: { type: 'boolean' },
+      check: { type: 'boolean', description: 'Ansible\'s check mode: report drift (exit 3) and change nothing' },
+      diff: { type: 'boolean', description: 'Show the diff of each file a task changes or would change' },
+      'allow-downgrade': { type: 'boolean', description: 'Apply the release to hosts that run a newer version' },
+      batch: { type: 'string', description: 'Roll out in batches: N hosts, N% of them, or a list such as 1,25%,100% (Ansible\'s serial)', value: 'N|N%[,...]' },
+      'max-failures': { type: 'string', description: 'Failed or unhealthy hosts tolerated over the whole rollout before it stops: N or N% (default 0)', value: 'N|N%' },
+      resume: { type: 'boolean', description: 'Continue the stopped or interrupted rollout of this release to these hosts' },
       ...storeOptions,
     });
     if (positionals.length !== 1) throw new KilnError('kiln apply takes one release, name@version', { hint: `usage: ${this.usage}`, exitCode: 2 });

@@ -11,9 +11,9 @@ export const auditCommand: Command = {
   summary: 'Inspect a disk image (or a root tree) without booting it: leftovers of the seal and secrets',
   usage: 'kiln audit <image|dir> [--format raw|qcow2|vmdk|vpc|vhdx] [--json] [--disable op,...] [--keep path]... [--accept fingerprint]... [--file kiln.yaml] [--verbose]',
   async run(argv) {
-    const { values, positionals } = parse('audit', this.usage, argv, {
-      format: { type: 'string' }, json: { type: 'boolean' }, disable: { type: 'string', multiple: true },
-      keep: { type: 'string', multiple: true }, accept: { type: 'string', multiple: true }, file: { type: 'string', short: 'f' }, verbose: { type: 'boolean', short: 'v' },
+    const { values, positionals } = parse(this, argv, {
+      format: { type: 'string', description: 'The disk format as qemu-img names it (default: detected)', value: 'raw|qcow2|vmdk|vpc|vhdx' }, json: { type: 'boolean', description: 'Print the findings as JSON on stdout' }, disable: { type: 'string', multiple: true, description: 'Seal operations not to check (comma-separated, see kiln seal --list)', value: 'op,...' },
+      keep: { type: 'string', multiple: true, description: 'A path the image ships on purpose, not a finding', value: 'PATH' }, accept: { type: 'string', multiple: true, description: 'The fingerprint of a secret finding shipped on purpose', value: 'FINGERPRINT' }, file: { type: 'string', short: 'f', description: 'Take disable, keep and accept from this kiln.yaml\'s seal and audit settings', value: 'kiln.yaml' }, verbose: { type: 'boolean', short: 'v', description: 'Show the commands run' },
     });
     if (positionals.length !== 1) throw new KilnError('kiln audit: expected one image (or directory)', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const target = positionals[0];

@@ -15,19 +15,19 @@ export const bootCommand: Command = {
     const split = splitAtDashes(argv);
     const own = split.own;
     const command = split.command ?? [];
-    const { values, positionals } = parse('boot', this.usage, own, {
-      firmware: { type: 'string', default: 'bios' },
-      format: { type: 'string' },
-      accel: { type: 'string', default: 'auto' },
-      memory: { type: 'string', default: '1024' },
-      cpus: { type: 'string', default: '2' },
-      mac: { type: 'string' },
-      timeout: { type: 'string', default: '360' },
-      store: { type: 'string' },
-      'require-signature': { type: 'boolean' },
-      'trust-key': { type: 'string', multiple: true },
-      verbose: { type: 'boolean', short: 'v' },
-      console: { type: 'boolean' },
+    const { values, positionals } = parse(this, own, {
+      firmware: { type: 'string', default: 'bios', description: 'Boot under BIOS or UEFI (OVMF)', value: 'bios|uefi' },
+      format: { type: 'string', description: 'Which artifact of a release to boot (default: raw, else the first bootable format)', value: 'F' },
+      accel: { type: 'string', default: 'auto', description: 'QEMU accelerator: KVM when usable, else TCG', value: 'auto|kvm|tcg' },
+      memory: { type: 'string', default: '1024', description: 'The VM\'s memory', value: 'MiB' },
+      cpus: { type: 'string', default: '2', description: 'The VM\'s CPUs', value: 'N' },
+      mac: { type: 'string', description: 'The VM\'s network card address', value: 'MAC' },
+      timeout: { type: 'string', default: '360', description: 'Give up when the VM has not answered on SSH after this many seconds', value: 'SEC' },
+      store: { type: 'string', description: 'The release store to read name@version from', value: 'DIR|oci://...' },
+      'require-signature': { type: 'boolean', description: 'Refuse releases that are not signed by a trusted key' },
+      'trust-key': { type: 'string', multiple: true, description: 'A public key whose signatures are trusted', value: 'FILE' },
+      verbose: { type: 'boolean', short: 'v', description: 'Show the commands run' },
+      console: { type: 'boolean', description: 'Show the VM\'s serial console as it boots' },
     });
     if (positionals.length !== 1) throw new KilnError('kiln boot takes one image (a file, or name@version from the release store)', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const firmware = values.firmware as Firmware;

@@ -12,15 +12,15 @@ export const buildCommand: Command = {
   summary: 'Build the image at the git tag of HEAD: source, playbook, seal, disk, formats, release',
   usage: 'kiln build [--file kiln.yaml] [--snapshot] [--on-error=cleanup|keep] [--out DIR] [--no-release] [--no-cache] [--verbose] [--json]',
   async run(argv) {
-    const { values } = parse('build', this.usage, argv, {
-      file: { type: 'string', short: 'f' },
-      snapshot: { type: 'boolean' },
-      'on-error': { type: 'string', default: 'cleanup' },
-      out: { type: 'string' },
-      'no-release': { type: 'boolean' },
-      'no-cache': { type: 'boolean' },
-      verbose: { type: 'boolean', short: 'v' },
-      json: { type: 'boolean' },
+    const { values } = parse(this, argv, {
+      file: { type: 'string', short: 'f', description: 'The kiln.yaml to build (default: found from the current directory up)', value: 'kiln.yaml' },
+      snapshot: { type: 'boolean', description: 'Build the working tree as a snapshot version, without a release tag' },
+      'on-error': { type: 'string', default: 'cleanup', description: 'What a failed build leaves: cleanup removes its work directory, keep leaves it for kiln shell', value: 'cleanup|keep' },
+      out: { type: 'string', description: 'Write the artifacts to this directory', value: 'DIR' },
+      'no-release': { type: 'boolean', description: 'Do not put the result in the release store' },
+      'no-cache': { type: 'boolean', description: 'Run every step, using no step cache entry (and storing none)' },
+      verbose: { type: 'boolean', short: 'v', description: 'Show every task and the commands run' },
+      json: { type: 'boolean', description: 'Print the build record as JSON on stdout' },
     }, false);
     const onError = values['on-error'];
     if (onError !== 'cleanup' && onError !== 'keep') throw new KilnError(`--on-error must be cleanup or keep, not ${onError}`, { exitCode: 2 });

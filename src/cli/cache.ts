@@ -19,8 +19,8 @@ export const cacheCommand: Command = {
   summary: "List, verify or prune the step cache (the costly steps' outputs, by the hash of their inputs)",
   usage: 'kiln cache list|verify|prune [--file kiln.yaml] [--max-size SIZE | --all] [--json]',
   async run(argv) {
-    const { values, positionals } = parse('cache', this.usage, argv, {
-      file: { type: 'string', short: 'f' }, 'max-size': { type: 'string' }, all: { type: 'boolean' }, json: { type: 'boolean' },
+    const { values, positionals } = parse(this, argv, {
+      file: { type: 'string', short: 'f', description: 'The kiln.yaml whose cache to use (default: found from the current directory up)', value: 'kiln.yaml' }, 'max-size': { type: 'string', description: 'prune: remove the least recently used entries until the cache is this small', value: 'SIZE' }, all: { type: 'boolean', description: 'prune: remove every entry' }, json: { type: 'boolean', description: 'Print the result as JSON on stdout' },
     }, true);
     const [action] = positionals;
     const dir = cacheDirFor(values.file);

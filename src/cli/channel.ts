@@ -8,7 +8,7 @@ export const channelCommand: Command = {
   summary: 'Named, movable pointers to releases (web@production); every move is logged',
   usage: `kiln channel set <channel> name@version [--force] [--allow-rollback] [--sign-key FILE] | kiln channel get name@channel [--log] [--json] | kiln channel list [name] [--json]  ${STORE_USAGE}`,
   async run(argv) {
-    const { values, positionals } = parse('channel', this.usage, argv, { ...storeOptions, force: { type: 'boolean' }, 'allow-rollback': { type: 'boolean' }, json: { type: 'boolean' }, log: { type: 'boolean' } });
+    const { values, positionals } = parse(this, argv, { ...storeOptions, force: { type: 'boolean', description: 'set: point the channel at a revoked release anyway' }, 'allow-rollback': { type: 'boolean', description: 'set: move the channel to an older version (recorded in its signed log)' }, json: { type: 'boolean', description: 'Print the result as JSON on stdout' }, log: { type: 'boolean', description: 'get: show every move of the channel' } });
     const [sub, ...args] = positionals;
     const bad = () => new KilnError(`kiln channel ${sub ?? ''}: wrong arguments`, { hint: `usage: ${this.usage}`, exitCode: 2 });
     if (sub === 'set') {

@@ -22,6 +22,7 @@ import { rebuildCommand } from './rebuild.js';
 import { shellCommand } from './shell.js';
 import { publishCommand } from './publish.js';
 import { pruneCommand } from './prune.js';
+import { completionCommand } from './completion.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
@@ -48,4 +49,5 @@ export const commands: Command[] = [
   doctorCommand,
   sealCommand,
   auditCommand,
+  completionCommand(() => commands),
 ];

@@ -25,7 +25,7 @@ export const doctorCommand: Command = {
   summary: "List missing host tools; install them from Debian's packages when run as root",
   usage: 'kiln doctor [--check]',
   async run(argv) {
-    const { values } = parse('doctor', this.usage, argv, { check: { type: 'boolean' } }, false);
+    const { values } = parse(this, argv, { check: { type: 'boolean', description: 'Only report the missing host tools; install nothing' } }, false);
     const missing = await missingTools();
     if (missing.length === 0) {
       process.stderr.write('all host tools are present\n');

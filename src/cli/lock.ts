@@ -9,11 +9,11 @@ export const lockCommand: Command = {
   summary: 'Write kiln.lock: the exact Debian packages (version, sha256) the image installs, or the vendor image or parent release it starts from; builds then use exactly those',
   usage: 'kiln lock [--update] [--file kiln.yaml] [--verbose] [--json]',
   async run(argv) {
-    const { values } = parse('lock', this.usage, argv, {
-      update: { type: 'boolean' },
-      file: { type: 'string', short: 'f' },
-      verbose: { type: 'boolean', short: 'v' },
-      json: { type: 'boolean' },
+    const { values } = parse(this, argv, {
+      update: { type: 'boolean', description: 'Resolve the package set again from the archive and rewrite kiln.lock' },
+      file: { type: 'string', short: 'f', description: 'The kiln.yaml to lock (default: found from the current directory up)', value: 'kiln.yaml' },
+      verbose: { type: 'boolean', short: 'v', description: 'Show the commands run' },
+      json: { type: 'boolean', description: 'Print the lock summary as JSON on stdout' },
     }, false);
     const logger = createLogger({ verbose: values.verbose });
     const template = loadTemplate(findTemplate(values.file ?? '.'));

@@ -1,5 +1,5 @@
 import { reportError } from '../errors.js';
-import type { Command } from './command.js';
+import { HelpShown, type Command } from './command.js';
 import { commands } from './commands.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -18,13 +18,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`kiln: unknown command '${name}'\n\n${usage()}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`usage: ${cmd.usage}\n\n${cmd.summary}\n`);
-    return 0;
-  }
   try {
+    // `--help` is answered by the command's own parse (its options and what each does): nothing runs.
     return await cmd.run(rest);
   } catch (e) {
+    if (e instanceof HelpShown) return 0;
     return reportError(e, (t) => process.stderr.write(t));
   }
 }

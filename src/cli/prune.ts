@@ -14,9 +14,9 @@ export const pruneCommand: Command = {
   summary: 'Retire an image\'s old cloud images (only those Kiln made); a dry run unless --apply',
   usage: `kiln prune <name> --cloud aws|azure|gce --keep N [--keep-days D] [--grace-days G (gce)] [--region R]... [--apply] [--json] [--sign-key FILE] ${STORE_USAGE}`,
   async run(argv) {
-    const { values, positionals } = parse('prune', this.usage, argv, {
-      ...storeOptions, cloud: { type: 'string' }, region: { type: 'string', multiple: true }, keep: { type: 'string' },
-      'keep-days': { type: 'string' }, 'grace-days': { type: 'string' }, apply: { type: 'boolean' }, json: { type: 'boolean' },
+    const { values, positionals } = parse(this, argv, {
+      ...storeOptions, cloud: { type: 'string', description: 'The cloud whose images of this name to retire', value: 'aws|azure|gce' }, region: { type: 'string', multiple: true, description: 'Only these regions (AWS; repeatable)', value: 'R' }, keep: { type: 'string', description: 'Keep the newest N versions (and every version a channel points to)', value: 'N' },
+      'keep-days': { type: 'string', description: 'Also keep versions younger than D days', value: 'D' }, 'grace-days': { type: 'string', description: 'GCE: delete an image only once it has been deprecated for G days (default 7)', value: 'G' }, apply: { type: 'boolean', description: 'Retire the images; without it, only show what would be retired' }, json: { type: 'boolean', description: 'Print the plan or the result as JSON on stdout' },
     });
     if (positionals.length !== 1 || !values.cloud || values.keep === undefined) throw new KilnError('kiln prune needs an image name, --cloud and --keep', { hint: `usage: ${this.usage}`, exitCode: 2 });
     if (values.cloud !== 'aws' && values.cloud !== 'azure' && values.cloud !== 'gce') throw new KilnError(`kiln prune --cloud ${values.cloud}: the clouds Kiln prunes are: aws, azure, gce`, { exitCode: 2 });

@@ -16,9 +16,9 @@ export const publishCommand: Command = {
   summary: 'Put a release into a cloud: an AMI per region, an Azure gallery image version, or a GCE image (tagged with its version), recorded on the release',
   usage: `kiln publish name@version --to aws|azure|gce [--region R]... [--boot-mode uefi-preferred|uefi|legacy-bios] [--parallel N] [--wait 30m] [--json] [--sign-key FILE] ${STORE_USAGE}`,
   async run(argv) {
-    const { values, positionals } = parse('publish', this.usage, argv, {
-      ...storeOptions, to: { type: 'string' }, region: { type: 'string', multiple: true }, 'boot-mode': { type: 'string' },
-      parallel: { type: 'string' }, wait: { type: 'string' }, json: { type: 'boolean' }, verbose: { type: 'boolean' },
+    const { values, positionals } = parse(this, argv, {
+      ...storeOptions, to: { type: 'string', description: 'The cloud to publish to (settings from kiln.yaml publish.<cloud>)', value: 'aws|azure|gce' }, region: { type: 'string', multiple: true, description: 'AWS: the regions, instead of kiln.yaml publish.aws.regions (repeatable)', value: 'R' }, 'boot-mode': { type: 'string', description: 'AWS: the AMI\'s boot mode (default: from the disk)', value: 'uefi-preferred|uefi|legacy-bios' },
+      parallel: { type: 'string', description: 'AWS: snapshot blocks uploaded at once', value: 'N' }, wait: { type: 'string', description: 'The longest to wait for the cloud to finish, e.g. 30m', value: 'DURATION' }, json: { type: 'boolean', description: 'Print the cloud ids as JSON on stdout' }, verbose: { type: 'boolean', description: 'Show each request' },
     });
     if (positionals.length !== 1 || !values.to) throw new KilnError('kiln publish needs a release and --to', { hint: `usage: ${this.usage}`, exitCode: 2 });
     if (values.to !== 'aws' && values.to !== 'azure' && values.to !== 'gce') throw new KilnError(`kiln publish --to ${values.to}: the clouds Kiln publishes to are: aws, azure, gce`, { exitCode: 2 });

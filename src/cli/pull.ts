@@ -19,7 +19,7 @@ export const pullCommand: Command = {
   summary: 'Copy a release from a registry (or another store) into the store, verifying every digest, signature and the signed metadata',
   usage: `kiln pull name@version --from oci://host[:port][/prefix]|DIR ${STORE_USAGE} [--insecure]`,
   async run(argv) {
-    const { values, positionals } = parse('pull', this.usage, argv, { ...storeOptions, from: { type: 'string' } });
+    const { values, positionals } = parse(this, argv, { ...storeOptions, from: { type: 'string', description: 'The store to copy the release from: an OCI registry or a directory', value: 'oci://host[:port][/prefix]|DIR' } });
     if (positionals.length !== 1 || !values.from) throw new KilnError('kiln pull needs a release and --from', { hint: `usage: ${this.usage}`, exitCode: 2 });
     // The source is read under this reader's policy (kiln.yaml, the user's trust file, the flags).
     const src = await storeFromFlags({ ...values, store: values.from });

@@ -9,11 +9,11 @@ export const rebuildCommand: Command = {
   summary: 'Rebuild a release from its recorded commit and kiln.lock, without releasing; report "identical" or the first differing files',
   usage: 'kiln rebuild <name@version> [--keep] [--limit N] [--store S] [--json] [-v]',
   async run(argv) {
-    const { values, positionals } = parse('rebuild', this.usage, argv, {
-      keep: { type: 'boolean' },
-      limit: { type: 'string' },
-      json: { type: 'boolean' },
-      verbose: { type: 'boolean', short: 'v' },
+    const { values, positionals } = parse(this, argv, {
+      keep: { type: 'boolean', description: 'Keep the rebuilt artifacts' },
+      limit: { type: 'string', description: 'Show at most N differing files', value: 'N' },
+      json: { type: 'boolean', description: 'Print the report as JSON on stdout' },
+      verbose: { type: 'boolean', short: 'v', description: 'Show the build and the commands run' },
       ...storeOptions,
     });
     if (positionals.length !== 1) throw new KilnError('kiln rebuild takes one release, name@version', { hint: `usage: ${this.usage}`, exitCode: 2 });

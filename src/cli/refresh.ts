@@ -7,7 +7,7 @@ export const refreshCommand: Command = {
   summary: "Sign an image's metadata (channels, revocations, cloud ids) again with a new expiry; creates it for older stores",
   usage: `kiln refresh <name> [--sign-key FILE] ${STORE_USAGE}`,
   async run(argv) {
-    const { values, positionals } = parse('refresh', this.usage, argv, { ...storeOptions });
+    const { values, positionals } = parse(this, argv, { ...storeOptions });
     if (positionals.length !== 1) throw new KilnError('kiln refresh takes one image name', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const store = await storeFromFlags(values);
     const m = await store.refresh(positionals[0]);

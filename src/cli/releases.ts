@@ -40,7 +40,7 @@ export const releasesCommand: Command = {
   summary: 'List releases in the store: version, date, commit, formats, signer, parent, status (--tree: by ancestry)',
   usage: `kiln releases [name] [--json] [--tree] ${STORE_USAGE}`,
   async run(argv) {
-    const { values, positionals } = parse('releases', this.usage, argv, { ...storeOptions, json: { type: 'boolean' }, tree: { type: 'boolean' } });
+    const { values, positionals } = parse(this, argv, { ...storeOptions, json: { type: 'boolean', description: 'Print the releases as JSON on stdout' }, tree: { type: 'boolean', description: 'Draw the releases as a family tree (parents and children)' } });
     const store = await storeFromFlags(values);
     const list = await store.list(positionals[0]);
     if (values.json) {

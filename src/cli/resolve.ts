@@ -73,8 +73,8 @@ export const resolveCommand: Command = {
   summary: 'Print where a release (name@version or name@channel) is: artifact path or registry reference, and cloud ids',
   usage: `kiln resolve name@version|name@channel [--format F | --cloud aws|azure|gce [--region R (gce: the project)]] [--json] [--force] ${STORE_USAGE} | kiln resolve --terraform (query: release, store, format, cloud, region, require_signature, trust_keys, force, insecure)`,
   async run(argv) {
-    const { values, positionals } = parse('resolve', this.usage, argv, {
-      ...storeOptions, format: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, terraform: { type: 'boolean' }, cloud: { type: 'string' }, region: { type: 'string' },
+    const { values, positionals } = parse(this, argv, {
+      ...storeOptions, format: { type: 'string', description: 'Which artifact: raw, qcow2, vmdk, vhd, vhdx, ova or gce (default: raw)', value: 'F' }, json: { type: 'boolean', description: 'Print everything known of the release as JSON on stdout' }, force: { type: 'boolean', description: 'Resolve a revoked release (or one with a revoked ancestor) anyway, with a warning' }, terraform: { type: 'boolean', description: 'Terraform\'s external data source: a JSON query on stdin, a JSON object on stdout' }, cloud: { type: 'string', description: 'Print the cloud id instead of an artifact', value: 'aws|azure|gce' }, region: { type: 'string', description: 'The region of the AMI or gallery image (GCE: the project)', value: 'R' },
     });
     if (values.terraform) return terraform();
     if (positionals.length !== 1) throw new KilnError('kiln resolve takes one release reference', { hint: `usage: ${this.usage}`, exitCode: 2 });

@@ -7,7 +7,7 @@ export const revokeCommand: Command = {
   summary: 'Mark a release revoked (it is kept; resolve refuses it unless --force)',
   usage: 'kiln revoke name@version --reason "why" [--sign-key FILE] [--store DIR|oci://host/prefix]',
   async run(argv) {
-    const { values, positionals } = parse('revoke', this.usage, argv, { ...storeOptions, reason: { type: 'string' } });
+    const { values, positionals } = parse(this, argv, { ...storeOptions, reason: { type: 'string', description: 'Why the release must not be used (required; shown to everyone who resolves it)', value: 'TEXT' } });
     if (positionals.length !== 1 || !values.reason) throw new KilnError('kiln revoke needs a release and --reason', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const store = await storeFromFlags(values);
     const rev = await store.revoke(positionals[0], values.reason);

@@ -9,7 +9,7 @@ export const sealCommand: Command = {
   summary: 'List the seal operations (and which kiln.yaml disables)',
   usage: 'kiln seal --list [--file kiln.yaml] [--json]',
   async run(argv) {
-    const { values } = parse('seal', this.usage, argv, { list: { type: 'boolean' }, file: { type: 'string', short: 'f' }, json: { type: 'boolean' } }, false);
+    const { values } = parse(this, argv, { list: { type: 'boolean', description: 'List the seal operations' }, file: { type: 'string', short: 'f', description: 'Mark the operations this kiln.yaml\'s seal.disable turns off', value: 'kiln.yaml' }, json: { type: 'boolean', description: 'Print the list as JSON on stdout' } }, false);
     if (!values.list) throw new KilnError('kiln seal: nothing to do', { hint: `usage: ${this.usage} (the build seals; \`kiln audit\` checks an image)`, exitCode: 2 });
     const file = values.file ? findTemplate(values.file) : existsSync('kiln.yaml') ? 'kiln.yaml' : undefined;
     const seal = file ? loadTemplate(file).config.seal : undefined;

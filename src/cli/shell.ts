@@ -10,7 +10,7 @@ export const shellCommand: Command = {
   usage: 'kiln shell <work dir> [--verbose] [-- command ...]',
   async run(argv) {
     const { own, command } = splitAtDashes(argv);
-    const { values, positionals } = parse('shell', this.usage, own, { verbose: { type: 'boolean', short: 'v' } }, true);
+    const { values, positionals } = parse(this, own, { verbose: { type: 'boolean', short: 'v', description: 'Show the commands run' } }, true);
     if (positionals.length !== 1) throw new KilnError('kiln shell needs the work directory that `kiln build --on-error=keep` printed', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const box = await ProvisionSandbox.reopen(resolve(positionals[0]), createLogger({ verbose: values.verbose }));
     try {

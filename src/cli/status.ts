@@ -11,7 +11,7 @@ export const statusCommand: Command = {
   summary: 'What a fleet runs: each host\'s image and version, against a channel, and with --check whether its configuration drifted from its release',
   usage: 'kiln status (--host [user@]addr[:port] ... | --inventory FILE) [--channel name@channel] [--check] [--key FILE] [--port N] [--known-hosts FILE] [--accept-new | --insecure-host-keys] [--store S] [--json] [-v]   (exit: 0 in sync, 3 drift with --check, 4 hosts unreachable)',
   async run(argv) {
-    const { values, positionals } = parse('status', this.usage, argv, { ...connectionOptions, channel: { type: 'string' }, check: { type: 'boolean' }, ...storeOptions });
+    const { values, positionals } = parse(this, argv, { ...connectionOptions, channel: { type: 'string', description: 'Show whether each host is behind, on or ahead of this channel', value: 'name@channel' }, check: { type: 'boolean', description: 'Check each host\'s configuration against its own release in check mode (drift: exit 3)' }, ...storeOptions });
     if (positionals.length) throw new KilnError('kiln status takes no release: it reads what each host runs', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const logger = createLogger({ verbose: values.verbose });
     const hosts = hostsFromFlags(values);

@@ -7,7 +7,7 @@ export const verifyCommand: Command = {
   summary: 'Check a release: every digest (artifacts streamed), its signatures, who signed it',
   usage: `kiln verify name@version [--json] ${STORE_USAGE}`,
   async run(argv) {
-    const { values, positionals } = parse('verify', this.usage, argv, { ...storeOptions, json: { type: 'boolean' } });
+    const { values, positionals } = parse(this, argv, { ...storeOptions, json: { type: 'boolean', description: 'Print the verification as JSON on stdout' } });
     if (positionals.length !== 1) throw new KilnError('kiln verify takes one release reference', { hint: `usage: ${this.usage}`, exitCode: 2 });
     const store = await storeFromFlags(values);
     const r = await store.verify(positionals[0]);

@@ -23,11 +23,11 @@ export interface StoreFlags {
 
 /** The option table every store command shares (spread into parse()). */
 export const storeOptions = {
-  store: { type: 'string' },
-  insecure: { type: 'boolean' },
-  'require-signature': { type: 'boolean' },
-  'trust-key': { type: 'string', multiple: true },
-  'sign-key': { type: 'string' },
+  store: { type: 'string', description: 'The release store: a directory or an OCI registry (oci://host[:port]/prefix); default: kiln.yaml release.store', value: 'DIR|oci://...' },
+  insecure: { type: 'boolean', description: 'Allow plain http to a registry that is not on localhost' },
+  'require-signature': { type: 'boolean', description: 'Refuse releases that are not signed by a trusted key' },
+  'trust-key': { type: 'string', multiple: true, description: 'A public key (SSH or OpenPGP) whose signatures are trusted', value: 'FILE' },
+  'sign-key': { type: 'string', description: 'Sign what this command writes with this private key (else KILN_SIGNING_KEY or kiln.yaml release.sign)', value: 'FILE' },
 } as const;
 
 export const STORE_USAGE = '[--store DIR|oci://host/prefix] [--require-signature] [--trust-key FILE]...';
