@@ -23,9 +23,11 @@ import { shellCommand } from './shell.js';
 import { publishCommand } from './publish.js';
 import { pruneCommand } from './prune.js';
 import { completionCommand } from './completion.js';
+import { initCommand } from './init.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
+  initCommand,
   buildCommand,
   lockCommand,
   rebuildCommand,
