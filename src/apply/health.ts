@@ -9,6 +9,7 @@
  */
 import { KilnError } from '../errors.js';
 import type { TaskResult } from '../provision/results.js';
+import { firstLine } from './text.js';
 
 /** apply.health in kiln.yaml. */
 export interface HealthConfig {
@@ -113,6 +114,3 @@ function httpWhy(h: HealthConfig, r: TaskResult): string {
   return `GET ${url}: ${msg || 'failed'}`;
 }
 
-function firstLine(s?: string): string {
-  return (s ?? '').split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? '';
-}

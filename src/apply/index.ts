@@ -18,6 +18,7 @@ import { loadTemplate } from '../template/load.js';
 import { inventoryLine, type ApplyHost } from './hosts.js';
 import { compareVersions } from './version-order.js';
 import { describeHealth, healthPlaybook, healthVerdicts } from './health.js';
+import { firstLine } from './text.js';
 import { DONE, inventoryOrder, limitArgs, parseBatchSpec, parseMaxFailures, pendingBatches, planBatches, readRollout, removeRollout, rolloutFile, writeRollout, type RolloutHostStatus, type RolloutRecord } from './rollout.js';
 import { addWorktree, removeWorktree } from '../version/git.js';
 
@@ -444,7 +445,7 @@ async function applyBatch(o: ApplyOptions, s: Session, b: { playbook: string; di
     if (!main.stats[host]) return { host: s.shown(host), id: host, from, to, status: 'failed' as const, changed: [], failed: ["no play of the playbook targets this host (its hosts: patterns); --host hosts are in the group kiln_image, as at build time"], ...batch };
     const mine = main.results.filter((x) => x.host === host);
     const changed = mine.filter((x) => x.status === 'changed').map((x) => x.task);
-    const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${oneLine(x.msg ?? x.stderr)}`);
+    const failed = mine.filter((x) => x.status === 'failed' || x.status === 'unreachable').map((x) => `${x.task}: ${firstLine(x.msg ?? x.stderr)}`);
     const st = main.stats[host];
     const status: HostStatus = failed.length || st.failures || st.unreachable ? 'failed' : o.check ? (changed.length ? 'drift' : 'in sync') : changed.length ? 'upgraded' : 'unchanged';
     const diffs = o.diff ? mine.filter((x) => x.diff !== undefined && x.status === 'changed').map((x) => ({ ...x, host: s.shown(host) })) : undefined;
@@ -458,7 +459,7 @@ async function applyBatch(o: ApplyOptions, s: Session, b: { playbook: string; di
     const st = await s.run(join(s.tmp, 'stamp.yml'), s.tmp, { quiet: true, extraArgs: limitArgs(ok) });
     for (const x of st.results.filter((y) => y.status === 'failed' || y.status === 'unreachable')) {
       const h = outcomes.find((y) => y.id === x.host);
-      if (h) { h.status = 'failed'; h.failed.push(`stamp: ${oneLine(x.msg)}`); }
+      if (h) { h.status = 'failed'; h.failed.push(`stamp: ${firstLine(x.msg)}`); }
     }
   }
   return outcomes;
@@ -519,7 +520,7 @@ export function readFindings(results: TaskResult[]): HostReleases {
   const unread = new Map<string, string>();
   for (const x of results) {
     if (x.status === 'unreachable') unread.set(x.host, `unreachable: ${sshReason(x.msg)}`);
-    else if (x.status === 'failed') unread.set(x.host, `cannot read /etc/release (not a Kiln image?): ${oneLine(x.msg)}`);
+    else if (x.status === 'failed') unread.set(x.host, `cannot read /etc/release (not a Kiln image?): ${firstLine(x.msg)}`);
     else if (x.status === 'ok' && x.content) {
       const release = parseKeyValues(Buffer.from(x.content, 'base64').toString('utf8'));
       if (release.problems.length) unread.set(x.host, `/etc/release is not one Kiln wrote: ${release.problems[0]}`);
@@ -547,9 +548,6 @@ export function sshReason(msg?: string): string {
   return (lines[0] ?? '').replace(/^.*?(?:reached over ssh|Failed to connect to the host via ssh): /, '') || 'no answer';
 }
 
-function oneLine(s?: string): string {
-  return (s ?? '').split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? '';
-}
 
 /** The refusal when the preflight found problems: exit 4 when every one is a host not reached (connection, login, host key). */
 export function preflightError(problems: string[], r: Pick<ApplyRelease, 'name' | 'version'>): KilnError {

@@ -5,6 +5,7 @@
  */
 import type { TaskResult } from '../provision/results.js';
 import type { ApplyResult, BatchReport, HostOutcome } from './index.js';
+import { firstLine } from './text.js';
 
 export function taskLine(r: TaskResult): string {
   const why = r.status === 'failed' || r.status === 'unreachable' ? `: ${firstLine(r.msg ?? r.stderr)}` : '';
@@ -98,6 +99,3 @@ function splitLines(s: string): string[] {
   return l;
 }
 
-function firstLine(s?: string): string {
-  return (s ?? '').split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? '';
-}
