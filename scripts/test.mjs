@@ -6,8 +6,8 @@
 // The run fails, besides on a failing test, when there is no unit or end-to-end file to run (unless
 // KILN_TEST_ONLY=unit) and, under CI, when any test was skipped or left todo: a skip there means
 // something the suite should check was not checked.
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -26,7 +26,27 @@ const e2eDir = process.env.KILN_E2E_DIR ?? '/var/tmp/kiln-e2e';
 const runId = process.env.KILN_E2E_RUN ?? `run-${Date.now()}`;
 if (existsSync(e2eDir)) for (const d of readdirSync(e2eDir)) if (d.startsWith('run-') && d !== runId) rmSync(join(e2eDir, d), { recursive: true, force: true });
 // The step cache starts empty in every run: no output made by an earlier run (or an older Kiln) can stand in for what a test builds.
-if (!process.env.KILN_E2E_RUN) rmSync(join(process.env.KILN_CACHE_DIR ?? join(e2eDir, 'cache'), 'steps'), { recursive: true, force: true });
+const cacheDir = process.env.KILN_CACHE_DIR ?? join(e2eDir, 'cache');
+if (!process.env.KILN_E2E_RUN) rmSync(join(cacheDir, 'steps'), { recursive: true, force: true });
+// What earlier runs cached beside it (base trees, upstream and parent disks: the vendor fixtures differ in
+// every run, so their entries are never used again) is bounded with Kiln's own prune, least recently used
+// first, to KILN_TEST_CACHE_KEEP (default 6GiB: the Debian base trees stay). Unbounded, runs on one machine
+// filled its disk.
+const gib = (n) => `${(n / 1024 ** 3).toFixed(1)} GiB`;
+const freeBytes = () => { try { const f = statfsSync(existsSync(e2eDir) ? e2eDir : '/var/tmp'); return f.bavail * f.bsize; } catch { return NaN; } };
+if (!process.env.KILN_E2E_RUN && existsSync(cacheDir) && existsSync('dist/src/pipeline/step-cache.js')) {
+  const { StepCache } = await import(new URL('../dist/src/pipeline/step-cache.js', import.meta.url).href);
+  const { parseSize } = await import(new URL('../dist/src/template/schema.js', import.meta.url).href);
+  const { silentLogger } = await import(new URL('../dist/src/log.js', import.meta.url).href);
+  const keep = process.env.KILN_TEST_CACHE_KEEP ? parseSize(process.env.KILN_TEST_CACHE_KEEP) : 6 * 1024 ** 3;
+  const r = new StepCache(cacheDir, silentLogger).prune(keep);
+  if (r.removed.length) console.log(`cache ${cacheDir}: removed ${r.removed.length} entries earlier runs left (${gib(r.removed.reduce((n, e) => n + e.bytes, 0))}), ${gib(r.keptBytes)} kept (KILN_TEST_CACHE_KEEP)`);
+}
+// A full run needs about 40 GiB under /var/tmp at its peak (the run's scratch and its cache); less fails
+// builds with ENOSPC in whichever test is running, so say so first.
+const NEEDED = 40 * 1024 ** 3;
+const freeAtStart = freeBytes();
+if (only !== 'unit' && freeAtStart < NEEDED) console.log(`WARNING: ${gib(freeAtStart)} free in ${e2eDir}; a full run needs about ${gib(NEEDED)} (KILN_E2E_DIR, KILN_CACHE_DIR move it)`);
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
 const unit = list('dist/test/unit');
 const e2e = only === 'unit' ? [] : list('dist/test/e2e');
@@ -55,8 +75,16 @@ const groups = [
   { files: unit, concurrency: Math.max(1, Math.min(2, availableParallelism())), tap: join(e2eDir, runId, 'unit.tap') },
   { files: e2e, concurrency: 1, tap: join(e2eDir, runId, 'e2e.tap') },
 ].filter((g) => g.files.length);
-const runs = groups.map((g) => spawnSync(process.execPath, ['--test', `--test-concurrency=${g.concurrency}`, '--test-reporter=spec', '--test-reporter-destination=stdout',
-  '--test-reporter=tap', `--test-reporter-destination=${g.tap}`, ...extra, ...g.files], { stdio: 'inherit', env: { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId } }));
+// The least free space seen while the tests run (sampled every 5 s), for the summary: what a run needs.
+let leastFree = freeAtStart;
+const sampler = setInterval(() => { leastFree = Math.min(leastFree, freeBytes()); }, 5000);
+const runs = [];
+for (const g of groups) {
+  const child = spawn(process.execPath, ['--test', `--test-concurrency=${g.concurrency}`, '--test-reporter=spec', '--test-reporter-destination=stdout',
+    '--test-reporter=tap', `--test-reporter-destination=${g.tap}`, ...extra, ...g.files], { stdio: 'inherit', env: { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId } });
+  runs.push(await new Promise((resolve) => child.on('close', (status, signal) => resolve({ status, signal }))));
+}
+clearInterval(sampler);
 const r = runs.find((x) => x.status !== 0) ?? runs[0];
 let leftTemps = 0;
 for (const n of kilnTemps()) if (!tempsBefore.has(n)) { rmSync(join(tmp, n), { recursive: true, force: true }); leftTemps++; }
@@ -91,6 +119,7 @@ if (!totals.length) problems.push('no totals: the test runner did not finish');
 if (notRun && process.env.CI) problems.push(`${count('skipped')} skipped and ${count('todo')} todo tests: not allowed under CI, where every test must run (marked ﹣ or # TODO above)`);
 console.log(`\nsummary (${files.length} files):\n${totals.map((l) => `  ${l.slice(2)}`).join('\n') || '  no results (the test runner did not finish)'}`);
 if (notRun && !process.env.CI) console.log(`  note: ${notRun} tests skipped or todo; under CI that fails the run`);
+if (only !== 'unit') console.log(`  disk: ${gib(freeAtStart)} free in ${e2eDir} at the start, ${gib(freeAtStart - leastFree)} used by the run at its peak`);
 if (leftTemps) console.log(`  removed ${leftTemps} scratch director${leftTemps === 1 ? 'y' : 'ies'} the tests left in ${tmp}`);
 if (problems.length) console.log(`FAILED: ${problems.join('; ')}`);
 if (!problems.length) rmSync(join(e2eDir, runId), { recursive: true, force: true });

@@ -9,7 +9,7 @@
  * with EXDEV when KILN_CACHE_DIR is on another filesystem) and renamed into place once fsynced.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDirSync, fsyncPath, sha256OfFile, writeFileDurable } from './fsio.js';
@@ -52,7 +52,12 @@ export async function intactEntry(file: string, recordFile: string, logger: Logg
       else writeFileDurable(recordFile, JSON.stringify({ ...rec, ino: String(st.ino), mtimeNs: String(st.mtimeNs) }, null, 2));
     }
   }
-  if (!problem) return true;
+  if (!problem) {
+    // The record's own mtime is the entry's last use (its fingerprint is the file's, not the record's): `kiln cache prune` removes the least recently used.
+    const now = new Date();
+    try { utimesSync(recordFile, now, now); } catch { /* a read-only cache still serves */ }
+    return true;
+  }
   logger.warn(`cached ${file} is damaged (${problem}): discarded, building it again`);
   rmSync(file, { force: true });
   rmSync(recordFile, { force: true });
@@ -103,13 +108,13 @@ export function treeDigest(root: string): string {
   return outer.digest('hex');
 }
 
-/** Every <key>.tar with its record in dir, each hashed in full; damaged ones are removed. Returns the number checked and removed. */
-export async function verifyEntries(dir: string, logger: Logger): Promise<{ checked: number; removed: number }> {
+/** Every <key>.<ext> with its record in dir, each hashed in full; damaged ones are removed. Returns the number checked and removed. */
+export async function verifyEntries(dir: string, logger: Logger, ext = 'tar'): Promise<{ checked: number; removed: number }> {
   let checked = 0;
   let removed = 0;
-  for (const n of existsSync(dir) ? readdirSync(dir).filter((f) => /^[0-9a-f]{64}\.tar$/.test(f)) : []) {
+  for (const n of existsSync(dir) ? readdirSync(dir).filter((f) => new RegExp(`^[0-9a-f]{64}\\.${ext}$`).test(f)) : []) {
     const file = join(dir, n);
-    const recordFile = file.replace(/\.tar$/, '.json');
+    const recordFile = file.slice(0, -ext.length) + 'json';
     try {
       const rec = JSON.parse(readFileSync(recordFile, 'utf8')) as EntryRecord;
       delete rec.ino;
@@ -120,4 +125,44 @@ export async function verifyEntries(dir: string, logger: Logger): Promise<{ chec
     if (!(await intactEntry(file, recordFile, logger))) removed++;
   }
   return { checked, removed };
+}
+
+/** The folders of the cache that hold file entries (<key>.<ext> + <key>.json), with what each holds. */
+export const FILE_ENTRY_KINDS = [
+  { dir: 'base', ext: 'tar', kind: 'base tree' },
+  { dir: 'images', ext: 'img', kind: 'upstream disk' },
+  { dir: 'lock-index', ext: 'Packages', kind: 'lock index' },
+] as const;
+
+export interface FileEntryListing { dir: string; key: string; kind: string; file: string; record: string; created: string; lastUsed: string; bytes: number; inputs: Record<string, unknown> }
+
+/**
+ * The file entries of a cache (base trees, upstream and parent-release disks, lock indexes), newest
+ * use first. lastUsed is the record's mtime, set on every use by intactEntry; bytes are what the
+ * file and its record take on disk (holes not counted).
+ */
+export function listFileEntries(cacheDir: string): FileEntryListing[] {
+  const out: FileEntryListing[] = [];
+  for (const k of FILE_ENTRY_KINDS) {
+    const dir = join(cacheDir, k.dir);
+    for (const n of existsSync(dir) ? readdirSync(dir) : []) {
+      const m = new RegExp(`^([0-9a-f]{64})\\.${k.ext}$`).exec(n);
+      if (!m) continue;
+      const file = join(dir, n);
+      const record = join(dir, `${m[1]}.json`);
+      let rec: Record<string, unknown> = {};
+      try { rec = JSON.parse(readFileSync(record, 'utf8')) as Record<string, unknown>; } catch { /* listed, and a miss when used */ }
+      const used = (() => { try { return statSync(record).mtime.toISOString(); } catch { return ''; } })();
+      const blocks = (p: string) => { try { return lstatSync(p).blocks * 512; } catch { return 0; } };
+      const { sha256: _s, size: _z, ino: _i, mtimeNs: _m, created, ...inputs } = rec;
+      out.push({ dir: k.dir, key: m[1], kind: k.kind, file, record, created: typeof created === 'string' ? created : '', lastUsed: used, bytes: blocks(file) + blocks(record), inputs });
+    }
+  }
+  return out.sort((a, b) => (a.lastUsed < b.lastUsed ? 1 : a.lastUsed > b.lastUsed ? -1 : 0));
+}
+
+/** Removes one file entry: the record first, so a crash between the two leaves a file that is a miss, never a record naming nothing. */
+export function removeFileEntry(e: Pick<FileEntryListing, 'file' | 'record'>): void {
+  rmSync(e.record, { force: true });
+  rmSync(e.file, { force: true });
 }

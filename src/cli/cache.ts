@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { verifyEntries } from '../cache-entry.js';
+import { FILE_ENTRY_KINDS, verifyEntries } from '../cache-entry.js';
 import { KilnError } from '../errors.js';
 import { createLogger, humanBytes } from '../log.js';
 import { cacheLimit, StepCache } from '../pipeline/step-cache.js';
@@ -28,17 +28,22 @@ export const cacheCommand: Command = {
     const cache = new StepCache(dir, logger);
     if (!existsSync(dir)) logger.info(`${dir}: no cache yet`);
     if (action === 'list') {
-      const entries = cache.list();
+      const entries = cache.listAll();
       if (values.json) { process.stdout.write(JSON.stringify(entries, null, 2) + '\n'); return 0; }
       for (const e of entries) process.stdout.write(`${e.key.slice(0, 12)}  ${e.step.padEnd(13)} ${humanBytes(e.bytes).padStart(10)}  used ${e.lastUsed || '?'}  made ${e.created || '?'}\n`);
-      process.stdout.write(`${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, ${humanBytes(entries.reduce((s, e) => s + e.bytes, 0))} in ${cache.dir} (limit ${humanBytes(cacheLimit())}, KILN_CACHE_MAX_SIZE)\n`);
+      process.stdout.write(`${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, ${humanBytes(entries.reduce((s, e) => s + e.bytes, 0))} in ${dir} (limit ${humanBytes(cacheLimit())}, KILN_CACHE_MAX_SIZE)\n`);
       return 0;
     }
     if (action === 'verify') {
       const r = await cache.verify();
-      const base = await verifyEntries(join(dir, 'base'), logger);
-      process.stdout.write(`${r.checked} step entr${r.checked === 1 ? 'y' : 'ies'} and ${base.checked} base tree(s) hashed; ${r.removed.length + base.removed} damaged and removed\n`);
-      return r.removed.length + base.removed ? 1 : 0;
+      const files = { checked: 0, removed: 0 };
+      for (const k of FILE_ENTRY_KINDS) {
+        const v = await verifyEntries(join(dir, k.dir), logger, k.ext);
+        files.checked += v.checked;
+        files.removed += v.removed;
+      }
+      process.stdout.write(`${r.checked} step entr${r.checked === 1 ? 'y' : 'ies'} and ${files.checked} file entr${files.checked === 1 ? 'y' : 'ies'} (base trees, disks, indexes) hashed; ${r.removed.length + files.removed} damaged and removed\n`);
+      return r.removed.length + files.removed ? 1 : 0;
     }
     if (action === 'prune') {
       if (values.all && values['max-size']) throw new KilnError('--all and --max-size cannot be used together', { exitCode: 2 });

@@ -24,6 +24,7 @@ import { publishCommand } from './publish.js';
 import { pruneCommand } from './prune.js';
 import { completionCommand } from './completion.js';
 import { initCommand } from './init.js';
+import { diffCommand } from './diff.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
@@ -39,6 +40,7 @@ export const commands: Command[] = [
   releasesCommand,
   resolveCommand,
   verifyCommand,
+  diffCommand,
   revokeCommand,
   channelCommand,
   refreshCommand,

@@ -74,7 +74,7 @@ export async function build(template: LoadedTemplate, options: BuildOptions, log
   if (ctx.cache) {
     // Bounded: the least recently used entries go once the cache is over its limit.
     const pruned = ctx.cache.store.prune(cacheLimit());
-    if (pruned.removed.length) logger.info(`step cache: removed ${pruned.removed.length} least recently used entr${pruned.removed.length === 1 ? 'y' : 'ies'} (limit ${humanBytes(cacheLimit())}, KILN_CACHE_MAX_SIZE)`);
+    if (pruned.removed.length) logger.info(`cache: removed ${pruned.removed.length} least recently used entr${pruned.removed.length === 1 ? 'y' : 'ies'} (limit ${humanBytes(cacheLimit())}, KILN_CACHE_MAX_SIZE)`);
   }
   return record;
 }

@@ -26,7 +26,7 @@ import { copyFileSparse, fsyncDirSync, fsyncPath, sha256OfFile, writeFileDurable
 import { KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseSize } from '../template/schema.js';
-import { removeDeadTemps } from '../cache-entry.js';
+import { listFileEntries, removeDeadTemps, removeFileEntry, FILE_ENTRY_KINDS } from '../cache-entry.js';
 
 /** Bumped when the entry format or the meaning of a key changes: old entries are then misses. */
 const CACHE_FORMAT = 1;
@@ -63,7 +63,17 @@ export interface PutFile {
   sha256?: string;
 }
 
-export interface CacheListing { key: string; step: string; created: string; lastUsed: string; bytes: number; inputs: Record<string, unknown> }
+export interface CacheListing {
+  key: string;
+  /** The step that made it, or for a file entry what it is (base tree, upstream disk, lock index). */
+  step: string;
+  created: string;
+  lastUsed: string;
+  bytes: number;
+  inputs: Record<string, unknown>;
+  /** A file entry's file and record (src/cache-entry.ts); absent for a step entry. */
+  file?: { file: string; record: string };
+}
 
 /** The key of a step's output: sha256 over the step's name and its inputs in a canonical order. */
 export function cacheKey(step: string, inputs: Record<string, unknown>): string {
@@ -217,15 +227,26 @@ export class StepCache {
     return { checked: entries.length, removed };
   }
 
-  /** Removes least recently used entries until the total is at most maxBytes (0: all). */
+  /**
+   * Every entry of the cache, newest use first: the step entries, and the file entries beside them
+   * (base trees, upstream and parent-release disks, lock indexes), which a limit must count too.
+   */
+  listAll(): CacheListing[] {
+    const files: CacheListing[] = listFileEntries(join(this.dir, '..')).map((e) => ({ key: e.key, step: e.kind, created: e.created, lastUsed: e.lastUsed, bytes: e.bytes, inputs: e.inputs, file: { file: e.file, record: e.record } }));
+    return [...this.list(), ...files].sort((a, b) => (a.lastUsed < b.lastUsed ? 1 : a.lastUsed > b.lastUsed ? -1 : 0));
+  }
+
+  /** Removes least recently used entries, step and file entries alike, until the total is at most maxBytes (0: all). */
   prune(maxBytes: number): { removed: CacheListing[]; keptBytes: number } {
     removeDeadTemps(this.dir);
-    const all = this.list();
+    for (const k of FILE_ENTRY_KINDS) removeDeadTemps(join(this.dir, '..', k.dir));
+    const all = this.listAll();
     let total = all.reduce((s, e) => s + e.bytes, 0);
     const removed: CacheListing[] = [];
     for (const e of [...all].reverse()) {
       if (total <= maxBytes) break;
-      rmSync(join(this.dir, e.key), { recursive: true, force: true });
+      if (e.file) removeFileEntry(e.file);
+      else rmSync(join(this.dir, e.key), { recursive: true, force: true });
       total -= e.bytes;
       removed.push(e);
     }
@@ -266,7 +287,7 @@ export async function placeFromCache(src: string, dst: string): Promise<void> {
   }
 }
 
-/** The step cache's size limit: KILN_CACHE_MAX_SIZE (e.g. 40GiB), default 20 GiB; a build prunes to it when it ends. */
+/** The cache's size limit (step entries, base trees, upstream disks together): KILN_CACHE_MAX_SIZE (e.g. 40GiB), default 20 GiB; a build prunes to it when it ends. */
 export function cacheLimit(): number {
   const v = process.env.KILN_CACHE_MAX_SIZE;
   if (!v) return 20 * 1024 ** 3;

@@ -56,17 +56,28 @@ json.dump(out, sys.stdout)
 }
 
 /** Every difference between trees a and b, sorted by path (directories before their contents). */
-export async function diffTrees(a: string, b: string, opts: { limit?: number } = {}): Promise<TreeDifference[]> {
+export async function diffTrees(a: string, b: string, opts: { limit?: number; /** What the two trees are called in the differences (default the release and the rebuild). */ sides?: [string, string]; /** List what is inside a directory only one side has (default: the directory alone). */ expand?: boolean } = {}): Promise<TreeDifference[]> {
   const limit = opts.limit ?? Infinity;
+  const [sideA, sideB] = opts.sides ?? ['the release', 'the rebuild'];
   const out: TreeDifference[] = [];
   const [xa, xb] = await Promise.all([treeXattrs(a), treeXattrs(b)]);
   const list = (root: string, rel: string, side: string) => readdir(join(root, rel)).then(
     (names) => ({ names, error: undefined as string | undefined }),
-    (e: NodeJS.ErrnoException) => ({ names: [] as string[], error: `unreadable in the ${side} (${e.code ?? e.message})` }),
+    (e: NodeJS.ErrnoException) => ({ names: [] as string[], error: `unreadable in ${side} (${e.code ?? e.message})` }),
   );
+  // Everything below a directory only one tree has (lstat: links are entries, never followed).
+  const within = async (root: string, rel: string, side: string): Promise<void> => {
+    if (!(await lstat(join(root, rel))).isDirectory()) return;
+    const { names } = await list(root, rel, side);
+    for (const n of names.sort()) {
+      if (out.length >= limit) return;
+      out.push({ path: `${rel}/${n}`, what: [`only in ${side}`] });
+      await within(root, `${rel}/${n}`, side);
+    }
+  };
   const walk = async (rel: string): Promise<void> => {
     if (out.length >= limit) return;
-    const [la, lb] = await Promise.all([list(a, rel, 'release'), list(b, rel, 'rebuild')]);
+    const [la, lb] = await Promise.all([list(a, rel, sideA), list(b, rel, sideB)]);
     // What cannot be read is a difference: it could hold anything.
     if (la.error || lb.error) { out.push({ path: rel || '/', what: [la.error, lb.error].filter((x): x is string => Boolean(x)) }); return; }
     const ea = la.names;
@@ -77,8 +88,8 @@ export async function diffTrees(a: string, b: string, opts: { limit?: number } =
     for (const n of names) {
       if (out.length >= limit) return;
       const p = `${rel}/${n}`;
-      if (!sb.has(n)) { out.push({ path: p, what: ['only in the release'] }); continue; }
-      if (!sa.has(n)) { out.push({ path: p, what: ['only in the rebuild'] }); continue; }
+      if (!sb.has(n)) { out.push({ path: p, what: [`only in ${sideA}`] }); if (opts.expand) await within(a, p, sideA); continue; }
+      if (!sa.has(n)) { out.push({ path: p, what: [`only in ${sideB}`] }); if (opts.expand) await within(b, p, sideB); continue; }
       const [x, y] = await Promise.all([lstat(join(a, p), { bigint: true }), lstat(join(b, p), { bigint: true })]);
       const what: string[] = [];
       if (kind(x) !== kind(y)) what.push(`type ${kind(x)} -> ${kind(y)}`);
@@ -93,7 +104,10 @@ export async function diffTrees(a: string, b: string, opts: { limit?: number } =
           if (ta !== tb) what.push(`target ${ta} -> ${tb}`);
         } else if (x.isFile()) {
           if (x.size !== y.size) what.push(`size ${x.size} -> ${y.size}`);
-          else if ((await sha256OfFile(join(a, p))) !== (await sha256OfFile(join(b, p)))) what.push('content');
+          else {
+            const [ha, hb] = await Promise.all([sha256OfFile(join(a, p)), sha256OfFile(join(b, p))]);
+            if (ha !== hb) what.push('content');
+          }
         }
         const [fa, fb] = [xa[p] ?? {}, xb[p] ?? {}];
         for (const k of [...new Set([...Object.keys(fa), ...Object.keys(fb)])].sort()) {

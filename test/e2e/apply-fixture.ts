@@ -7,9 +7,28 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { exampleRepo } from './fixture.js';
 
-/** Builds kiln-demo-app_<v>_all.deb for each version into dir, and indexes them (Packages). */
+/** The Debian changelog of kiln-demo-app up to version v (2.0's entry is a security fix: kiln diff shows it). */
+function demoChangelog(v: string, versions: string[]): string {
+  const entry = (x: string) => `kiln-demo-app (${x}) bookworm${x === '2.0' ? '-security' : ''}; urgency=${x === '2.0' ? 'high' : 'medium'}\n\n`
+    + (x === '2.0' ? '  * Fix CVE-2026-0001: the demo service trusted its environment.\n' : `  * Release ${x}.\n`)
+    + `\n -- Kiln tests <e2e@kiln.test>  Mon, 0${versions.indexOf(x) + 1} Jun 2026 10:00:00 +0000\n`;
+  return versions.slice(0, versions.indexOf(v) + 1).reverse().map(entry).join('\n');
+}
+
+/** Writes a package tree's control file and builds it into dir. */
+function buildDeb(root: string, control: string[], out: string): void {
+  writeFileSync(join(root, 'DEBIAN/control'), [...control, 'Architecture: all', 'Maintainer: Kiln tests <e2e@kiln.test>', 'Section: misc', 'Priority: optional', ''].join('\n'));
+  execFileSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, out], { stdio: 'pipe' });
+  rmSync(root, { recursive: true, force: true });
+}
+
+/**
+ * Builds kiln-demo-app_<v>_all.deb for each version (with its Debian changelog) and
+ * kiln-demo-extra_1.0_all.deb (the package release-0.2.0's playbook adds) into dir, and indexes them.
+ */
 export function buildAptRepo(dir: string, versions: string[]): void {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -18,22 +37,36 @@ export function buildAptRepo(dir: string, versions: string[]): void {
     rmSync(root, { recursive: true, force: true });
     mkdirSync(join(root, 'DEBIAN'), { recursive: true });
     mkdirSync(join(root, 'usr/share/kiln-demo-app'), { recursive: true });
-    writeFileSync(join(root, 'DEBIAN/control'), [
-      'Package: kiln-demo-app', `Version: ${v}`, 'Architecture: all', 'Maintainer: Kiln tests <e2e@kiln.test>',
-      'Section: misc', 'Priority: optional', 'Description: Kiln upgrade demo application', ' Installs its version in /usr/share/kiln-demo-app/VERSION.', '',
-    ].join('\n'));
     writeFileSync(join(root, 'usr/share/kiln-demo-app/VERSION'), `${v}\n`);
+    mkdirSync(join(root, 'usr/share/doc/kiln-demo-app'), { recursive: true });
+    writeFileSync(join(root, 'usr/share/doc/kiln-demo-app/changelog.Debian.gz'), gzipSync(demoChangelog(v, versions), { level: 9 }));
     // A service that says its version in the journal when it (re)starts: the role's handler restarts it.
     mkdirSync(join(root, 'usr/lib/systemd/system'), { recursive: true });
     writeFileSync(join(root, 'usr/lib/systemd/system/kiln-demo-app.service'), [
       '[Unit]', 'Description=Kiln upgrade demo application', '', '[Service]', 'Type=oneshot', 'RemainAfterExit=yes',
       'ExecStart=/bin/sh -c \'echo "kiln-demo-app $(cat /usr/share/kiln-demo-app/VERSION) started"\'', '',
     ].join('\n'));
-    execFileSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, join(dir, `kiln-demo-app_${v}_all.deb`)], { stdio: 'pipe' });
-    rmSync(root, { recursive: true, force: true });
+    buildDeb(root, ['Package: kiln-demo-app', `Version: ${v}`, 'Description: Kiln upgrade demo application', ' Installs its version in /usr/share/kiln-demo-app/VERSION.'], join(dir, `kiln-demo-app_${v}_all.deb`));
   }
+  const extra = join(dir, '..', 'pkg-extra');
+  rmSync(extra, { recursive: true, force: true });
+  mkdirSync(join(extra, 'DEBIAN'), { recursive: true });
+  mkdirSync(join(extra, 'usr/share/kiln-demo-extra'), { recursive: true });
+  writeFileSync(join(extra, 'usr/share/kiln-demo-extra/README'), 'The package release-0.2.0 adds.\n');
+  buildDeb(extra, ['Package: kiln-demo-extra', 'Version: 1.0', 'Description: Kiln diff demo: a package a later release adds'], join(dir, 'kiln-demo-extra_1.0_all.deb'));
   const packages = execFileSync('dpkg-scanpackages', ['--multiversion', '.', '/dev/null'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   writeFileSync(join(dir, 'Packages'), packages);
+}
+
+/** release-0.2.0's other changes besides the version: its playbook adds kiln-demo-extra and its template a line. */
+export function addExtraPackageAndEditTemplate(dir: string): void {
+  writeFileSync(join(dir, 'roles/demo_app/tasks/main.yml'), readFileSync(join(dir, 'roles/demo_app/tasks/main.yml'), 'utf8') + `
+- name: Install kiln-demo-extra
+  ansible.builtin.apt:
+    name: kiln-demo-extra
+    state: present
+`);
+  edit(join(dir, 'roles/demo_app/templates/kiln-demo.conf.j2'), 'release = ', 'extra = installed\nrelease = ');
 }
 
 export interface AptServer { port: number; stop(): Promise<void> }

@@ -1,7 +1,8 @@
 /**
  * `kiln apply` upgrades a running machine: release-0.1.0 pins kiln-demo-app 1.0 from a local apt
  * repository; a VM boots from it; release-0.2.0 pins 2.0, and applying it upgrades the VM and stamps
- * the version. Re-applying changes nothing; --check --diff reports a hand edit; bad hosts, keys,
+ * the version (it also adds kiln-demo-extra and a line to the managed file: `kiln diff` of the two
+ * releases lists exactly that). Re-applying changes nothing; --check --diff reports a hand edit; bad hosts, keys,
  * releases, downgrades and moved tags are refused before anything changes.
  */
 import { strict as assert } from 'node:assert';
@@ -10,7 +11,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bootVm, freePort, type RunningVm } from '../../src/vm/qemu.js';
-import { buildAptRepo, serveAptRepo, setAppVersion, upgradeRepo, type AptServer } from './apply-fixture.js';
+import { addExtraPackageAndEditTemplate, buildAptRepo, serveAptRepo, setAppVersion, upgradeRepo, type AptServer } from './apply-fixture.js';
 import { E2E_DIR, git, kiln, RUN_ID, type BuildRecordLite, type KilnRun } from './fixture.js';
 
 interface ApplyJson {
@@ -50,7 +51,8 @@ before(async () => {
   const raw = (JSON.parse(b1.stdout) as BuildRecordLite).artifacts[0].file;
   // release-0.2.0 pins 2.0; it is built while the VM of release-0.1.0 boots.
   setAppVersion(dir, '2.0');
-  git(dir, 'commit', '-qam', 'kiln-demo-app 2.0');
+  addExtraPackageAndEditTemplate(dir);
+  git(dir, 'commit', '-qam', 'kiln-demo-app 2.0, and kiln-demo-extra');
   git(dir, 'tag', 'release-0.2.0');
   commit2 = git(dir, 'rev-parse', 'HEAD');
   const [booted, b2] = await Promise.allSettled([bootVm({ image: raw, firmware: 'bios' }), kiln(['build'], { cwd: dir })]);
@@ -62,6 +64,54 @@ before(async () => {
 after(async () => {
   await vm?.stop();
   await server?.stop();
+});
+
+interface DiffJson {
+  a: { label: string; commit: string }; b: { label: string; commit: string };
+  packages: { added: { name: string; version: string }[]; removed: unknown[]; changed: { name: string; from: string; to: string; security: boolean; cves: string[]; changelog?: { version: string; distribution: string }[] }[]; unchanged: number };
+  files?: { path: string; change: string; what: string[] }[];
+  git?: { files: { status: string; path: string }[]; patch?: string };
+  settings: unknown[]; artifacts: { format: string; a?: number; b?: number }[]; signers: { a: string[]; b: string[] };
+}
+
+describe('kiln diff', () => {
+  test('release-0.1.0 to release-0.2.0: exactly the package added, the package upgraded (with its security changelog entry), their files, the managed file, and the playbook changes', async () => {
+    const r = await kiln(['diff', 'web@release-0.1.0', 'web@release-0.2.0', '--json'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const d = JSON.parse(r.stdout) as DiffJson;
+    assert.equal(d.a.label, 'web@release-0.1.0');
+    assert.equal(d.b.commit, commit2);
+    assert.deepEqual(d.packages.added.map((p) => `${p.name} ${p.version}`), ['kiln-demo-extra 1.0']);
+    assert.deepEqual(d.packages.removed, []);
+    assert.deepEqual(d.packages.changed.map((c) => `${c.name} ${c.from} -> ${c.to}`), ['kiln-demo-app 1.0 -> 2.0']);
+    const app = d.packages.changed[0];
+    assert.deepEqual(app.changelog?.map((e) => `${e.version} ${e.distribution}`), ['2.0 bookworm-security'], 'the entries after 1.0, from the image of 0.2.0');
+    assert.deepEqual(app.cves, ['CVE-2026-0001']);
+    assert.equal(app.security, true);
+    assert.ok(d.packages.unchanged > 100, `the Debian packages are unchanged (${d.packages.unchanged})`);
+    // Files: every change is one of the two packages', dpkg's and apt's records of them, the managed
+    // file, or the version stamp; and each expected one is there.
+    const files = new Map((d.files ?? []).map((f) => [f.path, f]));
+    for (const p of ['/usr/share/kiln-demo-extra', '/usr/share/kiln-demo-extra/README', '/var/lib/dpkg/info/kiln-demo-extra.list']) assert.equal(files.get(p)?.change, 'added', p);
+    assert.deepEqual(files.get('/usr/share/kiln-demo-app/VERSION')?.what, ['content']);
+    assert.deepEqual(files.get('/etc/kiln-demo.conf')?.what.filter((w) => !w.startsWith('size')), [], 'the managed file changed in size (a line added)');
+    assert.equal(files.get('/etc/kiln-demo.conf')?.change, 'changed');
+    assert.equal(files.get('/etc/release')?.change, 'changed');
+    const explained = /^(\/usr\/share\/(kiln-demo-(app|extra)|doc\/kiln-demo-(app|extra))(\/|$)|\/var\/lib\/dpkg\/|\/var\/lib\/apt\/|\/var\/cache\/(apt|debconf)\/|\/var\/cache\/ldconfig|\/var\/log\/|\/etc\/kiln-demo\.conf$|\/etc\/(release|os-release)$|\/usr\/lib\/os-release$|\/etc\/ld\.so\.cache$)/;
+    const unexplained = [...files.values()].filter((f) => !explained.test(f.path)).map((f) => `${f.path} ${f.change} ${f.what.join(',')}`);
+    assert.deepEqual(unexplained, [], 'no other file changed');
+    // The repository: the role's defaults (the version), its tasks (the package) and its template (the line).
+    assert.deepEqual(d.git?.files.map((f) => `${f.status} ${f.path}`), ['M roles/demo_app/defaults/main.yml', 'M roles/demo_app/tasks/main.yml', 'M roles/demo_app/templates/kiln-demo.conf.j2']);
+    assert.match(d.git?.patch ?? '', /^\+extra = installed$/m);
+    assert.deepEqual(d.settings, []);
+    assert.deepEqual(d.artifacts.map((x) => x.format), ['raw']);
+    // The terminal form says the same, grouped.
+    const t = await kiln(['diff', 'web@release-0.1.0', 'web@release-0.2.0', '--no-files'], { cwd: dir });
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /^Packages: 1 added, 0 removed, 1 changed \(0 with security fixes\)/m, '--no-files reads no changelog');
+    assert.match(t.stdout, /^ {2}\+ kiln-demo-extra 1\.0 \(all\)$/m);
+    assert.match(t.stdout, /^Files: not compared$/m);
+  });
 });
 
 describe('kiln apply', () => {

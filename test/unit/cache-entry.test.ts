@@ -4,11 +4,12 @@
  * discarded with a warning and built again. mmdebstrap is a fake that writes a small tar.
  */
 import { strict as assert } from 'node:assert';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { commitEntry, entryTemp, intactEntry } from '../../src/cache-entry.js';
+import { commitEntry, entryTemp, intactEntry, listFileEntries } from '../../src/cache-entry.js';
+import { StepCache } from '../../src/pipeline/step-cache.js';
 import { silentLogger } from '../../src/log.js';
 import { baseTarball } from '../../src/source/debian.js';
 import type { KilnConfig } from '../../src/template/schema.js';
@@ -111,4 +112,48 @@ test('a cache entry whose bytes changed, or with no recorded digest, or no recor
   assert.match(warnings[0], /its sha256 is [0-9a-f]{64}, its record says [0-9a-f]{64}/);
   assert.match(warnings[1], /no sha256 and size \(written by an older Kiln\)/);
   assert.match(warnings[2], /record .* is missing or unreadable/);
+});
+
+test('the limit counts base trees, upstream disks and lock indexes with the step entries: prune removes the least recently used of all, a use renews an entry', async () => {
+  const cacheDir = mkdtempSync(join(base, 'bounded-'));
+  const key = (c: string) => c.repeat(64);
+  const made: { dir: string; ext: string; c: string; day: number }[] = [
+    { dir: 'base', ext: 'tar', c: 'a', day: 1 }, { dir: 'images', ext: 'img', c: 'b', day: 2 },
+    { dir: 'base', ext: 'tar', c: 'c', day: 3 }, { dir: 'lock-index', ext: 'Packages', c: 'd', day: 4 },
+  ];
+  for (const m of made) {
+    mkdirSync(join(cacheDir, m.dir), { recursive: true });
+    const file = join(cacheDir, m.dir, `${key(m.c)}.${m.ext}`);
+    const tmp = entryTemp(file);
+    writeFileSync(tmp, m.c.repeat(64 * 1024));
+    await commitEntry(tmp, file, join(cacheDir, m.dir, `${key(m.c)}.json`), { created: `2026-01-0${m.day}T00:00:00.000Z`, url: `https://example.org/${m.c}` });
+    const t = new Date(Date.UTC(2026, 0, m.day));
+    utimesSync(join(cacheDir, m.dir, `${key(m.c)}.json`), t, t);
+  }
+  // A step entry used on day 5 (the newest).
+  const steps = new StepCache(cacheDir, silentLogger);
+  mkdirSync(join(cacheDir, 'in'));
+  writeFileSync(join(cacheDir, 'in', 'out.bin'), 'e'.repeat(64 * 1024));
+  await steps.put('provision', key('e'), {}, {}, [{ name: 'out.bin', from: join(cacheDir, 'in', 'out.bin') }]);
+  const listed = listFileEntries(cacheDir);
+  assert.deepEqual(listed.map((e) => [e.kind, e.key[0]]), [['lock index', 'd'], ['base tree', 'c'], ['upstream disk', 'b'], ['base tree', 'a']]);
+  assert.equal(listed[0].inputs.url, 'https://example.org/d');
+  assert.ok(listed.every((e) => e.bytes >= 64 * 1024));
+  // Using the oldest (a) makes it the newest file entry: intactEntry renews its record's mtime.
+  assert.equal(await intactEntry(join(cacheDir, 'base', `${key('a')}.tar`), join(cacheDir, 'base', `${key('a')}.json`), silentLogger), true);
+  assert.equal(listFileEntries(cacheDir)[0].key, key('a'));
+  const all = steps.listAll();
+  assert.equal(all.length, 5);
+  const total = all.reduce((s, e) => s + e.bytes, 0);
+  // Room for all but the two least recently used: b (day 2) and c (day 3) go, a (just used), d and the step entry stay.
+  const sizeOf = (c: string) => all.find((e) => e.key === key(c))!.bytes;
+  const r = steps.prune(total - sizeOf('b') - sizeOf('c'));
+  assert.deepEqual(r.removed.map((e) => e.key[0]).sort(), ['b', 'c']);
+  assert.equal(existsSync(join(cacheDir, 'images', `${key('b')}.img`)), false);
+  assert.equal(existsSync(join(cacheDir, 'images', `${key('b')}.json`)), false);
+  assert.equal(existsSync(join(cacheDir, 'base', `${key('c')}.tar`)), false);
+  assert.equal(existsSync(join(cacheDir, 'base', `${key('a')}.tar`)), true);
+  assert.deepEqual(steps.listAll().map((e) => e.key[0]).sort(), ['a', 'd', 'e']);
+  steps.prune(0);
+  assert.deepEqual(steps.listAll(), []);
 });
