@@ -46,6 +46,7 @@ export const testTools = [
   ['ps', 'procps', 'check that no process is left behind (sandbox, fuse2fs, end-to-end builds)'],
   ['/usr/bin/aws', 'awscli', 'an independent client of the AWS stand-in (describe-images by the ImageVersion tag)'],
   ['/usr/bin/az', 'azure-cli', 'an independent client of Azurite (az storage blob show of a published VHD)'],
+  ['/usr/bin/chromium', 'chromium', 'open the kiln report pages headless (no network, no console errors, screenshots)'],
   ['/usr/lib/python3/dist-packages/botocore/data/ec2/2016-11-15/service-2.json', 'python3-botocore', 'AWS\'s EC2 and EBS service models, which the AWS stand-in validates every request against'],
 ];
 export const hostPackages = [...new Set(hostTools.map((t) => t[1]))];

@@ -25,6 +25,7 @@ import { pruneCommand } from './prune.js';
 import { completionCommand } from './completion.js';
 import { initCommand } from './init.js';
 import { diffCommand } from './diff.js';
+import { reportCommand } from './report.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
@@ -41,6 +42,7 @@ export const commands: Command[] = [
   resolveCommand,
   verifyCommand,
   diffCommand,
+  reportCommand,
   revokeCommand,
   channelCommand,
   refreshCommand,

@@ -83,8 +83,12 @@ export function diffPackages(a: SourcePackage[], b: SourcePackage[], less: (x: s
   return { added, removed, changed, unchanged };
 }
 
-/** Paths the build itself rewrites in every image (the version stamp): listed, but marked as expected. */
-export const STAMP_PATHS = ['/etc/release', '/etc/os-release', '/usr/lib/os-release'];
+/**
+ * Paths every release changes by itself: the version stamp, and the files naming the filesystem ids
+ * (derived from the name and version, src/disk) listed apart in the text as expected. A playbook
+ * that edits one of them still shows: the text names them, --json lists them like any other.
+ */
+export const PER_RELEASE_PATHS = ['/etc/release', '/etc/os-release', '/usr/lib/os-release', '/etc/fstab', '/boot/grub/grub.cfg'];
 
 /** The file changes of a tree diff: mtimes and link counts are not changes (every build clamps times to its commit's). */
 export function fileChanges(diff: { path: string; what: string[] }[]): FileChange[] {

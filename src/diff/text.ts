@@ -1,6 +1,6 @@
 /** `kiln diff`'s report for people: grouped, coloured on a terminal (NO_COLOR turns colour off). */
 import { humanBytes } from '../log.js';
-import { STAMP_PATHS, type DiffReport } from './index.js';
+import { PER_RELEASE_PATHS, type DiffReport } from './index.js';
 
 export interface Paint { add(s: string): string; del(s: string): string; chg(s: string): string; head(s: string): string; warn(s: string): string; dim(s: string): string }
 
@@ -32,10 +32,10 @@ export function diffText(r: DiffReport, p: Paint, opts: { patch?: boolean } = {}
   out.push('');
 
   if (r.files) {
-    const stamp = r.files.filter((f) => STAMP_PATHS.includes(f.path));
-    const rest = r.files.filter((f) => !STAMP_PATHS.includes(f.path));
+    const stamp = r.files.filter((f) => PER_RELEASE_PATHS.includes(f.path));
+    const rest = r.files.filter((f) => !PER_RELEASE_PATHS.includes(f.path));
     const n = (k: string) => rest.filter((f) => f.change === k).length;
-    out.push(p.head(`Files: ${n('added')} added, ${n('removed')} removed, ${n('changed')} changed${stamp.length ? ` (and the version stamp: ${stamp.map((f) => f.path).join(', ')})` : ''}`));
+    out.push(p.head(`Files: ${n('added')} added, ${n('removed')} removed, ${n('changed')} changed${stamp.length ? ` (and what every release changes, the version stamp and filesystem ids: ${stamp.map((f) => f.path).join(', ')})` : ''}`));
     for (const f of rest.slice(0, MAX_FILES)) {
       const line = `  ${f.change === 'added' ? '+' : f.change === 'removed' ? '-' : '~'} ${f.path}${f.what.length ? `  (${f.what.join(', ')})` : ''}`;
       out.push(f.change === 'added' ? p.add(line) : f.change === 'removed' ? p.del(line) : p.chg(line));

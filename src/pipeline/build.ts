@@ -54,7 +54,7 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
     template, options, logger, kilnDir,
     cacheDir: options.cacheDir ?? process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache'),
     workDir, root: join(workDir, 'root'), stagingDir: join(workDir, 'out'),
-    buildId, startedAt: Date.now(), drivers,
+    buildId, startedAt: Date.now(), stepTimes: [], drivers,
   };
 }
 
@@ -65,6 +65,7 @@ export async function build(template: LoadedTemplate, options: BuildOptions, log
   const result = await runSteps(steps, ctx, {
     logger,
     keepOnError: options.onError === 'keep',
+    onStepDone: (r) => ctx.stepTimes.push({ name: r.name, durationMs: r.durationMs }),
     onFailure: (step) => {
       if (options.onError === 'keep') printKeepHelp(ctx, step, logger);
     },

@@ -60,6 +60,8 @@ export interface BuildEnv {
   stagingDir: string;
   buildId: string;
   startedAt: number;
+  /** The steps finished so far, with their times (the release records them; `kiln report` charts them). */
+  stepTimes: { name: string; durationMs: number }[];
   /**
    * The host tools the lock, source, tools, provision and disk steps run (src/pipeline/drivers.ts):
    * realDrivers in every build, a fake in their unit tests. Part of the environment, not of

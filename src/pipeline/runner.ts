@@ -58,6 +58,8 @@ export interface RunOptions {
   keepOnError?: boolean;
   /** Called with the failing step before cleanups run (keep mode prints its debug instructions here). */
   onFailure?: (step: string, error: unknown) => Promise<void> | void;
+  /** Called as each step finishes (the release step records the earlier steps' timings). */
+  onStepDone?: (record: StepRecord) => void;
 }
 
 /** A step failed with a KilnError (the user's to act on): the same error, located at the step. */
@@ -199,6 +201,7 @@ export async function runSteps<C>(steps: readonly Step<C>[], ctx: C, opts: RunOp
       const d = Date.now() - s0;
       if (!error) {
         records.push({ name: step.name, status: 'ok', durationMs: d });
+        opts.onStepDone?.(records[records.length - 1]);
         logger.info(`      done in ${humanSeconds(d)}`);
         // A step that finished although the interrupt came during it: stop before the next one.
         if (interrupted) await fail(step.name, new InterruptedError(interrupted));

@@ -65,6 +65,8 @@ export interface BuildFacts {
   ansible?: { core?: string; collections?: string; controller: 'tools-tree' | 'host'; toolsSuite?: string; toolsInRelease?: string };
   /** Debian package versions of the host tools that wrote the image (mmdebstrap, qemu-utils, e2fsprogs…). */
   hostTools: Record<string, string>;
+  /** The steps before the release, with their wall times in seconds (what `kiln report` charts). */
+  steps?: { name: string; seconds: number }[];
 }
 
 export interface ReleaseRecord {

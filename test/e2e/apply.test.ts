@@ -9,9 +9,11 @@ import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { bootVm, freePort, type RunningVm } from '../../src/vm/qemu.js';
 import { addExtraPackageAndEditTemplate, buildAptRepo, serveAptRepo, setAppVersion, upgradeRepo, type AptServer } from './apply-fixture.js';
+import { launchChromium, openFile, screenshot } from './browser.js';
 import { E2E_DIR, git, kiln, RUN_ID, type BuildRecordLite, type KilnRun } from './fixture.js';
 
 interface ApplyJson {
@@ -90,14 +92,15 @@ describe('kiln diff', () => {
     assert.equal(app.security, true);
     assert.ok(d.packages.unchanged > 100, `the Debian packages are unchanged (${d.packages.unchanged})`);
     // Files: every change is one of the two packages', dpkg's and apt's records of them, the managed
-    // file, or the version stamp; and each expected one is there.
+    // file, or what every release changes (the stamp, and fstab and grub.cfg naming the filesystem ids
+    // derived from the version); and each expected one is there.
     const files = new Map((d.files ?? []).map((f) => [f.path, f]));
     for (const p of ['/usr/share/kiln-demo-extra', '/usr/share/kiln-demo-extra/README', '/var/lib/dpkg/info/kiln-demo-extra.list']) assert.equal(files.get(p)?.change, 'added', p);
     assert.deepEqual(files.get('/usr/share/kiln-demo-app/VERSION')?.what, ['content']);
     assert.deepEqual(files.get('/etc/kiln-demo.conf')?.what.filter((w) => !w.startsWith('size')), [], 'the managed file changed in size (a line added)');
     assert.equal(files.get('/etc/kiln-demo.conf')?.change, 'changed');
     assert.equal(files.get('/etc/release')?.change, 'changed');
-    const explained = /^(\/usr\/share\/(kiln-demo-(app|extra)|doc\/kiln-demo-(app|extra))(\/|$)|\/var\/lib\/dpkg\/|\/var\/lib\/apt\/|\/var\/cache\/(apt|debconf)\/|\/var\/cache\/ldconfig|\/var\/log\/|\/etc\/kiln-demo\.conf$|\/etc\/(release|os-release)$|\/usr\/lib\/os-release$|\/etc\/ld\.so\.cache$)/;
+    const explained = /^(\/usr\/share\/(kiln-demo-(app|extra)|doc\/kiln-demo-(app|extra))(\/|$)|\/var\/lib\/dpkg\/|\/var\/lib\/apt\/|\/var\/cache\/(apt|debconf)\/|\/var\/cache\/ldconfig|\/var\/log\/|\/etc\/kiln-demo\.conf$|\/etc\/(release|os-release|fstab)$|\/boot\/grub\/grub\.cfg$|\/usr\/lib\/os-release$|\/etc\/ld\.so\.cache$)/;
     const unexplained = [...files.values()].filter((f) => !explained.test(f.path)).map((f) => `${f.path} ${f.change} ${f.what.join(',')}`);
     assert.deepEqual(unexplained, [], 'no other file changed');
     // The repository: the role's defaults (the version), its tasks (the package) and its template (the line).
@@ -350,5 +353,74 @@ describe('kiln apply to a fleet: a downgrade, then a rollout in batches with hea
     const sync = await kiln(['status', '--host', `kiln@127.0.0.1:${p}`, '--key', vm!.keyFile, '--insecure-host-keys', '--check', '--json'], { cwd: dir });
     assert.equal(sync.code, 0, sync.stderr);
     assert.deepEqual((JSON.parse(sync.stdout) as { hosts: { version: string; drift: string }[] }).hosts.map((h) => [h.version, h.drift]), [['release-0.2.0', 'in sync']]);
+  });
+});
+
+describe('kiln report', () => {
+  test('the release page and the store index in headless Chromium: no request, no console error, every section with the releases\' data, copy buttons, the SBOM filter, links; screenshots at desktop and phone widths', async (t) => {
+    const ch = await kiln(['channel', 'set', 'production', 'web@release-0.2.0'], { cwd: dir });
+    assert.equal(ch.code, 0, ch.stderr);
+    const out = join(E2E_DIR, RUN_ID, 'report');
+    const one = await kiln(['report', 'web@release-0.2.0', '--out', join(out, 'web.html')], { cwd: dir });
+    assert.equal(one.code, 0, one.stderr);
+    const site = await kiln(['report', '--index', '--out', join(out, 'site')], { cwd: dir });
+    assert.equal(site.code, 0, site.stderr);
+    const resolved = JSON.parse((await kiln(['resolve', 'web@release-0.2.0', '--json'], { cwd: dir })).stdout) as { digest: string; artifacts: { format: string; digest: string }[] };
+    const shots = join(E2E_DIR, 'report-screenshots');
+    const browser = await launchChromium();
+    try {
+      const { page, requests, errors } = await openFile(browser, join(out, 'web.html'), { width: 1280, height: 900 });
+      assert.deepEqual(requests, [pathToFileURL(join(out, 'web.html')).href], 'the page loads nothing but itself');
+      assert.equal(await page.locator('h1').innerText(), 'web@release-0.2.0 ok');
+      for (const id of ['summary', 'artifacts', 'published', 'signatures', 'ancestry', 'channels', 'changes', 'audit', 'provenance', 'timings', 'sbom']) assert.ok(await page.locator(`section#${id}`).isVisible(), id);
+      assert.match(await page.locator('#artifacts').innerText(), new RegExp(`raw\\s+web-release-0\\.2\\.0\\.raw.*\\n?.*${resolved.artifacts[0].digest.slice(0, 23)}`));
+      assert.match(await page.locator('#channels').innerText(), /production this release\s+release-0\.2\.0/);
+      const changes = await page.locator('#changes').innerText();
+      assert.match(changes, /Since web@release-0\.1\.0: 1 added, 0 removed, 1 changed/);
+      assert.match(changes, /added\s+kiln-demo-extra\s+1\.0/);
+      assert.match(changes, /upgrade\s+kiln-demo-app\s+1\.0 → 2\.0/);
+      assert.match(await page.locator('#provenance').innerText(), /debian-archive/);
+      // The step chart: Chart.js drew the build's steps.
+      const labels = await page.evaluate(() => (window as unknown as { Chart: { getChart(c: Element): { data: { labels: string[] } } | undefined } }).Chart.getChart(document.getElementById('steps-chart') as Element)?.data.labels);
+      assert.ok(labels?.includes('provision') && labels.includes('formats'), `chart labels: ${labels}`);
+      // The SBOM filter, and a copy button.
+      const total = await page.locator('#sbom tbody tr').count();
+      assert.ok(total > 100, `${total} packages`);
+      await page.fill('#sbom-filter', 'kiln-demo');
+      assert.equal(await page.locator('#sbom-count').innerText(), `2 of ${total}`);
+      assert.equal(await page.locator('#sbom tbody tr:visible').count(), 2);
+      const copy = page.locator(`#summary button.copy[data-copy="${resolved.digest}"]`);
+      await copy.click();
+      assert.equal(await copy.innerText(), 'copied');
+      assert.equal(await copy.getAttribute('data-copied'), resolved.digest);
+      await page.fill('#sbom-filter', '');
+      await page.locator('nav a[href="#sbom"]').click();
+      assert.equal(await page.evaluate(() => location.hash), '#sbom');
+      await screenshot(page, join(shots, 'release-desktop.png'));
+      assert.deepEqual(errors, []);
+      // A phone, dark: nothing wider than the screen (tables scroll inside their cards).
+      const phone = await openFile(browser, join(out, 'web.html'), { width: 390, height: 844, dark: true });
+      assert.ok(await phone.page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scroll on a phone');
+      assert.equal(await phone.page.evaluate(() => getComputedStyle(document.body).backgroundColor), 'rgb(18, 18, 18)', 'dark mode');
+      await screenshot(phone.page, join(shots, 'release-phone-dark.png'));
+      assert.deepEqual(phone.errors, []);
+      // The store index: both releases, linked to their pages, which open.
+      const index = await openFile(browser, join(out, 'site', 'index.html'), { width: 1280, height: 900 });
+      const rows = await index.page.locator('#releases tbody tr').allInnerTexts();
+      assert.deepEqual(rows.map((r) => r.split('\t')[0]), ['web@release-0.1.0', 'web@release-0.2.0']);
+      assert.match(await index.page.locator('#channels').innerText(), /web\s+production\s+release-0\.2\.0/);
+      await screenshot(index.page, join(shots, 'index-desktop.png'));
+      await index.page.locator('#releases a', { hasText: 'web@release-0.2.0' }).click();
+      await index.page.waitForLoadState('load');
+      assert.ok(index.page.url().endsWith('/site/web%40release-0.2.0.html'), index.page.url());
+      await index.page.locator('#changes a', { hasText: 'web@release-0.1.0' }).click();
+      await index.page.waitForLoadState('load');
+      assert.equal(await index.page.locator('h1').innerText(), 'web@release-0.1.0 ok');
+      assert.ok(index.requests.every((u) => u.startsWith(pathToFileURL(join(out, 'site')).href)), `only the site's own pages: ${index.requests.join(', ')}`);
+      assert.deepEqual(index.errors, []);
+      t.diagnostic(`screenshots: ${shots}`);
+    } finally {
+      await browser.close();
+    }
   });
 });

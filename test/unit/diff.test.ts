@@ -143,7 +143,7 @@ test('two disks in a repository: packages with changelog entries, files, reposit
   const text = diffText(r, paint(false));
   assert.match(text, /^Packages: 1 added, 1 removed, 1 changed \(1 with security fixes\), 0 unchanged$/m);
   assert.match(text, /^ {2}~ openssl 3\.0\.14-1~deb12u2 -> 3\.0\.15-1~deb12u1 security: CVE-2024-5535, CVE-2024-9143$/m);
-  assert.match(text, /^Files: 1 added, 2 removed, \d+ changed \(and the version stamp: \/etc\/release\)$/m);
+  assert.match(text, /^Files: 1 added, 2 removed, \d+ changed \(and what every release changes, the version stamp and filesystem ids: \/etc\/release\)$/m);
   assert.match(text, /^ {2}~ seal\.keep: \[\] -> \["\/etc\/motd"\]$/m);
   assert.doesNotMatch(text, /\x1b\[/);
   assert.match(diffText(r, paint(true)), /\x1b\[32m {2}\+ htop/);

@@ -49,7 +49,7 @@ export function releaseRecord(ctx: BuildEnv & Pick<BuildState, 'packages'>, v: B
     parents: src.type === 'release' ? [src.parent] : [],
     ...(src.type === 'release' && src.root ? { root: src.root } : {}),
     buildDurationSeconds: Math.round((Date.now() - ctx.startedAt) / 1000),
-    ...(build ? { build } : {}),
+    ...(build ? { build: { ...build, steps: ctx.stepTimes.map((t) => ({ name: t.name, seconds: Math.round(t.durationMs / 100) / 10 })) } } : {}),
     kilnVersion: KILN_VERSION,
     artifacts: [],
   };
