@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
 import { writeFileDurable } from '../fsio.js';
 import { indexHtml, releaseHtml } from '../report/html.js';
@@ -34,6 +34,7 @@ export const reportCommand: Command = {
     const store = await storeFromFlags(values);
     const r = await releaseReport(store, positionals[0]);
     const file = resolve(values.out ?? `${r.name}@${r.version}.html`);
+    mkdirSync(dirname(file), { recursive: true });
     writeFileDurable(file, releaseHtml(r));
     process.stderr.write(`wrote ${file}\n`);
     process.stdout.write(`${file}\n`);

@@ -33,8 +33,10 @@ export async function openFile(browser: Browser, file: string, opts: { width: nu
   return { page, requests, errors };
 }
 
-/** A full-page screenshot for a person to look at. */
+/** Screenshots for a person to look at: the first screen as file, the whole page beside it (-full.png). */
 export async function screenshot(page: Page, file: string): Promise<void> {
   mkdirSync(dirname(file), { recursive: true });
-  await page.screenshot({ path: file, fullPage: true });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: file });
+  await page.screenshot({ path: file.replace(/\.png$/, '-full.png'), fullPage: true });
 }

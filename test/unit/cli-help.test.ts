@@ -56,7 +56,7 @@ test('kiln completion bash completes command names and, from its --help, a comma
     writeFileSync(join(bin, 'completion.bash'), out.stdout);
     const complete = (...words: string[]) => spawnSync('bash', ['-c', `source ${join(bin, 'completion.bash')}; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _kiln; printf '%s\\n' "\${COMPREPLY[@]}"`],
       { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }, cwd: empty }).stdout.split('\n').filter(Boolean).sort();
-    assert.deepEqual(complete('kiln', 're'), ['rebuild', 'refresh', 'releases', 'resolve', 'revoke']);
+    assert.deepEqual(complete('kiln', 're'), ['rebuild', 'refresh', 'releases', 'report', 'resolve', 'revoke']);
     assert.deepEqual(complete('kiln', 'apply', '--ba'), ['--batch']);
     assert.deepEqual(complete('kiln', 'status', '--ch'), ['--channel', '--check']);
   } finally {
