@@ -56,6 +56,8 @@ base_ssh_password_authentication: false
     group: root
     mode: "0644"
 
+# sshd -G parses the file and fails on any bad option; unlike -t it needs neither host keys nor
+# /run/sshd, which an image being built does not have.
 - name: Harden the SSH server
   ansible.builtin.template:
     src: sshd-kiln.conf.j2
@@ -63,7 +65,7 @@ base_ssh_password_authentication: false
     owner: root
     group: root
     mode: "0644"
-    validate: /usr/sbin/sshd -t -f %s
+    validate: /usr/sbin/sshd -G -f %s
   notify: Restart ssh
 `,
     'roles/base/handlers/main.yml': `# On a running machine this restarts sshd; while the image is built nothing runs, and Kiln

@@ -82,11 +82,18 @@ export async function runPlaybook(run: PlaybookRun): Promise<PlaybookOutcome> {
   return outcome;
 }
 
-/** The failed and unreachable results, formatted one per line: "task [host]: message". */
+/**
+ * The failed and unreachable results, one per line: "task [host]: message", then the command's stderr
+ * (its last 10 lines) when the module gave both, such as a template's `validate` command that refused.
+ */
 export function describeFailures(results: TaskResult[]): string[] {
   return results
     .filter((r) => r.status === 'failed' || r.status === 'unreachable')
-    .map((r) => `${r.status === 'unreachable' ? 'unreachable' : 'failed'}: ${r.task} [${r.host}]${r.path ? ` (${r.path})` : ''}: ${(r.msg ?? r.stderr ?? '').split('\n')[0]}`);
+    .map((r) => {
+      const line = `${r.status === 'unreachable' ? 'unreachable' : 'failed'}: ${r.task} [${r.host}]${r.path ? ` (${r.path})` : ''}: ${(r.msg ?? r.stderr ?? '').split('\n')[0]}`;
+      const err = r.msg && r.stderr ? r.stderr.trimEnd().split('\n').slice(-10).map((l) => `  stderr: ${l}`) : [];
+      return [line, ...err].join('\n');
+    });
 }
 
 /** One-line live status for a playbook event. */

@@ -1,7 +1,7 @@
 /**
  * `kiln init` makes an image repository that builds as it is: the README's four commands (init, commit,
  * tag, build) give a sealed release whose disk holds what the role wrote (the motd template with the
- * version, the SSH drop-in that sshd -t validated in the build sandbox).
+ * version, the SSH drop-in that sshd -G validated in the build sandbox).
  */
 import { strict as assert } from 'node:assert';
 import { existsSync } from 'node:fs';

@@ -6,7 +6,11 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { makeProvenance, makeSbom, openStore } from '../../src/store/index.js';
+import { fakeRecord } from './store-fixtures.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -104,17 +108,19 @@ test('two disks in a repository: packages with changelog entries, files, reposit
   const repo = join(work, 'repo');
   mkdirSync(repo);
   git(repo, 'init', '-q');
-  writeFileSync(join(repo, 'kiln.yaml'), 'name: web\nseal:\n  keep: []\n');
-  writeFileSync(join(repo, 'playbook.yml'), '- hosts: all\n  tasks: []\n');
+  // kiln.yaml in a folder of the repository (as record.template says), so the command run at the top finds no kiln.yaml to load.
+  mkdirSync(join(repo, 'img'));
+  writeFileSync(join(repo, 'img/kiln.yaml'), 'name: web\nseal:\n  keep: []\n');
+  writeFileSync(join(repo, 'img/playbook.yml'), '- hosts: all\n  tasks: []\n');
   git(repo, 'add', '-A');
   git(repo, 'commit', '-qm', 'one');
   const c1 = git(repo, 'rev-parse', 'HEAD');
-  writeFileSync(join(repo, 'kiln.yaml'), 'name: web\nseal:\n  keep: [/etc/motd]\n');
-  writeFileSync(join(repo, 'playbook.yml'), '- hosts: all\n  tasks:\n    - ansible.builtin.apt: {name: htop}\n');
+  writeFileSync(join(repo, 'img/kiln.yaml'), 'name: web\nseal:\n  keep: [/etc/motd]\n');
+  writeFileSync(join(repo, 'img/playbook.yml'), '- hosts: all\n  tasks:\n    - ansible.builtin.apt: {name: htop}\n');
   git(repo, 'commit', '-qam', 'two');
   const c2 = git(repo, 'rev-parse', 'HEAD');
   const side = (label: string, commit: string, raw: string, packages: DiffSide['packages']): DiffSide => ({
-    label, name: 'web', version: label.split('@')[1], kind: 'release', commit, template: 'kiln.yaml', packages,
+    label, name: 'web', version: label.split('@')[1], kind: 'release', commit, template: 'img/kiln.yaml', packages,
     artifacts: [{ format: 'raw', size: label.endsWith('1.0') ? 1000 : 1500, sha256: '0'.repeat(64) }], raw, signers: ['ops@example'],
   });
   const a = side('web@release-0.1.0', c1, da, [{ name: 'openssl', version: '3.0.14-1~deb12u2', arch: 'amd64' }, { name: 'nano', version: '7.2-1', arch: 'amd64' }]);
@@ -135,7 +141,7 @@ test('two disks in a repository: packages with changelog entries, files, reposit
   assert.equal(files['/etc/release'], 'changed content');
   assert.equal(files['/usr/bin/tool'], 'changed mode 755 -> 700');
   assert.match(files['/usr/share/doc/openssl/changelog.Debian.gz'], /^changed size/);
-  assert.deepEqual(r.git?.files.map((f) => [f.status, f.path, f.added, f.removed]), [['M', 'kiln.yaml', 1, 1], ['M', 'playbook.yml', 2, 1]]);
+  assert.deepEqual(r.git?.files.map((f) => [f.status, f.path, f.added, f.removed]), [['M', 'img/kiln.yaml', 1, 1], ['M', 'img/playbook.yml', 2, 1]]);
   assert.match(r.git?.patch ?? '', /\+    - ansible\.builtin\.apt: \{name: htop\}/);
   assert.deepEqual(r.settings, [{ key: 'seal.keep', a: [], b: ['/etc/motd'] }]);
   assert.deepEqual(r.artifacts, [{ format: 'raw', a: 1000, b: 1500 }]);
@@ -150,6 +156,33 @@ test('two disks in a repository: packages with changelog entries, files, reposit
   // A snapshot's raw disk is hashed against its record.
   assert.equal(await checkedRaw(db, await sha256OfFile(db)), db);
   await assert.rejects(checkedRaw(db, '1'.repeat(64)), /does not match its build record/);
+
+  // The command: a release in a store (its raw disk is disk a) against a snapshot build's directory (disk b).
+  const storeDir = join(work, 'store');
+  const store = await openStore(storeDir, work);
+  const rec = fakeRecord('web', 'release-0.1.0', { git: { commit: c1 }, template: 'img/kiln.yaml', source: { packages: a.packages } });
+  const art = { format: 'raw', file: da, size: statSync(da).size, sha256: await sha256OfFile(da) };
+  const full = { ...rec, artifacts: [{ format: 'raw', file: 'a.raw', size: art.size, sha256: art.sha256 }] };
+  await store.publish({ record: rec, artifacts: [art], sbom: makeSbom(full), provenance: makeProvenance(full, [art]) });
+  const snap = join(work, 'snapshot');
+  mkdirSync(snap);
+  writeFileSync(join(snap, 'build.json'), JSON.stringify({ name: 'web', version: 'snapshot-1490532', snapshot: true, commit: c2, template: 'img/kiln.yaml', packages: b.packages, artifacts: [{ format: 'raw', file: db, size: statSync(db).size, sha256: await sha256OfFile(db) }] }));
+  const run = (...args: string[]) => spawnSync(process.execPath, [fileURLToPath(new URL('../../../bin/kiln.js', import.meta.url)), 'diff', ...args, '--store', storeDir], { cwd: repo, encoding: 'utf8', env: { ...process.env, KILN_STATE_DIR: join(work, 'state') } });
+  const cli = run('web@release-0.1.0', snap, '--json');
+  assert.equal(cli.status, 0, cli.stderr);
+  const j = JSON.parse(cli.stdout) as typeof r;
+  assert.equal(j.b.kind, 'snapshot');
+  assert.deepEqual(j.packages.changed.map((c) => [c.name, c.security]), [['openssl', true]]);
+  assert.equal(j.files?.find((f) => f.path === '/usr/bin/htop')?.change, 'added');
+  assert.equal(j.git?.files.length, 2);
+  // A snapshot whose disk was changed after its build is refused, naming the file.
+  writeFileSync(join(snap, 'build.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(snap, 'build.json'), 'utf8')), artifacts: [{ format: 'raw', file: db, size: 1, sha256: '2'.repeat(64) }] }));
+  const bad = run('web@release-0.1.0', snap);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /b\.raw does not match its build record/);
+  const usage = run('web@release-0.1.0');
+  assert.equal(usage.status, 2);
+  assert.match(usage.stderr, /kiln diff takes two releases or build directories, got 1/);
 });
 
 test('a changelog link that points out of the image is resolved inside it, never read from the host', () => {

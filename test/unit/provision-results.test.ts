@@ -40,11 +40,11 @@ test('stats are summed across hosts', () => {
   assert.equal(t.changed, 1);
 });
 
-test('failures are described with task, host, location and message', () => {
+test('failures are described with task, host, location and message, and the stderr of a command that refused', () => {
   const p = new PlaybookEventParser();
   lines.forEach((l) => p.push(l));
   assert.deepEqual(describeFailures(p.results), [
-    'failed: Break [image] (/r/t.yml:20): non-zero return code',
+    'failed: Break [image] (/r/t.yml:20): non-zero return code\n  stderr: boom',
     'unreachable: Ping [web2]: Failed to connect',
   ]);
 });
