@@ -26,11 +26,13 @@ import { completionCommand } from './completion.js';
 import { initCommand } from './init.js';
 import { diffCommand } from './diff.js';
 import { reportCommand } from './report.js';
+import { planCommand } from './plan.js';
 
 /** Every command, in the order `kiln --help` lists them. */
 export const commands: Command[] = [
   initCommand,
   buildCommand,
+  planCommand,
   lockCommand,
   rebuildCommand,
   cacheCommand,
