@@ -12,10 +12,12 @@ export function sshArgs(keyFile: string, port: number, user: string, host = '127
   ];
 }
 
-export async function waitForSsh(vm: { ssh(c: string, o?: { allowFailure?: boolean }): Promise<{ code: number | null }> }, o: { timeoutSec: number; isAlive: () => boolean; logger: Logger }): Promise<void> {
+export async function waitForSsh(vm: { ssh(c: string, o?: { allowFailure?: boolean }): Promise<{ code: number | null }> }, o: { timeoutSec: number; isAlive: () => boolean; /** Why waiting is pointless (a kernel panic on the console), checked every round. */ failed?: () => string | undefined; logger: Logger }): Promise<void> {
   const end = Date.now() + o.timeoutSec * 1000;
   while (Date.now() < end) {
     if (!o.isAlive()) throw new KilnError('the VM stopped before SSH came up', { hint: 'see the serial console output below' });
+    const failed = o.failed?.();
+    if (failed) throw new KilnError(failed, { hint: 'see the serial console output below' });
     const r = await vm.ssh('true', { allowFailure: true });
     if (r.code === 0) return;
     await new Promise((r2) => setTimeout(r2, 2000));

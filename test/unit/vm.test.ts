@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -41,6 +41,40 @@ test('kiln boot refuses an image that names another file, before QEMU opens anyt
     // The extension does not decide the format either: a raw disk named .qcow2 is refused as raw is not qcow2.
     await assert.rejects(bootVm({ image: host, firmware: 'bios', accel: 'tcg', format: 'qcow2' }), /is raw \(no known image header\), not qcow2/);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a guest kernel panic ends the wait at once; under TCG it is booted once more on single-threaded TCG, and a second panic is reported with the console', async () => {
+  assert.match(qemuArgs({ overlay: 'o', seed: 's', memoryMiB: 512, cpus: 2, accel: 'tcg', port: 1, mac: '52:54:00:00:00:01', serialLog: 'l', firmware: 'bios', singleThreadTcg: true }).join(' '), /-accel tcg,thread=single -cpu max/);
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-vm-panic-'));
+  const savedPath = process.env.PATH;
+  try {
+    // A stand-in for qemu-system-x86_64: records its -accel, writes a panic to the serial file, waits to be stopped.
+    const calls = join(dir, 'calls');
+    writeFileSync(join(dir, 'qemu-system-x86_64'), `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in -accel) echo "$2" >> '${calls}' ;; -serial) serial="\${2#file:}" ;; esac
+  shift
+done
+printf 'Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\\nRIP: 0010:sched_clock_cpu+0x9/0x1d0\\nKernel panic - not syncing: Fatal exception in interrupt\\n' > "$serial"
+exec sleep 60
+`, { mode: 0o755 });
+    process.env.PATH = `${dir}:${savedPath}`;
+    const img = join(dir, 'disk.raw');
+    writeFileSync(img, Buffer.alloc(1 << 20));
+    const warnings: string[] = [];
+    const t0 = Date.now();
+    await assert.rejects(bootVm({ image: img, firmware: 'bios', accel: 'tcg', logger: { verbose: false, info() {}, debug() {}, warn: (m: string) => { warnings.push(m); } } }), (e: Error & { detail?: string }) => {
+      assert.match(e.message, /^the guest kernel panicked while booting$/);
+      assert.match(e.detail ?? '', /Kernel panic - not syncing/);
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 30_000, 'not the 360 s SSH wait');
+    assert.deepEqual(readFileSync(calls, 'utf8').trim().split('\n'), ['tcg', 'tcg,thread=single']);
+    assert.match(warnings.join('\n'), /panicked under multi-threaded TCG \(sched_clock_cpu\+0x9\/0x1d0\).*booting again on single-threaded TCG/);
+  } finally {
+    process.env.PATH = savedPath;
     rmSync(dir, { recursive: true, force: true });
   }
 });
