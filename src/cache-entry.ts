@@ -127,6 +127,11 @@ export async function verifyEntries(dir: string, logger: Logger, ext = 'tar'): P
   return { checked, removed };
 }
 
+/** Newest use first (ISO times compare as strings; an unknown last use sorts last). */
+export function byNewestUse(a: { lastUsed: string }, b: { lastUsed: string }): number {
+  return a.lastUsed < b.lastUsed ? 1 : a.lastUsed > b.lastUsed ? -1 : 0;
+}
+
 /** The folders of the cache that hold file entries (<key>.<ext> + <key>.json), with what each holds. */
 export const FILE_ENTRY_KINDS = [
   { dir: 'base', ext: 'tar', kind: 'base tree' },
@@ -142,6 +147,7 @@ export interface FileEntryListing { dir: string; key: string; kind: string; file
  * file and its record take on disk (holes not counted).
  */
 export function listFileEntries(cacheDir: string): FileEntryListing[] {
+  const blocks = (p: string) => { try { return lstatSync(p).blocks * 512; } catch { return 0; } };
   const out: FileEntryListing[] = [];
   for (const k of FILE_ENTRY_KINDS) {
     const dir = join(cacheDir, k.dir);
@@ -153,12 +159,11 @@ export function listFileEntries(cacheDir: string): FileEntryListing[] {
       let rec: Record<string, unknown> = {};
       try { rec = JSON.parse(readFileSync(record, 'utf8')) as Record<string, unknown>; } catch { /* listed, and a miss when used */ }
       const used = (() => { try { return statSync(record).mtime.toISOString(); } catch { return ''; } })();
-      const blocks = (p: string) => { try { return lstatSync(p).blocks * 512; } catch { return 0; } };
       const { sha256: _s, size: _z, ino: _i, mtimeNs: _m, created, ...inputs } = rec;
       out.push({ dir: k.dir, key: m[1], kind: k.kind, file, record, created: typeof created === 'string' ? created : '', lastUsed: used, bytes: blocks(file) + blocks(record), inputs });
     }
   }
-  return out.sort((a, b) => (a.lastUsed < b.lastUsed ? 1 : a.lastUsed > b.lastUsed ? -1 : 0));
+  return out.sort(byNewestUse);
 }
 
 /** Removes one file entry: the record first, so a crash between the two leaves a file that is a miss, never a record naming nothing. */

@@ -548,7 +548,6 @@ export function sshReason(msg?: string): string {
   return (lines[0] ?? '').replace(/^.*?(?:reached over ssh|Failed to connect to the host via ssh): /, '') || 'no answer';
 }
 
-
 /** The refusal when the preflight found problems: exit 4 when every one is a host not reached (connection, login, host key). */
 export function preflightError(problems: string[], r: Pick<ApplyRelease, 'name' | 'version'>): KilnError {
   const exitCode = problems.every((p) => /^\S+: unreachable: /.test(p)) ? APPLY_EXIT.unreachable : APPLY_EXIT.failed;

@@ -25,7 +25,7 @@ export const reportCommand: Command = {
       if (existsSync(dir) && !statSync(dir).isDirectory()) throw new KilnError(`--out ${dir} is a file; --index writes a folder`, { exitCode: 2 });
       mkdirSync(dir, { recursive: true });
       writeFileDurable(join(dir, 'index.html'), indexHtml(s));
-      for (const l of s.releases) writeFileDurable(join(dir, `${l.name}@${l.version}.html`), releaseHtml(await releaseReport(store, `${l.name}@${l.version}`), { linked: true }));
+      for (const l of s.releases) writeFileDurable(join(dir, `${l.name}@${l.version}.html`), releaseHtml(await releaseReport(store, `${l.name}@${l.version}`, s.releases), { linked: true }));
       process.stderr.write(`wrote ${join(dir, 'index.html')} and ${s.releases.length} release page(s)\n`);
       process.stdout.write(`${join(dir, 'index.html')}\n`);
       return 0;

@@ -21,7 +21,7 @@ import { rootOffset } from '../image/root-fs.js';
 import type { Logger } from '../log.js';
 import { diffTrees } from '../reproduce/treediff.js';
 import type { SourcePackage } from '../store/record.js';
-import { entriesBetween, readImageChangelog, type ChangelogEntry } from './changelog.js';
+import { entriesBetween, readImageChangelog, versionLess, type ChangelogEntry } from './changelog.js';
 
 /** One side of a diff: a release in a store, or a snapshot build's output directory. */
 export interface DiffSide {
@@ -102,9 +102,9 @@ export function fileChanges(diff: { path: string; what: string[] }[]): FileChang
   return out;
 }
 
-/** Whether two commits are both in the repository at cwd. */
-function haveCommits(cwd: string, ...commits: string[]): boolean {
-  return commits.every((c) => /^[0-9a-f]{7,64}$/.test(c) && spawnSync('git', ['-C', cwd, 'cat-file', '-e', `${c}^{commit}`], { stdio: 'ignore' }).status === 0);
+/** Whether a commit is in the repository at cwd. */
+function haveCommit(cwd: string, commit: string): boolean {
+  return /^[0-9a-f]{7,64}$/.test(commit) && spawnSync('git', ['-C', cwd, 'cat-file', '-e', `${commit}^{commit}`], { stdio: 'ignore' }).status === 0;
 }
 
 function git(cwd: string, args: string[]): string {
@@ -167,7 +167,7 @@ export async function checkedRaw(file: string, sha256: string): Promise<string> 
 }
 
 export async function diffSides(a: DiffSide, b: DiffSide, o: DiffOptions): Promise<DiffReport> {
-  const less = o.less ?? (await import('./changelog.js')).versionLess;
+  const less = o.less ?? versionLess;
   const strip = (s: DiffSide) => { const { raw: _r, packages: _p, ...rest } = s; return rest; };
   const report: DiffReport = {
     a: strip(a), b: strip(b),
@@ -178,11 +178,12 @@ export async function diffSides(a: DiffSide, b: DiffSide, o: DiffOptions): Promi
     signers: { a: a.signers, b: b.signers },
   };
   // The repository: only when both commits are here (a diff of two releases from elsewhere says so).
+  const [hasA, hasB] = [haveCommit(o.cwd, a.commit), haveCommit(o.cwd, b.commit)];
   if (a.commit === b.commit) report.git = { files: [] };
-  else if (haveCommits(o.cwd, a.commit, b.commit)) report.git = gitChanges(o.cwd, a.commit, b.commit);
+  else if (hasA && hasB) report.git = gitChanges(o.cwd, a.commit, b.commit);
   else report.gitSkipped = `commits ${a.commit.slice(0, 12)} and ${b.commit.slice(0, 12)} are not both in the repository at ${o.cwd}: run kiln diff in the image's repository`;
-  const sa = haveCommits(o.cwd, a.commit) ? settingsAt(o.cwd, a.commit, a.template) : undefined;
-  const sb = haveCommits(o.cwd, b.commit) ? settingsAt(o.cwd, b.commit, b.template) : undefined;
+  const sa = hasA ? settingsAt(o.cwd, a.commit, a.template) : undefined;
+  const sb = hasB ? settingsAt(o.cwd, b.commit, b.template) : undefined;
   if (sa && sb) {
     const [fa, fb] = [new Map<string, unknown>(), new Map<string, unknown>()];
     flatten(sa, '', fa);

@@ -26,7 +26,7 @@ import { copyFileSparse, fsyncDirSync, fsyncPath, sha256OfFile, writeFileDurable
 import { KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseSize } from '../template/schema.js';
-import { listFileEntries, removeDeadTemps, removeFileEntry, FILE_ENTRY_KINDS } from '../cache-entry.js';
+import { byNewestUse, listFileEntries, removeDeadTemps, removeFileEntry, FILE_ENTRY_KINDS } from '../cache-entry.js';
 
 /** Bumped when the entry format or the meaning of a key changes: old entries are then misses. */
 const CACHE_FORMAT = 1;
@@ -209,7 +209,7 @@ export class StepCache {
       try { rec = readRecord(dir); } catch { rec = { kiln: 0, step: '?', key, created: '', inputs: {}, data: undefined, files: [] }; }
       out.push({ key, step: rec.step, created: rec.created, lastUsed: lastUsed(dir), bytes: dirBytes(dir), inputs: rec.inputs });
     }
-    return out.sort((a, b) => (a.lastUsed < b.lastUsed ? 1 : a.lastUsed > b.lastUsed ? -1 : 0));
+    return out.sort(byNewestUse);
   }
 
   /** Hashes every file of every entry; damaged entries are removed. Returns the keys removed. */
@@ -233,7 +233,7 @@ export class StepCache {
    */
   listAll(): CacheListing[] {
     const files: CacheListing[] = listFileEntries(join(this.dir, '..')).map((e) => ({ key: e.key, step: e.kind, created: e.created, lastUsed: e.lastUsed, bytes: e.bytes, inputs: e.inputs, file: { file: e.file, record: e.record } }));
-    return [...this.list(), ...files].sort((a, b) => (a.lastUsed < b.lastUsed ? 1 : a.lastUsed > b.lastUsed ? -1 : 0));
+    return [...this.list(), ...files].sort(byNewestUse);
   }
 
   /** Removes least recently used entries, step and file entries alike, until the total is at most maxBytes (0: all). */

@@ -61,12 +61,15 @@ function purlOf(pkgs: SpdxDocument['packages'], p: SourcePackage): string {
   return hit?.externalRefs?.find((r) => r.referenceType === 'purl')?.referenceLocator ?? '';
 }
 
-/** Everything the page of one release shows. */
-export async function releaseReport(store: ReleaseStore, ref: string): Promise<ReportRelease> {
+/**
+ * Everything the page of one release shows. `all` is the store's listing (store.list()) when the
+ * caller has it already: the index passes its own, so a page per release does not list the store again.
+ */
+export async function releaseReport(store: ReleaseStore, ref: string, all?: ReleaseListing[]): Promise<ReportRelease> {
   const e = await store.entry(ref);
   const d = await store.details(e);
-  const listing = await store.list(e.name);
-  const all = (await store.backend.listRepositories()).length > 1 ? await store.list() : listing;
+  all ??= await store.list();
+  const listing = all.filter((l) => l.name === e.name);
   const me = listing.find((l) => l.digest === e.digest);
   const blob = async <T>(mediaType: string): Promise<T | undefined> => {
     const layer = e.manifest.layers.find((l) => l.mediaType === mediaType);

@@ -108,6 +108,9 @@ async function probeKvm(): Promise<boolean> {
   return /SeaBIOS/.test(r.stdout) && !/KVM internal error|failed to initialize kvm/i.test(r.stderr);
 }
 
+/** What a Linux guest prints on its console when its kernel panics. */
+const PANIC = /Kernel panic - not syncing/;
+
 export async function bootVm(o: BootOptions): Promise<RunningVm> {
   const logger = o.logger ?? silentLogger;
   const image = resolve(o.image);
@@ -164,7 +167,7 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
         ssh: async (command, opts = {}) => exec('ssh', [...sshArgs(keyFile, port, user), command], { allowFailure: opts.allowFailure, input: opts.input, logger }),
         stop: async () => { process.off('exit', onExit); await kill(); cleanupDir(); },
       };
-      const panicked = () => (existsSync(serialLog) && /Kernel panic - not syncing/.test(readFileSync(serialLog, 'utf8')) ? 'the guest kernel panicked while booting' : undefined);
+      const panicked = () => (existsSync(serialLog) && PANIC.test(readFileSync(serialLog, 'utf8')) ? 'the guest kernel panicked while booting' : undefined);
       try {
         await waitForSsh(vm, { timeoutSec: o.timeoutSec ?? 360, isAlive: () => !exited, failed: panicked, logger });
       } catch (e) {
@@ -172,7 +175,7 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
         const qerr = readFileSync(join(workDir, 'qemu.stderr'), 'utf8');
         process.off('exit', onExit);
         await kill();
-        if (accel === 'tcg' && !singleThreadTcg && panicked()) {
+        if (accel === 'tcg' && !singleThreadTcg && PANIC.test(serial)) {
           logger.warn(`the guest kernel panicked under multi-threaded TCG (${/RIP: [0-9a-f]{4}:(\S+)/.exec(serial)?.[1] ?? 'see the serial log'}): a known QEMU fault with code the kernel patches; booting again on single-threaded TCG`);
           continue;
         }
