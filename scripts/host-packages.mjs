@@ -47,6 +47,7 @@ export const testTools = [
   ['/usr/bin/aws', 'awscli', 'an independent client of the AWS stand-in (describe-images by the ImageVersion tag)'],
   ['/usr/bin/az', 'azure-cli', 'an independent client of Azurite (az storage blob show of a published VHD)'],
   ['/usr/bin/chromium', 'chromium', 'open the kiln report pages headless (no network, no console errors, screenshots)'],
+  ['rsync', 'rsync', 'gitlab-ci-local copies the checkout for each job of the pipeline test (--shell-isolation)'],
   ['/usr/lib/python3/dist-packages/botocore/data/ec2/2016-11-15/service-2.json', 'python3-botocore', 'AWS\'s EC2 and EBS service models, which the AWS stand-in validates every request against'],
 ];
 export const hostPackages = [...new Set(hostTools.map((t) => t[1]))];

@@ -1,6 +1,7 @@
 /**
  * `kiln build`: the whole pipeline as one list of steps. Read the list to know what Kiln does.
  */
+import { RemoteCache } from './remote-cache.js';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { quoteArg } from '../exec.js';
@@ -50,9 +51,11 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
   const kilnDir = kilnDirFor(template.dir);
   const buildId = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
   const workDir = join(kilnDir, 'work', buildId);
+  const cacheDir = options.cacheDir ?? process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache');
   return {
     template, options, logger, kilnDir,
-    cacheDir: options.cacheDir ?? process.env.KILN_CACHE_DIR ?? join(kilnDir, 'cache'),
+    cacheDir,
+    ...(options.remoteCache && !options.noCache ? { remoteCache: new RemoteCache(options.remoteCache, join(cacheDir, 'remote-push'), logger) } : {}),
     workDir, root: join(workDir, 'root'), stagingDir: join(workDir, 'out'),
     buildId, startedAt: Date.now(), stepTimes: [], drivers,
   };
@@ -62,14 +65,28 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
 export async function build(template: LoadedTemplate, options: BuildOptions, logger: Logger, steps: readonly BuildStep[] = buildSteps): Promise<BuildRecord> {
   checkPlan(steps);
   const ctx = newContext(template, options, logger);
-  const result = await runSteps(steps, ctx, {
-    logger,
-    keepOnError: options.onError === 'keep',
-    onStepDone: (r) => ctx.stepTimes.push({ name: r.name, durationMs: r.durationMs }),
-    onFailure: (step) => {
-      if (options.onError === 'keep') printKeepHelp(ctx, step, logger);
-    },
-  });
+  let result: Awaited<ReturnType<typeof runSteps>>;
+  try {
+    result = await runSteps(steps, ctx, {
+      logger,
+      keepOnError: options.onError === 'keep',
+      onStepDone: (r) => ctx.stepTimes.push({ name: r.name, durationMs: r.durationMs }),
+      onFailure: (step) => {
+        if (options.onError === 'keep') printKeepHelp(ctx, step, logger);
+      },
+    });
+  } catch (e) {
+    // A failed or interrupted build pushes nothing more: what is mid-upload is abandoned untagged.
+    await ctx.remoteCache?.cancel();
+    throw e;
+  }
+  const remote = ctx.remoteCache;
+  if (remote) {
+    if (remote.push) logger.info(`cache: pushing to ${remote.location}…`);
+    await remote.flush();
+    const s = remote.stats;
+    logger.info(`cache ${remote.location}: ${s.hits.length} from it${s.hits.length ? ` (${s.hits.join(', ')})` : ''}; ${remote.push ? `${s.pushed.length} pushed${s.failed.length ? `, ${s.failed.length} failed` : ''}` : 'pushing off (KILN_CACHE_REMOTE_PUSH=0)'}`);
+  }
   const record = recordOf(ctx, result.steps, result.durationMs);
   if (ctx.outDir) writeBuildRecord(ctx.outDir, record);
   if (ctx.cache) {
@@ -111,6 +128,6 @@ export function printSummary(r: BuildRecord, logger: Logger): void {
     logger.info('artifacts:');
     for (const a of r.artifacts) logger.info(`  ${a.format.padEnd(6)} ${humanBytes(a.size).padStart(10)}  sha256:${a.sha256}  ${a.file}`);
   }
-  if (r.release) logger.info(`released: ${r.release.ref} (${r.release.digest}) in ${r.release.store}`);
+  if (r.release) logger.info(`released: ${r.release.ref} (${r.release.digest}) in ${r.release.store}${r.release.identical ? ': it was released already, with the same artifacts' : ''}`);
 }
 

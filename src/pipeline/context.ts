@@ -1,3 +1,4 @@
+import type { RemoteCache } from './remote-cache.js';
 import type { LoadedTemplate } from '../template/load.js';
 import type { Logger } from '../log.js';
 import type { BuildVersion } from '../version/git.js';
@@ -32,6 +33,14 @@ export interface BuildOptions {
   cacheDir?: string;
   /** --no-cache: the step cache is neither read nor written (the base and tools trees still are). */
   noCache?: boolean;
+  /**
+   * When the version is released already: 'fail' (the default) refuses before building; 'verify'
+   * builds and compares with the release, a success only when the artifacts are the same (a CI job
+   * that ran again, or two runners racing for one version).
+   */
+  ifReleased?: 'fail' | 'verify';
+  /** A shared step cache in a registry (oci://host[:port]/prefix): looked up after the local one, written after it. */
+  remoteCache?: string;
 }
 
 export interface ProvisionRecord {
@@ -52,6 +61,8 @@ export interface BuildEnv {
   /** .kiln beside kiln.yaml */
   kilnDir: string;
   cacheDir: string;
+  /** The step cache shared through a registry (--cache, KILN_CACHE_REMOTE); absent with --no-cache. */
+  remoteCache?: RemoteCache;
   /** Scratch for this build: removed on success and on failure (unless --on-error=keep). */
   workDir: string;
   /** The image's root tree inside workDir. */
@@ -108,7 +119,8 @@ export interface BuildState {
    * while the other formats were written; the release step moves them into place instead of copying.
    */
   staged?: { store: ReleaseStore; blobs: Map<string, StagedBlob> };
-  release?: { store: string; ref: string; digest: string };
+  /** identical: the version was released already with the same artifacts (--if-released verify, or a runner that released it first). */
+  release?: { store: string; ref: string; digest: string; identical?: boolean };
   /** outputs: where the artifacts are now. */
   outDir?: string;
 }

@@ -27,6 +27,7 @@ import { KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseSize } from '../template/schema.js';
 import { byNewestUse, listFileEntries, removeDeadTemps, removeFileEntry, FILE_ENTRY_KINDS } from '../cache-entry.js';
+import type { RemoteCache } from './remote-cache.js';
 
 /** Bumped when the entry format or the meaning of a key changes: old entries are then misses. */
 const CACHE_FORMAT = 1;
@@ -93,8 +94,32 @@ const fingerprint = (st: BigIntStats) => ({ ino: String(st.ino), mtimeNs: String
 
 export class StepCache {
   readonly dir: string;
-  constructor(cacheDir: string, private readonly logger: Logger) {
+  /** Steps whose entry came from the remote cache in this build (for the provenance and the summary). */
+  readonly fromRemote: string[] = [];
+  /** remote: a registry shared by runners (src/pipeline/remote-cache.ts), read after this cache and written after it. */
+  constructor(cacheDir: string, private readonly logger: Logger, readonly remote?: RemoteCache) {
     this.dir = join(cacheDir, 'steps');
+  }
+
+  /** The remote's entry for key as a local entry (it is verified on the way); false when it has none or it fails a check. */
+  private async pullRemote(step: string, key: string): Promise<boolean> {
+    const remote = this.remote;
+    if (!remote) return false;
+    const tmp = `${this.entryDir(key)}.pull.${process.pid}.tmp`;
+    try {
+      const got = await remote.pull(step, key, tmp);
+      if (!got) return false;
+      const meta = got.meta as { inputs?: Record<string, unknown>; data?: unknown };
+      await this.put(step, key, meta.inputs ?? {}, meta.data, got.files.map((f) => ({ name: f.name, from: f.path, sha256: f.sha256 })), { push: false });
+      if (!existsSync(this.entryDir(key))) return false;
+      this.fromRemote.push(step);
+      return true;
+    } catch (e) {
+      this.logger.warn(`the cache at ${remote.location} has ${step} ${key.slice(0, 12)}, but it cannot be used (${(e as Error).message}); building it`);
+      return false;
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   }
 
   private entryDir(key: string): string {
@@ -105,7 +130,8 @@ export class StepCache {
   /** The entry for key when it is there and intact; a damaged one is removed (a miss, with a warning). */
   async get<D>(step: string, key: string): Promise<CacheHit<D> | undefined> {
     const dir = this.entryDir(key);
-    if (!existsSync(dir)) return undefined;
+    const local = existsSync(dir);
+    if (!local && !(await this.pullRemote(step, key))) return undefined;
     const problem = await this.check(dir, key, step, false);
     if (problem) {
       this.logger.warn(`cached ${step} output ${key.slice(0, 12)} is damaged (${problem}): discarded, building it again`);
@@ -113,6 +139,8 @@ export class StepCache {
       return undefined;
     }
     const rec = readRecord<D>(dir);
+    // A runner with a warm cache shares it: the push first asks whether the registry has the entry.
+    if (local) this.pushLater(step, key);
     const now = new Date();
     try { utimesSync(join(dir, USED), now, now); } catch { writeFileDurable(join(dir, USED), ''); }
     return { key, dir, data: rec.data, file: (name) => { if (!rec.files.some((f) => f.name === name)) throw new Error(`cache entry ${key} has no file ${name}`); return join(dir, name); } };
@@ -154,9 +182,12 @@ export class StepCache {
    * An entry already there is kept (equal key, equal output). Never fails the build: a cache that
    * cannot be written is a warning.
    */
-  async put<D>(step: string, key: string, inputs: Record<string, unknown>, data: D, files: PutFile[] = []): Promise<void> {
+  async put<D>(step: string, key: string, inputs: Record<string, unknown>, data: D, files: PutFile[] = [], opts: { push?: boolean } = {}): Promise<void> {
     const dir = this.entryDir(key);
-    if (existsSync(dir)) return;
+    if (existsSync(dir)) {
+      if (opts.push !== false) this.pushLater(step, key);
+      return;
+    }
     const tmp = `${dir}.${process.pid}.tmp`;
     try {
       mkdirSync(this.dir, { recursive: true });
@@ -197,6 +228,22 @@ export class StepCache {
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
+    if (opts.push !== false && existsSync(dir)) this.pushLater(step, key);
+  }
+
+  /**
+   * Queues the push of the entry key to the remote cache, from the local entry once put() has made
+   * it (the files are the entry's own read-only links, hashed when they went in).
+   */
+  private pushLater(step: string, key: string): void {
+    const remote = this.remote;
+    if (!remote?.push) return;
+    const dir = this.entryDir(key);
+    // Read when the queue reaches it: the entry is complete and in place (put() queues it last).
+    remote.enqueue(step, key, () => {
+      const rec = readRecord(dir);
+      return { meta: { inputs: rec.inputs, data: rec.data }, files: rec.files.map((f) => ({ name: f.name, path: join(dir, f.name), sha256: f.sha256, size: f.size })) };
+    });
   }
 
   /** Every entry, newest use first. */

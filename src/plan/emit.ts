@@ -8,6 +8,16 @@
 import { stringify } from 'yaml';
 import type { Plan, PlannedImage } from './index.js';
 
+/**
+ * How the jobs build: `cache`, a registry every runner shares as its step cache (KILN_CACHE_REMOTE).
+ * A build job runs `kiln build --if-released verify`: a job run again, or two runners racing for a
+ * version, pass when the release there has the same artifacts and fail on a conflict, never
+ * overwriting it (src/store/release-store.ts publish).
+ */
+export interface EmitOptions { cache?: string }
+
+const BUILD = 'build --if-released verify';
+
 /** Images built by this pipeline: tagged and not released yet. */
 function toBuild(p: Plan): PlannedImage[] {
   return p.images.filter((i) => i.version && !i.released);
@@ -41,7 +51,7 @@ function buildJobOf(gs: Group[], name: string): { job: string; matrix: boolean }
   return g.images.length > 1 ? { job: `build:stage${g.stage}:${g.images.map((i) => i.name).join('+')}`, matrix: true } : { job: `build:${name}`, matrix: false };
 }
 
-export function gitlabPipeline(p: Plan): string {
+export function gitlabPipeline(p: Plan, o: EmitOptions = {}): string {
   const gs = groups(p);
   const jobs: Record<string, unknown> = {};
   const stages = [...new Set(gs.map((g) => `build-${g.stage}`))];
@@ -57,7 +67,7 @@ export function gitlabPipeline(p: Plan): string {
       stage: `build-${g.stage}`,
       ...(g.needs.length ? { needs: g.needs.map(needsOf) } : { needs: [] }),
       ...(g.images.length > 1 ? { parallel: { matrix: g.images.map((i) => ({ IMAGE: i.name, DIR: i.dir })) } } : { variables: { IMAGE: g.images[0].name, DIR: g.images[0].dir } }),
-      script: ['cd "$DIR"', '$KILN build'],
+      script: ['cd "$DIR"', `$KILN ${BUILD}`],
     };
   }
   const publishes = toBuild(p).flatMap((i) => i.publish.map((c) => ({ i, c })));
@@ -74,14 +84,14 @@ export function gitlabPipeline(p: Plan): string {
   }
   const doc = {
     // The whole history and its tags: the version is the tag at HEAD, the date the commit's.
-    variables: { GIT_DEPTH: '0', KILN: 'kiln' },
+    variables: { GIT_DEPTH: '0', KILN: 'kiln', ...(o.cache ? { KILN_CACHE_REMOTE: o.cache } : {}) },
     stages,
     ...jobs,
   };
   return `# Written by kiln plan --emit gitlab (${p.images.length} images; ${summary(p)}). Jobs call kiln build and kiln publish only;\n# releases go to each image's store, nothing to CI artifacts.\n${stringify(doc, { lineWidth: 0 })}`;
 }
 
-export function githubWorkflow(p: Plan): string {
+export function githubWorkflow(p: Plan, o: EmitOptions = {}): string {
   const gs = groups(p);
   const id = (g: Group) => slug(buildJobOf(gs, g.images[0].name).job.replace(/:/g, '-'));
   const idOf = (name: string) => id(gs.find((x) => x.images.some((i) => i.name === name)) as Group);
@@ -95,7 +105,7 @@ export function githubWorkflow(p: Plan): string {
       'runs-on': ['self-hosted', 'linux', 'kiln'],
       ...(g.needs.length ? { needs: g.needs.map(idOf) } : {}),
       strategy: { 'fail-fast': false, matrix: { include: g.images.map((i) => ({ image: i.name, dir: i.dir })) } },
-      steps: steps('kiln build'),
+      steps: steps(`kiln ${BUILD}`),
     };
   }
   for (const i of toBuild(p)) {
@@ -108,7 +118,7 @@ export function githubWorkflow(p: Plan): string {
     }
   }
   if (!gs.length) jobs['nothing-to-build'] = { 'runs-on': 'ubuntu-latest', steps: [{ run: 'echo "every image of the family is released at its tag, or has no release tag at HEAD"' }] };
-  const doc = { name: 'kiln family', on: { push: { tags: ['*'] }, workflow_dispatch: {} }, jobs };
+  const doc = { name: 'kiln family', on: { push: { tags: ['*'] }, workflow_dispatch: {} }, ...(o.cache ? { env: { KILN_CACHE_REMOTE: o.cache } } : {}), jobs };
   return `# Written by kiln plan --emit github (${p.images.length} images; ${summary(p)}). Runners labelled kiln: Debian 12 with Kiln's host tools, root.\n${stringify(doc, { lineWidth: 0 })}`;
 }
 

@@ -6,14 +6,15 @@
  * package by apt), is cached under a key of its inputs, and is only ever mounted read-only.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec } from '../exec.js';
 import { silentLogger, type Logger } from '../log.js';
 import { treeDigest } from '../cache-entry.js';
-import { installedPackages, verifyArchive, type ArchiveTrust, type InstalledPackage } from '../source/debian.js';
+import { extractTree, installedPackages, packTree, verifyArchive, type ArchiveTrust, type InstalledPackage } from '../source/debian.js';
 import type { KilnConfig } from '../template/schema.js';
-import { writeFileAtomic } from '../fsio.js';
+import { sha256OfFile, writeFileAtomic } from '../fsio.js';
+import type { RemoteCache } from '../pipeline/remote-cache.js';
 
 /** What the controller needs: Ansible with its collections (chroot connection, jsonl callback) and umount. */
 export const TOOLS_PACKAGES = ['ansible', 'mount'] as const;
@@ -29,6 +30,8 @@ export interface ToolsTree {
   key: string;
   suite: ToolsSuite;
   cached: boolean;
+  /** Taken from the step cache shared through a registry (kiln build --cache). */
+  remote?: boolean;
   trust: ArchiveTrust;
   /** The InRelease gpgv checked (absent when built from kiln.lock): `kiln lock` resolves the pins from it. */
   inReleaseFile?: string;
@@ -77,7 +80,7 @@ export function intactTree(dir: string, key: string, logger: Logger): boolean {
 }
 
 /** The tools tree for spec, built once per key into <cacheDir>/tools/<key>. */
-export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools): Promise<ToolsTree> {
+export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools, remote?: RemoteCache): Promise<ToolsTree> {
   const inReleaseFile = locked ? undefined : join(workDir, 'tools-InRelease');
   const trust = locked ? locked.trust : await verifyArchive({ ...s, components: ['main'], kernel: '', packages: [] }, workDir, logger, 'tools-InRelease');
   const key = locked
@@ -88,11 +91,19 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
   const record = join(dir, `${key}.json`);
   if (intactTree(dir, key, logger)) {
     const packages = (JSON.parse(readFileSync(record, 'utf8')) as { packages: InstalledPackage[] }).packages;
+    shareTools(remote, key, root, record, logger);
     return { root, key, suite: s.suite, cached: true, trust, inReleaseFile, packages };
   }
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, `${key}.partial-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
+  if (remote && await pullTools(remote, key, tmp, logger)) {
+    const packages = await installedPackages(tmp);
+    placeTree(tmp, root);
+    rmSync(tmp, { recursive: true, force: true });
+    writeFileAtomic(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, treeDigest: treeDigest(root), created: new Date().toISOString(), remote: remote.location }, null, 2));
+    return { root, key, suite: s.suite, cached: true, remote: true, trust, inReleaseFile, packages };
+  }
   try {
     await exec('mmdebstrap', [
       '--mode=root', '--variant=apt', '--format=directory', `--include=${TOOLS_PACKAGES.join(',')}`,
@@ -106,22 +117,60 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
       hint: `mmdebstrap could not build the ${s.suite} tools tree (Ansible for the build): check source.debian.mirror and the network`,
     });
     const packages = await installedPackages(tmp);
-    // Another build may have finished the same tree meanwhile (it may be using it): keep theirs.
-    if (!existsSync(join(root, 'usr/bin/ansible-playbook'))) {
-      rmSync(root, { recursive: true, force: true });
-      try {
-        renameSync(tmp, root);
-      } catch (e) {
-        // Lost the race to a concurrent build between the check and the rename: theirs is the same tree.
-        if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
-      }
-    }
+    placeTree(tmp, root);
     // The tree's digest, taken where it now is (a rename changes the top directory's ctime).
     writeFileAtomic(record, JSON.stringify({ suite: s.suite, mirror: s.mirror, inRelease: trust.inReleaseSha256, packages, treeDigest: treeDigest(root), created: new Date().toISOString() }, null, 2));
+    shareTools(remote, key, root, record, logger);
     return { root, key, suite: s.suite, cached: false, trust, inReleaseFile, packages };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Moves a finished tree from tmp to root, unless another build finished the same tree meanwhile (it may be using it): then theirs stays. */
+function placeTree(tmp: string, root: string): void {
+  if (existsSync(join(root, 'usr/bin/ansible-playbook'))) return;
+  rmSync(root, { recursive: true, force: true });
+  try {
+    renameSync(tmp, root);
+  } catch (e) {
+    // Lost the race to a concurrent build between the check and the rename: theirs is the same tree.
+    if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+  }
+}
+
+/** The tools tree of key from the remote cache, unpacked into tmp; false (with a warning when it fails a check) otherwise. */
+async function pullTools(remote: RemoteCache, key: string, tmp: string, logger: Logger): Promise<boolean> {
+  const pulled = `${tmp}.pull`;
+  try {
+    const got = await remote.pull('tools', key, pulled);
+    const tar = got?.files.find((f) => f.name === 'tools.tar');
+    if (!tar) return false;
+    // GNU tar keeps members inside tmp: it refuses names with "..", strips a leading "/", and
+    // extracts a symbolic link that could lead outside as a placeholder until the end.
+    await extractTree(tar.path, tmp, logger);
+    if (!existsSync(join(tmp, 'usr/bin/ansible-playbook'))) throw new Error('it has no usr/bin/ansible-playbook');
+    return true;
+  } catch (e) {
+    logger.warn(`the cache at ${remote.location} has tools tree ${key.slice(0, 12)}, but it cannot be used (${(e as Error).message}); building it`);
+    rmSync(tmp, { recursive: true, force: true });
+    return false;
+  } finally {
+    rmSync(pulled, { recursive: true, force: true });
+  }
+}
+
+/** Queues the tools tree for the remote cache, as a tarball made when the queue reaches it. */
+function shareTools(remote: RemoteCache | undefined, key: string, root: string, record: string, logger: Logger): void {
+  if (!remote?.push) return;
+  remote.enqueue('tools', key, async () => {
+    const dir = join(remote.scratchDir, `tools-${key.slice(0, 16)}.${process.pid}.tmp`);
+    mkdirSync(dir, { recursive: true });
+    const tar = join(dir, 'tools.tar');
+    await packTree(root, tar, logger);
+    const meta = JSON.parse(readFileSync(record, 'utf8')) as Record<string, unknown>;
+    return { meta, files: [{ name: 'tools.tar', path: tar, sha256: await sha256OfFile(tar), size: statSync(tar).size }], cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  });
 }
 
 /**
@@ -165,14 +214,14 @@ export async function hostController(): Promise<Controller> {
 }
 
 /** The controller kiln.yaml's provision.ansible names, building (or reusing) its tools tree. */
-export async function controllerFor(c: KilnConfig, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools): Promise<Controller> {
+export async function controllerFor(c: KilnConfig, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedTools, remote?: RemoteCache): Promise<Controller> {
   if (c.provision.ansible === 'host') return hostController();
   const d = c.source.debian;
-  const tools = await toolsTree({ suite: c.provision.ansible, mirror: d.mirror, keyring: d.keyring, verify: d.verify, max_age: d.max_age }, cacheDir, workDir, logger, onLine, locked);
+  const tools = await toolsTree({ suite: c.provision.ansible, mirror: d.mirror, keyring: d.keyring, verify: d.verify, max_age: d.max_age }, cacheDir, workDir, logger, onLine, locked, remote);
   return { root: tools.root, ansibleCore: ansibleCoreVersion(tools.packages), tools };
 }
 
 export function describeController(c: Controller): string {
   const core = c.ansibleCore ? `ansible-core ${c.ansibleCore}` : 'Ansible';
-  return c.tools ? `${core} from the ${c.tools.suite} tools tree (${c.tools.key.slice(0, 12)}${c.tools.cached ? ', cached' : ''})` : `${core} of the build host`;
+  return c.tools ? `${core} from the ${c.tools.suite} tools tree (${c.tools.key.slice(0, 12)}${c.tools.remote ? ', from the shared cache' : c.tools.cached ? ', cached' : ''})` : `${core} of the build host`;
 }

@@ -5,12 +5,13 @@
  * keyring hash and the installed package list. The base tree is cached under a key of its inputs.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
 import { exec, output, quoteArg } from '../exec.js';
 import type { Logger } from '../log.js';
 import type { KilnConfig } from '../template/schema.js';
+import type { RemoteCache } from '../pipeline/remote-cache.js';
 import { commitEntry, entryTemp, intactEntry, removeDeadTemps, type EntryRecord } from '../cache-entry.js';
 import { resolvedPath } from '../image/tree.js';
 import { checkFreshness, unverifiedInRelease, verifyInRelease, type ReleaseText } from './inrelease.js';
@@ -157,14 +158,36 @@ export function mmdebstrapArgs(d: KilnConfig['source']['debian'], tar: string, l
 }
 
 /** Builds (or reuses from the cache) the base tree tarball; returns its path. */
-export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedBase): Promise<{ tar: string; key: string; cached: boolean; sha256: string }> {
+export async function baseTarball(d: KilnConfig['source']['debian'], trust: ArchiveTrust, cacheDir: string, workDir: string, logger: Logger, onLine?: (l: string) => void, locked?: LockedBase, remote?: RemoteCache): Promise<{ tar: string; key: string; cached: boolean; sha256: string; remote?: boolean }> {
   const key = locked ? lockedBaseKey(d, locked) : baseKey(d, trust);
   const dir = join(cacheDir, 'base');
   mkdirSync(dir, { recursive: true });
   const tar = join(dir, `${key}.tar`);
   const record = join(dir, `${key}.json`);
-  if (await intactEntry(tar, record, logger)) return { tar, key, cached: true, sha256: (JSON.parse(readFileSync(record, 'utf8')) as EntryRecord).sha256 };
+  const share = (sha256: string) => remote?.enqueue('base', key, () => ({ meta: JSON.parse(readFileSync(record, 'utf8')) as Record<string, unknown>, files: [{ name: 'base.tar', path: tar, sha256, size: statSync(tar).size }] }));
+  if (await intactEntry(tar, record, logger)) {
+    const sha256 = (JSON.parse(readFileSync(record, 'utf8')) as EntryRecord).sha256;
+    share(sha256);
+    return { tar, key, cached: true, sha256 };
+  }
   removeDeadTemps(dir);
+  if (remote) {
+    // A runner with an empty disk takes the base tree another runner built from the same archive state and packages.
+    const pulled = entryTemp(`${tar}.pull`);
+    try {
+      const got = await remote.pull('base', key, pulled);
+      const f = got?.files.find((x) => x.name === 'base.tar');
+      if (got && f) {
+        const { sha256: _s, size: _z, ino: _i, mtimeNs: _m, ...meta } = got.meta;
+        const entry = await commitEntry(f.path, tar, record, meta);
+        if (entry.sha256 === f.sha256) return { tar, key, cached: true, sha256: entry.sha256, remote: true };
+      }
+    } catch (e) {
+      logger.warn(`the cache at ${remote.location} has base tree ${key.slice(0, 12)}, but it cannot be used (${(e as Error).message}); building it`);
+    } finally {
+      rmSync(pulled, { recursive: true, force: true });
+    }
+  }
   // Built in the cache's directory: a rename from workDir fails when KILN_CACHE_DIR is on another filesystem.
   const tmp = entryTemp(tar);
   // Installed from the lock's local repository (or a [trusted=yes] line), the image still gets the
@@ -181,6 +204,7 @@ export async function baseTarball(d: KilnConfig['source']['debian'], trust: Arch
       : 'mmdebstrap could not build the base tree: check the mirror and the package names in source.debian',
   }).catch((e: unknown) => { rmSync(tmp, { force: true }); throw e; });
   const entry = await commitEntry(tmp, tar, record, { mirror: d.mirror, suite: d.suite, packages: basePackages(d), locked: Boolean(locked), created: new Date().toISOString() });
+  share(entry.sha256);
   return { tar, key, cached: false, sha256: entry.sha256 };
 }
 

@@ -67,6 +67,11 @@ export interface BuildFacts {
   hostTools: Record<string, string>;
   /** The steps before the release, with their wall times in seconds (what `kiln report` charts). */
   steps?: { name: string; seconds: number }[];
+  /**
+   * Outputs taken from the step cache shared through a registry (kiln build --cache): trusted as the
+   * runners that push to it are, so a release says which of its steps it did not run itself.
+   */
+  remoteCache?: { location: string; steps: string[] };
 }
 
 export interface ReleaseRecord {

@@ -57,6 +57,46 @@ export interface PublishInput {
   signal?: AbortSignal;
 }
 
+/**
+ * What a publish did: released (identical false), or found name@version released already with the
+ * same artifacts (identical true; digest is the release that is there, ours the manifest this
+ * publish would have written when it differs, as the build facts in the record do).
+ */
+export interface PublishResult { ref: string; digest: string; identical: boolean; ours?: string }
+
+/** name@version is released with other artifacts than this build's: both manifests and what differs are named. */
+export class ReleaseConflictError extends KilnError {
+  constructor(readonly ref: string, location: string, readonly existing: string, readonly attempted: string, readonly differences: string[]) {
+    super(`${ref} is already released in ${location} as ${existing} with other content than this build's ${attempted}`, {
+      detail: differences.join('\n'),
+      hint: 'a version is never rebuilt in place; the release there stays. Tag a new version for a change, or find why the two builds differ (`kiln rebuild`)',
+    });
+    this.name = 'ReleaseConflictError';
+  }
+}
+
+/** The artifacts of two releases, compared by format: file, size and sha256; [] when they are the same. */
+export function artifactDifferences(there: ReleaseArtifact[], ours: ReleaseArtifact[]): string[] {
+  const out: string[] = [];
+  const byFormat = (l: ReleaseArtifact[]) => new Map(l.map((a) => [a.format, a]));
+  const a = byFormat(there);
+  const b = byFormat(ours);
+  for (const f of [...new Set([...a.keys(), ...b.keys()])].sort()) {
+    const x = a.get(f);
+    const y = b.get(f);
+    if (!x) out.push(`${f}: only in this build (${y?.file} sha256:${y?.sha256})`);
+    else if (!y) out.push(`${f}: only in the release there (${x.file} sha256:${x.sha256})`);
+    else if (x.sha256 !== y.sha256 || x.size !== y.size || x.file !== y.file) out.push(`${f}: released ${x.file} sha256:${x.sha256} (${x.size} bytes), this build ${y.file} sha256:${y.sha256} (${y.size} bytes)`);
+  }
+  return out;
+}
+
+/** How long a registry publish waits before reading its tag back (KILN_REGISTRY_TAG_SETTLE_MS, default 1500). */
+function tagSettleMs(): number {
+  const v = Number(process.env.KILN_REGISTRY_TAG_SETTLE_MS);
+  return Number.isFinite(v) && v >= 0 && process.env.KILN_REGISTRY_TAG_SETTLE_MS !== '' && process.env.KILN_REGISTRY_TAG_SETTLE_MS !== undefined ? v : 1500;
+}
+
 /** Blobs and tags a publish has written so far, to undo when it stops before its tag. */
 interface Written { signal?: AbortSignal; changes: PublishChanges }
 
@@ -183,34 +223,40 @@ export class ReleaseStore {
     await this.backend.discardStaged?.(path);
   }
 
-  async publish(input: PublishInput): Promise<{ ref: string; digest: string }> {
+  /**
+   * Publishes a release: blobs, manifest and signature first, the tag last. When name@version is
+   * released already (found before the upload, or by a runner that tagged it first, found at the
+   * tag) the two are compared: the same artifacts (format, file, size, sha256) make this publish a
+   * success that writes nothing (`identical`); different ones fail with a ReleaseConflictError naming
+   * both manifests and the artifacts that differ. Nothing is ever overwritten.
+   */
+  async publish(input: PublishInput): Promise<PublishResult> {
     const record: ReleaseRecord = { ...input.record, artifacts: input.artifacts.map((a) => ({ format: a.format, file: basename(a.file), size: a.size, sha256: a.sha256 })) };
     validateRecord(record);
     const { name, version } = record;
     const b = this.backend;
-    if (await this.exists(name, version)) throw new TagExistsError(name, version, b.location);
+    // The manifest is known before anything is written: its layers are the artifacts' digests.
+    const layers: Descriptor[] = input.artifacts.map((a) => artifactLayer({ ...a, file: basename(a.file), mediaType: a.mediaType ?? formatMediaType(a.format) }));
+    const sbomBytes = jsonBlob(input.sbom);
+    const provBytes = jsonBlob(input.provenance);
+    const configBytes = jsonBlob(record);
+    const manifest = releaseManifest(record, descriptorOf(MT.release, configBytes), layers, descriptorOf(MT.sbom, sbomBytes), descriptorOf(MT.provenance, provBytes));
+    const mBytes = manifestBytes(manifest);
+    const digest = sha256Digest(mBytes);
+    const there = await this.release(name, version);
+    if (there) return this.sameRelease(there, record, digest);
     const w: Written = { signal: input.signal, changes: { blobs: [], tags: [] } };
-    let digest: string;
     try {
-      const layers: Descriptor[] = [];
       for (const a of input.artifacts) {
         const st = await stat(a.file).catch(() => null);
         if (!st) throw new KilnError(`artifact ${a.file} does not exist`);
         if (st.size !== a.size) throw new KilnError(`artifact ${a.file} is ${st.size} bytes, the build recorded ${a.size}`, { hint: 'the file changed after the build; rebuild' });
-        const mediaType = a.mediaType ?? formatMediaType(a.format);
         const onProgress = input.onProgress ? (d: number, t: number) => input.onProgress?.(a.file, d, t) : undefined;
         const src = { file: a.file, digest: `sha256:${a.sha256}`, size: a.size, ...(a.staged ? { staged: a.staged } : {}) };
         await this.tracked(name, src.digest, w, () => b.putBlob(name, src, { onProgress, signal: w.signal }));
-        layers.push(artifactLayer({ ...a, file: basename(a.file), mediaType }));
       }
-      const sbomBytes = jsonBlob(input.sbom);
-      const provBytes = jsonBlob(input.provenance);
-      const configBytes = jsonBlob(record);
       for (const bytes of [sbomBytes, provBytes, configBytes]) await this.putBytes(name, bytes, w);
-      const manifest = releaseManifest(record, descriptorOf(MT.release, configBytes), layers, descriptorOf(MT.sbom, sbomBytes), descriptorOf(MT.provenance, provBytes));
-      const mBytes = manifestBytes(manifest);
       // Manifest and signature first, tag last: a release is visible only once it is complete.
-      digest = sha256Digest(mBytes);
       await this.tracked(name, digest, w, () => b.putManifest(name, mBytes, MT.manifest));
       const subject: Descriptor = { mediaType: MT.manifest, digest, size: mBytes.length };
       if (input.signer) await this.attachSignature(name, version, subject, input.signer, w);
@@ -220,7 +266,24 @@ export class ReleaseStore {
       // Interrupted or failed before the tag: the store goes back to what it was. A rollback that
       // fails leaves only untagged blobs, which no release names.
       await b.rollback?.(w.changes).catch(() => undefined);
+      // Another runner tagged this version while this one uploaded: compared as above. A registry
+      // with immutable tags refuses the second PUT with an error of its own (Harbor, ECR and Artifact
+      // Registry differ), so after any failed registry write the tag is read: if it is there, it decides.
+      if (e instanceof TagExistsError || (b.remote && e instanceof KilnError)) {
+        const other = await this.release(name, version).catch(() => null);
+        if (other?.digest === digest) return { ref: `${name}@${version}`, digest, identical: false };
+        if (other) return this.sameRelease(other, record, digest);
+      }
       throw e;
+    }
+    // A registry has no compare-and-swap: a runner that checked the tag before this one put it may
+    // put its own right after (last writer wins). Read the tag back once such a put has had time to
+    // land: a different release there is this publish's conflict (or identical content). A second
+    // put later than that would need a runner stalled between its check and its put for longer.
+    if (b.remote) {
+      await new Promise((r) => setTimeout(r, tagSettleMs()));
+      const now = await this.release(name, version);
+      if (now && now.digest !== digest) return this.sameRelease(now, record, digest);
     }
     // The release is complete and immutable now. A signed release is listed in the signed metadata
     // (a cross-check for readers); if that write fails, `kiln refresh` adds it later.
@@ -231,7 +294,14 @@ export class ReleaseStore {
         throw new KilnError(`${name}@${version} is released (${digest}), but its signed metadata was not updated: ${(e as Error).message}`, { hint: `kiln refresh ${name} with the signing key lists it` });
       }
     }
-    return { ref: `${name}@${version}`, digest };
+    return { ref: `${name}@${version}`, digest, identical: false };
+  }
+
+  /** This publish's answer when name@version exists: identical content is a success, anything else a conflict. */
+  private sameRelease(there: ReleaseEntry, ours: ReleaseRecord, ourDigest: string): PublishResult {
+    const diff = artifactDifferences(there.record.artifacts ?? [], ours.artifacts ?? []);
+    if (!diff.length) return { ref: `${there.name}@${there.version}`, digest: there.digest, identical: true, ...(there.digest !== ourDigest ? { ours: ourDigest } : {}) };
+    throw new ReleaseConflictError(`${there.name}@${there.version}`, this.location, there.digest, ourDigest, diff);
   }
 
   /** Writes one blob or manifest after checking for an interrupt, remembering it when it is new (the rollback removes it). */

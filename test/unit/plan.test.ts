@@ -73,6 +73,12 @@ test('stages by parent, matrix groups, publish jobs; released images skipped; th
   assert.deepEqual(edges.sort(), ['api->api (publish)', 'base->web', 'base->worker', 'web->api'].sort());
   for (const j of jobs) assert.ok(gl[j].script!.every((l) => l === 'cd "$DIR"' || /^\$KILN (build|publish) /.test(`${l} `)), `${j} calls kiln build or kiln publish only`);
   assert.deepEqual(gl['publish:api:gce'].script, ['cd "$DIR"', '$KILN publish "$IMAGE@release-0.1.0" --to gce']);
+  // A build job run again, or racing another runner for its version, compares instead of failing on "already released".
+  assert.deepEqual(gl['build:base'].script, ['cd "$DIR"', '$KILN build --if-released verify']);
+  assert.equal((gl as unknown as { variables: Record<string, string> }).variables.KILN_CACHE_REMOTE, undefined);
+  const cached = parse(gitlabPipeline(plan, { cache: 'oci://registry.example:5000/ci' })) as { variables: Record<string, string> };
+  assert.equal(cached.variables.KILN_CACHE_REMOTE, 'oci://registry.example:5000/ci');
+  assert.equal((parse(githubWorkflow(plan, { cache: 'oci://registry.example:5000/ci' })) as { env: Record<string, string> }).env.KILN_CACHE_REMOTE, 'oci://registry.example:5000/ci');
 
   // GitHub: the same edges by job id.
   const gh = parse(githubWorkflow(plan)) as { jobs: Record<string, { needs?: string[]; strategy: { matrix: { include: { image: string }[] } }; steps: { run?: string }[] }> };
@@ -116,7 +122,7 @@ test('a cycle of parents and two images of one name are errors naming the file; 
   const dup = family('dup', { extra: (d) => writeFileSync(join(d, 'tools', 'kiln.yaml'), readFileSync(join(d, 'tools', 'kiln.yaml'), 'utf8').replace(/^name: tools$/m, 'name: web')) });
   await assert.rejects(makePlan(familyFiles([dup]), { cwd: dup, released: async () => false }), /two images of the family are named web/);
   const d = family('cli');
-  const out = join(d, '.gitlab-ci.yml');
+  const out = join(d, 'ci', 'generated', 'pipeline.yml'); // a folder that does not exist yet
   const r = spawnSync(process.execPath, [join(ROOT, 'bin/kiln.js'), 'plan', '.', '--emit', 'gitlab', '--out', out], { cwd: d, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.ok((parse(readFileSync(out, 'utf8')) as Record<string, unknown>)['build:base']);
@@ -124,4 +130,7 @@ test('a cycle of parents and two images of one name are errors naming the file; 
   const bad = spawnSync(process.execPath, [join(ROOT, 'bin/kiln.js'), 'plan', '--emit', 'jenkins'], { cwd: d, encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--emit: expected gitlab or github, got "jenkins"/);
+  const badCache = spawnSync(process.execPath, [join(ROOT, 'bin/kiln.js'), 'plan', '--emit', 'gitlab', '--cache', 'https://registry.example/ci'], { cwd: d, encoding: 'utf8' });
+  assert.equal(badCache.status, 2);
+  assert.match(badCache.stderr, /--cache: expected oci:\/\/host\[:port\]\/prefix, got "https:\/\/registry.example\/ci"/);
 });

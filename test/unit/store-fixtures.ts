@@ -47,9 +47,9 @@ export function fakeRecord(name: string, version: string, extra: Partial<Release
 }
 
 /** Publishes a release with fake artifacts; with `parent`, a child release as a build on source.release records it. */
-export async function publishFake(store: ReleaseStore, dir: string, name: string, version: string, opts: { signer?: Signer; sizes?: Record<string, number>; parent?: ReleaseParent } = {}) {
-  const artifacts = fakeArtifacts(dir, name, version, opts.sizes);
-  const record = fakeRecord(name, version, opts.parent ? { parents: [opts.parent] } : {});
+export async function publishFake(store: ReleaseStore, dir: string, name: string, version: string, opts: { signer?: Signer; sizes?: Record<string, number>; parent?: ReleaseParent; artifacts?: ArtifactInput[]; buildSeconds?: number } = {}) {
+  const artifacts = opts.artifacts ?? fakeArtifacts(dir, name, version, opts.sizes);
+  const record = fakeRecord(name, version, { ...(opts.parent ? { parents: [opts.parent] } : {}), ...(opts.buildSeconds !== undefined ? { buildDurationSeconds: opts.buildSeconds } : {}) });
   const recordWithArtifacts = { ...record, artifacts: artifacts.map((a) => ({ format: a.format, file: a.file.split('/').pop() ?? '', size: a.size, sha256: a.sha256 })) };
   const res = await store.publish({ record, artifacts, sbom: makeSbom(recordWithArtifacts), provenance: makeProvenance(recordWithArtifacts, artifacts), signer: opts.signer });
   return { ...res, artifacts };

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { openStore, DigestMismatchError, TagExistsError } from '../../src/store/index.js';
+import { ReleaseConflictError } from '../../src/store/release-store.js';
 import { fakeArtifacts, fakeRecord, publishFake, scratch, sha256File } from './store-fixtures.js';
 import { makeProvenance, makeSbom } from '../../src/store/index.js';
 import { withLock } from '../../src/store/lock.js';
@@ -57,11 +58,21 @@ test('publish, list, resolve by version and format; blobs are read-only and veri
   assert.equal(e?.record.source.packages?.length, 2);
 });
 
-test('a version is immutable: a second publish is refused, even with different content', async () => {
+test('a version is immutable: a second publish with other content is a conflict naming both digests; with the same content it is "identical"', async () => {
   const dir = scratch();
   const store = await openStore(join(dir, 'store'), dir);
   const first = await publishFake(store, dir, 'web', 'release-0.1.0');
-  await assert.rejects(publishFake(store, dir, 'web', 'release-0.1.0'), (e: Error) => e instanceof TagExistsError && /already exists.*immutable/.test(e.message));
+  assert.equal(first.identical, false);
+  const before = readFileSync(join(dir, 'store', 'index.json'), 'utf8');
+  await assert.rejects(publishFake(store, dir, 'web', 'release-0.1.0'), (e: Error) => e instanceof ReleaseConflictError
+    && e.message.includes(first.digest) && /already released .* with other content than this build's sha256:[0-9a-f]{64}/.test(e.message)
+    && /raw: released .* this build /.test(e.detail ?? ''));
+  // The same artifacts (another runner's build of the same content, with other build facts) are a success that writes nothing.
+  const again = await publishFake(store, dir, 'web', 'release-0.1.0', { artifacts: first.artifacts, buildSeconds: 99 });
+  assert.deepEqual([again.identical, again.digest], [true, first.digest]);
+  assert.match(again.ours ?? '', /^sha256:/);
+  assert.notEqual(again.ours, first.digest);
+  assert.equal(readFileSync(join(dir, 'store', 'index.json'), 'utf8'), before, 'the store is unchanged');
   assert.equal((await store.resolve('web@release-0.1.0', { format: 'raw' })).digest, first.digest);
   // Another image may use the same version.
   await publishFake(store, dir, 'db', 'release-0.1.0');
@@ -159,7 +170,7 @@ function runChild(args: string[]): Promise<{ code: number | null; out: string }>
   });
 }
 
-test('two processes publishing the same version: exactly one wins, the store stays consistent', async () => {
+test('two processes publishing the same version: with other content exactly one wins and the other names both digests; with the same content both pass, one "identical"', async () => {
   const dir = scratch();
   const storeDir = join(dir, 'store');
   for (let round = 0; round < 3; round++) {
@@ -169,13 +180,26 @@ test('two processes publishing the same version: exactly one wins, the store sta
     const failed = results.filter((r) => r.out.startsWith('FAIL'));
     assert.equal(ok.length, 1, results.map((r) => r.out).join(' | '));
     assert.equal(failed.length, 1);
-    assert.match(failed[0].out, /already exists.*immutable/);
+    const won = ok[0].out.trim().split(' ')[1];
+    assert.match(failed[0].out, /already released .* as (sha256:[0-9a-f]{64}) with other content than this build's sha256:[0-9a-f]{64}/);
+    assert.ok(failed[0].out.includes(won), 'the conflict names the release that won');
     const store = await openStore(storeDir, dir);
-    assert.equal((await store.resolve(`web@${v}`, { format: 'raw' })).digest, ok[0].out.trim().split(' ')[1]);
+    assert.equal((await store.resolve(`web@${v}`, { format: 'raw' })).digest, won);
+  }
+  for (let round = 0; round < 3; round++) {
+    const v = `same-${round}`;
+    const results = await Promise.all([runChild([storeDir, dir, 'web', v, 'same']), runChild([storeDir, dir, 'web', v, 'same'])]);
+    assert.deepEqual(results.map((r) => r.out.split(' ')[0]).sort(), ['OK', 'OK'], results.map((r) => r.out).join(' | '));
+    const identical = results.filter((r) => r.out.trim().endsWith(' identical'));
+    assert.equal(identical.length, 1, results.map((r) => r.out).join(' | '));
+    const store = await openStore(storeDir, dir);
+    const there = (await store.resolve(`web@${v}`, { format: 'raw' })).digest;
+    assert.deepEqual(results.map((r) => r.out.trim().split(' ')[1]), [there, there], 'both report the release that is there');
+    assert.equal((await store.verify(`web@${v}`)).ok, true);
   }
   assertLayoutValid(storeDir);
   const store = await openStore(storeDir, dir);
-  assert.equal((await store.list('web')).length, 3);
+  assert.equal((await store.list('web')).length, 6);
 });
 
 test('kill -9 in the middle of copying a large artifact leaves a valid store; a rerun succeeds', async () => {

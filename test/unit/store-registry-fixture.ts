@@ -1,6 +1,6 @@
 /** Starts Debian's docker-registry on 127.0.0.1 for a test, optionally with htpasswd (bcrypt) basic auth. */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { scratch } from './store-fixtures.js';
@@ -48,9 +48,11 @@ export async function startRegistry(auth?: { user: string; password: string }): 
   }
   return {
     port, url, dir, proc,
+    // Its storage goes with it: an end-to-end registry holds gigabytes of releases and cache entries.
     stop: () => new Promise<void>((resolve) => {
-      if (proc.exitCode !== null) return resolve();
-      proc.on('close', () => resolve());
+      const done = () => { rmSync(dir, { recursive: true, force: true }); resolve(); };
+      if (proc.exitCode !== null) return done();
+      proc.on('close', done);
       proc.kill('SIGTERM');
     }),
   };

@@ -2,10 +2,13 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { loadSigner, loadTrustedKey, openStore, TagExistsError } from '../../src/store/index.js';
 import { RegistryStore } from '../../src/store/registry.js';
-import { publishFake, scratch, sha256File } from './store-fixtures.js';
+import { ReleaseConflictError } from '../../src/store/release-store.js';
+import { fakeArtifacts, publishFake, scratch, sha256File } from './store-fixtures.js';
 import { startRegistry, type TestRegistry } from './store-registry-fixture.js';
 import { requireOnHost } from './host-requirements.js';
 
@@ -29,7 +32,20 @@ describe('registry store without auth', () => {
     const blob = await fetch(`${reg.url}/v2/kiln/web/blobs/sha256:${artifacts[0].sha256}`);
     assert.equal(sha(Buffer.from(await blob.arrayBuffer())), `sha256:${artifacts[0].sha256}`);
     assert.equal((await store.verify('web@release-0.1.0')).ok, true);
-    await assert.rejects(publishFake(store, dir, 'web', 'release-0.1.0'), (e: Error) => e instanceof TagExistsError);
+    await assert.rejects(publishFake(store, dir, 'web', 'release-0.1.0'), (e: Error) => e instanceof ReleaseConflictError && e.message.includes(digest));
+    const same = await publishFake(store, dir, 'web', 'release-0.1.0', { artifacts, buildSeconds: 7 });
+    assert.deepEqual([same.identical, same.digest], [true, digest]);
+    // Two runners racing for one version through the registry: same content both pass; other content, one fails naming both.
+    const shared = fakeArtifacts(dir, 'web', 'race', { raw: 2 << 20 });
+    const both = await Promise.all([publishFake(store, dir, 'web', 'race-1', { artifacts: shared, buildSeconds: 1 }), publishFake(store, dir, 'web', 'race-1', { artifacts: shared, buildSeconds: 2 })]);
+    assert.deepEqual(both.map((r) => r.identical).sort(), [false, true]);
+    const there = (await store.release('web', 'race-1'))?.digest;
+    assert.deepEqual(both.map((r) => r.digest), [there, there]);
+    const raced = await Promise.allSettled([publishFake(store, dir, 'web', 'race-2'), publishFake(store, dir, 'web', 'race-2')]);
+    assert.deepEqual(raced.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+    const lost = raced.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    const won = (await store.release('web', 'race-2'))?.digest ?? '';
+    assert.ok(lost.reason instanceof ReleaseConflictError && (lost.reason as Error).message.includes(won), String(lost.reason));
     // The second check, right before the manifest: a tag that appears during the upload still wins.
     const backend = store.backend as RegistryStore;
     await assert.rejects(backend.createTag('web', 'release-0.1.0', Buffer.from('{}'), 'application/vnd.oci.image.manifest.v1+json'), /already exists/);
@@ -37,7 +53,7 @@ describe('registry store without auth', () => {
     await store.channelSet('production', 'web@release-0.2.0');
     await store.revoke('web@release-0.1.0', 'bad');
     const list = await store.list();
-    assert.deepEqual(list.map((l) => `${l.name}@${l.version}:${l.status}`), ['web@release-0.1.0:revoked', 'web@release-0.2.0:ok']);
+    assert.deepEqual(list.map((l) => `${l.name}@${l.version}:${l.status}`), ['web@race-1:ok', 'web@race-2:ok', 'web@release-0.1.0:revoked', 'web@release-0.2.0:ok']);
     assert.equal((await store.resolve('web@production')).version, 'release-0.2.0');
     await assert.rejects(store.resolve('web@release-0.1.0'), /revoked: bad/);
   });
@@ -101,7 +117,7 @@ describe('registry store with basic auth', () => {
     const { digest } = await publishFake(store, dir, 'web', 'v1');
     assert.equal((await store.resolve('web@v1', { format: 'qcow2' })).digest, digest);
     assert.deepEqual((await store.list()).map((l) => l.version), ['v1']);
-    await assert.rejects(publishFake(store, dir, 'web', 'v1'), /already exists/);
+    await assert.rejects(publishFake(store, dir, 'web', 'v1'), /already released .* with other content/);
     const insp = spawnSync('skopeo', ['inspect', '--raw', '--tls-verify=false', '--creds', 'kiln:s3cret', `docker://127.0.0.1:${reg.port}/web:v1`]);
     assert.equal(sha(insp.stdout), digest, insp.stderr.toString());
   });
@@ -155,5 +171,63 @@ describe('registry store behind a bearer token service', () => {
     assert.ok(proxy.scopes.includes('repository:t/web:pull'), proxy.scopes.join(' '));
     const bad = await openStore(`oci://127.0.0.1:${proxy.port}/t`, dir, { user: 'kiln', password: 'wrong' });
     await assert.rejects(bad.resolve('web@v1'), /token service .* refused/);
+  });
+});
+
+/**
+ * A registry with immutable tags (Harbor's rule, ECR's IMMUTABLE, Artifact Registry's immutable tags):
+ * a stand-in proxy in front of docker-registry that refuses a PUT of a tag that exists, with a 400
+ * of its own. While `hide` is set it answers 404 for tags, so Kiln's own two checks pass and the
+ * registry's refusal is what it meets: the publish must read the tag then and decide as in a race.
+ */
+describe('registry store with immutable tags (a stand-in proxy in front of docker-registry)', () => {
+  let reg: TestRegistry;
+  let proxy: Server;
+  let port = 0;
+  let hide = false;
+  const refused: string[] = [];
+  before(async () => {
+    reg = await startRegistry();
+    proxy = createServer((req, res) => {
+      const m = /^\/v2\/(.+)\/manifests\/([^/?]+)$/.exec(req.url ?? '');
+      const isTag = m && !m[2].startsWith('sha256:');
+      const forward = () => {
+        const up = httpRequest({ host: '127.0.0.1', port: reg.port, path: req.url, method: req.method, headers: req.headers }, (r) => { res.writeHead(r.statusCode ?? 502, r.headers); r.pipe(res); });
+        req.pipe(up);
+      };
+      if (isTag && hide && (req.method === 'GET' || req.method === 'HEAD')) { req.resume(); res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'); return; }
+      if (isTag && req.method === 'PUT') {
+        void fetch(`${reg.url}/v2/${m[1]}/manifests/${m[2]}`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } }).then((h) => {
+          if (h.status !== 200) { forward(); return; }
+          req.resume();
+          refused.push(m[2]);
+          hide = false;
+          res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'TAG_INVALID', message: `tag ${m[2]} is immutable` }] }));
+        });
+        return;
+      }
+      forward();
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    port = (proxy.address() as AddressInfo).port;
+  });
+  after(async () => { proxy?.close(); await reg?.stop(); });
+
+  test('the registry refuses the second tag: the same artifacts are "identical", others a conflict naming both; the first release stays', async () => {
+    const dir = scratch();
+    const direct = await openStore(`oci://127.0.0.1:${reg.port}/kiln`, dir);
+    const viaProxy = await openStore(`oci://127.0.0.1:${port}/kiln`, dir);
+    const first = await publishFake(direct, dir, 'web', 'v1');
+    hide = true;
+    const same = await publishFake(viaProxy, dir, 'web', 'v1', { artifacts: first.artifacts, buildSeconds: 5 });
+    assert.deepEqual(refused, ['v1'], 'the registry refused the tag, not Kiln\'s checks');
+    assert.deepEqual([same.identical, same.digest], [true, first.digest]);
+    hide = true;
+    await assert.rejects(publishFake(viaProxy, dir, 'web', 'v1'), (e: Error) => e instanceof ReleaseConflictError && e.message.includes(first.digest));
+    assert.deepEqual(refused, ['v1', 'v1']);
+    assert.equal((await direct.release('web', 'v1'))?.digest, first.digest);
+    // A new version through the same registry is an ordinary publish.
+    hide = false;
+    assert.equal((await publishFake(viaProxy, dir, 'web', 'v2')).identical, false);
   });
 });

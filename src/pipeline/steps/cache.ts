@@ -13,7 +13,7 @@ export const cacheStep = step({
   skip: (ctx) => Boolean(ctx.options.noCache),
   async run(ctx, p) {
     cacheLimit(); // a bad KILN_CACHE_MAX_SIZE fails now, not after the build
-    const store = new StepCache(ctx.cacheDir, ctx.logger);
+    const store = new StepCache(ctx.cacheDir, ctx.logger, ctx.remoteCache);
     const keys = await cacheKeys(ctx);
     const plan: CachePlan = { store, keys, formats: new Map() };
     for (const [f, k] of keys.formats) {

@@ -147,7 +147,7 @@ export async function lockedController(ctx: BuildEnv, lock: LockState, onStatus:
   try {
     const controller = await ctx.drivers.controllerFor(c, ctx.cacheDir, ctx.workDir, ctx.logger, onStatus, {
       sourcesLine: repo.sourcesLine, packageSet: packageSetDigest(pins), trust,
-    });
+    }, ctx.remoteCache);
     if (!controller.tools) throw new Error(`controllerFor gave no tools tree for provision.ansible: ${c.provision.ansible}`);
     const { unlocked } = compareInstalled(controller.tools.packages, pins);
     if (unlocked.length) throw new KilnError(`the tools tree has ${unlocked.length} package(s) kiln.lock does not pin: ${unlocked.slice(0, 5).join(', ')}`, { where: { file: lock.file }, hint: 'run `kiln lock --update`' });

@@ -20,9 +20,14 @@ export const preflightStep = step({
       p.log(`signing key ${signer.identity}`);
     }
     const s = await buildStore(ctx);
-    if (await s.exists(name, v.version)) {
+    const there = await s.exists(name, v.version);
+    if (there && ctx.options.ifReleased === 'verify') {
+      p.log(`${name}@${v.version} is released already: this build is compared with it (--if-released verify)`);
+      return;
+    }
+    if (there) {
       throw new KilnError(`${name}@${v.version} is already released in ${ctx.template.config.release.store}; a version is never rebuilt in place`, {
-        hint: 'tag a new version for any change, `kiln rebuild` checks reproducibility, and --no-release or --snapshot builds without releasing',
+        hint: 'tag a new version for any change, --if-released verify builds and compares with the release, `kiln rebuild` checks reproducibility, and --no-release or --snapshot builds without releasing',
       });
     }
     p.log(`${name}@${v.version} is not released yet`);

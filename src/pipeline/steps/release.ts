@@ -21,6 +21,7 @@ export async function buildFacts(ctx: BuildEnv & Pick<BuildState, 'controller'>,
     ...(tree.code === 0 ? { gitTree: tree.stdout.trim() } : {}),
     ...(c ? { ansible: { core: c.ansibleCore, ...(collections ? { collections } : {}), controller: tools ? 'tools-tree' as const : 'host' as const, ...(tools ? { toolsSuite: tools.suite, toolsInRelease: tools.trust.inReleaseSha256 } : {}) } } : {}),
     hostTools,
+    ...(ctx.remoteCache?.stats.hits.length ? { remoteCache: { location: ctx.remoteCache.location, steps: [...ctx.remoteCache.stats.hits] } } : {}),
   };
 }
 
@@ -78,7 +79,8 @@ export const releaseStep = step({
       record, artifacts, sbom: makeSbom(full), provenance: makeProvenance(full, artifacts), signer, signal,
       onProgress: (file, done, total) => p.status(`${file.split('/').pop()}: ${Math.floor((100 * done) / Math.max(total, 1))}%`),
     });
-    ctx.release = { store: cfg.store, ref: res.ref, digest: res.digest };
-    p.log(`${res.ref} ${res.digest}${signer ? ' (signed)' : ' (unsigned)'}`);
+    ctx.release = { store: cfg.store, ref: res.ref, digest: res.digest, ...(res.identical ? { identical: true } : {}) };
+    if (res.identical) p.log(`${res.ref} already released, identical: ${res.digest} has the same artifacts${res.ours ? ` (this build's record differs only in its build facts: ${res.ours})` : ''}`);
+    else p.log(`${res.ref} ${res.digest}${signer ? ' (signed)' : ' (unsigned)'}`);
   },
 });

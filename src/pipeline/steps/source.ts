@@ -25,8 +25,8 @@ export const sourceStep = step({
     const signed = trust.verified ? `InRelease ${trust.inReleaseSha256.slice(0, 16)}… signed by ${trust.signingKeyFingerprint}` : 'InRelease NOT verified (source.debian.verify: false)';
     p.log(locked ? `packages from kiln.lock (resolved from ${signed})` : signed);
     const t0 = Date.now();
-    const base = await ctx.drivers.baseTarball(d, trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')), locked ? lockedBase(locked) : undefined);
-    p.log(base.cached ? `base tree from cache (${base.key.slice(0, 12)})` : `base tree built by mmdebstrap in ${humanSeconds(Date.now() - t0)}`);
+    const base = await ctx.drivers.baseTarball(d, trust, ctx.cacheDir, ctx.workDir, ctx.logger, (l) => p.status(l.replace(/^I: /, '')), locked ? lockedBase(locked) : undefined, ctx.remoteCache);
+    p.log(base.cached ? `base tree from ${base.remote ? `the cache at ${ctx.remoteCache?.location}` : 'cache'} (${base.key.slice(0, 12)})` : `base tree built by mmdebstrap in ${humanSeconds(Date.now() - t0)}`);
     // The tree itself is unpacked by the configure step, and only when no cached step output makes it unnecessary.
     ctx.base = { tar: base.tar };
     const packages = await ctx.drivers.basePackagesOfTar(base.tar, join(ctx.workDir, 'base-dpkg'));

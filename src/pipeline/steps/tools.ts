@@ -12,7 +12,7 @@ import { lockedController } from './lock.js';
 const prepared = new WeakMap<object, { controller: Controller; ms: number }>();
 
 function controllerOf(ctx: BuildContext, status: (l: string) => void): Promise<Controller> {
-  return ctx.lock ? lockedController(ctx, ctx.lock, status) : ctx.drivers.controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status);
+  return ctx.lock ? lockedController(ctx, ctx.lock, status) : ctx.drivers.controllerFor(ctx.template.config, ctx.cacheDir, ctx.workDir, ctx.logger, status, undefined, ctx.remoteCache);
 }
 
 export const toolsStep = step({

@@ -1,0 +1,151 @@
+/**
+ * The GitLab pipeline `kiln plan --emit gitlab` writes, run for real on this machine by
+ * gitlab-ci-local (npm, shell executor with --shell-isolation: every job in its own copy of the
+ * checkout, so its own empty .kiln/cache), with Debian's docker-registry on 127.0.0.1 as the
+ * shared release store and step cache, and a bare git repository as the remote the runner clones.
+ *
+ * The family: `base` from the Debian archive, `web` and `worker` on base@release-0.1.0 (the version
+ * this pipeline builds), each with a one-task playbook and one format (qcow2), so the three stages
+ * cost what a pipeline costs, not what a big image does. A second job builds worker too: two
+ * runners racing to release one version with the same content.
+ *
+ * 1. The first run builds base, then web and worker side by side (and the racing worker); every job
+ *    passes, one worker job reports "already released, identical".
+ * 2. The same pipeline again, every job on a fresh copy with an empty cache: every step comes from
+ *    the registry, nothing is built or pushed, and every job reports the release identical.
+ *
+ * A different build of a released version (the tag moved to another commit) failing with the conflict
+ * is test/e2e/step-cache.test.ts, with the example's seven formats.
+ */
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parse, stringify } from 'yaml';
+import { openStore } from '../../src/store/index.js';
+import { E2E_DIR, git, KILN, ROOT, RUN_ID } from './fixture.js';
+import { startRegistry, type TestRegistry } from '../unit/store-registry-fixture.js';
+
+const GCL = join(ROOT, 'node_modules', '.bin', 'gitlab-ci-local');
+const HERE = join(E2E_DIR, RUN_ID, 'ci-family');
+const DATE = '2026-11-20T12:00:00Z';
+
+function image(name: string, source: string, task: string): Record<string, string> {
+  return {
+    'kiln.yaml': `name: ${name}\ndescription: the CI family's ${name}\n${source}provision:\n  playbook: playbook.yml\ndisk:\n  size: 2GiB\n  hostname: ${name}\nformats: [qcow2]\nrelease:\n  store: STORE\n`,
+    'playbook.yml': `- name: ${name}\n  hosts: all\n  gather_facts: false\n  tasks:\n    - name: ${task}\n      ansible.builtin.copy:\n        dest: /etc/${name}-role\n        content: "${name}\\n"\n        mode: "0644"\n`,
+  };
+}
+
+interface Run { code: number | null; out: string; seconds: number }
+
+/** gitlab-ci-local in the runner's checkout; KILN_CACHE_DIR unset, so each job's cache is its own copy's .kiln/cache. */
+function runPipeline(cwd: string): Promise<Run> {
+  const log = join(E2E_DIR, RUN_ID, 'logs', `pipeline-${Date.now()}.log`);
+  mkdirSync(join(E2E_DIR, RUN_ID, 'logs'), { recursive: true });
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.KILN_CACHE_DIR;
+  const t0 = Date.now();
+  return new Promise((res) => {
+    const child = spawn(GCL, ['--file', '.kiln-ci/pipeline.yml', '--shell-isolation', '--no-color', '--variable', `KILN=${process.execPath} ${KILN}`], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const add = (d: Buffer) => { out += d.toString(); appendFileSync(log, d); };
+    child.stdout.on('data', add);
+    child.stderr.on('data', add);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 40 * 60_000);
+    child.on('close', (code) => { clearTimeout(timer); res({ code, out, seconds: (Date.now() - t0) / 1000 }); });
+  });
+}
+
+/** The lines a job printed ("build:base  > …"), by the job's name as gitlab-ci-local shows it. */
+function jobLines(out: string, job: string): string[] {
+  return out.split('\n').filter((l) => l.startsWith(job) && /^\S[^>]*>/.test(l));
+}
+
+describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bare remote)', () => {
+  let reg: TestRegistry;
+  let store: string;
+  let checkout: string;
+  const digests = new Map<string, string>();
+  before(async () => {
+    reg = await startRegistry();
+    store = `oci://127.0.0.1:${reg.port}/family`;
+    rmSync(HERE, { recursive: true, force: true });
+    const src = join(HERE, 'src');
+    const images: Record<string, Record<string, string>> = {
+      base: image('base', 'source:\n  debian:\n    suite: trixie\n', 'Mark the base'),
+      web: image('web', `source:\n  release:\n    ref: base@release-0.1.0\n    store: STORE\n    format: qcow2\n`, 'Mark the web image'),
+      worker: image('worker', `source:\n  release:\n    ref: base@release-0.1.0\n    store: STORE\n    format: qcow2\n`, 'Mark the worker image'),
+    };
+    for (const [name, files] of Object.entries(images)) {
+      mkdirSync(join(src, name), { recursive: true });
+      for (const [f, text] of Object.entries(files)) writeFileSync(join(src, name, f), text.replace(/STORE/g, store));
+    }
+    writeFileSync(join(src, '.gitignore'), '.kiln/\n.kiln-ci/\n.gitlab-ci-local/\n');
+    git(src, 'init', '-q', '-b', 'main');
+    git(src, 'add', '-A');
+    const env = { ...process.env, GIT_AUTHOR_DATE: DATE, GIT_COMMITTER_DATE: DATE };
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('git', ['-C', src, '-c', 'user.email=e2e@kiln.test', '-c', 'user.name=Kiln E2E', 'commit', '-qm', 'the family'], { env });
+    git(src, 'tag', 'release-0.1.0');
+    // The remote, and the runner's checkout of it.
+    git(HERE, 'clone', '-q', '--bare', src, join(HERE, 'remote.git'));
+    checkout = join(HERE, 'checkout');
+    git(HERE, 'clone', '-q', join(HERE, 'remote.git'), checkout);
+    // The pipeline: generated by kiln plan (what a generating job does), with one more job building
+    // worker: two runners racing for one version.
+    const { execFileSync: run } = await import('node:child_process');
+    run(process.execPath, [KILN, 'plan', '.', '--emit', 'gitlab', '--cache', `oci://127.0.0.1:${reg.port}/ci`, '--out', '.kiln-ci/pipeline.yml'], { cwd: checkout, stdio: 'pipe' });
+    const p = parse(readFileSync(join(checkout, '.kiln-ci', 'pipeline.yml'), 'utf8')) as Record<string, { needs?: unknown[]; script?: string[]; stage?: string }>;
+    p['race:worker'] = { stage: 'build-2', needs: ['build:base'], variables: { IMAGE: 'worker', DIR: 'worker' }, script: p['build:base'].script } as (typeof p)[string];
+    writeFileSync(join(checkout, '.kiln-ci', 'pipeline.yml'), stringify(p));
+  });
+  // The jobs' copies hold a tools tree, a base and a disk each: gigabytes the rest of the run does not need.
+  after(async () => { await reg?.stop(); if (checkout) rmSync(join(checkout, '.gitlab-ci-local'), { recursive: true, force: true }); });
+
+  test('the emitted pipeline: base, then web and worker side by side; jobs call kiln only', () => {
+    const p = parse(readFileSync(join(checkout, '.kiln-ci', 'pipeline.yml'), 'utf8')) as Record<string, { needs?: unknown[]; script?: string[]; parallel?: { matrix: { IMAGE: string }[] } }> & { variables: Record<string, string> };
+    assert.deepEqual(p['build:base'].script, ['cd "$DIR"', '$KILN build --if-released verify']);
+    assert.deepEqual(p['build:stage2:web+worker'].parallel?.matrix.map((m) => m.IMAGE), ['web', 'worker']);
+    assert.deepEqual(p['build:stage2:web+worker'].needs, ['build:base']);
+    assert.equal(p.variables.KILN_CACHE_REMOTE, `oci://127.0.0.1:${reg.port}/ci`);
+  });
+
+  test('first run: every job passes in dependency order, web and worker in parallel; the racing worker job is "identical"', async () => {
+    const r = await runPipeline(checkout);
+    assert.equal(r.code, 0, r.out.slice(-6000));
+    const at = (re: RegExp) => r.out.split('\n').findIndex((l) => re.test(l));
+    const baseDone = at(/^build:base\s.*finished in/);
+    for (const child of ['web', 'worker']) {
+      assert.ok(baseDone >= 0 && at(new RegExp(`^build:stage2:web\\+worker: \\[${child},${child}\\]\\s.*starting shell`)) > baseDone, `${child} starts after base finished`);
+    }
+    // Side by side: both stage-2 jobs started before either finished.
+    const firstFinish = Math.min(...['web', 'worker'].map((c) => at(new RegExp(`^build:stage2:web\\+worker: \\[${c},${c}\\]\\s.*finished in`))));
+    assert.ok(['web', 'worker'].every((c) => at(new RegExp(`^build:stage2:web\\+worker: \\[${c},${c}\\]\\s.*starting shell`)) < firstFinish), 'web and worker ran in parallel');
+    const released = await openStore(store, HERE);
+    for (const name of ['base', 'web', 'worker']) {
+      const e = await released.release(name, 'release-0.1.0');
+      assert.ok(e, `${name}@release-0.1.0 is in the registry`);
+      digests.set(name, e.digest);
+    }
+    // The two worker jobs: one released it, the other found the same artifacts there.
+    const workerLines = [...jobLines(r.out, 'build:stage2:web+worker: [worker,worker]'), ...jobLines(r.out, 'race:worker')].join('\n');
+    assert.equal((workerLines.match(/already released, identical/g) ?? []).length, 1, workerLines.slice(-3000));
+    assert.equal((workerLines.match(/released: worker@release-0\.1\.0 \(sha256:[0-9a-f]{64}\)/g) ?? []).length, 2);
+    assert.ok(workerLines.includes(digests.get('worker') ?? '?'));
+  });
+
+  test('second run, every runner empty: every step from the registry, nothing built or pushed, every release identical', async () => {
+    const r = await runPipeline(checkout);
+    assert.equal(r.code, 0, r.out.slice(-6000));
+    for (const job of ['build:base', 'build:stage2:web+worker: [web,web]', 'build:stage2:web+worker: [worker,worker]', 'race:worker']) {
+      const lines = jobLines(r.out, job).join('\n');
+      assert.match(lines, /already released, identical/, job);
+      assert.match(lines, /cache oci:\/\/127\.0\.0\.1:\d+\/ci: \d+ from it \(.*disk [0-9a-f]{12}.*\); 0 pushed/, `${job}: ${lines.slice(-1500)}`);
+      assert.doesNotMatch(lines, /built by mmdebstrap|TASK /, `${job} built nothing`);
+    }
+    const released = await openStore(store, HERE);
+    for (const [name, digest] of digests) assert.equal((await released.release(name, 'release-0.1.0'))?.digest, digest, `${name} is the first run's release`);
+  });
+});

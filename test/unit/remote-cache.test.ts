@@ -1,0 +1,161 @@
+/**
+ * The step cache shared through a registry (src/pipeline/remote-cache.ts), against Debian's
+ * docker-registry on 127.0.0.1: a fresh runner's empty cache gets an entry pushed by another,
+ * sparse and verified; what a compromised registry serves (a file that is not what its layer says,
+ * an entry filed under another key or kind, a layer longer than its file) is a miss with a warning, never an entry.
+ */
+import { strict as assert } from 'node:assert';
+import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync, writeSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { silentLogger } from '../../src/log.js';
+import { CACHE_MT, CACHE_REPO, RemoteCache } from '../../src/pipeline/remote-cache.js';
+import { StepCache } from '../../src/pipeline/step-cache.js';
+import { MT } from '../../src/store/oci.js';
+import { RegistryStore } from '../../src/store/registry.js';
+import { scratch } from './store-fixtures.js';
+import { startRegistry, type TestRegistry } from './store-registry-fixture.js';
+
+let reg: TestRegistry;
+before(async () => { reg = await startRegistry(); });
+after(async () => { await reg?.stop(); });
+
+const key = (s: string) => createHash('sha256').update(s).digest('hex');
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+function capture() {
+  const warnings: string[] = [];
+  return { warnings, logger: { ...silentLogger, warn: (m: string) => { warnings.push(m); } } };
+}
+
+/** A 64 MiB file with 1 MiB of data at its start and end, holes between. */
+function sparseFile(path: string): { sha256: string; size: number } {
+  const fd = openSync(path, 'w');
+  const head = randomBytes(1 << 20);
+  const tail = randomBytes(1 << 20);
+  writeSync(fd, head, 0, head.length, 0);
+  writeSync(fd, tail, 0, tail.length, (64 << 20) - tail.length);
+  closeSync(fd);
+  const h = createHash('sha256').update(head).update(Buffer.alloc((64 << 20) - 2 * (1 << 20))).update(tail);
+  return { sha256: h.digest('hex'), size: 64 << 20 };
+}
+
+test('an entry pushed by one runner is a verified, sparse local entry on a runner with an empty cache', async () => {
+  const spec = `oci://127.0.0.1:${reg.port}/team`;
+  const a = scratch();
+  const disk = sparseFile(join(a, 'disk.raw'));
+  const k = key('disk-1');
+  const remoteA = new RemoteCache(spec, join(a, 'cache', 'remote-push'), silentLogger);
+  const cacheA = new StepCache(join(a, 'cache'), silentLogger, remoteA);
+  await cacheA.put('disk', k, { tree: 'abc' }, { layout: 'gpt' }, [{ name: 'disk.raw', from: join(a, 'disk.raw') }]);
+  await remoteA.flush();
+  assert.deepEqual(remoteA.stats.pushed, [`disk ${k.slice(0, 12)}`]);
+  // In the registry: one artifact tagged with the key, its layer a sparse tar (the data, not the holes).
+  const m = JSON.parse(Buffer.from(await (await fetch(`${reg.url}/v2/team/${CACHE_REPO}/manifests/${k}`, { headers: { accept: MT.manifest } })).arrayBuffer()).toString('utf8')) as { artifactType: string; layers: { size: number; annotations: Record<string, string> }[] };
+  assert.equal(m.artifactType, CACHE_MT.artifact);
+  assert.equal(m.layers[0].annotations['dev.kiln.cache.sha256'], disk.sha256);
+  assert.ok(m.layers[0].size < 4 << 20, `the layer holds the data, not the holes: ${m.layers[0].size} bytes`);
+
+  const b = scratch();
+  const remoteB = new RemoteCache(spec, join(b, 'cache', 'remote-push'), silentLogger);
+  const cacheB = new StepCache(join(b, 'cache'), silentLogger, remoteB);
+  const hit = await cacheB.get<{ layout: string }>('disk', k);
+  assert.ok(hit, 'the remote entry is a hit');
+  assert.deepEqual(hit.data, { layout: 'gpt' });
+  const file = hit.file('disk.raw');
+  assert.equal(sha(readFileSync(file)), disk.sha256);
+  assert.ok(statSync(file).blocks * 512 < 8 << 20, `the pulled disk is sparse (${statSync(file).blocks * 512} bytes allocated)`);
+  assert.deepEqual(cacheB.fromRemote, ['disk']);
+  assert.deepEqual(remoteB.stats.hits, [`disk ${k.slice(0, 12)}`]);
+  // Now local: a second get does not ask the registry (it is the local entry, and a push finds the registry has it).
+  assert.ok(await cacheB.get('disk', k));
+  await remoteB.flush();
+  assert.deepEqual(remoteB.stats.hits.length, 1);
+  assert.deepEqual(remoteB.stats.pushed, [], 'the registry had it: nothing pushed again');
+  // A step the registry does not have is a miss.
+  assert.equal(await cacheB.get('disk', key('disk-2')), undefined);
+});
+
+test('what a compromised registry serves is a miss with a warning, never an entry', async () => {
+  const spec = `oci://127.0.0.1:${reg.port}/evil`;
+  const registry = new RegistryStore(spec);
+  /** A layer as a hostile registry might make it: a tar of these members. */
+  const tarLayer = (members: { name: string; data?: Buffer; link?: string; stored?: string }[]): Buffer => {
+    const d = scratch('kiln-layer-');
+    mkdirSync(join(d, 'in'));
+    for (const m of members) {
+      if (m.link) symlinkSync(m.link, join(d, 'in', m.name));
+      else writeFileSync(join(d, 'in', m.name), m.data ?? Buffer.alloc(0));
+    }
+    // stored: the name the archive gives the member (GNU tar's --transform writes any name).
+    const renames = members.filter((m) => m.stored).map((m) => `--transform=s|^${m.name}$|${m.stored}|`);
+    execFileSync('tar', ['--format=posix', ...renames, '-cf', join(d, 'l.tar'), '-C', join(d, 'in'), ...members.map((m) => m.name)]);
+    return readFileSync(join(d, 'l.tar'));
+  };
+  const put = async (k: string, kind: string, files: { name: string; layer: Buffer; sha256: string; size: number }[]) => {
+    const layers = [];
+    for (const f of files) {
+      const digest = `sha256:${sha(f.layer)}`;
+      await registry.putBlob(CACHE_REPO, { digest, size: f.layer.length, bytes: f.layer });
+      layers.push({ mediaType: CACHE_MT.file, digest, size: f.layer.length, annotations: { 'org.opencontainers.image.title': f.name, 'dev.kiln.cache.sha256': f.sha256, 'dev.kiln.cache.size': String(f.size) } });
+    }
+    const config = Buffer.from(JSON.stringify({ kind, key: k, meta: { inputs: {}, data: null } }));
+    await registry.putBlob(CACHE_REPO, { digest: `sha256:${sha(config)}`, size: config.length, bytes: config });
+    const manifest = { schemaVersion: 2, mediaType: MT.manifest, artifactType: CACHE_MT.artifact, config: { mediaType: CACHE_MT.config, digest: `sha256:${sha(config)}`, size: config.length }, layers };
+    await registry.createTag(CACHE_REPO, k, Buffer.from(JSON.stringify(manifest)), MT.manifest);
+  };
+  const good = randomBytes(4096);
+  const honest = (name = 'tree.tar', data = good) => ({ name, layer: tarLayer([{ name, data }]), sha256: sha(data), size: data.length });
+  const cases: [string, () => Promise<string>, RegExp][] = [
+    ['a file that is not what its layer says', async () => { const k = key('lie'); await put(k, 'tree', [{ ...honest(), sha256: sha(randomBytes(8)) }]); return k; }, /tree\.tar unpacks to sha256 [0-9a-f]{64}; its layer says/],
+    ['a file of another size than its layer says', async () => { const k = key('size'); await put(k, 'tree', [{ ...honest(), size: 4000 }]); return k; }, /tree\.tar unpacks to 4096 bytes; its layer says 4000/],
+    ['an entry filed under another key', async () => { const k = key('moved'); const other = key('other'); await put(k, 'tree', [honest()]); const m = await registry.getManifest(CACHE_REPO, k); await registry.createTag(CACHE_REPO, other, m!.bytes, MT.manifest); return other; }, /is an entry for tree [0-9a-f]{12}, not tree/],
+    ['an entry of another step', async () => { const k = key('kind'); await put(k, 'disk', [honest()]); return k; }, /is an entry for disk .* not tree/],
+    ['a layer longer than its file', async () => { const k = key('bomb'); await put(k, 'tree', [{ name: 'tree.tar', layer: tarLayer([{ name: 'tree.tar', data: Buffer.alloc(40 << 20) }]), sha256: sha(good), size: 1024 }]); return k; }, /is longer than its file's size with the tar headers/],
+    ['a path as a file name', async () => { const k = key('path'); await put(k, 'tree', [{ ...honest(), name: '../../escape' }]); return k; }, /expected a plain file name/],
+    ['a layer of two files', async () => { const k = key('two'); await put(k, 'tree', [{ ...honest(), layer: tarLayer([{ name: 'tree.tar', data: good }, { name: 'extra', data: good }]) }]); return k; }, /holds 2 entries; a cache layer holds one file/],
+    ['a symbolic link out of the cache', async () => { const k = key('link'); await put(k, 'tree', [{ ...honest(), layer: tarLayer([{ name: 'tree.tar', link: '/etc/passwd' }]) }]); return k; }, /holds tree\.tar, not a regular file/],
+    ['a member that climbs out', async () => { const k = key('climb'); await put(k, 'tree', [{ ...honest(), layer: tarLayer([{ name: 'x', stored: '../../escape', data: good }]) }]); return k; }, /tar -x of .* failed \(exit 2\): .*(Member name contains '\.\.'|Removing leading)|holds 0 entries/],
+  ];
+  for (const [what, make, why] of cases) {
+    const k = await make();
+    const dir = scratch();
+    const { warnings, logger } = capture();
+    const cache = new StepCache(join(dir, 'cache'), logger, new RemoteCache(spec, join(dir, 'cache', 'remote-push'), logger, { push: false }));
+    assert.equal(await cache.get('tree', k), undefined, what);
+    assert.equal(warnings.length, 1, `${what}: ${warnings.join('; ')}`);
+    assert.match(warnings[0], why, what);
+    assert.equal(existsSync(join(dir, 'cache', 'steps', k)), false, `${what}: no local entry`);
+    assert.equal(existsSync(join(dir, 'escape')) || existsSync(join(dir, 'cache', 'escape')) || existsSync(join(dir, 'cache', 'steps', 'escape')), false, `${what}: nothing outside the pull's own directory`);
+  }
+});
+
+test('a registry that is down is a warning: the build gets a miss, and a push failure never fails it', async () => {
+  const dir = scratch();
+  const { warnings, logger } = capture();
+  const remote = new RemoteCache('oci://127.0.0.1:9/none', join(dir, 'cache', 'remote-push'), logger);
+  const cache = new StepCache(join(dir, 'cache'), logger, remote);
+  assert.equal(await cache.get('tree', key('x')), undefined);
+  assert.match(warnings.join('\n'), /cannot reach registry oci:\/\/127\.0\.0\.1:9\/none/);
+  await cache.put('audit', key('y'), {}, null, []);
+  await remote.flush();
+  assert.equal(remote.stats.failed.length, 1);
+  assert.ok(await cache.get('audit', key('y')), 'the local entry is there all the same');
+});
+
+test('KILN_CACHE_REMOTE_PUSH=0 reads and never writes', async () => {
+  const spec = `oci://127.0.0.1:${reg.port}/readonly`;
+  const dir = scratch();
+  process.env.KILN_CACHE_REMOTE_PUSH = '0';
+  try {
+    const remote = new RemoteCache(spec, join(dir, 'cache', 'remote-push'), silentLogger);
+    await new StepCache(join(dir, 'cache'), silentLogger, remote).put('audit', key('ro'), {}, null, []);
+    await remote.flush();
+    assert.equal(remote.push, false);
+    assert.equal((await fetch(`${reg.url}/v2/readonly/${CACHE_REPO}/manifests/${key('ro')}`, { method: 'HEAD', headers: { accept: MT.manifest } })).status, 404);
+  } finally {
+    delete process.env.KILN_CACHE_REMOTE_PUSH;
+  }
+});
