@@ -16,6 +16,12 @@
  *
  * A different build of a released version (the tag moved to another commit) failing with the conflict
  * is test/e2e/step-cache.test.ts, with the example's seven formats.
+ *
+ * The registry starts with the tools tree and the base tree (the family's base is the example's
+ * Debian: same suite, packages and archive state), pushed from the suite's own cache, as a team's
+ * registry holds them from earlier pipelines: the jobs pay for the family's steps, not for two
+ * mmdebstrap runs the example already made (on a fresh CI machine, minutes of downloads). When the
+ * suite's cache lacks them (this file run alone) the seeding builds them.
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
@@ -24,7 +30,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { openStore } from '../../src/store/index.js';
-import { E2E_DIR, git, KILN, ROOT, RUN_ID } from './fixture.js';
+import { silentLogger } from '../../src/log.js';
+import { RemoteCache } from '../../src/pipeline/remote-cache.js';
+import { controllerFor } from '../../src/sandbox/tools.js';
+import { baseTarball, verifyArchive } from '../../src/source/debian.js';
+import { loadTemplate } from '../../src/template/load.js';
+import { CACHE_DIR, E2E_DIR, git, KILN, ROOT, RUN_ID } from './fixture.js';
 import { startRegistry, type TestRegistry } from '../unit/store-registry-fixture.js';
 
 const GCL = join(ROOT, 'node_modules', '.bin', 'gitlab-ci-local');
@@ -56,6 +67,20 @@ function runPipeline(cwd: string): Promise<Run> {
     const timer = setTimeout(() => child.kill('SIGKILL'), 40 * 60_000);
     child.on('close', (code) => { clearTimeout(timer); res({ code, out, seconds: (Date.now() - t0) / 1000 }); });
   });
+}
+
+/** Pushes the tools tree and the base tree of the image at dir to the cache at spec, from the suite's cache (building what it lacks). */
+async function seed(dir: string, spec: string): Promise<string[]> {
+  const c = loadTemplate(join(dir, 'kiln.yaml')).config;
+  const work = join(HERE, 'seed');
+  mkdirSync(work, { recursive: true });
+  const remote = new RemoteCache(spec, join(work, 'push'), silentLogger);
+  await controllerFor(c, CACHE_DIR, work, silentLogger, undefined, undefined, remote);
+  const trust = await verifyArchive(c.source.debian, work, silentLogger);
+  await baseTarball(c.source.debian, trust, CACHE_DIR, work, silentLogger, undefined, undefined, remote);
+  await remote.flush();
+  rmSync(work, { recursive: true, force: true });
+  return remote.stats.pushed;
 }
 
 /** The lines a job printed ("build:base  > …"), by the job's name as gitlab-ci-local shows it. */
@@ -100,6 +125,8 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
     const p = parse(readFileSync(join(checkout, '.kiln-ci', 'pipeline.yml'), 'utf8')) as Record<string, { needs?: unknown[]; script?: string[]; stage?: string }>;
     p['race:worker'] = { stage: 'build-2', needs: ['build:base'], variables: { IMAGE: 'worker', DIR: 'worker' }, script: p['build:base'].script } as (typeof p)[string];
     writeFileSync(join(checkout, '.kiln-ci', 'pipeline.yml'), stringify(p));
+    const seeded = await seed(join(checkout, 'base'), `oci://127.0.0.1:${reg.port}/ci`);
+    assert.equal(seeded.length, 2, `the tools tree and the base tree are in the registry: ${seeded.join(', ')}`);
   });
   // The jobs' copies hold a tools tree, a base and a disk each: gigabytes the rest of the run does not need.
   after(async () => { await reg?.stop(); if (checkout) rmSync(join(checkout, '.gitlab-ci-local'), { recursive: true, force: true }); });
@@ -123,6 +150,10 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
     // Side by side: both stage-2 jobs started before either finished.
     const firstFinish = Math.min(...['web', 'worker'].map((c) => at(new RegExp(`^build:stage2:web\\+worker: \\[${c},${c}\\]\\s.*finished in`))));
     assert.ok(['web', 'worker'].every((c) => at(new RegExp(`^build:stage2:web\\+worker: \\[${c},${c}\\]\\s.*starting shell`)) < firstFinish), 'web and worker ran in parallel');
+    // The base job took the seeded tools and base trees from the registry (and built the rest).
+    const baseLines = jobLines(r.out, 'build:base').join('\n');
+    assert.match(baseLines, /cache oci:\/\/127\.0\.0\.1:\d+\/ci: \d+ from it \((?=.*tools [0-9a-f]{12})(?=.*base [0-9a-f]{12}).*\); [1-9]\d* pushed/, baseLines.slice(-1500));
+    assert.doesNotMatch(baseLines, /built by mmdebstrap/, 'the base job ran no mmdebstrap');
     const released = await openStore(store, HERE);
     for (const name of ['base', 'web', 'worker']) {
       const e = await released.release(name, 'release-0.1.0');
