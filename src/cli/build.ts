@@ -3,7 +3,6 @@ import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { findTemplate, loadTemplate } from '../template/load.js';
 import { parse, type Command } from './command.js';
-import { publishReleaseToAws } from '../cloud/aws/publish.js';
 import { buildStore } from '../pipeline/steps/release-store.js';
 import { waitSeconds } from '../template/schema.js';
 
@@ -39,7 +38,7 @@ export const buildCommand: Command = {
     if (aws?.on_build && record.release) {
       // The release is made and immutable whatever happens here; a failed publish is retried with kiln publish.
       try {
-        const out = await publishReleaseToAws(await buildStore({ template }), record.release.ref, {
+        const out = await (await import('../cloud/aws/publish.js')).publishReleaseToAws(await buildStore({ template }), record.release.ref, {
           regions: aws.regions, bootMode: aws.boot_mode, parallel: aws.parallel, waitSeconds: waitSeconds(aws.wait), logger,
         });
         for (const p of out) logger.info(`published to aws ${p.region}: ${p.imageId}${p.existing ? ' (already there)' : ''}`);

@@ -2,9 +2,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { pruneAws } from '../cloud/aws/prune.js';
-import { pruneAzure } from '../cloud/azure/prune.js';
-import { pruneGce } from '../cloud/gce/prune.js';
 import { loadTemplate } from '../template/load.js';
 import { STORE_USAGE, storeFromFlags, storeOptions } from '../store/from-cli.js';
 import { parse, type Command } from './command.js';
@@ -38,20 +35,20 @@ export const pruneCommand: Command = {
     if (values.cloud === 'gce') {
       const cfg = config?.publish?.gce;
       if (!cfg) throw new KilnError('kiln prune --cloud gce needs publish.gce in kiln.yaml (the project and bucket)', { exitCode: 2 });
-      const plan = await pruneGce(store, positionals[0], cfg, { rule, graceDays, apply, logger });
+      const plan = await (await import('../cloud/gce/prune.js')).pruneGce(store, positionals[0], cfg, { rule, graceDays, apply, logger });
       rows = plan.map((d) => ({ action: d.step === 'none' ? 'keep' : d.step, where: cfg.project, id: d.image, version: d.version, what: d.deprecated ? `deprecated ${d.deprecated}` : '-', why: d.why }));
       where = cfg.project;
       if (values.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
     } else if (values.cloud === 'azure') {
       const cfg = config?.publish?.azure;
       if (!cfg) throw new KilnError('kiln prune --cloud azure needs publish.azure in kiln.yaml (the gallery and storage account)', { exitCode: 2 });
-      const plan = await pruneAzure(store, positionals[0], cfg, { rule, apply, logger });
+      const plan = await (await import('../cloud/azure/prune.js')).pruneAzure(store, positionals[0], cfg, { rule, apply, logger });
       rows = plan.map((d) => ({ action: d.action, where: cfg.location, id: d.id, version: d.version, what: d.blob ?? '-', why: d.why }));
       where = `${cfg.gallery}/${cfg.image_definition ?? positionals[0]}`;
       if (values.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
     } else {
       const regions = values.region?.length ? values.region : config?.publish?.aws?.regions ?? [];
-      const plan = await pruneAws(store, positionals[0], { regions, rule, apply, logger });
+      const plan = await (await import('../cloud/aws/prune.js')).pruneAws(store, positionals[0], { regions, rule, apply, logger });
       rows = plan.map((d) => ({ action: d.action, where: d.region, id: d.imageId, version: d.version, what: d.snapshots.join(',') || '-', why: d.why }));
       where = regions.join(', ');
       if (values.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');

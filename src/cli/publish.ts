@@ -3,9 +3,6 @@ import { join } from 'node:path';
 import { InterruptedError, KilnError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { BOOT_MODES, type BootMode } from '../cloud/fitness.js';
-import { publishReleaseToAws } from '../cloud/aws/publish.js';
-import { publishReleaseToAzure } from '../cloud/azure/publish.js';
-import { publishReleaseToGce } from '../cloud/gce/publish.js';
 import { loadTemplate } from '../template/load.js';
 import { waitSeconds, type AwsPublishConfig } from '../template/schema.js';
 import { STORE_USAGE, storeFromFlags, storeOptions, type StoreFlags } from '../store/from-cli.js';
@@ -36,6 +33,7 @@ export const publishCommand: Command = {
     try { wait = values.wait ?? cfg.wait ? waitSeconds(values.wait ?? cfg.wait ?? '') : undefined; } catch { throw new KilnError(`--wait ${values.wait}: expected a duration such as 30m or 90s`, { exitCode: 2 }); }
     const store = await storeFromFlags(values);
     const logger = createLogger({ verbose: values.verbose });
+    const { publishReleaseToAws } = await import('../cloud/aws/publish.js');
     const out = await interruptible((signal) => publishReleaseToAws(store, positionals[0], { regions, bootMode: bootMode as BootMode | undefined, parallel, waitSeconds: wait, logger, signal }));
     if (values.json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
     else for (const p of out) process.stdout.write(`aws\t${p.region}\t${p.imageId}${p.existing ? '\t(already published)' : ''}\n`);
@@ -51,6 +49,7 @@ async function publishAzure(ref: string, values: { json?: boolean; verbose?: boo
   if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 100)) throw new KilnError(`--parallel ${values.parallel}: expected a whole number from 1 to 100`, { exitCode: 2 });
   const store = await storeFromFlags(values);
   const logger = createLogger({ verbose: values.verbose });
+  const { publishReleaseToAzure } = await import('../cloud/azure/publish.js');
   const p = await interruptible((signal) => publishReleaseToAzure(store, ref, { ...cfg, regions }, { logger, parallel, signal }));
   if (values.json) process.stdout.write(JSON.stringify(p, null, 2) + '\n');
   else process.stdout.write(`azure\t${p.location}\t${p.versionId}${p.existing ? '\t(already published)' : ''}\n`);
@@ -69,6 +68,7 @@ async function publishGce(ref: string, values: { json?: boolean; verbose?: boole
   }
   const store = await storeFromFlags(values);
   const logger = createLogger({ verbose: values.verbose });
+  const { publishReleaseToGce } = await import('../cloud/gce/publish.js');
   const p = await interruptible((signal) => publishReleaseToGce(store, ref, { ...cfg, wait }, { logger, signal }));
   if (values.json) process.stdout.write(JSON.stringify(p, null, 2) + '\n');
   else process.stdout.write(`gce\t${p.project}\t${p.path}${p.existing ? '\t(already published)' : ''}\n`);

@@ -78,15 +78,30 @@ function capped(limit: number, what: string): Transform {
   });
 }
 
-/** A child process's exit: rejects with its stderr on a non-zero status. */
-function exited(child: ChildProcess, what: string): Promise<void> {
+/**
+ * A child process's exit: rejects with its stderr on a non-zero status, except exit 1 when every
+ * line it wrote matches harmless (GNU tar's exit 1 is "some files differ": a warning, not a failure).
+ */
+function exited(child: ChildProcess, what: string, harmless?: RegExp): Promise<void> {
   let err = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => { if (err.length < 4000) err += d; });
   return new Promise((res, rej) => {
     child.on('error', rej);
-    child.on('close', (code, sig) => (code === 0 ? res() : rej(new KilnError(`${what} failed (${sig ?? `exit ${code}`}): ${err.trim().split('\n').slice(-3).join('; ')}`))));
+    child.on('close', (code, sig) => {
+      const lines = err.trim().split('\n').filter(Boolean);
+      if (code === 0 || (code === 1 && harmless && lines.length > 0 && lines.every((l) => harmless.test(l)))) res();
+      else rej(new KilnError(`${what} failed (${sig ?? `exit ${code}`}): ${lines.slice(-3).join('; ')}`));
+    });
   });
 }
+
+/**
+ * What tar says when a file's ctime moved while it read it. A cache entry's files are written once
+ * (renamed into place) and never rewritten, but a later step hard-links the raw disk out of its entry
+ * while the push reads it, which moves the ctime; the bytes are the same. (Were they not, the puller's
+ * check of every file's sha256 would refuse the entry.)
+ */
+const FILE_CHANGED = /: file changed as we read it$/;
 
 /**
  * A file as a layer: GNU tar's sparse archive of it (holes are read as holes, SEEK_HOLE, so a 2 GiB
@@ -94,7 +109,7 @@ function exited(child: ChildProcess, what: string): Promise<void> {
  */
 async function packLayer(file: string, out: string, signal: AbortSignal): Promise<{ digest: string; size: number }> {
   const tar = spawn('tar', ['--sparse', '--format=posix', '--numeric-owner', '--owner=0', '--group=0', '--mtime=@0', '-cf', '-', '-C', dirname(file), basename(file)], { stdio: ['ignore', 'pipe', 'pipe'], signal });
-  const done = exited(tar, `tar of ${file}`);
+  const done = exited(tar, `tar of ${file}`, FILE_CHANGED);
   const hs = hashingStream(Number.MAX_SAFE_INTEGER);
   await Promise.all([pipeline(tar.stdout!, hs, createWriteStream(out), { signal }), done]);
   return { digest: hs.digest(), size: hs.bytes() };

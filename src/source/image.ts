@@ -17,7 +17,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { intactEntry, removeDeadTemps, entryTemp, commitEntry } from '../cache-entry.js';
-import { findAmi, isAmiUrl, parseAmiUrl, readAmi } from '../cloud/aws/upstream.js';
+import { isAmiUrl, parseAmiUrl } from '../cloud/aws/ami-url.js';
 import { KilnError } from '../errors.js';
 import { humanBytes, type Logger } from '../log.js';
 import { ingestImage, type VendorLayout } from '../image/ingest.js';
@@ -225,6 +225,8 @@ async function fetchVerifiedAmi(r: ImageRequest): Promise<VerifiedImage> {
   if (!c.verify) throw new KilnError('source.image.verify: false does not apply to an AMI: it is trusted by its pinned owner', { hint: 'remove verify: false' });
   const ref = parseAmiUrl(c.url);
   r.onStatus?.('looking up the AMI');
+  // The AWS SDK is loaded here, by the one build that reads an AMI, not by every command (src/cli/lazy.ts).
+  const { findAmi, readAmi } = await import('../cloud/aws/upstream.js');
   // Locked: the AMI kiln.lock names, even when a newer image now matches the name pattern.
   const pinned = r.locked?.ami;
   if (pinned && ref.id && ref.id !== pinned) throw new KilnError(`kiln.lock pins ${pinned}, but source.image.url names ${ref.id}`, { hint: 'run kiln lock --update to pin the image kiln.yaml names' });

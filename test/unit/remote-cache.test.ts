@@ -159,3 +159,31 @@ test('KILN_CACHE_REMOTE_PUSH=0 reads and never writes', async () => {
     delete process.env.KILN_CACHE_REMOTE_PUSH;
   }
 });
+
+test("a file hard-linked out of its entry while the push reads it (its ctime moves, its bytes do not) is pushed, and pulls verified", async () => {
+  // What a build does: the formats step links the raw disk out of the disk step's entry while that
+  // entry is being pushed; GNU tar then says "file changed as we read it" and exits 1.
+  const spec = `oci://127.0.0.1:${reg.port}/linked`;
+  const a = scratch();
+  const data = randomBytes(48 << 20);
+  writeFileSync(join(a, 'disk.raw'), data);
+  const k = key('linked-1');
+  const remoteA = new RemoteCache(spec, join(a, 'cache', 'remote-push'), silentLogger);
+  const cacheA = new StepCache(join(a, 'cache'), silentLogger, remoteA);
+  const entryFile = join(a, 'cache', 'steps', k, 'disk.raw');
+  // Linking from before the entry exists (ln fails quietly until then) to after the push ended.
+  const linker = (await import('node:child_process')).spawn('sh', ['-c', `while :; do ln -f "${entryFile}" "${a}/l1" 2>/dev/null; ln -f "${entryFile}" "${a}/l2" 2>/dev/null; done`], { stdio: 'ignore' });
+  try {
+    await cacheA.put('disk', k, {}, {}, [{ name: 'disk.raw', from: join(a, 'disk.raw') }]);
+    assert.ok(existsSync(entryFile), entryFile);
+    await remoteA.flush();
+  } finally {
+    linker.kill('SIGKILL');
+  }
+  assert.deepEqual(remoteA.stats.failed, []);
+  assert.deepEqual(remoteA.stats.pushed, [`disk ${k.slice(0, 12)}`]);
+  const b = scratch();
+  const hit = await new StepCache(join(b, 'cache'), silentLogger, new RemoteCache(spec, join(b, 'cache', 'remote-push'), silentLogger)).get('disk', k);
+  assert.ok(hit);
+  assert.equal(sha(readFileSync(hit.file('disk.raw'))), sha(data));
+});
