@@ -31,6 +31,7 @@ export const hostTools = [
   ['python3', 'python3', 'idmapped mounts for the build sandbox (one syscall util-linux 2.38 lacks)'],
   ['ip', 'iproute2', 'the build sandbox\'s loopback interface'],
   ['hostname', 'hostname', 'the build sandbox\'s host name'],
+  ['git', 'git', 'read the version from the git tag and the commit a build is made of'],
   ['zstd', 'zstd', 'read a zstd-compressed initramfs (kiln publish checks the EC2 drivers in it)'],
 ];
 export const testTools = [
@@ -47,6 +48,8 @@ export const testTools = [
   ['/usr/bin/aws', 'awscli', 'an independent client of the AWS stand-in (describe-images by the ImageVersion tag)'],
   ['/usr/bin/az', 'azure-cli', 'an independent client of Azurite (az storage blob show of a published VHD)'],
   ['/usr/bin/chromium', 'chromium', 'open the kiln report pages headless (no network, no console errors, screenshots)'],
+  ['podman', 'podman', 'build the runner image recipe (runner/Containerfile) and run a pipeline job in it'],
+  ['runc', 'runc', 'the container runtime for podman on hosts with cgroup v1 and v2 side by side, which crun refuses'],
   ['rsync', 'rsync', 'gitlab-ci-local copies the checkout for each job of the pipeline test (--shell-isolation)'],
   ['/usr/lib/python3/dist-packages/botocore/data/ec2/2016-11-15/service-2.json', 'python3-botocore', 'AWS\'s EC2 and EBS service models, which the AWS stand-in validates every request against'],
 ];
