@@ -30,6 +30,9 @@ if [ -n "$from_archive" ]; then
     | podman import --message "Debian 12 from the archive (mmdebstrap)" - "$base" >/dev/null
   args+=(--build-arg "BASE=$base")
 fi
-[ -n "$host_ca" ] && args+=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+if [ -n "$host_ca" ]; then
+  if [ -d /usr/local/share/ca-certificates ]; then args+=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+  else echo "runner-image: --host-ca: this host has no /usr/local/share/ca-certificates; the image trusts Debian's CAs only" >&2; fi
+fi
 podman build --network host -f runner/Containerfile -t "$tag" "${args[@]}" "$@" .
 echo "$tag"
