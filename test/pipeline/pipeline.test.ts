@@ -36,7 +36,7 @@ import { RemoteCache } from '../../src/pipeline/remote-cache.js';
 import { controllerFor } from '../../src/sandbox/tools.js';
 import { baseTarball, verifyArchive } from '../../src/source/debian.js';
 import { loadTemplate } from '../../src/template/load.js';
-import { CACHE_DIR, E2E_DIR, git, KILN, ROOT, RUN_ID } from './fixture.js';
+import { CACHE_DIR, E2E_DIR, git, KILN, ROOT, RUN_ID } from '../e2e/fixture.js';
 import { startRegistry, type TestRegistry } from '../unit/store-registry-fixture.js';
 
 const GCL = join(ROOT, 'node_modules', '.bin', 'gitlab-ci-local');
