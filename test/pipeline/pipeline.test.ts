@@ -50,24 +50,11 @@ function image(name: string, source: string, task: string): Record<string, strin
   };
 }
 
-interface Run { code: number | null; out: string; seconds: number }
-
 /** gitlab-ci-local in the runner's checkout; KILN_CACHE_DIR unset, so each job's cache is its own copy's .kiln/cache. */
-function runPipeline(cwd: string): Promise<Run> {
-  const log = join(E2E_DIR, RUN_ID, 'logs', `pipeline-${Date.now()}.log`);
-  mkdirSync(join(E2E_DIR, RUN_ID, 'logs'), { recursive: true });
+function runPipeline(cwd: string): Promise<{ code: number | null; out: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.KILN_CACHE_DIR;
-  const t0 = Date.now();
-  return new Promise((res) => {
-    const child = spawn(GCL, ['--file', '.kiln-ci/pipeline.yml', '--shell-isolation', '--no-color', '--variable', `KILN=${process.execPath} ${KILN}`], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    const add = (d: Buffer) => { out += d.toString(); appendFileSync(log, d); };
-    child.stdout.on('data', add);
-    child.stderr.on('data', add);
-    const timer = setTimeout(() => child.kill('SIGKILL'), 40 * 60_000);
-    child.on('close', (code) => { clearTimeout(timer); res({ code, out, seconds: (Date.now() - t0) / 1000 }); });
-  });
+  return run(GCL, ['--file', '.kiln-ci/pipeline.yml', '--shell-isolation', '--no-color', '--variable', `KILN=${process.execPath} ${KILN}`], cwd, 'pipeline', env, 40);
 }
 
 /** Pushes the tools tree and the base tree of the image at dir to the cache at spec, from the suite's cache (building what it lacks). */
@@ -85,7 +72,7 @@ async function seed(dir: string, spec: string): Promise<string[]> {
 }
 
 /** A command, its stdout and stderr together (also logged); resolves with its exit code. */
-function run(cmd: string, args: string[], cwd: string, name: string, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; out: string }> {
+function run(cmd: string, args: string[], cwd: string, name: string, env: NodeJS.ProcessEnv = process.env, minutes = 30): Promise<{ code: number | null; out: string }> {
   const log = join(E2E_DIR, RUN_ID, 'logs', `${name}-${Date.now()}.log`);
   mkdirSync(join(E2E_DIR, RUN_ID, 'logs'), { recursive: true });
   return new Promise((res) => {
@@ -94,7 +81,7 @@ function run(cmd: string, args: string[], cwd: string, name: string, env: NodeJS
     const add = (d: Buffer) => { out += d.toString(); appendFileSync(log, d); };
     child.stdout.on('data', add);
     child.stderr.on('data', add);
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30 * 60_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), minutes * 60_000);
     child.on('close', (code) => { clearTimeout(timer); res({ code, out }); });
   });
 }
