@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// Runs the whole suite: unit tests, then the end-to-end tests (which build and boot real images).
-// Unit files run two at a time, then the end-to-end files one at a time (they share one built image
-// and the machine's 2 cores).
+// Runs the whole suite: unit tests, then the end-to-end tests (which build and boot real images),
+// the pipeline test among them (test/pipeline: the emitted GitLab pipeline run by gitlab-ci-local).
+// Unit files run two at a time; then the end-to-end files two at a time, longest first (a build
+// spends much of its time on downloads, a boot on one guest, Ansible on SSH round trips: one file
+// alone leaves a core idle); last, one at a time, the files that check the whole machine for a
+// build's leftovers (processes, network namespaces), which another file's build would be.
 // KILN_TEST_ONLY=unit skips the end-to-end files for a quick local loop; CI never sets it.
 // The run fails, besides on a failing test, when there is no unit or end-to-end file to run (unless
 // KILN_TEST_ONLY=unit) and, under CI, when any test was skipped or left todo: a skip there means
@@ -49,7 +52,16 @@ const freeAtStart = freeBytes();
 if (only !== 'unit' && freeAtStart < NEEDED) console.log(`WARNING: ${gib(freeAtStart)} free in ${e2eDir}; a full run needs about ${gib(NEEDED)} (KILN_E2E_DIR, KILN_CACHE_DIR move it)`);
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
 const unit = list('dist/test/unit');
-const e2e = only === 'unit' ? [] : list('dist/test/e2e');
+const e2e = only === 'unit' ? [] : [...list('dist/test/e2e'), ...list('dist/test/pipeline')];
+// Files that look for leftover sandbox processes and network namespaces anywhere on the machine: they
+// run after the others, alone.
+const ALONE = new Set(['build-failures.test.js', 'sandbox.test.js']);
+// Seconds each end-to-end file took on a fresh machine (run alone, cold caches): the longest start
+// first, so the two lanes end together. A file not listed starts last.
+const SECONDS = { 'apply.test.js': 1200, 'pipeline.test.js': 950, 'reproducible.test.js': 545, 'vendor-image.test.js': 450, 'example-image.test.js': 260, 'step-cache.test.js': 345, 'aws-publish.test.js': 310, 'aws-upstream.test.js': 190, 'azure-publish.test.js': 145, 'gce-publish.test.js': 130, 'idempotence.test.js': 92, 'seal-audit.test.js': 65, 'init.test.js': 46, 'formats.test.js': 130 };
+const weight = (f) => SECONDS[f.split('/').pop()] ?? 0;
+const together = e2e.filter((f) => !ALONE.has(f.split('/').pop())).sort((a, b) => weight(b) - weight(a));
+const alone = e2e.filter((f) => ALONE.has(f.split('/').pop()));
 const files = [...unit, ...e2e];
 // An empty list would pass without checking anything (a build that put no test files in dist, a moved directory).
 const missingFiles = [
@@ -68,12 +80,15 @@ const kilnTemps = () => new Set(readdirSync(tmp).filter((n) => n.startsWith('kil
 const tempsBefore = kilnTemps();
 // The spec reporter for people; a TAP copy whose totals are printed again at the very end.
 // The unit files run two at a time (each in its own process, with its own scratch: most of their time
-// is spent waiting on child processes), the end-to-end files one at a time (they share one built image
-// and need both cores for builds and TCG boots). Both groups always run, so one report shows everything.
+// is spent waiting on child processes), the end-to-end files two at a time (they share one built image:
+// the first file that needs it builds it under a lock, test/e2e/fixture.ts), then the ALONE files one at
+// a time. Every group always runs, so one report shows everything.
 mkdirSync(join(e2eDir, runId), { recursive: true });
+const lanes = Math.max(1, Math.min(2, availableParallelism()));
 const groups = [
-  { files: unit, concurrency: Math.max(1, Math.min(2, availableParallelism())), tap: join(e2eDir, runId, 'unit.tap') },
-  { files: e2e, concurrency: 1, tap: join(e2eDir, runId, 'e2e.tap') },
+  { files: unit, concurrency: lanes, tap: join(e2eDir, runId, 'unit.tap') },
+  { files: together, concurrency: lanes, tap: join(e2eDir, runId, 'e2e.tap') },
+  { files: alone, concurrency: 1, tap: join(e2eDir, runId, 'e2e-alone.tap') },
 ].filter((g) => g.files.length);
 // The least free space seen while the tests run (sampled every 5 s), for the summary: what a run needs.
 let leastFree = freeAtStart;

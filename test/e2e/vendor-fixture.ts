@@ -5,7 +5,7 @@
  * a lossless ingest must keep planted in it, published as raw, qcow2 and disk.raw in a .tar.gz,
  * with a SHA512SUMS signed by a throwaway OpenPGP key, served by `python3 -m http.server` on 127.0.0.1.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
@@ -159,6 +159,7 @@ export async function makeVendorImage(fromRaw: string, dir: string): Promise<Ven
   }
   return {
     dir, base, files: { raw, qcow2, targz }, key, otherKey, gnupg, otherGnupg, sha512: sums, server,
-    stop: () => { server.kill(); },
+    // gpg started an agent for each throwaway home; it would outlive the suite.
+    stop: () => { server.kill(); for (const home of [gnupg, otherGnupg]) spawnSync('gpgconf', ['--homedir', home, '--kill', 'gpg-agent'], { stdio: 'ignore' }); },
   };
 }

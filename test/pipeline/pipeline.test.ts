@@ -20,8 +20,9 @@
  * The registry starts with the tools tree and the base tree (the family's base is the example's
  * Debian: same suite, packages and archive state), pushed from the suite's own cache, as a team's
  * registry holds them from earlier pipelines: the jobs pay for the family's steps, not for two
- * mmdebstrap runs the example already made (on a fresh CI machine, minutes of downloads). When the
- * suite's cache lacks them (this file run alone) the seeding builds them.
+ * mmdebstrap runs the example already made (on a fresh CI machine, minutes of downloads). So the
+ * example is built first (or waited for, when another file of the run is building it: test files run
+ * two at a time), which fills the suite's cache with both trees.
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawn } from 'node:child_process';
@@ -36,7 +37,7 @@ import { RemoteCache } from '../../src/pipeline/remote-cache.js';
 import { controllerFor } from '../../src/sandbox/tools.js';
 import { baseTarball, verifyArchive } from '../../src/source/debian.js';
 import { loadTemplate } from '../../src/template/load.js';
-import { CACHE_DIR, E2E_DIR, git, KILN, ROOT, RUN_ID } from '../e2e/fixture.js';
+import { builtExample, CACHE_DIR, E2E_DIR, git, KILN, ROOT, RUN_ID } from '../e2e/fixture.js';
 import { startRegistry, type TestRegistry } from '../unit/store-registry-fixture.js';
 
 const GCL = join(ROOT, 'node_modules', '.bin', 'gitlab-ci-local');
@@ -97,6 +98,7 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
   let checkout: string;
   const digests = new Map<string, string>();
   before(async () => {
+    await builtExample();
     reg = await startRegistry();
     store = `oci://127.0.0.1:${reg.port}/family`;
     rmSync(HERE, { recursive: true, force: true });

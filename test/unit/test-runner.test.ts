@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -21,7 +21,7 @@ const TODO = "import { test } from 'node:test';\ntest('later', { todo: true }, (
 
 function run(files: Record<string, string>, env: Record<string, string> = {}): { status: number | null; out: string } {
   const dir = mkdtempSync(join(base, 'tree-'));
-  for (const d of ['dist/test/unit', 'dist/test/e2e']) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of ['dist/test/unit', 'dist/test/e2e', 'dist/test/pipeline']) mkdirSync(join(dir, d), { recursive: true });
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, 'dist/test', name), text);
   // Not the outer run's context: NODE_TEST_CONTEXT would make the inner runner report to this one.
   const { NODE_TEST_CONTEXT: _, CI: __, KILN_TEST_ONLY: ___, ...outer } = process.env;
@@ -71,4 +71,23 @@ test('no unit files fails too, and a failing test fails the run', () => {
   const r = run({ 'unit/a.test.js': "import { test } from 'node:test';\ntest('fails', () => { throw new Error('no'); });\n", 'e2e/b.test.js': PASS });
   assert.equal(r.status, 1);
   assert.match(r.out, /FAILED: tests failed/);
+});
+
+test('end-to-end files run two at a time (the pipeline file among them), then the whole-machine checkers alone', () => {
+  const spans = join(base, `spans-${process.pid}`);
+  // Each file appends its start and end (ms) to one file, holding for 1.5 s: enough to overlap when run together.
+  const timed = (name: string) => `import { appendFileSync } from 'node:fs';\nimport { test } from 'node:test';\n`
+    + `test('${name}', async () => { appendFileSync(${JSON.stringify(spans)}, '${name} start ' + Date.now() + '\\n'); await new Promise((r) => setTimeout(r, 1500)); appendFileSync(${JSON.stringify(spans)}, '${name} end ' + Date.now() + '\\n'); });\n`;
+  const r = run({ 'unit/a.test.js': PASS, 'e2e/apply.test.js': timed('apply'), 'pipeline/pipeline.test.js': timed('pipeline'), 'e2e/build-failures.test.js': timed('build-failures'), 'e2e/sandbox.test.js': timed('sandbox') }, { CI: '1' });
+  assert.equal(r.status, 0, r.out);
+  assert.match(r.out, /summary \(5 files\):\n {2}tests 5\n/);
+  const at = new Map<string, number>();
+  for (const l of readFileSync(spans, 'utf8').trim().split('\n')) { const [n, what, t] = l.split(' '); at.set(`${n} ${what}`, Number(t)); }
+  const overlap = (a: string, b: string) => at.get(`${a} start`)! < at.get(`${b} end`)! && at.get(`${b} start`)! < at.get(`${a} end`)!;
+  assert.equal(at.size, 8, `every file ran: ${[...at.keys()].join(', ')}`);
+  assert.ok(overlap('apply', 'pipeline'), 'apply and the pipeline file ran side by side');
+  for (const lone of ['build-failures', 'sandbox']) {
+    for (const other of ['apply', 'pipeline', 'build-failures', 'sandbox']) if (other !== lone) assert.ok(!overlap(lone, other), `${lone} ran beside ${other}`);
+    assert.ok(at.get(`${lone} start`)! >= Math.max(at.get('apply end')!, at.get('pipeline end')!), `${lone} started after the others ended`);
+  }
 });
