@@ -80,41 +80,73 @@ const kilnTemps = () => new Set(readdirSync(tmp).filter((n) => n.startsWith('kil
 const tempsBefore = kilnTemps();
 // The spec reporter for people; a TAP copy whose totals are printed again at the very end.
 // The unit files run two at a time (each in its own process, with its own scratch: most of their time
-// is spent waiting on child processes), the end-to-end files two at a time (they share one built image:
-// the first file that needs it builds it under a lock, test/e2e/fixture.ts), then the ALONE files one at
-// a time. Every group always runs, so one report shows everything.
+// is spent waiting on child processes), under one Node test runner. The end-to-end files run two at a
+// time too (they share one built image: the first file that needs it builds it under a lock,
+// test/e2e/fixture.ts), but each under a runner of its own, started here in the order of SECONDS: Node's
+// runner sorts the files it is given by name, which would start the pipeline file last. Their spec
+// output is printed whole when a file ends (two files' lines would interleave), with a line when it
+// starts. Then the ALONE files, one at a time. Every group always runs, so one report shows everything.
 mkdirSync(join(e2eDir, runId), { recursive: true });
+const startedAt = Date.now();
 const lanes = Math.max(1, Math.min(2, availableParallelism()));
 const groups = [
   { files: unit, concurrency: lanes, tap: join(e2eDir, runId, 'unit.tap') },
-  { files: together, concurrency: lanes, tap: join(e2eDir, runId, 'e2e.tap') },
+  { files: together, concurrency: lanes, tap: join(e2eDir, runId, 'e2e.tap'), scheduled: true },
   { files: alone, concurrency: 1, tap: join(e2eDir, runId, 'e2e-alone.tap') },
 ].filter((g) => g.files.length);
+const env = { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId };
+const reporters = (tap) => ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`];
+const closed = (child) => new Promise((resolve) => child.on('close', (status, signal) => resolve({ status, signal })));
+/** The group's files, `lanes` at a time in the listed order, each under its own runner with its own TAP file. */
+async function scheduled(g) {
+  const queue = g.files.map((file, i) => ({ file, tap: `${g.tap}.${String(i).padStart(2, '0')}` }));
+  g.taps = queue.map((q) => q.tap);
+  const results = [];
+  const lane = async () => {
+    for (let next = queue.shift(); next; next = queue.shift()) {
+      const started = Date.now();
+      const name = next.file.replace(/^dist\//, '');
+      console.log(`▷ ${name}: started`);
+      const child = spawn(process.execPath, ['--test', '--test-concurrency=1', ...reporters(next.tap), ...extra, next.file], { stdio: ['ignore', 'pipe', 'pipe'], env });
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+      child.stderr.setEncoding('utf8').on('data', (d) => { out += d; });
+      const res = await closed(child);
+      const how = res.status === 0 ? 'passed' : res.status === null ? `killed by ${res.signal}` : `FAILED (exit ${res.status})`;
+      process.stdout.write(`\n▷ ${name}: ${how} in ${((Date.now() - started) / 1000).toFixed(0)} s\n${out}`);
+      results.push(res);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(g.concurrency, queue.length) }, lane));
+  return results.find((x) => x.status !== 0) ?? { status: 0, signal: null };
+}
 // The least free space seen while the tests run (sampled every 5 s), for the summary: what a run needs.
 let leastFree = freeAtStart;
 const sampler = setInterval(() => { leastFree = Math.min(leastFree, freeBytes()); }, 5000);
 const runs = [];
 for (const g of groups) {
-  const child = spawn(process.execPath, ['--test', `--test-concurrency=${g.concurrency}`, '--test-reporter=spec', '--test-reporter-destination=stdout',
-    '--test-reporter=tap', `--test-reporter-destination=${g.tap}`, ...extra, ...g.files], { stdio: 'inherit', env: { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId } });
-  runs.push(await new Promise((resolve) => child.on('close', (status, signal) => resolve({ status, signal }))));
+  if (g.scheduled) { runs.push(await scheduled(g)); continue; }
+  g.taps = [g.tap];
+  const child = spawn(process.execPath, ['--test', `--test-concurrency=${g.concurrency}`, ...reporters(g.tap), ...extra, ...g.files], { stdio: 'inherit', env });
+  runs.push(await closed(child));
 }
 clearInterval(sampler);
 const r = runs.find((x) => x.status !== 0) ?? runs[0];
 let leftTemps = 0;
 for (const n of kilnTemps()) if (!tempsBefore.has(n)) { rmSync(join(tmp, n), { recursive: true, force: true }); leftTemps++; }
-// The totals of both groups, added up (a group whose runner did not finish leaves none, and the run fails).
+// The totals of every group, added up (a runner that did not finish leaves none, and the run fails).
 const sums = new Map();
 let finished = 0;
-for (const g of groups) {
-  const lines = existsSync(g.tap) ? readFileSync(g.tap, 'utf8').split('\n').filter((l) => /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /.test(l)) : [];
+const taps = groups.flatMap((g) => g.taps);
+for (const tap of taps) {
+  const lines = existsSync(tap) ? readFileSync(tap, 'utf8').split('\n').filter((l) => /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /.test(l)) : [];
   if (lines.length) finished++;
   for (const l of lines) {
     const [, name, value] = l.split(' ');
     sums.set(name, (sums.get(name) ?? 0) + Number(value));
   }
 }
-const totals = finished === groups.length ? [...sums].map(([name, value]) => `# ${name} ${name === 'duration_ms' ? value.toFixed(0) : value}`) : [];
+const totals = finished === taps.length ? [...sums].map(([name, value]) => `# ${name} ${name === 'duration_ms' ? value.toFixed(0) : value}`) : [];
 if (r.status !== 0) {
   // The end-to-end fixture logs every kiln run's stderr; show the ones that did not exit 0 (a failure
   // a test expected is among them, so this is context, not the verdict: the summary above is).
@@ -134,6 +166,8 @@ if (!totals.length) problems.push('no totals: the test runner did not finish');
 if (notRun && process.env.CI) problems.push(`${count('skipped')} skipped and ${count('todo')} todo tests: not allowed under CI, where every test must run (marked ﹣ or # TODO above)`);
 console.log(`\nsummary (${files.length} files):\n${totals.map((l) => `  ${l.slice(2)}`).join('\n') || '  no results (the test runner did not finish)'}`);
 if (notRun && !process.env.CI) console.log(`  note: ${notRun} tests skipped or todo; under CI that fails the run`);
+// Files run side by side, so their durations add up to more than the run took: the wall time too.
+console.log(`  wall time: ${((Date.now() - startedAt) / 60000).toFixed(1)} min (duration_ms adds up each runner's own time)`);
 if (only !== 'unit') console.log(`  disk: ${gib(freeAtStart)} free in ${e2eDir} at the start, ${gib(freeAtStart - leastFree)} used by the run at its peak`);
 if (leftTemps) console.log(`  removed ${leftTemps} scratch director${leftTemps === 1 ? 'y' : 'ies'} the tests left in ${tmp}`);
 if (problems.length) console.log(`FAILED: ${problems.join('; ')}`);
