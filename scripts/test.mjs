@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-// Runs the whole suite: unit tests, then the end-to-end tests (which build and boot real images),
-// the pipeline test among them (test/pipeline: the emitted GitLab pipeline run by gitlab-ci-local).
+// Runs the whole suite: unit tests, then the end-to-end tests (which build and boot real images).
 // Unit files run two at a time; then the end-to-end files two at a time, longest first (a build
 // spends much of its time on downloads, a boot on one guest, Ansible on SSH round trips: one file
 // alone leaves a core idle); last, one at a time, the files that check the whole machine for a
@@ -52,13 +51,16 @@ const freeAtStart = freeBytes();
 if (only !== 'unit' && freeAtStart < NEEDED) console.log(`WARNING: ${gib(freeAtStart)} free in ${e2eDir}; a full run needs about ${gib(NEEDED)} (KILN_E2E_DIR, KILN_CACHE_DIR move it)`);
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
 const unit = list('dist/test/unit');
-const e2e = only === 'unit' ? [] : [...list('dist/test/e2e'), ...list('dist/test/pipeline')];
+// test/pipeline (the emitted GitLab pipeline, 16 minutes alone) is not among them: with it the suite took
+// 85 minutes of tests on a fresh machine even with two lanes, too close to CI's 90 with the setup added.
+// `npm run test:pipeline` runs it.
+const e2e = only === 'unit' ? [] : list('dist/test/e2e');
 // Files that look for leftover sandbox processes and network namespaces anywhere on the machine: they
 // run after the others, alone.
 const ALONE = new Set(['build-failures.test.js', 'sandbox.test.js']);
 // Seconds each end-to-end file took on a fresh machine (run alone, cold caches): the longest start
 // first, so the two lanes end together. A file not listed starts last.
-const SECONDS = { 'apply.test.js': 1200, 'pipeline.test.js': 950, 'reproducible.test.js': 545, 'vendor-image.test.js': 450, 'example-image.test.js': 260, 'step-cache.test.js': 345, 'aws-publish.test.js': 310, 'aws-upstream.test.js': 190, 'azure-publish.test.js': 145, 'gce-publish.test.js': 130, 'idempotence.test.js': 92, 'seal-audit.test.js': 65, 'init.test.js': 46, 'formats.test.js': 130 };
+const SECONDS = { 'apply.test.js': 1200, 'reproducible.test.js': 545, 'vendor-image.test.js': 450, 'example-image.test.js': 260, 'step-cache.test.js': 345, 'aws-publish.test.js': 310, 'aws-upstream.test.js': 190, 'azure-publish.test.js': 145, 'gce-publish.test.js': 130, 'idempotence.test.js': 92, 'seal-audit.test.js': 65, 'init.test.js': 46, 'formats.test.js': 130 };
 const weight = (f) => SECONDS[f.split('/').pop()] ?? 0;
 const together = e2e.filter((f) => !ALONE.has(f.split('/').pop())).sort((a, b) => weight(b) - weight(a));
 const alone = e2e.filter((f) => ALONE.has(f.split('/').pop()));
@@ -83,7 +85,7 @@ const tempsBefore = kilnTemps();
 // is spent waiting on child processes), under one Node test runner. The end-to-end files run two at a
 // time too (they share one built image: the first file that needs it builds it under a lock,
 // test/e2e/fixture.ts), but each under a runner of its own, started here in the order of SECONDS: Node's
-// runner sorts the files it is given by name, which would start the pipeline file last. Their spec
+// runner sorts the files it is given by name, which would start the longest files whenever their names come. Their spec
 // output is printed whole when a file ends (two files' lines would interleave), with a line when it
 // starts. Then the ALONE files, one at a time. Every group always runs, so one report shows everything.
 mkdirSync(join(e2eDir, runId), { recursive: true });

@@ -73,25 +73,26 @@ test('no unit files fails too, and a failing test fails the run', () => {
   assert.match(r.out, /FAILED: tests failed/);
 });
 
-test('end-to-end files run two at a time, longest first (the pipeline file among them), then the whole-machine checkers alone', () => {
+test('end-to-end files run two at a time, longest first, then the whole-machine checkers alone; test/pipeline is not run', () => {
   const spans = join(base, `spans-${process.pid}`);
   // Each file appends its start and end (ms) to one file, holding for 1.5 s: enough to overlap when run together.
   const timed = (name: string) => `import { appendFileSync } from 'node:fs';\nimport { test } from 'node:test';\n`
     + `test('${name}', async () => { appendFileSync(${JSON.stringify(spans)}, '${name} start ' + Date.now() + '\\n'); await new Promise((r) => setTimeout(r, 1500)); appendFileSync(${JSON.stringify(spans)}, '${name} end ' + Date.now() + '\\n'); });\n`;
-  const r = run({ 'unit/a.test.js': PASS, 'e2e/apply.test.js': timed('apply'), 'e2e/aws-publish.test.js': timed('aws-publish'), 'pipeline/pipeline.test.js': timed('pipeline'), 'e2e/build-failures.test.js': timed('build-failures'), 'e2e/sandbox.test.js': timed('sandbox') }, { CI: '1' });
+  const r = run({ 'unit/a.test.js': PASS, 'e2e/apply.test.js': timed('apply'), 'e2e/aws-publish.test.js': timed('aws-publish'), 'e2e/reproducible.test.js': timed('reproducible'), 'pipeline/pipeline.test.js': timed('pipeline'), 'e2e/build-failures.test.js': timed('build-failures'), 'e2e/sandbox.test.js': timed('sandbox') }, { CI: '1' });
   assert.equal(r.status, 0, r.out);
   assert.match(r.out, /summary \(6 files\):\n {2}tests 6\n/);
   // Each file's spec output comes whole, after the line saying how it ended.
-  assert.match(r.out, /▷ test\/pipeline\/pipeline\.test\.js: passed in \d+ s\n✔ pipeline \(/);
+  assert.match(r.out, /▷ test\/e2e\/reproducible\.test\.js: passed in \d+ s\n✔ reproducible \(/);
   const at = new Map<string, number>();
   for (const l of readFileSync(spans, 'utf8').trim().split('\n')) { const [n, what, t] = l.split(' '); at.set(`${n} ${what}`, Number(t)); }
   const overlap = (a: string, b: string) => at.get(`${a} start`)! < at.get(`${b} end`)! && at.get(`${b} start`)! < at.get(`${a} end`)!;
-  assert.equal(at.size, 10, `every file ran: ${[...at.keys()].join(', ')}`);
-  // The two longest first (by their recorded times, not by name: aws-publish sorts before pipeline).
-  assert.ok(overlap('apply', 'pipeline'), 'apply and the pipeline file ran side by side');
-  assert.ok(at.get('aws-publish start')! >= Math.min(at.get('apply end')!, at.get('pipeline end')!), 'aws-publish started when a lane was free');
+  assert.equal(at.size, 10, `every file but the pipeline's ran: ${[...at.keys()].join(', ')}`);
+  assert.ok(!at.has('pipeline start'), 'test/pipeline is npm run test:pipeline, not npm test');
+  // The two longest first (by their recorded times, not by name: aws-publish sorts before reproducible).
+  assert.ok(overlap('apply', 'reproducible'), 'apply and reproducible ran side by side');
+  assert.ok(at.get('aws-publish start')! >= Math.min(at.get('apply end')!, at.get('reproducible end')!), 'aws-publish started when a lane was free');
   for (const lone of ['build-failures', 'sandbox']) {
-    for (const other of ['apply', 'aws-publish', 'pipeline', 'build-failures', 'sandbox']) if (other !== lone) assert.ok(!overlap(lone, other), `${lone} ran beside ${other}`);
-    assert.ok(at.get(`${lone} start`)! >= Math.max(at.get('apply end')!, at.get('aws-publish end')!, at.get('pipeline end')!), `${lone} started after the others ended`);
+    for (const other of ['apply', 'aws-publish', 'reproducible', 'build-failures', 'sandbox']) if (other !== lone) assert.ok(!overlap(lone, other), `${lone} ran beside ${other}`);
+    assert.ok(at.get(`${lone} start`)! >= Math.max(at.get('apply end')!, at.get('aws-publish end')!, at.get('reproducible end')!), `${lone} started after the others ended`);
   }
 });
