@@ -3,7 +3,7 @@
  * process is gone (kill -9, power loss) is stale and is broken by renaming it away first, so two
  * processes breaking the same stale lock cannot both win.
  */
-import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { KilnError } from '../errors.js';
 import { isErrno } from './blobio.js';
@@ -33,20 +33,24 @@ function isStale(owner: LockOwner | null): boolean {
   return owner.host === hostname() && !processAlive(owner.pid);
 }
 
+/**
+ * The lock appears with its owner already in it: written to a file of this process, then hard-linked
+ * to the lock's name (link fails with EEXIST when the lock is held). Created empty and written after,
+ * a lock read in between looked unreadable, so stale, and two processes starting at one instant were
+ * both let in (seen: two test files building into one directory at once).
+ */
 function tryCreate(path: string): boolean {
-  let fd: number;
+  const mine = `${path}.${process.pid}.new`;
+  writeFileSync(mine, JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() } satisfies LockOwner), { mode: 0o644 });
   try {
-    fd = openSync(path, 'wx', 0o644);
+    linkSync(mine, path);
+    return true;
   } catch (e) {
     if (isErrno(e, 'EEXIST')) return false;
     throw e;
-  }
-  try {
-    writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() } satisfies LockOwner));
   } finally {
-    closeSync(fd);
+    try { unlinkSync(mine); } catch { /* gone */ }
   }
-  return true;
 }
 
 function breakIfStale(path: string): void {
