@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Runs the whole suite: unit tests, then the end-to-end tests (which build and boot real images).
-// Unit files run two at a time; then the end-to-end files two at a time, longest first (a build
-// spends much of its time on downloads, a boot on one guest, Ansible on SSH round trips: one file
-// alone leaves a core idle); last, one at a time, the files that check the whole machine for a
-// build's leftovers (processes, network namespaces), which another file's build would be.
+// Unit files run two at a time; then the end-to-end files two at a time, longest first (one at a
+// time they kept 1.3 of the 2 cores busy, two at a time 1.75: the suite is mostly CPU, so this buys
+// minutes, not halves); last, one at a time, the files that check the whole machine for a build's
+// leftovers (processes, network namespaces), which another file's build would be.
 // KILN_TEST_ONLY=unit skips the end-to-end files for a quick local loop; CI never sets it.
 // The run fails, besides on a failing test, when there is no unit or end-to-end file to run (unless
 // KILN_TEST_ONLY=unit) and, under CI, when any test was skipped or left todo: a skip there means
@@ -52,7 +52,7 @@ if (only !== 'unit' && freeAtStart < NEEDED) console.log(`WARNING: ${gib(freeAtS
 const list = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(dir, f)) : []);
 const unit = list('dist/test/unit');
 // test/pipeline (the emitted GitLab pipeline, 16 minutes alone) is not among them: with it the suite took
-// 85 minutes of tests on a fresh machine even with two lanes, too close to CI's 90 with the setup added.
+// 90.7 minutes of tests on a fresh machine even with two lanes, over CI's 90 with the setup added.
 // `npm run test:pipeline` runs it.
 const e2e = only === 'unit' ? [] : list('dist/test/e2e');
 // Files that look for leftover sandbox processes and network namespaces anywhere on the machine: they
@@ -85,8 +85,8 @@ const tempsBefore = kilnTemps();
 // is spent waiting on child processes), under one Node test runner. The end-to-end files run two at a
 // time too (they share one built image: the first file that needs it builds it under a lock,
 // test/e2e/fixture.ts), but each under a runner of its own, started here in the order of SECONDS: Node's
-// runner sorts the files it is given by name, which would start the longest files whenever their names come. Their spec
-// output is printed whole when a file ends (two files' lines would interleave), with a line when it
+// runner sorts the files it is given by name, which would start the longest files whenever their
+// names come. Their spec output is printed whole when a file ends (two files' lines would interleave), with a line when it
 // starts. Then the ALONE files, one at a time. Every group always runs, so one report shows everything.
 mkdirSync(join(e2eDir, runId), { recursive: true });
 const startedAt = Date.now();

@@ -4,9 +4,11 @@
  * (KILN_E2E_RUN) reuse the record. The Debian base-tree cache is shared across runs.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../../src/fsio.js';
 import { rootOffset } from '../../src/image/root-fs.js';
+import { withLock } from '../../src/store/lock.js';
 
 export const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
 export const KILN = join(ROOT, 'bin/kiln.js');
@@ -79,49 +81,29 @@ export interface BuildRecordLite {
   release?: { ref: string; digest: string; store: string };
 }
 
-/** Whether a process of this machine has that pid (a lock holder that died leaves its lock behind). */
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
-}
-
 /**
  * Builds the example once per test run (tag release-0.1.0) and returns its build record. Test files
- * run two at a time (scripts/test.mjs), so the first to get here holds a lock directory while it
- * builds and the others wait for its record; a holder that died (its pid gone) is replaced, and a
- * failed build leaves no record, so each waiter then tries (and reports) the build itself.
+ * run two at a time (scripts/test.mjs), so the build runs under Kiln's own lock file (withLock: a dead
+ * holder's lock is broken) and the others wait for it and take its record; a failed build leaves no
+ * record, so each waiter then tries (and reports) the build itself.
  */
 export async function builtExample(): Promise<BuiltExample> {
   const marker = join(E2E_DIR, RUN_ID, 'example-build.json');
-  const lock = join(E2E_DIR, RUN_ID, 'example-build.lock');
+  const recorded = () => (existsSync(marker) ? JSON.parse(readFileSync(marker, 'utf8')) as BuiltExample : undefined);
+  const known = recorded();
+  if (known) return known;
   mkdirSync(join(E2E_DIR, RUN_ID), { recursive: true });
-  for (;;) {
-    if (existsSync(marker)) return JSON.parse(readFileSync(marker, 'utf8')) as BuiltExample;
-    try {
-      mkdirSync(lock);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    let holder = NaN;
-    try { holder = Number(readFileSync(join(lock, 'pid'), 'utf8')); } catch { /* just made: its pid follows */ }
-    if (Number.isInteger(holder) && holder > 0 && !alive(holder)) rmSync(lock, { recursive: true, force: true });
-    else await new Promise((r) => setTimeout(r, 2000));
-  }
-  try {
-    writeFileSync(join(lock, 'pid'), String(process.pid));
-    if (existsSync(marker)) return JSON.parse(readFileSync(marker, 'utf8')) as BuiltExample;
+  return withLock(join(E2E_DIR, RUN_ID, 'example-build.lock'), async () => {
+    const earlier = recorded();
+    if (earlier) return earlier;
     const dir = exampleRepo('example', { tag: 'release-0.1.0' });
     // With the step cache (emptied at the start of each run by scripts/test.mjs): step-cache.test.ts rebuilds from it.
     const r = await kiln(['build', '--json'], { cwd: dir, cache: true });
     if (r.code !== 0) throw new Error(`example build failed (${r.code}):\n${r.stderr.slice(-6000)}`);
-    const record = JSON.parse(r.stdout) as BuildRecordLite;
-    const built = { dir, record };
-    writeFileSync(`${marker}.tmp`, JSON.stringify(built));
-    renameSync(`${marker}.tmp`, marker);
+    const built = { dir, record: JSON.parse(r.stdout) as BuildRecordLite };
+    writeFileAtomic(marker, JSON.stringify(built));
     return built;
-  } finally {
-    rmSync(lock, { recursive: true, force: true });
-  }
+  }, KILN_TIMEOUT_MS, { what: 'the example build' });
 }
 
 /** Mounts whose mount point is under the given directory (there must be none after any build). */
