@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../../src/fsio.js';
 import { rootOffset } from '../../src/image/root-fs.js';
 import { withLock } from '../../src/store/lock.js';
@@ -60,7 +60,10 @@ export function exampleRepo(name: string, opts: { example?: string; tag?: string
   const dir = join(E2E_DIR, RUN_ID, 'image repos', name);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  cpSync(join(ROOT, 'examples', opts.example ?? 'debian-web'), dir, { recursive: true });
+  // Not the example's .kiln/ (git-ignored): a demo run in this checkout leaves its builds there, device
+  // nodes of a kept tree among them, which cpSync cannot copy and no test may start from.
+  const example = join(ROOT, 'examples', opts.example ?? 'debian-web');
+  cpSync(example, dir, { recursive: true, filter: (src) => relative(example, src).split(sep)[0] !== '.kiln' });
   opts.edit?.(dir);
   git(dir, 'init', '-q', '-b', 'main');
   git(dir, 'add', '-A');

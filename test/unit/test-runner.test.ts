@@ -78,7 +78,7 @@ test('end-to-end files run two at a time, longest first, then the whole-machine 
   // Each file appends its start and end (ms) to one file, holding for 1.5 s: enough to overlap when run together.
   const timed = (name: string) => `import { appendFileSync } from 'node:fs';\nimport { test } from 'node:test';\n`
     + `test('${name}', async () => { appendFileSync(${JSON.stringify(spans)}, '${name} start ' + Date.now() + '\\n'); await new Promise((r) => setTimeout(r, 1500)); appendFileSync(${JSON.stringify(spans)}, '${name} end ' + Date.now() + '\\n'); });\n`;
-  const r = run({ 'unit/a.test.js': PASS, 'e2e/apply.test.js': timed('apply'), 'e2e/aws-publish.test.js': timed('aws-publish'), 'e2e/reproducible.test.js': timed('reproducible'), 'pipeline/pipeline.test.js': timed('pipeline'), 'e2e/build-failures.test.js': timed('build-failures'), 'e2e/sandbox.test.js': timed('sandbox') }, { CI: '1' });
+  const r = run({ 'unit/a.test.js': PASS, 'e2e/apply.test.js': timed('apply'), 'e2e/aws-publish.test.js': timed('aws-publish'), 'e2e/reproducible.test.js': timed('reproducible'), 'pipeline/runner-image.test.js': timed('runner-image'), 'e2e/build-failures.test.js': timed('build-failures'), 'e2e/sandbox.test.js': timed('sandbox') }, { CI: '1' });
   assert.equal(r.status, 0, r.out);
   assert.match(r.out, /summary \(6 files\):\n {2}tests 6\n/);
   // Each file's spec output comes whole, after the line saying how it ended.
@@ -86,8 +86,8 @@ test('end-to-end files run two at a time, longest first, then the whole-machine 
   const at = new Map<string, number>();
   for (const l of readFileSync(spans, 'utf8').trim().split('\n')) { const [n, what, t] = l.split(' '); at.set(`${n} ${what}`, Number(t)); }
   const overlap = (a: string, b: string) => at.get(`${a} start`)! < at.get(`${b} end`)! && at.get(`${b} start`)! < at.get(`${a} end`)!;
-  assert.equal(at.size, 10, `every file but the pipeline's ran: ${[...at.keys()].join(', ')}`);
-  assert.ok(!at.has('pipeline start'), 'test/pipeline is npm run test:pipeline, not npm test');
+  assert.equal(at.size, 10, `every file but the runner image's ran: ${[...at.keys()].join(', ')}`);
+  assert.ok(!at.has('runner-image start'), 'test/pipeline is npm run test:pipeline, not npm test');
   // The two longest first (by their recorded times, not by name: aws-publish sorts before reproducible).
   assert.ok(overlap('apply', 'reproducible'), 'apply and reproducible ran side by side');
   assert.ok(at.get('aws-publish start')! >= Math.min(at.get('apply end')!, at.get('reproducible end')!), 'aws-publish started when a lane was free');
