@@ -3,7 +3,7 @@
  * gitlab-ci-local (npm, shell executor with --shell-isolation: every job in its own copy of the
  * checkout, so its own empty .kiln/cache), with Debian's docker-registry on 127.0.0.1 as the
  * shared release store and step cache, and a bare git repository as the remote the runner clones.
- * The family (base; web and worker on it) and the registry's seeding: ./pipeline-fixture.ts.
+ * The family (base; web and worker on it) and the registry's seeding: test/e2e/pipeline-fixture.ts.
  *
  * 1. The first run builds base, then web and worker side by side (and the racing worker); every job
  *    passes, one worker job reports "already released, identical".
@@ -13,6 +13,9 @@
  * A different build of a released version (the tag moved to another commit) failing with the conflict
  * is test/e2e/step-cache.test.ts, with the example's seven formats. A job in the runner image
  * (runner/Containerfile, built with podman) is test/pipeline/runner-image.test.ts.
+ *
+ * Not in `npm test` (`npm run test:pipeline` runs it): 642 s alone, 1448 s beside the upgrade test, and with
+ * it the suite took 84.5 minutes of tests on a fresh machine, too near CI's 90 (README, Tests).
  */
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
@@ -21,7 +24,7 @@ import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { openStore } from '../../src/store/index.js';
 import type { TestRegistry } from '../unit/store-registry-fixture.js';
-import { jobLines, runPipeline, setupFamily, type Family } from './pipeline-fixture.js';
+import { jobLines, runPipeline, setupFamily, type Family } from '../e2e/pipeline-fixture.js';
 
 describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bare remote)', () => {
   let family: Family | undefined;
