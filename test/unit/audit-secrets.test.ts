@@ -57,7 +57,9 @@ function family(): { path: string; text: string; check: RegExp }[] {
     { path: '/opt/app/sa.json', text: JSON.stringify({ type: 'service_account', private_key_id: rand(40), private_key: pemKey() }), check: /gcp-service-account/ },
     { path: '/etc/app/tls.key', text: pemKey(), check: /private-key/ },
     { path: '/etc/app/rsa.key', text: rsaKey(), check: /private-key/ },
-    { path: '/srv/ai/openai.env', text: `OPENAI_API_KEY=sk-proj-${rand(74, B62 + '_-')}T3BlbkFJ${rand(74, B62 + '_-')}\n`, check: /secretlint-openai/ },
+    // The rule's pattern ends in \b: a key whose last character is "-" (1 run in 64) matched nothing and
+    // failed the test at random. Real keys end in a letter or digit; so does this one.
+    { path: '/srv/ai/openai.env', text: `OPENAI_API_KEY=sk-proj-${rand(74, B62 + '_-')}T3BlbkFJ${rand(73, B62 + '_-')}${rand(1)}\n`, check: /secretlint-openai/ },
     { path: '/srv/ai/anthropic.env', text: `ANTHROPIC_API_KEY=sk-ant-api03-${rand(93, B62 + '_-')}AA\n`, check: /secretlint-anthropic/ },
     { path: '/srv/ai/groq.env', text: `GROQ_API_KEY=gsk_${rand(52)}\n`, check: /secretlint-groq/ },
     { path: '/srv/ai/hf.env', text: `HF_TOKEN=hf_${rand(34, B62.slice(0, 52))}\n`, check: /secretlint-huggingface/ },
