@@ -23,19 +23,17 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { openStore } from '../../src/store/index.js';
-import type { TestRegistry } from '../unit/store-registry-fixture.js';
 import { jobLines, runPipeline, setupFamily, type Family } from '../e2e/pipeline-fixture.js';
 
 describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bare remote)', () => {
   let family: Family | undefined;
-  let reg: TestRegistry;
   let store: string;
+  let cache: string;
   let checkout: string;
   const digests = new Map<string, string>();
   before(async () => {
     family = await setupFamily('ci-family');
-    ({ store, checkout } = family);
-    reg = family.reg;
+    ({ store, cache, checkout } = family);
   });
   after(async () => { await family?.stop(); });
 
@@ -44,7 +42,7 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
     assert.deepEqual(p['build:base'].script, ['cd "$DIR"', '$KILN build --if-released verify']);
     assert.deepEqual(p['build:stage2:web+worker'].parallel?.matrix.map((m) => m.IMAGE), ['web', 'worker']);
     assert.deepEqual(p['build:stage2:web+worker'].needs, ['build:base']);
-    assert.equal(p.variables.KILN_CACHE_REMOTE, `oci://127.0.0.1:${reg.port}/ci`);
+    assert.equal(p.variables.KILN_CACHE_REMOTE, cache);
   });
 
   test('first run: every job passes in dependency order, web and worker in parallel; the racing worker job is "identical"', async () => {

@@ -49,7 +49,7 @@ describe('the runner image', () => {
       git(family.here, 'clone', '-q', join(family.here, 'remote.git'), job);
       writeFileSync(join(job, 'worker', 'playbook.yml'), image('worker', '', 'Mark the worker image, in the runner image')['playbook.yml']);
       const r = await run('podman', ['run', '--rm', '--privileged', '--network', 'host', '-v', `${job}:/job`, '-w', '/job/worker',
-        '-e', `KILN_CACHE_REMOTE=oci://127.0.0.1:${family.reg.port}/ci`, '-e', 'KILN_CACHE_REMOTE_PUSH=0', tag,
+        '-e', `KILN_CACHE_REMOTE=${family.cache}`, '-e', 'KILN_CACHE_REMOTE_PUSH=0', tag,
         'sh', '-c', 'node --version && kiln doctor --check && kiln build --snapshot --no-release'], family.here, 'runner-job', env);
       assert.equal(r.code, 0, r.out.slice(-6000));
       assert.match(r.out, /^v20\./m, 'Node 20 in the image');
