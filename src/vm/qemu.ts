@@ -161,11 +161,19 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
       };
       const onExit = () => { if (child.pid && !exited) try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ } };
       process.once('exit', onExit);
+      // vm.ssh's commands share one SSH connection (a master in the background, its socket in the
+      // work dir): under TCG each new connection's handshake took 1.5 s. stop() ends the master; a
+      // VM that dies ends it too (the connection drops). Unix socket paths are limited to 108 bytes.
+      const control = join(workDir, `ssh-${attempt}`);
+      const mux = control.length < 100 ? ['-o', 'ControlMaster=auto', '-o', `ControlPath=${control}`, '-o', 'ControlPersist=600'] : [];
+      const endMux = async () => {
+        if (mux.length && existsSync(control)) await exec('ssh', ['-o', `ControlPath=${control}`, '-O', 'exit', `${user}@127.0.0.1`], { allowFailure: true, logger });
+      };
       const vm: RunningVm = {
         sshPort: port, user, keyFile, serialLog, workDir, accel,
         sshCommand: () => ['ssh', ...sshArgs(keyFile, port, user)],
-        ssh: async (command, opts = {}) => exec('ssh', [...sshArgs(keyFile, port, user), command], { allowFailure: opts.allowFailure, input: opts.input, logger }),
-        stop: async () => { process.off('exit', onExit); await kill(); cleanupDir(); },
+        ssh: async (command, opts = {}) => exec('ssh', [...mux, ...sshArgs(keyFile, port, user), command], { allowFailure: opts.allowFailure, input: opts.input, logger }),
+        stop: async () => { process.off('exit', onExit); await endMux(); await kill(); cleanupDir(); },
       };
       const panicked = () => (existsSync(serialLog) && PANIC.test(readFileSync(serialLog, 'utf8')) ? 'the guest kernel panicked while booting' : undefined);
       try {
@@ -174,6 +182,7 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
         const serial = existsSync(serialLog) ? readFileSync(serialLog, 'utf8') : '';
         const qerr = readFileSync(join(workDir, 'qemu.stderr'), 'utf8');
         process.off('exit', onExit);
+        await endMux();
         await kill();
         if (accel === 'tcg' && !singleThreadTcg && PANIC.test(serial)) {
           logger.warn(`the guest kernel panicked under multi-threaded TCG (${/RIP: [0-9a-f]{4}:(\S+)/.exec(serial)?.[1] ?? 'see the serial log'}): a known QEMU fault with code the kernel patches; booting again on single-threaded TCG`);

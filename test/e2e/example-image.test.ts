@@ -6,7 +6,7 @@ import { openStore } from '../../src/store/index.js';
 import type { InTotoStatement } from '../../src/store/provenance.js';
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -140,6 +140,18 @@ describe('the example boots under BIOS and UEFI: two distinct machines from one 
         assert.match((await vm.ssh('test -d /sys/firmware/efi && echo uefi || echo bios')).stdout.trim(), new RegExp(`^${firmware}$`));
       });
 
+      test("the machine's own hostname (the seed's local-hostname, not the image's) resolves locally: sudo looks up nothing in DNS", async () => {
+        assert.equal((await vm.ssh('hostname')).stdout.trim(), 'kiln-vm');
+        // cloud-init (Kiln's drop-in: manage_etc_hosts: localhost) added the name; the image's lines stay.
+        const hosts = (await vm.ssh('cat /etc/hosts')).stdout;
+        assert.match(hosts, /^127\.0\.1\.1\s+kiln-vm(\s|$)/m, hosts);
+        assert.match(hosts, /^127\.0\.0\.1\s+localhost$/m, hosts);
+        assert.match((await vm.ssh('getent hosts kiln-vm')).stdout, /^127\.0\.1\.1\s/);
+        // Without the line, sudo printed this on every call after waiting on DNS (8 s each here).
+        const sudo = await vm.ssh('sudo -n true');
+        assert.doesNotMatch(sudo.stderr, /unable to resolve host/);
+      });
+
       test('its NIC came up by DHCP with its own MAC and reaches the host over the network', async () => {
         assert.match((await vm.ssh('ip -o link show')).stdout, new RegExp(macs[firmware]), 'the NIC has the MAC the VM was given');
         assert.match((await vm.ssh('ip -o -4 addr show scope global')).stdout, /inet 10\.0\.2\.15\//, 'DHCP gave an address');
@@ -157,5 +169,15 @@ describe('the example boots under BIOS and UEFI: two distinct machines from one 
     assert.notEqual(fp[0], fp[1]);
     assert.match(ids[0], /^[0-9a-f]{32}$/);
     assert.notEqual(ids[0], ids[1]);
+  });
+
+  test("vm.ssh's commands shared one SSH connection per machine, and stopping the machines ended it: no ssh process is left", async () => {
+    const both = [vms.bios!, vms.uefi!];
+    const sockets = both.flatMap((v) => readdirSync(v.workDir).filter((n) => n.startsWith('ssh-')).map((n) => join(v.workDir, n)));
+    assert.equal(sockets.length, 2, 'each machine has its connection socket in its work dir');
+    const sshOf = () => execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n').filter((l) => /\bssh\b/.test(l) && sockets.some((s) => l.includes(s)));
+    assert.equal(sshOf().length, 2, 'a master each');
+    await Promise.all(both.map((v) => v.stop()));
+    assert.deepEqual(sshOf(), []);
   });
 });

@@ -18,5 +18,9 @@ test("Kiln's layer enables networkd for every ethernet NIC (no MAC) and a serial
   assert.match(net, /^DHCP=yes$/m);
   assert.doesNotMatch(net, /MACAddress/);
   assert.equal(readFileSync(join(root, 'etc/hostname'), 'utf8'), 'web\n');
-  assert.match(readFileSync(join(root, 'etc/cloud/cloud.cfg.d/90-kiln.cfg'), 'utf8'), /config: disabled/);
+  const cloudInit = readFileSync(join(root, 'etc/cloud/cloud.cfg.d/90-kiln.cfg'), 'utf8');
+  assert.match(cloudInit, /config: disabled/);
+  // The instance's hostname resolves without DNS (sudo looks it up on every call); the image's /etc/hosts stays otherwise.
+  assert.match(cloudInit, /^manage_etc_hosts: localhost$/m);
+  assert.match(readFileSync(join(root, 'etc/hosts'), 'utf8'), /^127\.0\.1\.1\tweb$/m);
 });
