@@ -183,7 +183,7 @@ export function setAppVersion(dir: string, version: string): void {
 /**
  * The image repository for the upgrade test, committed and tagged: the example's files with the
  * `demo_app` role in place of the `web` role. Raw only, BIOS only (the test boots BIOS), and no fact
- * gathering. Under TCG every module Ansible runs on the VM takes 4-15 s and the test applies the
+ * gathering. Under TCG every module Ansible runs on the VM takes 5-12 s and the test applies the
  * playbook three times, so the role is kept to what an upgrade needs: a pinned package, a managed
  * file, a handler.
  */

@@ -13,8 +13,8 @@
  * example is built first (or waited for, when another file of the run is building it: test files run
  * two at a time), which fills the suite's cache with both trees.
  *
- * Used by test/e2e/pipeline.test.ts (the pipeline's two runs, in `npm test`) and
- * test/pipeline/runner-image.test.ts (a job in the runner image), run by `npm run test:pipeline`.
+ * Used by test/pipeline/pipeline.test.ts (the pipeline's two runs) and
+ * test/pipeline/runner-image.test.ts (a job in the runner image); `npm run test:pipeline` runs both.
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawn } from 'node:child_process';

@@ -6,7 +6,7 @@
  *
  * Not in `npm test`: building the image (a Debian base, the host tools, Node and npm ci inside it) takes
  * about 6.5 minutes of a CI run already near its limit; `npm run test:pipeline` runs it. Its before()
- * runs the family's pipeline once (test/e2e/pipeline.test.ts checks that run) to release the parent.
+ * runs the family's pipeline once (test/pipeline/pipeline.test.ts checks that run) to release the parent.
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
