@@ -30,7 +30,8 @@ grep -q "^IMAGE_VERSION=\"release-0.1.0\"" /etc/os-release
 python3 -c "import urllib.request as u; print(u.urlopen(\"http://127.0.0.1/\").read().decode())" | grep -q "release-0.1.0" && echo "nginx serves the version page"
 id app >/dev/null && echo "user app exists"
 test -s /etc/ssh/ssh_host_ed25519_key.pub && echo "host keys generated at first boot: $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f2)"
-test -s /etc/machine-id && echo "machine-id: $(cat /etc/machine-id)"'
+test -s /etc/machine-id && echo "machine-id: $(cat /etc/machine-id)"
+getent hosts "$(hostname)" >/dev/null && echo "its own hostname $(hostname) resolves locally (sudo does not wait on DNS)"'
 for fw in bios uefi; do
   echo "== kiln boot ($fw)"
   $kiln boot --firmware "$fw" "$img/web-release-0.1.0.qcow2" -- "$check"
