@@ -21,6 +21,7 @@ import { describeHealth, healthPlaybook, healthVerdicts } from './health.js';
 import { firstLine } from './text.js';
 import { DONE, inventoryOrder, limitArgs, parseBatchSpec, parseMaxFailures, pendingBatches, planBatches, readRollout, removeRollout, rolloutFile, writeRollout, type RolloutHostStatus, type RolloutRecord } from './rollout.js';
 import { addWorktree, removeWorktree } from '../version/git.js';
+import { endSshMaster } from '../vm/ssh.js';
 
 export interface ApplyRelease { name: string; version: string; commit: string; tag?: string; template: string; sourceDateEpoch: number }
 
@@ -497,7 +498,7 @@ async function rolloutPlan(o: ApplyOptions, s: Session, release: string): Promis
 /** Ends the SSH master connections of this run (they would otherwise linger for ControlPersist). */
 async function closeConnections(dir: string): Promise<void> {
   const socks = existsSync(dir) ? readdirSync(dir) : [];
-  await Promise.all(socks.map((s) => exec('ssh', ['-o', `ControlPath=${join(dir, s)}`, '-O', 'exit', 'kiln-apply'], { allowFailure: true })));
+  await Promise.all(socks.map((s) => endSshMaster(join(dir, s))));
 }
 
 /** Why a host running `current` (its /etc/release) must not get release r, or undefined. */

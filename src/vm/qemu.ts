@@ -13,7 +13,7 @@ import { checkedDiskFormat } from '../image/disk-file.js';
 import { commandLine, exec } from '../exec.js';
 import { silentLogger, type Logger } from '../log.js';
 import { writeSeed } from './seed.js';
-import { sshArgs, waitForSsh } from './ssh.js';
+import { endSshMaster, sshArgs, waitForSsh } from './ssh.js';
 import type { Firmware } from '../disk/index.js';
 
 export type { Firmware };
@@ -166,9 +166,7 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
       // VM that dies ends it too (the connection drops). Unix socket paths are limited to 108 bytes.
       const control = join(workDir, `ssh-${attempt}`);
       const mux = control.length < 100 ? ['-o', 'ControlMaster=auto', '-o', `ControlPath=${control}`, '-o', 'ControlPersist=600'] : [];
-      const endMux = async () => {
-        if (mux.length && existsSync(control)) await exec('ssh', ['-o', `ControlPath=${control}`, '-O', 'exit', `${user}@127.0.0.1`], { allowFailure: true, logger });
-      };
+      const endMux = () => endSshMaster(control, logger);
       const vm: RunningVm = {
         sshPort: port, user, keyFile, serialLog, workDir, accel,
         sshCommand: () => ['ssh', ...sshArgs(keyFile, port, user)],

@@ -1,5 +1,12 @@
+import { existsSync } from 'node:fs';
 import { KilnError } from '../errors.js';
+import { exec } from '../exec.js';
 import type { Logger } from '../log.js';
+
+/** Ends the SSH master connection whose socket is at path (it would otherwise linger for ControlPersist); nothing when there is none. */
+export async function endSshMaster(path: string, logger?: Logger): Promise<void> {
+  if (existsSync(path)) await exec('ssh', ['-o', `ControlPath=${path}`, '-O', 'exit', 'kiln-master'], { allowFailure: true, logger });
+}
 
 /** ssh options for throwaway test VMs: a per-boot key, no host key persistence. */
 export function sshArgs(keyFile: string, port: number, user: string, host = '127.0.0.1'): string[] {
