@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { firstDifferingBytes } from '../../src/reproduce/treediff.js';
 import { builtExample, CACHE_DIR, E2E_DIR, git, kiln, mountsUnder, RUN_ID, type BuildRecordLite, type BuiltExample } from './fixture.js';
-import { startRegistry, type TestRegistry } from '../unit/store-registry-fixture.js';
 
 let built: BuiltExample;
 before(async () => { built = await builtExample(); });
@@ -97,48 +96,11 @@ describe('the step cache', () => {
 });
 
 /**
- * The step cache shared through a registry (Debian's docker-registry on 127.0.0.1): runner A, with
- * this run's warm cache, pushes what it used; runner B, with an EMPTY cache directory, takes the
- * base tree, the tools tree and every step output from the registry (no mmdebstrap, no playbook),
- * and makes the released bytes; releasing them again with --if-released verify is "already
- * released, identical". The same version tag moved to another commit (a different build of an
- * existing version) fails with the conflict naming both manifests.
+ * A different build of an existing version: the same tag moved to another commit fails with the
+ * conflict naming both manifests, and the release is unchanged. (A fresh runner served by a remote
+ * step cache is test/e2e/pipeline.test.ts: its second run, every job in an empty copy.)
  */
-describe('the step cache shared through a registry', () => {
-  let reg: TestRegistry;
-  before(async () => { reg = await startRegistry(); });
-  // Two out directories of seven artifacts and a filled cache: gigabytes the rest of the run does not need.
-  after(async () => {
-    await reg?.stop();
-    for (const d of ['remote-a-out', 'remote-b-out', 'remote-b-cache']) rmSync(join(E2E_DIR, RUN_ID, d), { recursive: true, force: true });
-  });
-  const spec = () => `oci://127.0.0.1:${reg.port}/ci`;
-
-  test('a runner with an empty cache takes every step from the registry and makes the released bytes; releasing them again is "identical"', async () => {
-    const a = await kiln(['build', '--no-release', '--json', '--out', join(E2E_DIR, RUN_ID, 'remote-a-out'), '--cache', spec()], { cwd: built.dir, cache: true });
-    assert.equal(a.code, 0, a.stderr.slice(-3000));
-    const pushed = /cache oci:\/\/[^:]+:\d+\/ci: 0 from it; (\d+) pushed/.exec(a.stderr);
-    assert.ok(pushed, a.stderr.slice(-2000));
-    // base, tools, disk, audit and the seven formats.
-    assert.ok(Number(pushed[1]) >= 11, `pushed ${pushed[1]} entries`);
-
-    const emptyCache = join(E2E_DIR, RUN_ID, 'remote-b-cache');
-    rmSync(emptyCache, { recursive: true, force: true });
-    mkdirSync(emptyCache);
-    const b = await kiln(['build', '--if-released', 'verify', '--json', '--out', join(E2E_DIR, RUN_ID, 'remote-b-out'), '--cache', spec()], { cwd: built.dir, cache: true, env: { KILN_CACHE_DIR: emptyCache } });
-    assert.equal(b.code, 0, b.stderr.slice(-3000));
-    assert.match(b.stderr, /base tree from the cache at oci:/);
-    assert.match(b.stderr, /tools tree \([0-9a-f]{12}, from the shared cache\)/);
-    assert.doesNotMatch(b.stderr, /built by mmdebstrap/);
-    for (const s of ['provision', 'seal', 'stamp', 'disk', 'audit', 'formats']) assert.match(firstLine(b.stderr, s), /from cache/, `${s} took its output from the cache`);
-    const record = JSON.parse(b.stdout) as BuildRecordLite & { release?: { digest: string; identical?: boolean } };
-    await assertReleasedBytes(record);
-    assert.match(b.stderr, /already released, identical/);
-    assert.equal(record.release?.identical, true);
-    assert.equal(record.release?.digest, built.record.release?.digest, 'it names the release that is there');
-    assert.deepEqual(mountsUnder(built.dir), []);
-  });
-
+describe('a release is never overwritten', () => {
   test('the same version tag moved to another commit: the build fails with the conflict naming both manifests, and the release is unchanged', async () => {
     const other = join(E2E_DIR, RUN_ID, 'image repos', 'example moved tag');
     rmSync(other, { recursive: true, force: true });

@@ -7,23 +7,31 @@
  *
  * 1. The first run builds base, then web and worker side by side (and the racing worker); every job
  *    passes, one worker job reports "already released, identical".
- * 2. The same pipeline again, every job on a fresh copy with an empty cache: every step comes from
- *    the registry, nothing is built or pushed, and every job reports the release identical.
+ * 2. The same pipeline again, every job on a fresh copy with an empty cache (the copies of the first run
+ *    removed): every step comes from the registry, nothing is built or pushed, every job reports the
+ *    release identical, and the qcow2 each job wrote, hashed here, is the released bytes. This is also the
+ *    suite's test of a fresh runner served by a remote step cache (it replaced the example's seven-format
+ *    version of it in step-cache.test.ts, which cost 381 s of the suite).
  *
  * A different build of a released version (the tag moved to another commit) failing with the conflict
  * is test/e2e/step-cache.test.ts, with the example's seven formats. A job in the runner image
- * (runner/Containerfile, built with podman) is test/pipeline/runner-image.test.ts.
- *
- * Not in `npm test` (`npm run test:pipeline` runs it): 642 s alone; with it the suite took 84.5 and 87.5
- * minutes of tests on a fresh machine (2026-12-02, twice), too near CI's 90 (README, Tests).
+ * (runner/Containerfile, built with podman) is test/pipeline/runner-image.test.ts (`npm run test:pipeline`).
  */
 import { strict as assert } from 'node:assert';
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { openStore } from '../../src/store/index.js';
-import { jobLines, runPipeline, setupFamily, type Family } from '../e2e/pipeline-fixture.js';
+import { jobLines, runPipeline, setupFamily, type Family } from './pipeline-fixture.js';
+
+/** sha256 of a file, read here: the bytes on disk, not what Kiln says of them. */
+async function sha256(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
 
 describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bare remote)', () => {
   let family: Family | undefined;
@@ -74,7 +82,10 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
     assert.ok(workerLines.includes(digests.get('worker') ?? '?'));
   });
 
-  test('second run, every runner empty: every step from the registry, nothing built or pushed, every release identical', async () => {
+  test('second run, every runner empty: every step from the registry, nothing built or pushed, every release identical, the bytes released', async () => {
+    // The first run's job copies (and their .kiln/cache) go: each job of this run starts from an empty copy.
+    const builds = join(checkout, '.gitlab-ci-local', 'builds');
+    rmSync(builds, { recursive: true, force: true });
     const r = await runPipeline(checkout);
     assert.equal(r.code, 0, r.out.slice(-6000));
     for (const job of ['build:base', 'build:stage2:web+worker: [web,web]', 'build:stage2:web+worker: [worker,worker]', 'race:worker']) {
@@ -85,5 +96,16 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
     }
     const released = await openStore(store, family!.here);
     for (const [name, digest] of digests) assert.equal((await released.release(name, 'release-0.1.0'))?.digest, digest, `${name} is the first run's release`);
+    // What each job wrote from the registry's entries, hashed here, against what the release records.
+    const jobs = readdirSync(builds).filter((j) => !j.startsWith('.')); // .docker is gitlab-ci-local's own
+    assert.equal(jobs.length, 4, `one copy per job: ${jobs.join(', ')}`);
+    for (const job of jobs) {
+      const image = ['base', 'web', 'worker'].find((n) => existsSync(join(builds, job, n, '.kiln', 'out', `${n}-release-0.1.0`)));
+      assert.ok(image, `${job} wrote an image's artifacts`);
+      const file = join(builds, job, image, '.kiln', 'out', `${image}-release-0.1.0`, `${image}-release-0.1.0.qcow2`);
+      const want = (await released.release(image, 'release-0.1.0'))?.record.artifacts.find((a) => a.format === 'qcow2')?.sha256;
+      assert.ok(want, `${image}'s release records its qcow2`);
+      assert.equal(await sha256(file), want.replace(/^sha256:/, ''), `${job}: ${file} is the released qcow2`);
+    }
   });
 });
