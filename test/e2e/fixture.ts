@@ -4,7 +4,8 @@
  * (KILN_E2E_RUN) reuse the record. The Debian base-tree cache is shared across runs.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { appendFileSync, chmodSync, cpSync, createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../../src/fsio.js';
 import { rootOffset } from '../../src/image/root-fs.js';
@@ -212,4 +213,11 @@ export function filesHolding(dirs: string[], secrets: string[]): string[] {
   };
   for (const d of dirs) if (existsSync(d)) scan(d);
   return seen;
+}
+
+/** sha256 of a file, read by the test itself: what is compared is the bytes on disk, not what Kiln says of them. */
+export async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
 }

@@ -18,20 +18,13 @@
  * (runner/Containerfile, built with podman) is test/pipeline/runner-image.test.ts (`npm run test:pipeline`).
  */
 import { strict as assert } from 'node:assert';
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { openStore } from '../../src/store/index.js';
+import { sha256File } from './fixture.js';
 import { jobLines, runPipeline, setupFamily, type Family } from './pipeline-fixture.js';
-
-/** sha256 of a file, read here: the bytes on disk, not what Kiln says of them. */
-async function sha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bare remote)', () => {
   let family: Family | undefined;
@@ -105,7 +98,7 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
       const file = join(builds, job, image, '.kiln', 'out', `${image}-release-0.1.0`, `${image}-release-0.1.0.qcow2`);
       const want = (await released.release(image, 'release-0.1.0'))?.record.artifacts.find((a) => a.format === 'qcow2')?.sha256;
       assert.ok(want, `${image}'s release records its qcow2`);
-      assert.equal(await sha256(file), want.replace(/^sha256:/, ''), `${job}: ${file} is the released qcow2`);
+      assert.equal(await sha256File(file), want, `${job}: ${file} is the released qcow2`);
     }
   });
 });

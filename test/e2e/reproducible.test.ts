@@ -11,10 +11,10 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { cpSync, createReadStream, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { CACHE_DIR, E2E_DIR, RUN_ID, exampleRepo, kiln, type BuildRecordLite } from './fixture.js';
+import { CACHE_DIR, E2E_DIR, RUN_ID, exampleRepo, kiln, sha256File, type BuildRecordLite } from './fixture.js';
 
 const FORMATS = 'formats: [raw, qcow2, vmdk, vhd, vhdx, ova, gce]';
 const DATE = '2026-11-01T12:00:00Z';
@@ -34,16 +34,9 @@ async function buildJson(dir: string, args: string[]): Promise<Rec> {
   return { ...(JSON.parse(r.stdout) as Rec), stderr: r.stderr };
 }
 
-/** sha256 of a file, read here: what is compared is the bytes on disk, not what Kiln says of them. */
-async function hashOf(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 async function filesHashed(rec: BuildRecordLite): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  for (const a of rec.artifacts) out[a.format] = await hashOf(a.file);
+  for (const a of rec.artifacts) out[a.format] = await sha256File(a.file);
   return out;
 }
 

@@ -7,23 +7,16 @@
  * scratch makes those bytes too is reproducible.test.ts (its builds run with --no-cache).
  */
 import { strict as assert } from 'node:assert';
-import { createHash } from 'node:crypto';
-import { appendFileSync, copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { firstDifferingBytes } from '../../src/reproduce/treediff.js';
-import { builtExample, CACHE_DIR, E2E_DIR, git, kiln, mountsUnder, RUN_ID, type BuildRecordLite, type BuiltExample } from './fixture.js';
+import { builtExample, CACHE_DIR, E2E_DIR, git, kiln, mountsUnder, RUN_ID, sha256File, type BuildRecordLite, type BuiltExample } from './fixture.js';
 
 let built: BuiltExample;
 before(async () => { built = await builtExample(); });
 
 const STEPS = join(CACHE_DIR, 'steps');
-
-async function sha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 function entries(): { key: string; step: string; dir: string }[] {
   return (existsSync(STEPS) ? readdirSync(STEPS) : []).filter((k) => /^[0-9a-f]{64}$/.test(k)).map((key) => {
@@ -44,7 +37,7 @@ async function assertReleasedBytes(record: BuildRecordLite): Promise<void> {
   assert.deepEqual(record.artifacts.map((a) => a.format).sort(), [...released.keys()].sort());
   for (const a of record.artifacts) {
     const want = released.get(a.format);
-    const got = await sha256(a.file);
+    const got = await sha256File(a.file);
     if (!want || got === want.sha256) continue;
     const d = await firstDifferingBytes(a.file, want.file, 8);
     assert.fail(`${a.format}: the bytes of the release (hashed here): ${got}, released ${want.sha256}; ${d.count} bytes differ, the first at offsets ${d.offsets.join(', ')}`);
