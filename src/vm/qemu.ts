@@ -90,14 +90,42 @@ export function qemuArgs(o: { overlay: string; seed: string; firmware: Firmware;
 
 let kvmVerdict: boolean | undefined;
 
-/** KVM is used only when /dev/kvm is usable and a guest actually runs under it; KILN_ACCEL overrides. */
-async function chooseAccel(requested: Accel): Promise<'kvm' | 'tcg'> {
+/** Sets (or, with undefined, forgets) this process's verdict on KVM, as if the probe had run: for tests of the fallback. */
+export function presetKvmVerdict(works: boolean | undefined): void {
+  kvmVerdict = works;
+}
+
+/** What QEMU prints when KVM cannot go on running a guest (it then pauses the guest). */
+const KVM_FAILURE = /KVM internal error|emulation failure/;
+
+/** The accelerator asked for: KILN_ACCEL, unless unset or auto, else the caller's. */
+function chooseAccelWant(requested: Accel): Accel {
   const env = process.env.KILN_ACCEL as Accel | undefined;
-  const want = env && env !== 'auto' ? env : requested;
+  return env && env !== 'auto' ? env : requested;
+}
+
+/**
+ * KVM is used only when /dev/kvm is usable and a guest actually runs under it; KILN_ACCEL overrides.
+ * A KVM that passes the probe and then fails a guest is given up for TCG by bootVm, for the rest of the process.
+ */
+async function chooseAccel(requested: Accel): Promise<'kvm' | 'tcg'> {
+  const want = chooseAccelWant(requested);
   if (want === 'kvm' || want === 'tcg') return want;
   if (kvmVerdict !== undefined) return kvmVerdict ? 'kvm' : 'tcg';
-  kvmVerdict = existsSync('/dev/kvm') && (await probeKvm());
+  kvmVerdict = existsSync('/dev/kvm') && kvmKind() === 'hardware' && (await probeKvm());
   return kvmVerdict ? 'kvm' : 'tcg';
+}
+
+/**
+ * Which KVM the host kernel has, from its modules: 'hardware' (kvm_intel or kvm_amd, VT-x or AMD-V,
+ * which runs any guest), 'pvm' (kvm_pvm only: Pagetable-based Virtual Machine, made for running VMs
+ * inside a cloud VM without nested virtualisation; it runs PVM-aware guest kernels, and a stock Debian
+ * kernel dies under it with "KVM internal error ... emulation failure" minutes into a very slow boot,
+ * while the probe's real-mode BIOS runs fine), or 'none'.
+ */
+export function kvmKind(sysModule = '/sys/module'): 'hardware' | 'pvm' | 'none' {
+  if (existsSync(join(sysModule, 'kvm_intel')) || existsSync(join(sysModule, 'kvm_amd'))) return 'hardware';
+  return existsSync(join(sysModule, 'kvm_pvm')) ? 'pvm' : 'none';
 }
 
 /** Runs a tiny real-mode program under KVM (SeaBIOS prints to the debug console); failures mean TCG. */
@@ -128,13 +156,16 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
     // backing file, extents, a parent) is refused: QEMU would open that file for the guest.
     const facts = checkedDiskFormat(image, o.image, o.format);
     const serialLog = join(workDir, 'serial.log');
-    const accel = await chooseAccel(o.accel ?? 'auto');
+    const requested = o.accel ?? 'auto';
+    let accel = await chooseAccel(requested);
+    // KVM chosen by the probe, not asked for: a KVM that fails the guest later is left for TCG.
+    const kvmByProbe = accel === 'kvm' && chooseAccelWant(requested) === 'auto';
     // Under multi-threaded TCG a guest kernel now and then dies early on an int3 left in code it is
     // patching (QEMU's cross-modifying-code handling; seen here: "Oops: int3" in sched_clock_cpu at
     // 3 s). Such a boot is tried once more on single-threaded TCG; a kernel that panics there too is
     // the image's fault and is reported.
+    let singleThreadTcg = false;
     for (let attempt = 1; ; attempt++) {
-      const singleThreadTcg = attempt > 1;
       rmSync(overlay, { force: true });
       await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', facts.format, '-b', image, overlay], { logger });
       let vars: string | undefined;
@@ -174,20 +205,31 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
         stop: async () => { process.off('exit', onExit); await endMux(); await kill(); cleanupDir(); },
       };
       const panicked = () => (existsSync(serialLog) && PANIC.test(readFileSync(serialLog, 'utf8')) ? 'the guest kernel panicked while booting' : undefined);
+      // QEMU pauses a guest KVM cannot run ("KVM internal error ... emulation failure") and keeps running: without this, the wait would last its whole timeout.
+      const kvmFailed = () => (accel === 'kvm' && KVM_FAILURE.test(readFileSync(join(workDir, 'qemu.stderr'), 'utf8')) ? 'KVM stopped the guest: KVM internal error (see QEMU\'s output below)' : undefined);
       try {
-        await waitForSsh(vm, { timeoutSec: o.timeoutSec ?? 360, isAlive: () => !exited, failed: panicked, logger });
+        await waitForSsh(vm, { timeoutSec: o.timeoutSec ?? 360, isAlive: () => !exited, failed: () => panicked() ?? kvmFailed(), logger });
       } catch (e) {
         const serial = existsSync(serialLog) ? readFileSync(serialLog, 'utf8') : '';
         const qerr = readFileSync(join(workDir, 'qemu.stderr'), 'utf8');
         process.off('exit', onExit);
         await endMux();
         await kill();
+        if (accel === 'kvm' && kvmByProbe && KVM_FAILURE.test(qerr)) {
+          // /dev/kvm opened and the probe's real-mode BIOS ran, but a full guest did not (seen on a nested-virtualisation CI machine: an emulation failure on a locked cmpxchg16b early in the kernel).
+          logger.warn(`KVM could not run this guest (${qerr.split('\n').find((l) => KVM_FAILURE.test(l))?.trim()}): booting again under TCG, as every later boot of this run will`);
+          kvmVerdict = false;
+          accel = 'tcg';
+          continue;
+        }
         if (accel === 'tcg' && !singleThreadTcg && PANIC.test(serial)) {
           logger.warn(`the guest kernel panicked under multi-threaded TCG (${/RIP: [0-9a-f]{4}:(\S+)/.exec(serial)?.[1] ?? 'see the serial log'}): a known QEMU fault with code the kernel patches; booting again on single-threaded TCG`);
+          singleThreadTcg = true;
           continue;
         }
         cleanupDir();
-        if (e instanceof KilnError) throw new KilnError(e.message, { hint: e.hint, detail: [qerr.trim(), serial.split('\n').slice(-25).join('\n')].filter(Boolean).join('\n') });
+        const hint = accel === 'kvm' && KVM_FAILURE.test(qerr) ? 'KVM was asked for (--accel kvm or KILN_ACCEL=kvm) and cannot run this guest here: use --accel tcg, or auto to let Kiln choose' : undefined;
+        if (e instanceof KilnError) throw new KilnError(e.message, { hint: hint ?? e.hint, detail: [qerr.trim(), serial.split('\n').slice(-25).join('\n')].filter(Boolean).join('\n') });
         throw e;
       }
       return vm;

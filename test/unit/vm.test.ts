@@ -1,10 +1,10 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { bootVm, qemuArgs } from '../../src/vm/qemu.js';
+import { bootVm, kvmKind, presetKvmVerdict, qemuArgs } from '../../src/vm/qemu.js';
 import { metaData, userData } from '../../src/vm/seed.js';
 
 test('the NoCloud user-data is cloud-config with the injected key and passwordless sudo', () => {
@@ -75,6 +75,78 @@ exec sleep 60
     assert.match(warnings.join('\n'), /panicked under multi-threaded TCG \(sched_clock_cpu\+0x9\/0x1d0\).*booting again on single-threaded TCG/);
   } finally {
     process.env.PATH = savedPath;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a KVM that passed the probe but stops the guest (KVM internal error) is given up for TCG at once, for every later boot; asked for by name, it is an error with what to do', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-vm-kvm-'));
+  const savedPath = process.env.PATH;
+  const savedAccel = process.env.KILN_ACCEL;
+  delete process.env.KILN_ACCEL;
+  try {
+    // A stand-in for qemu-system-x86_64: records its -accel; under KVM it says what QEMU says when KVM
+    // cannot emulate an instruction (and, as QEMU does, keeps running with the guest paused); under TCG
+    // the guest panics, so each boot ends in seconds.
+    const calls = join(dir, 'calls');
+    writeFileSync(join(dir, 'qemu-system-x86_64'), `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in -accel) accel="$2"; echo "$2" >> '${calls}' ;; -serial) serial="\${2#file:}" ;; esac
+  shift
+done
+if [ "$accel" = kvm ]; then
+  printf 'KVM internal error. Suberror: 1\nextra data[0]: 0x0000000000000001\nemulation failure\n' >&2
+else
+  printf 'Kernel panic - not syncing: VFS: Unable to mount root fs\n' > "$serial"
+fi
+exec sleep 60
+`, { mode: 0o755 });
+    process.env.PATH = `${dir}:${savedPath}`;
+    const img = join(dir, 'disk.raw');
+    writeFileSync(img, Buffer.alloc(1 << 20));
+    const warnings: string[] = [];
+    const logger = { verbose: false, info() {}, debug() {}, warn: (m: string) => { warnings.push(m); } };
+    presetKvmVerdict(true);
+    const t0 = Date.now();
+    await assert.rejects(bootVm({ image: img, firmware: 'bios', logger }), /the guest kernel panicked while booting/);
+    assert.ok(Date.now() - t0 < 30_000, 'not the 360 s SSH wait');
+    assert.deepEqual(readFileSync(calls, 'utf8').trim().split('\n'), ['kvm', 'tcg', 'tcg,thread=single']);
+    assert.match(warnings[0], /^KVM could not run this guest \(KVM internal error\. Suberror: 1\): booting again under TCG/);
+    // The verdict holds for the rest of the process: the next boot starts under TCG.
+    writeFileSync(calls, '');
+    await assert.rejects(bootVm({ image: img, firmware: 'bios', logger }), /panicked/);
+    assert.deepEqual(readFileSync(calls, 'utf8').trim().split('\n'), ['tcg', 'tcg,thread=single']);
+    // Asked for by name, KVM is not replaced: the error says what failed and what to do.
+    writeFileSync(calls, '');
+    await assert.rejects(bootVm({ image: img, firmware: 'bios', accel: 'kvm', logger }), (e: Error & { hint?: string; detail?: string }) => {
+      assert.match(e.message, /^KVM stopped the guest: KVM internal error/);
+      assert.match(e.hint ?? '', /use --accel tcg/);
+      assert.match(e.detail ?? '', /emulation failure/);
+      return true;
+    });
+    assert.deepEqual(readFileSync(calls, 'utf8').trim().split('\n'), ['kvm']);
+  } finally {
+    presetKvmVerdict(undefined);
+    process.env.PATH = savedPath;
+    if (savedAccel === undefined) delete process.env.KILN_ACCEL; else process.env.KILN_ACCEL = savedAccel;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('KVM counts only when it is hardware virtualisation (kvm_intel or kvm_amd): a host whose /dev/kvm is PVM (kvm_pvm) boots under TCG', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-vm-sysmod-'));
+  try {
+    const mods = (...names: string[]) => {
+      rmSync(dir, { recursive: true, force: true });
+      for (const n of names) mkdirSync(join(dir, n, 'parameters'), { recursive: true });
+      return kvmKind(dir);
+    };
+    assert.equal(mods('kvm', 'kvm_pvm'), 'pvm');
+    assert.equal(mods('kvm', 'kvm_intel'), 'hardware');
+    assert.equal(mods('kvm', 'kvm_amd', 'kvm_pvm'), 'hardware');
+    assert.equal(mods('kvm'), 'none');
+    assert.equal(mods(), 'none');
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
