@@ -109,6 +109,9 @@ export async function toolsTree(s: ToolsSpec, cacheDir: string, workDir: string,
       '--mode=root', '--variant=apt', '--format=directory', `--include=${TOOLS_PACKAGES.join(',')}`,
       ...(locked ? [] : s.verify ? [`--keyring=${s.keyring}`] : ['--aptopt=Acquire::AllowInsecureRepositories "true"', '--aptopt=APT::Get::AllowUnauthenticated "true"']),
       '--aptopt=Acquire::Retries "3"', '--dpkgopt=path-exclude=/usr/share/doc/*', '--dpkgopt=path-exclude=/usr/share/man/*',
+      // No fsync per unpacked file: a tree cut short is never used (it is placed and recorded only once
+      // complete), and this tree is never part of an image. 42 -> 38 s and 48 -> 44 s measured here.
+      '--dpkgopt=force-unsafe-io',
       // apt's lists and caches are not needed to run Ansible.
       '--customize-hook=rm -rf "$1/var/lib/apt/lists" "$1/var/cache/apt"',
       s.suite, tmp, locked ? locked.sourcesLine : `deb ${s.mirror} ${s.suite} main`,
