@@ -158,8 +158,8 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
     const serialLog = join(workDir, 'serial.log');
     const requested = o.accel ?? 'auto';
     let accel = await chooseAccel(requested);
-    // KVM chosen by the probe, not asked for: a KVM that fails the guest later is left for TCG.
-    const kvmByProbe = accel === 'kvm' && chooseAccelWant(requested) === 'auto';
+    // Left to Kiln (not asked for by name): a KVM that then fails the guest is given up for TCG.
+    const auto = chooseAccelWant(requested) === 'auto';
     // Under multi-threaded TCG a guest kernel now and then dies early on an int3 left in code it is
     // patching (QEMU's cross-modifying-code handling; seen here: "Oops: int3" in sched_clock_cpu at
     // 3 s). Such a boot is tried once more on single-threaded TCG; a kernel that panics there too is
@@ -215,8 +215,8 @@ export async function bootVm(o: BootOptions): Promise<RunningVm> {
         process.off('exit', onExit);
         await endMux();
         await kill();
-        if (accel === 'kvm' && kvmByProbe && KVM_FAILURE.test(qerr)) {
-          // /dev/kvm opened and the probe's real-mode BIOS ran, but a full guest did not (seen on a nested-virtualisation CI machine: an emulation failure on a locked cmpxchg16b early in the kernel).
+        if (accel === 'kvm' && auto && KVM_FAILURE.test(qerr)) {
+          // The host's KVM passed kvmKind and the probe, but a full guest did not run (what a PVM host did before kvmKind: an emulation failure on a locked cmpxchg16b in the kernel).
           logger.warn(`KVM could not run this guest (${qerr.split('\n').find((l) => KVM_FAILURE.test(l))?.trim()}): booting again under TCG, as every later boot of this run will`);
           kvmVerdict = false;
           accel = 'tcg';
