@@ -10,7 +10,7 @@
 // something the suite should check was not checked.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 
 const only = process.env.KILN_TEST_ONLY;
@@ -75,11 +75,12 @@ if (missingFiles.length) {
   process.exit(1);
 }
 const extra = process.argv.slice(2);
-// Scratch directories the tests make in the temporary directory (kiln-*): the ones this run adds are
-// removed when it ends, passed or failed, so runs do not pile them up on the machine.
-const tmp = tmpdir();
-const kilnTemps = () => new Set(readdirSync(tmp).filter((n) => n.startsWith('kiln-')));
-const tempsBefore = kilnTemps();
+// The tests, and the kiln commands they run, get a temporary directory of this run's own (TMPDIR, which
+// Node's os.tmpdir() and the host tools read): what they leave there goes with the run's folder, no mount
+// may be left in it (checked at the end), and two runs on one machine never touch each other's scratch.
+// (Sweeping the machine's /tmp for new kiln-* entries instead removed a concurrent run's live scratch.)
+const runTmp = join(e2eDir, runId, 'tmp');
+mkdirSync(runTmp, { recursive: true });
 // The spec reporter for people; a TAP copy whose totals are printed again at the very end.
 // The unit files run two at a time (each in its own process, with its own scratch: most of their time
 // is spent waiting on child processes), under one Node test runner. The end-to-end files run two at a
@@ -96,7 +97,7 @@ const groups = [
   { files: together, concurrency: lanes, tap: join(e2eDir, runId, 'e2e.tap'), scheduled: true },
   { files: alone, concurrency: 1, tap: join(e2eDir, runId, 'e2e-alone.tap') },
 ].filter((g) => g.files.length);
-const env = { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId };
+const env = { KILN_STATE_DIR: join(e2eDir, runId, 'state'), ...process.env, KILN_E2E_RUN: runId, TMPDIR: runTmp };
 const reporters = (tap) => ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`];
 const closed = (child) => new Promise((resolve) => child.on('close', (status, signal) => resolve({ status, signal })));
 /** The group's files, `lanes` at a time in the listed order, each under its own runner with its own TAP file. */
@@ -134,8 +135,11 @@ for (const g of groups) {
 }
 clearInterval(sampler);
 const r = runs.find((x) => x.status !== 0) ?? runs[0];
-let leftTemps = 0;
-for (const n of kilnTemps()) if (!tempsBefore.has(n)) { rmSync(join(tmp, n), { recursive: true, force: true }); leftTemps++; }
+// What the tests left in their temporary directory (removed with the run's folder when the run passes),
+// and any mount there, in any process's mount namespace: a leak of a test or of Kiln, which fails the run.
+const leftTemps = readdirSync(runTmp).length;
+const { mountsUnder } = await import(new URL('../dist/test/e2e/fixture.js', import.meta.url).href);
+const tmpMounts = mountsUnder(runTmp);
 // The totals of every group, added up (a runner that did not finish leaves none, and the run fails).
 const sums = new Map();
 let finished = 0;
@@ -165,13 +169,14 @@ const notRun = count('skipped') + count('todo');
 const problems = [];
 if (r.status !== 0) problems.push(r.status === null ? `the test runner was killed by ${r.signal}` : 'tests failed');
 if (!totals.length) problems.push('no totals: the test runner did not finish');
+if (tmpMounts.length) problems.push(`mounts left in the tests' temporary directory: ${tmpMounts.join('; ')}`);
 if (notRun && process.env.CI) problems.push(`${count('skipped')} skipped and ${count('todo')} todo tests: not allowed under CI, where every test must run (marked ﹣ or # TODO above)`);
 console.log(`\nsummary (${files.length} files):\n${totals.map((l) => `  ${l.slice(2)}`).join('\n') || '  no results (the test runner did not finish)'}`);
 if (notRun && !process.env.CI) console.log(`  note: ${notRun} tests skipped or todo; under CI that fails the run`);
 // Files run side by side, so their durations add up to more than the run took: the wall time too.
 console.log(`  wall time: ${((Date.now() - startedAt) / 60000).toFixed(1)} min (duration_ms adds up each runner's own time)`);
 if (only !== 'unit') console.log(`  disk: ${gib(freeAtStart)} free in ${e2eDir} at the start, ${gib(freeAtStart - leastFree)} used by the run at its peak`);
-if (leftTemps) console.log(`  removed ${leftTemps} scratch director${leftTemps === 1 ? 'y' : 'ies'} the tests left in ${tmp}`);
+if (leftTemps) console.log(`  ${leftTemps} entr${leftTemps === 1 ? 'y' : 'ies'} the tests left in their temporary directory ${runTmp} (removed with the run's folder)`);
 if (problems.length) console.log(`FAILED: ${problems.join('; ')}`);
 if (!problems.length) rmSync(join(e2eDir, runId), { recursive: true, force: true });
 process.exit(problems.length ? (r.status || 1) : 0);

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkedRaw, diffSides, type DiffSide } from '../diff/index.js';
 import { paint, diffText } from '../diff/text.js';
@@ -78,7 +79,7 @@ export const diffCommand: Command = {
     const b = await side(positionals[1]);
     if (a.name !== b.name) process.stderr.write(`note: comparing two images (${a.name} and ${b.name})\n`);
     const logger = createLogger({});
-    const report = await diffSides(a, b, { cwd: process.cwd(), scratch: join(process.env.TMPDIR ?? '/tmp'), logger, files });
+    const report = await diffSides(a, b, { cwd: process.cwd(), scratch: tmpdir(), logger, files });
     if (values.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     else process.stdout.write(diffText(report, paint(color === 'always' || (color === 'auto' && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR)), { patch: values.patch }));
     return 0;

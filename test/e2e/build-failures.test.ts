@@ -111,14 +111,15 @@ describe('failed builds leave nothing behind', () => {
   test('verify: false is an explicit opt-out that is recorded as unverified', async () => {
     const { verifyArchive } = await import('../../src/source/debian.js');
     const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
     const warnings: string[] = [];
     const logger = { verbose: false, info() {}, debug() {}, warn: (m: string) => warnings.push(m) };
     const d = { suite: 'bookworm', mirror: 'http://deb.debian.org/debian', components: ['main'], kernel: 'k', packages: [], keyring: '/usr/share/keyrings/debian-archive-keyring.gpg', max_age: '365d' };
-    const off = await verifyArchive({ ...d, verify: false }, mkdtempSync('/tmp/kiln-v-'), logger);
+    const off = await verifyArchive({ ...d, verify: false }, mkdtempSync(join(tmpdir(), 'kiln-v-')), logger);
     assert.equal(off.verified, false);
     assert.match(off.inReleaseSha256, /^[0-9a-f]{64}$/);
     assert.match(warnings.join('\n'), /NOT checked/);
-    const on = await verifyArchive({ ...d, verify: true }, mkdtempSync('/tmp/kiln-v-'), logger);
+    const on = await verifyArchive({ ...d, verify: true }, mkdtempSync(join(tmpdir(), 'kiln-v-')), logger);
     assert.equal(on.verified, true);
     assert.match(on.signingKeyFingerprint ?? '', /^[0-9A-F]{40}$/);
     assert.equal(on.inReleaseSha256, off.inReleaseSha256);
