@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -26,8 +26,7 @@ function run(files: Record<string, string>, env: Record<string, string> = {}): {
   // Not the outer run's context: NODE_TEST_CONTEXT would make the inner runner report to this one.
   const { NODE_TEST_CONTEXT: _, CI: __, KILN_TEST_ONLY: ___, ...outer } = process.env;
   const r = spawnSync(process.execPath, [script], {
-    // Its own temporary directory: the inner runner removes the kiln-* scratch that appears during its run,
-    // which in the shared one could be another test file's, running at the same time.
+    // TMPDIR: where the inner runner itself would put scratch; the files it runs get the run's own.
     cwd: dir, encoding: 'utf8', env: { ...outer, TMPDIR: tmp(dir), KILN_E2E_DIR: join(dir, 'e2e-scratch'), KILN_E2E_RUN: 'run-1', ...env },
   });
   return { status: r.status, out: r.stdout + r.stderr };
@@ -94,5 +93,29 @@ test('end-to-end files run two at a time, longest first, then the whole-machine 
   for (const lone of ['build-failures', 'sandbox']) {
     for (const other of ['apply', 'aws-publish', 'reproducible', 'build-failures', 'sandbox']) if (other !== lone) assert.ok(!overlap(lone, other), `${lone} ran beside ${other}`);
     assert.ok(at.get(`${lone} start`)! >= Math.max(at.get('apply end')!, at.get('aws-publish end')!, at.get('reproducible end')!), `${lone} started after the others ended`);
+  }
+});
+
+test("the files' temporary directory is the run's own: what they leave is counted, and removed with the run when it passes", () => {
+  const leaves = "import { mkdtempSync, writeFileSync } from 'node:fs';\nimport { tmpdir } from 'node:os';\nimport { join } from 'node:path';\nimport { test } from 'node:test';\n"
+    + "test('leaves scratch', () => { const d = mkdtempSync(join(tmpdir(), 'kiln-leak-')); writeFileSync(join(d, 'where'), tmpdir()); });\n";
+  const r = run({ 'unit/a.test.js': leaves, 'e2e/b.test.js': leaves });
+  assert.equal(r.status, 0, r.out);
+  const runTmp = /(\S+\/e2e-scratch\/run-1\/tmp)/.exec(r.out)?.[1];
+  assert.match(r.out, /2 entries the tests left in their temporary directory \S+\/e2e-scratch\/run-1\/tmp \(removed with the run's folder\)/);
+  assert.ok(runTmp && !existsSync(runTmp), 'the passed run took its temporary directory with it');
+});
+
+test("a mount left in the files' temporary directory fails the run, naming it", () => {
+  // A harmless tmpfs over an empty scratch directory, unmounted again here whatever the run did.
+  const mounts = "import { execFileSync } from 'node:child_process';\nimport { mkdirSync, writeFileSync } from 'node:fs';\nimport { tmpdir } from 'node:os';\nimport { join } from 'node:path';\nimport { test } from 'node:test';\n"
+    + "test('leaves a mount', () => { const d = join(tmpdir(), 'kiln-mount-leak'); mkdirSync(d); writeFileSync(process.env.LEAK_AT, d); execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'kiln-test-leak', d]); });\n";
+  const at = join(base, `leak-${process.pid}`);
+  try {
+    const r = run({ 'unit/a.test.js': PASS, 'e2e/b.test.js': mounts }, { LEAK_AT: at });
+    assert.equal(r.status, 1, r.out);
+    assert.match(r.out, /FAILED: mounts left in the tests' temporary directory: \S+\/run-1\/tmp\/kiln-mount-leak \(mount namespace/);
+  } finally {
+    if (existsSync(at)) execFileSync('umount', [readFileSync(at, 'utf8')]);
   }
 });
