@@ -55,7 +55,7 @@ export function newContext(template: LoadedTemplate, options: BuildOptions, logg
   return {
     template, options, logger, kilnDir,
     cacheDir,
-    ...(options.remoteCache && !options.noCache ? { remoteCache: new RemoteCache(options.remoteCache, join(cacheDir, 'remote-push'), logger) } : {}),
+    ...(options.remoteCache && !options.noCache ? { remoteCache: new RemoteCache(options.remoteCache, join(cacheDir, 'remote-push'), logger, { signer: options.remoteCacheSigner, trust: options.remoteCacheTrust }) } : {}),
     workDir, root: join(workDir, 'root'), stagingDir: join(workDir, 'out'),
     buildId, startedAt: Date.now(), stepTimes: [], drivers,
   };
@@ -85,7 +85,7 @@ export async function build(template: LoadedTemplate, options: BuildOptions, log
     if (remote.push) logger.info(`cache: pushing to ${remote.location}…`);
     await remote.flush();
     const s = remote.stats;
-    logger.info(`cache ${remote.location}: ${s.hits.length} from it${s.hits.length ? ` (${s.hits.join(', ')})` : ''}; ${remote.push ? `${s.pushed.length} pushed${s.failed.length ? `, ${s.failed.length} failed` : ''}` : 'pushing off (KILN_CACHE_REMOTE_PUSH=0)'}`);
+    logger.info(`cache ${remote.location}: ${s.hits.length} from it${s.hits.length ? ` (${s.hits.join(', ')})` : ''}${s.signers.length ? `, signed by ${s.signers.join(', ')}` : ''}; ${remote.push ? `${s.pushed.length} pushed${s.failed.length ? `, ${s.failed.length} failed` : ''}` : 'pushing off (KILN_CACHE_REMOTE_PUSH=0)'}`);
   }
   const record = recordOf(ctx, result.steps, result.durationMs);
   if (ctx.outDir) writeBuildRecord(ctx.outDir, record);

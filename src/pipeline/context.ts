@@ -19,6 +19,7 @@ import type { FormatName } from '../formats/registry.js';
 import type { Drivers, ProvisionBox } from './drivers.js';
 import type { ReleaseStore } from '../store/release-store.js';
 import type { StagedBlob } from '../store/backend.js';
+import type { Signer, TrustedKey } from '../store/signing.js';
 
 export interface BuildOptions {
   snapshot: boolean;
@@ -41,6 +42,10 @@ export interface BuildOptions {
   ifReleased?: 'fail' | 'verify';
   /** A shared step cache in a registry (oci://host[:port]/prefix): looked up after the local one, written after it. */
   remoteCache?: string;
+  /** Signs the entries this build pushes to the remote cache (--cache-sign-key). */
+  remoteCacheSigner?: Signer;
+  /** Keys whose signature makes a remote cache entry usable (--cache-trust-key); none: any entry the registry has is. */
+  remoteCacheTrust?: TrustedKey[];
 }
 
 export interface ProvisionRecord {

@@ -21,9 +21,14 @@
  * A layer whose stream is longer than its file's size plus the tar headers stops there; a layer is unpacked
  * by GNU tar into an empty directory and must be exactly one regular file there. What cannot be
  * verified is that the entry is what the step would have made: a key names inputs, not outputs.
- * So the registry's cache is trusted like the runners that may push to it, which is why a cache
- * you do not control is for reading (KILN_CACHE_REMOTE_PUSH=0 on untrusted branches), `kiln
- * rebuild` and --no-cache never use it, and a release's provenance says which steps came from it.
+ * Without signatures the registry's cache is trusted like everyone who can push to it. With them
+ * (--cache-sign-key on the runners that push, --cache-trust-key on the ones that read), an entry is
+ * used only when a trusted key signed "kiln-cache <kind> <key> <config digest>\n": the config lists
+ * every file's name, sha256 and size, which the layers must match, so a registry (or a runner
+ * without the key) can drop an entry but never change or add one. The signature is an annotation of
+ * the entry's manifest (dev.kiln.cache.signature: { kind, signer, signature }), so an entry and its
+ * signature appear with one tag. `kiln rebuild` and --no-cache never use the cache, and a release's
+ * provenance says which steps came from it, and who signed them.
  *
  * The local cache comes first; a remote hit becomes a local entry; what a build makes is pushed
  * in the background while later steps run, and flushed when the build ends. A cache that cannot be
@@ -43,6 +48,7 @@ import { TagExistsError } from '../store/backend.js';
 import { hashingStream } from '../store/blobio.js';
 import { jsonBlob, MT, parseManifest, type Descriptor, type ImageManifest } from '../store/oci.js';
 import { RegistryStore } from '../store/registry.js';
+import { checkSignature, type KeyKind, type Signer, type TrustedKey } from '../store/signing.js';
 
 export const CACHE_REPO = 'kiln-cache';
 export const CACHE_MT = {
@@ -53,6 +59,9 @@ export const CACHE_MT = {
 const ANN_TITLE = 'org.opencontainers.image.title';
 const ANN_SHA256 = 'dev.kiln.cache.sha256';
 const ANN_SIZE = 'dev.kiln.cache.size';
+const ANN_SIGNATURE = 'dev.kiln.cache.signature';
+/** An armored signature is under 1 KiB; more is not one. */
+const MAX_SIGNATURE_CHARS = 16 << 10;
 const NAME = /^[a-z0-9][a-z0-9._-]*$/i;
 const MAX_FILES = 16;
 /** Larger than any disk Kiln writes: a layer claiming more is refused before it is read. */
@@ -61,7 +70,12 @@ const MAX_FILE_BYTES = 2 ** 40;
 export interface RemoteFile { name: string; path: string; sha256: string; size: number }
 export interface RemoteEntry { meta: Record<string, unknown>; files: RemoteFile[]; /** Removes files made only to be pushed. */ cleanup?: () => void }
 
-export interface RemoteCacheStats { hits: string[]; pushed: string[]; failed: string[] }
+export interface RemoteCacheStats { hits: string[]; pushed: string[]; failed: string[]; /** Who signed the entries used (with --cache-trust-key). */ signers: string[] }
+
+/** What an entry's signature covers: its kind, its key and its config (which lists every file's sha256 and size). */
+export function cacheSignaturePayload(kind: string, key: string, configDigest: string): Buffer {
+  return Buffer.from(`kiln-cache ${kind} ${key} ${configDigest}\n`);
+}
 
 /** Bytes a file's tar stream may have beyond the file's own size: headers and a sparse map. */
 const TAR_SLACK = 16 << 20;
@@ -145,13 +159,21 @@ export class RemoteCache {
   private readonly registry: RegistryStore;
   private queue: Promise<void> = Promise.resolve();
   private readonly abort = new AbortController();
-  readonly stats: RemoteCacheStats = { hits: [], pushed: [], failed: [] };
+  readonly stats: RemoteCacheStats = { hits: [], pushed: [], failed: [], signers: [] };
+  private readonly signer?: Signer;
+  /** Non-empty: an entry is used only when one of these keys signed it. */
+  readonly trust: readonly TrustedKey[];
 
-  /** scratch: a directory of the cache's own for what is made only to be pushed (compressed layers, tarballs). */
-  constructor(spec: string, readonly scratchDir: string, private readonly logger: Logger, opts: { insecure?: boolean; push?: boolean } = {}) {
+  /**
+   * scratch: a directory of the cache's own for what is made only to be pushed (compressed layers, tarballs).
+   * signer: signs what this runner pushes; trust: the keys whose signatures make an entry usable (none: any entry is).
+   */
+  constructor(spec: string, readonly scratchDir: string, private readonly logger: Logger, opts: { insecure?: boolean; push?: boolean; signer?: Signer; trust?: readonly TrustedKey[] } = {}) {
     this.location = spec;
     this.registry = new RegistryStore(spec, { insecure: opts.insecure, user: process.env.KILN_REGISTRY_USER, password: process.env.KILN_REGISTRY_PASSWORD });
     this.push = opts.push ?? process.env.KILN_CACHE_REMOTE_PUSH !== '0';
+    this.signer = opts.signer;
+    this.trust = opts.trust ?? [];
   }
 
   /** Where an entry is: host/prefix/kiln-cache:<key>. */
@@ -171,13 +193,24 @@ export class RemoteCache {
     const m = parseManifest(stored.bytes, where);
     if (m.artifactType !== CACHE_MT.artifact || m.config.mediaType !== CACHE_MT.config) throw new KilnError(`${where} is not a Kiln cache entry (artifactType ${m.artifactType ?? 'none'})`);
     if (m.layers.length > MAX_FILES) throw new KilnError(`${where} has ${m.layers.length} files; a cache entry has at most ${MAX_FILES}`);
-    const config = JSON.parse((await this.registry.readBlob(CACHE_REPO, m.config)).toString('utf8')) as { kind?: unknown; key?: unknown; meta?: unknown };
+    // Signed entries first, before a byte of their files is downloaded: a forged entry costs one small read.
+    const signer = this.trust.length ? await this.checkSigned(m, kind, key, where) : undefined;
+    let config: { kind?: unknown; key?: unknown; meta?: unknown; files?: unknown };
+    try {
+      config = JSON.parse((await this.registry.readBlob(CACHE_REPO, m.config)).toString('utf8')) as typeof config;
+    } catch (e) {
+      if (e instanceof KilnError) throw e;
+      throw new KilnError(`${where} has a config that is not JSON (${(e as Error).message})`);
+    }
     if (config.kind !== kind || config.key !== key) throw new KilnError(`${where} is an entry for ${String(config.kind)} ${String(config.key).slice(0, 12)}, not ${kind} ${key.slice(0, 12)}`);
     if (!config.meta || typeof config.meta !== 'object') throw new KilnError(`${where} has no record of its step`);
+    const listed = m.layers.map((l) => layerFile(l, where));
+    // A signature covers the config, so the files a signed entry may hold are the ones its config lists.
+    if (signer && JSON.stringify(config.files) !== JSON.stringify(listed)) throw new KilnError(`${where}: its layers are not the files its signed config lists`);
     mkdirSync(dir, { recursive: true });
     const files: RemoteFile[] = [];
-    for (const l of m.layers) {
-      const f = layerFile(l, where);
+    for (const [i, l] of m.layers.entries()) {
+      const f = listed[i];
       if (files.some((x) => x.name === f.name)) throw new KilnError(`${where} names the file ${f.name} twice`);
       const blob = join(dir, `${f.name}.layer`);
       const unpacked = join(dir, `${f.name}.d`);
@@ -201,7 +234,28 @@ export class RemoteCache {
       files.push({ ...f, path });
     }
     this.stats.hits.push(`${kind} ${key.slice(0, 12)}`);
+    if (signer && !this.stats.signers.includes(signer)) this.stats.signers.push(signer);
     return { meta: config.meta as Record<string, unknown>, files };
+  }
+
+  /** The signer of an entry whose signature a trusted key made over its kind, key and config; throws otherwise. */
+  private async checkSigned(m: ImageManifest, kind: string, key: string, where: string): Promise<string> {
+    const text = m.annotations?.[ANN_SIGNATURE];
+    const keys = `--cache-trust-key (${this.trust.map((k) => k.source).join(', ')})`;
+    if (!text) throw new KilnError(`${where} is not signed, and ${keys} requires a signature`);
+    let sig: { kind?: unknown; signer?: unknown; signature?: unknown };
+    try {
+      if (text.length > MAX_SIGNATURE_CHARS) throw new Error(`${text.length} characters`);
+      sig = JSON.parse(text) as typeof sig;
+    } catch (e) {
+      throw new KilnError(`${where} has an unreadable signature (${(e as Error).message})`);
+    }
+    if ((sig.kind !== 'ssh' && sig.kind !== 'pgp') || typeof sig.signature !== 'string' || typeof sig.signer !== 'string') throw new KilnError(`${where} has an unreadable signature (expected kind ssh or pgp, signer and signature)`);
+    const keyKind: KeyKind = sig.kind;
+    const check = await checkSignature({ kind: keyKind, mediaType: keyKind === 'ssh' ? MT.sshSignature : MT.pgpSignature, signature: Buffer.from(sig.signature), signer: sig.signer }, cacheSignaturePayload(kind, key, m.config.digest), [...this.trust]);
+    if (!check.valid) throw new KilnError(`${where}: its signature by ${check.signer} does not verify${check.problem ? ` (${check.problem})` : ''}`);
+    if (!check.trusted) throw new KilnError(`${where} is signed by ${check.signer}, a key ${keys} does not trust`);
+    return check.signer;
   }
 
   /** Queues an upload of an entry (a no-op when pushing is off); flush() waits for the queue. */
@@ -246,10 +300,16 @@ export class RemoteCache {
         layers.push({ mediaType: CACHE_MT.file, digest, size, annotations: { [ANN_TITLE]: f.name, [ANN_SHA256]: f.sha256, [ANN_SIZE]: String(f.size) } });
         rmSync(packed, { force: true });
       }
-      const configBytes = jsonBlob({ kind, key, meta: entry.meta });
+      // The files again in the config, in the layers' order: what a signature over the config vouches for.
+      const configBytes = jsonBlob({ kind, key, meta: entry.meta, files: entry.files.map((f) => ({ name: f.name, sha256: f.sha256, size: f.size })) });
       const config: Descriptor = { mediaType: CACHE_MT.config, digest: `sha256:${createHash('sha256').update(configBytes).digest('hex')}`, size: configBytes.length };
       await this.registry.putBlob(CACHE_REPO, { digest: config.digest, size: config.size, bytes: configBytes });
-      const manifest: ImageManifest = { schemaVersion: 2, mediaType: MT.manifest, artifactType: CACHE_MT.artifact, config, layers, annotations: { 'dev.kiln.cache.kind': kind } };
+      const annotations: Record<string, string> = { 'dev.kiln.cache.kind': kind };
+      if (this.signer) {
+        const sig = await this.signer.sign(cacheSignaturePayload(kind, key, config.digest));
+        annotations[ANN_SIGNATURE] = JSON.stringify({ kind: sig.kind, signer: sig.signer, signature: sig.signature.toString('utf8') });
+      }
+      const manifest: ImageManifest = { schemaVersion: 2, mediaType: MT.manifest, artifactType: CACHE_MT.artifact, config, layers, annotations };
       try {
         await this.registry.createTag(CACHE_REPO, key, Buffer.from(JSON.stringify(manifest)), MT.manifest);
       } catch (e) {

@@ -68,10 +68,11 @@ export interface BuildFacts {
   /** The steps before the release, with their wall times in seconds (what `kiln report` charts). */
   steps?: { name: string; seconds: number }[];
   /**
-   * Outputs taken from the step cache shared through a registry (kiln build --cache): trusted as the
-   * runners that push to it are, so a release says which of its steps it did not run itself.
+   * Outputs taken from the step cache shared through a registry (kiln build --cache): a release says
+   * which of its steps it did not run itself, and, when the build required signed entries
+   * (--cache-trust-key), which keys signed them.
    */
-  remoteCache?: { location: string; steps: string[] };
+  remoteCache?: { location: string; steps: string[]; /** With --cache-trust-key: who signed the entries used (each was checked). */ signedBy?: string[] };
 }
 
 export interface ReleaseRecord {

@@ -2,11 +2,12 @@
  * The step cache shared through a registry (src/pipeline/remote-cache.ts), against Debian's
  * docker-registry on 127.0.0.1: a fresh runner's empty cache gets an entry pushed by another,
  * sparse and verified; what a compromised registry serves (a file that is not what its layer says,
- * an entry filed under another key or kind, a layer longer than its file) is a miss with a warning, never an entry.
+ * an entry filed under another key or kind, a layer longer than its file) is a miss with a warning, never an entry;
+ * with --cache-trust-key, only entries a trusted key signed are used, and nothing a registry changes in one passes.
  */
 import { strict as assert } from 'node:assert';
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, writeSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -15,7 +16,8 @@ import { CACHE_MT, CACHE_REPO, RemoteCache } from '../../src/pipeline/remote-cac
 import { StepCache } from '../../src/pipeline/step-cache.js';
 import { MT } from '../../src/store/oci.js';
 import { RegistryStore } from '../../src/store/registry.js';
-import { scratch } from './store-fixtures.js';
+import { loadSigner, loadTrustedKey } from '../../src/store/signing.js';
+import { scratch, sshKey } from './store-fixtures.js';
 import { startRegistry, type TestRegistry } from './store-registry-fixture.js';
 
 let reg: TestRegistry;
@@ -186,4 +188,114 @@ test("a file hard-linked out of its entry while the push reads it (its ctime mov
   const hit = await new StepCache(join(b, 'cache'), silentLogger, new RemoteCache(spec, join(b, 'cache', 'remote-push'), silentLogger)).get('disk', k);
   assert.ok(hit);
   assert.equal(sha(readFileSync(hit.file('disk.raw'))), sha(data));
+});
+
+test('signed entries: a runner that trusts the pushing key uses them and names the signer; SSH and OpenPGP keys', async () => {
+  const keys = scratch('kiln-keys-');
+  const ssh = sshKey(keys, 'runner');
+  const openpgp = await import('openpgp');
+  const pgp = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name: 'CI runner', email: 'ci@example' }], format: 'armored' });
+  writeFileSync(join(keys, 'pgp.key'), pgp.privateKey);
+  writeFileSync(join(keys, 'pgp.pub'), pgp.publicKey);
+  for (const [kind, priv, pub] of [['ssh', ssh.priv, ssh.pub], ['pgp', join(keys, 'pgp.key'), join(keys, 'pgp.pub')]]) {
+    const spec = `oci://127.0.0.1:${reg.port}/signed-${kind}`;
+    const signer = await loadSigner(priv);
+    const a = scratch();
+    writeFileSync(join(a, 'tree.tar'), randomBytes(8192));
+    const k = key(`signed-${kind}`);
+    const remoteA = new RemoteCache(spec, join(a, 'cache', 'remote-push'), silentLogger, { signer });
+    await new StepCache(join(a, 'cache'), silentLogger, remoteA).put('tree', k, { base: 'x' }, { n: 1 }, [{ name: 'tree.tar', from: join(a, 'tree.tar') }]);
+    await remoteA.flush();
+    assert.deepEqual(remoteA.stats.pushed, [`tree ${k.slice(0, 12)}`], kind);
+    const m = JSON.parse((await new RegistryStore(spec).getManifest(CACHE_REPO, k))!.bytes.toString('utf8')) as { annotations: Record<string, string> };
+    assert.equal(JSON.parse(m.annotations['dev.kiln.cache.signature']).kind, kind);
+
+    const b = scratch();
+    const { warnings, logger } = capture();
+    const remoteB = new RemoteCache(spec, join(b, 'cache', 'remote-push'), logger, { trust: [await loadTrustedKey(pub)], push: false });
+    const hit = await new StepCache(join(b, 'cache'), logger, remoteB).get<{ n: number }>('tree', k);
+    assert.ok(hit, `${kind}: ${warnings.join('; ')}`);
+    assert.deepEqual(hit.data, { n: 1 });
+    assert.equal(sha(readFileSync(hit.file('tree.tar'))), sha(readFileSync(join(a, 'tree.tar'))));
+    // The signer as the check found it: the key's fingerprint (and its comment or user id).
+    assert.equal(remoteB.stats.signers.length, 1, kind);
+    assert.ok(remoteB.stats.signers[0].startsWith(signer.identity.split(' ')[0]), `${kind}: ${remoteB.stats.signers[0]} is ${signer.identity}`);
+  }
+});
+
+test('with --cache-trust-key, an unsigned entry, another key, or anything a registry changes in a signed entry is a miss with a warning', async () => {
+  const spec = `oci://127.0.0.1:${reg.port}/guarded`;
+  const registry = new RegistryStore(spec);
+  const keys = scratch('kiln-keys-');
+  const trusted = sshKey(keys, 'trusted');
+  const stranger = sshKey(keys, 'stranger');
+  const trust = [await loadTrustedKey(trusted.pub)];
+  /** An entry pushed by a runner with this signer (or none), its manifest as stored. */
+  const pushed = async (name: string, signer?: string) => {
+    const a = scratch();
+    writeFileSync(join(a, 'tree.tar'), randomBytes(4096));
+    const k = key(name);
+    const remote = new RemoteCache(spec, join(a, 'cache', 'remote-push'), silentLogger, signer ? { signer: await loadSigner(signer) } : {});
+    await new StepCache(join(a, 'cache'), silentLogger, remote).put('tree', k, {}, { n: 1 }, [{ name: 'tree.tar', from: join(a, 'tree.tar') }]);
+    await remote.flush();
+    assert.equal(remote.stats.pushed.length, 1, name);
+    return { k, manifest: JSON.parse((await registry.getManifest(CACHE_REPO, k))!.bytes.toString('utf8')) as { config: { digest: string; size: number }; layers: { digest: string; size: number; annotations: Record<string, string> }[]; annotations: Record<string, string> } };
+  };
+  /** The registry tags a manifest of its own making under key k. */
+  const retag = async (k: string, manifest: unknown) => { await registry.createTag(CACHE_REPO, k, Buffer.from(JSON.stringify(manifest)), MT.manifest); };
+  /** The registry puts another manifest under an entry's own tag (as a compromised one can). */
+  const replace = async (k: string, manifest: unknown) => {
+    const r = await fetch(`${reg.url}/v2/guarded/${CACHE_REPO}/manifests/${k}`, { method: 'PUT', headers: { 'content-type': MT.manifest }, body: JSON.stringify(manifest) });
+    assert.equal(r.status, 201, await r.text());
+  };
+  const blob = async (bytes: Buffer) => { const digest = `sha256:${sha(bytes)}`; await registry.putBlob(CACHE_REPO, { digest, size: bytes.length, bytes }); return { digest, size: bytes.length }; };
+  const cases: [string, () => Promise<string>, RegExp][] = [
+    ['an unsigned entry', async () => (await pushed('unsigned')).k, /is not signed, and --cache-trust-key \(.*trusted\.pub\) requires a signature/],
+    ['an entry signed by a key it does not trust', async () => (await pushed('stranger', stranger.priv)).k, /is signed by SHA256:\S+, a key --cache-trust-key \(.*trusted\.pub\) does not trust/],
+    ['a signed entry whose config the registry changed', async () => {
+      const { k, manifest } = await pushed('config', trusted.priv);
+      const config = JSON.parse((await registry.readBlob(CACHE_REPO, { mediaType: CACHE_MT.config, ...manifest.config })).toString('utf8'));
+      config.meta.data = { n: 2 };
+      await replace(k, { ...manifest, config: { mediaType: CACHE_MT.config, ...(await blob(Buffer.from(JSON.stringify(config)))) } });
+      return k;
+    }, /its signature by .* does not verify/],
+    ['a signed entry filed under another key', async () => {
+      const { manifest } = await pushed('moved', trusted.priv);
+      const k = key('moved-elsewhere');
+      await retag(k, manifest);
+      return k;
+    }, /its signature by .* does not verify/],
+    ['a signed entry whose layer the registry swapped (its annotations made to match the new file)', async () => {
+      const { k, manifest } = await pushed('swapped', trusted.priv);
+      const other = await pushed('other-unsigned');
+      await replace(k, { ...manifest, layers: other.manifest.layers });
+      return k;
+    }, /its layers are not the files its signed config lists/],
+    ['a signature that is not one', async () => {
+      const { k, manifest } = await pushed('garbage', trusted.priv);
+      await replace(k, { ...manifest, annotations: { ...manifest.annotations, 'dev.kiln.cache.signature': '{"kind":"x509"' } });
+      return k;
+    }, /has an unreadable signature/],
+  ];
+  for (const [what, make, why] of cases) {
+    const k = await make();
+    const dir = scratch();
+    const { warnings, logger } = capture();
+    const remote = new RemoteCache(spec, join(dir, 'cache', 'remote-push'), logger, { trust, push: false });
+    assert.equal(await new StepCache(join(dir, 'cache'), logger, remote).get('tree', k), undefined, what);
+    assert.equal(warnings.length, 1, `${what}: ${warnings.join('; ')}`);
+    assert.match(warnings[0], why, what);
+    assert.equal(existsSync(join(dir, 'cache', 'steps', k)), false, `${what}: no local entry`);
+    assert.deepEqual(remote.stats.hits, [], what);
+  }
+});
+
+test('kiln build refuses --cache-sign-key or --cache-trust-key without a remote cache to use them on (exit 2)', () => {
+  const kiln = new URL('../../../bin/kiln.js', import.meta.url).pathname;
+  const { KILN_CACHE_REMOTE: _, ...env } = process.env;
+  for (const flag of ['--cache-sign-key', '--cache-trust-key']) {
+    const r = spawnSync(process.execPath, [kiln, 'build', flag, 'key'], { encoding: 'utf8', env, cwd: scratch() });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`${flag} needs a remote cache to use it on`));
+  }
 });

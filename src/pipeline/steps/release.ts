@@ -21,7 +21,7 @@ export async function buildFacts(ctx: BuildEnv & Pick<BuildState, 'controller'>,
     ...(tree.code === 0 ? { gitTree: tree.stdout.trim() } : {}),
     ...(c ? { ansible: { core: c.ansibleCore, ...(collections ? { collections } : {}), controller: tools ? 'tools-tree' as const : 'host' as const, ...(tools ? { toolsSuite: tools.suite, toolsInRelease: tools.trust.inReleaseSha256 } : {}) } } : {}),
     hostTools,
-    ...(ctx.remoteCache?.stats.hits.length ? { remoteCache: { location: ctx.remoteCache.location, steps: [...ctx.remoteCache.stats.hits] } } : {}),
+    ...(ctx.remoteCache?.stats.hits.length ? { remoteCache: { location: ctx.remoteCache.location, steps: [...ctx.remoteCache.stats.hits], ...(ctx.remoteCache.stats.signers.length ? { signedBy: [...ctx.remoteCache.stats.signers] } : {}) } } : {}),
   };
 }
 
