@@ -11,7 +11,9 @@
  * registry holds them from earlier pipelines: the jobs pay for the family's steps, not for two
  * mmdebstrap runs the example already made (on a fresh CI machine, minutes of downloads). So the
  * example is built first (or waited for, when another file of the run is building it: test files run
- * two at a time), which fills the suite's cache with both trees.
+ * two at a time), which fills the suite's cache with both trees. Every entry is signed (the seed and
+ * every job push with one SSH key) and every job uses only entries that key signed
+ * (KILN_CACHE_SIGNING_KEY, KILN_CACHE_TRUST_KEYS: what a team sets in its CI settings).
  *
  * Used by test/pipeline/pipeline.test.ts (the pipeline's two runs) and
  * test/pipeline/runner-image.test.ts (a job in the runner image); `npm run test:pipeline` runs both.
@@ -23,6 +25,7 @@ import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { silentLogger } from '../../src/log.js';
 import { RemoteCache } from '../../src/pipeline/remote-cache.js';
+import { loadSigner } from '../../src/store/signing.js';
 import { controllerFor } from '../../src/sandbox/tools.js';
 import { baseTarball, verifyArchive } from '../../src/source/debian.js';
 import { loadTemplate } from '../../src/template/load.js';
@@ -55,9 +58,12 @@ export function run(cmd: string, args: string[], cwd: string, name: string, env:
   });
 }
 
-/** gitlab-ci-local in the runner's checkout; KILN_CACHE_DIR unset, so each job's cache is its own copy's .kiln/cache. */
-export function runPipeline(cwd: string): Promise<{ code: number | null; out: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
+/**
+ * gitlab-ci-local in the runner's checkout; KILN_CACHE_DIR unset, so each job's cache is its own copy's
+ * .kiln/cache. With keys, the jobs sign what they push to the cache and use only what that key signed.
+ */
+export function runPipeline(cwd: string, keys?: CacheKeys): Promise<{ code: number | null; out: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...(keys ? { KILN_CACHE_SIGNING_KEY: keys.priv, KILN_CACHE_TRUST_KEYS: keys.pub } : {}) };
   delete env.KILN_CACHE_DIR;
   return run(GCL, ['--file', '.kiln-ci/pipeline.yml', '--shell-isolation', '--no-color', '--variable', `KILN=${process.execPath} ${KILN}`], cwd, 'pipeline', env, 40);
 }
@@ -67,12 +73,15 @@ export function jobLines(out: string, job: string): string[] {
   return out.split('\n').filter((l) => l.startsWith(job) && /^\S[^>]*>/.test(l));
 }
 
-/** Pushes the tools tree and the base tree of the image at dir to the cache at spec, from the suite's cache (building what it lacks). */
-async function seed(here: string, dir: string, spec: string): Promise<string[]> {
+/** The SSH key pair that signs the family's cache entries (absolute paths: jobs run in each image's folder). */
+export interface CacheKeys { priv: string; pub: string }
+
+/** Pushes the tools tree and the base tree of the image at dir to the cache at spec, signed, from the suite's cache (building what it lacks). */
+async function seed(here: string, dir: string, spec: string, keys: CacheKeys): Promise<string[]> {
   const c = loadTemplate(join(dir, 'kiln.yaml')).config;
   const work = join(here, 'seed');
   mkdirSync(work, { recursive: true });
-  const remote = new RemoteCache(spec, join(work, 'push'), silentLogger);
+  const remote = new RemoteCache(spec, join(work, 'push'), silentLogger, { signer: await loadSigner(keys.priv) });
   await controllerFor(c, CACHE_DIR, work, silentLogger, undefined, undefined, remote);
   const trust = await verifyArchive(c.source.debian, work, silentLogger);
   await baseTarball(c.source.debian, trust, CACHE_DIR, work, silentLogger, undefined, undefined, remote);
@@ -90,6 +99,8 @@ export interface Family {
   /** The family's folder: src, remote.git, checkout. */
   here: string;
   checkout: string;
+  /** The key pair the cache's entries are signed with. */
+  keys: CacheKeys;
   /** Stops the registry and removes the jobs' copies (gigabytes the rest of the run does not need). */
   stop(): Promise<void>;
 }
@@ -102,6 +113,7 @@ export async function setupFamily(name: string): Promise<Family> {
   const cache = `oci://127.0.0.1:${reg.port}/ci`;
   const here = join(E2E_DIR, RUN_ID, name);
   const checkout = join(here, 'checkout');
+  const keys: CacheKeys = { priv: join(here, 'keys', 'cache-signing-key'), pub: join(here, 'keys', 'cache-signing-key.pub') };
   const stop = async (): Promise<void> => { await reg.stop(); rmSync(join(checkout, '.gitlab-ci-local'), { recursive: true, force: true }); };
   try {
     rmSync(here, { recursive: true, force: true });
@@ -130,11 +142,13 @@ export async function setupFamily(name: string): Promise<Family> {
     const p = parse(readFileSync(join(checkout, '.kiln-ci', 'pipeline.yml'), 'utf8')) as Record<string, { needs?: unknown[]; script?: string[]; stage?: string }>;
     p['race:worker'] = { stage: 'build-2', needs: ['build:base'], variables: { IMAGE: 'worker', DIR: 'worker' }, script: p['build:base'].script } as (typeof p)[string];
     writeFileSync(join(checkout, '.kiln-ci', 'pipeline.yml'), stringify(p));
-    const seeded = await seed(here, join(checkout, 'base'), cache);
+    mkdirSync(join(here, 'keys'));
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ci-cache@kiln.test', '-f', keys.priv]);
+    const seeded = await seed(here, join(checkout, 'base'), cache, keys);
     assert.equal(seeded.length, 2, `the tools tree and the base tree are in the registry: ${seeded.join(', ')}`);
   } catch (e) {
     await reg.stop();
     throw e;
   }
-  return { reg, store, cache, here, checkout, stop };
+  return { reg, store, cache, here, checkout, keys, stop };
 }

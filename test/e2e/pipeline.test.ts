@@ -47,7 +47,7 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
   });
 
   test('first run: every job passes in dependency order, web and worker in parallel; the racing worker job is "identical"', async () => {
-    const r = await runPipeline(checkout);
+    const r = await runPipeline(checkout, family!.keys);
     assert.equal(r.code, 0, r.out.slice(-6000));
     const at = (re: RegExp) => r.out.split('\n').findIndex((l) => re.test(l));
     const baseDone = at(/^build:base\s.*finished in/);
@@ -59,7 +59,8 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
     assert.ok(['web', 'worker'].every((c) => at(new RegExp(`^build:stage2:web\\+worker: \\[${c},${c}\\]\\s.*starting shell`)) < firstFinish), 'web and worker ran in parallel');
     // The base job took the seeded tools and base trees from the registry (and built the rest).
     const baseLines = jobLines(r.out, 'build:base').join('\n');
-    assert.match(baseLines, /cache oci:\/\/127\.0\.0\.1:\d+\/ci: \d+ from it \((?=.*tools [0-9a-f]{12})(?=.*base [0-9a-f]{12}).*\); [1-9]\d* pushed/, baseLines.slice(-1500));
+    // Signed by the family's key, which every job requires (KILN_CACHE_TRUST_KEYS).
+    assert.match(baseLines, /cache oci:\/\/127\.0\.0\.1:\d+\/ci: \d+ from it \((?=.*tools [0-9a-f]{12})(?=.*base [0-9a-f]{12}).*\), signed by SHA256:\S+ ci-cache@kiln\.test; [1-9]\d* pushed/, baseLines.slice(-1500));
     assert.doesNotMatch(baseLines, /built by mmdebstrap/, 'the base job ran no mmdebstrap');
     assert.doesNotMatch(r.out, /could not push/, 'every push reached the registry');
     const released = await openStore(store, family!.here);
@@ -67,6 +68,8 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
       const e = await released.release(name, 'release-0.1.0');
       assert.ok(e, `${name}@release-0.1.0 is in the registry`);
       digests.set(name, e.digest);
+      // Each job took signed entries from the registry (base: the seeded trees; web and worker: base's tools tree at least).
+      assert.match(e.record.build?.remoteCache?.signedBy?.join() ?? '', /^SHA256:\S+ ci-cache@kiln\.test$/, `${name}'s release names who signed what it took from the cache`);
     }
     // The two worker jobs: one released it, the other found the same artifacts there.
     const workerLines = [...jobLines(r.out, 'build:stage2:web+worker: [worker,worker]'), ...jobLines(r.out, 'race:worker')].join('\n');
@@ -79,12 +82,12 @@ describe('a family as a GitLab pipeline (gitlab-ci-local, docker-registry, a bar
     // The first run's job copies (and their .kiln/cache) go: each job of this run starts from an empty copy.
     const builds = join(checkout, '.gitlab-ci-local', 'builds');
     rmSync(builds, { recursive: true, force: true });
-    const r = await runPipeline(checkout);
+    const r = await runPipeline(checkout, family!.keys);
     assert.equal(r.code, 0, r.out.slice(-6000));
     for (const job of ['build:base', 'build:stage2:web+worker: [web,web]', 'build:stage2:web+worker: [worker,worker]', 'race:worker']) {
       const lines = jobLines(r.out, job).join('\n');
       assert.match(lines, /already released, identical/, job);
-      assert.match(lines, /cache oci:\/\/127\.0\.0\.1:\d+\/ci: \d+ from it \(.*disk [0-9a-f]{12}.*\); 0 pushed/, `${job}: ${lines.slice(-1500)}`);
+      assert.match(lines, /cache oci:\/\/127\.0\.0\.1:\d+\/ci: \d+ from it \(.*disk [0-9a-f]{12}.*\), signed by SHA256:\S+ ci-cache@kiln\.test; 0 pushed/, `${job}: ${lines.slice(-1500)}`);
       assert.doesNotMatch(lines, /built by mmdebstrap|TASK /, `${job} built nothing`);
     }
     const released = await openStore(store, family!.here);
