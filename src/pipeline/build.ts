@@ -85,7 +85,7 @@ export async function build(template: LoadedTemplate, options: BuildOptions, log
     if (remote.push) logger.info(`cache: pushing to ${remote.location}…`);
     await remote.flush();
     const s = remote.stats;
-    logger.info(`cache ${remote.location}: ${s.hits.length} from it${s.hits.length ? ` (${s.hits.join(', ')})` : ''}${s.signers.length ? `, signed by ${s.signers.join(', ')}` : ''}; ${remote.push ? `${s.pushed.length} pushed${s.failed.length ? `, ${s.failed.length} failed` : ''}` : 'pushing off (KILN_CACHE_REMOTE_PUSH=0)'}`);
+    logger.info(`cache ${remote.location}: ${s.hits.length} from it${s.hits.length ? ` (${s.hits.join(', ')})` : ''}${s.signers.length ? `, signed by ${s.signers.join(', ')}` : ''}; ${remote.push ? `${s.pushed.length} pushed${s.failed.length ? `, ${s.failed.length} failed` : ''}` : `pushing off: ${remote.pushOff}`}`);
   }
   const record = recordOf(ctx, result.steps, result.durationMs);
   if (ctx.outDir) writeBuildRecord(ctx.outDir, record);

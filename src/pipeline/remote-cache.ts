@@ -156,6 +156,8 @@ async function unpackLayer(layer: string, dir: string, size: number, what: strin
 export class RemoteCache {
   readonly location: string;
   readonly push: boolean;
+  /** Why nothing is pushed, for the summary line (when push is false). */
+  readonly pushOff?: string;
   private readonly registry: RegistryStore;
   private queue: Promise<void> = Promise.resolve();
   private readonly abort = new AbortController();
@@ -171,9 +173,15 @@ export class RemoteCache {
   constructor(spec: string, readonly scratchDir: string, private readonly logger: Logger, opts: { insecure?: boolean; push?: boolean; signer?: Signer; trust?: readonly TrustedKey[] } = {}) {
     this.location = spec;
     this.registry = new RegistryStore(spec, { insecure: opts.insecure, user: process.env.KILN_REGISTRY_USER, password: process.env.KILN_REGISTRY_PASSWORD });
-    this.push = opts.push ?? process.env.KILN_CACHE_REMOTE_PUSH !== '0';
     this.signer = opts.signer;
     this.trust = opts.trust ?? [];
+    // A runner that requires signed entries and cannot sign its own pushes nothing: an unsigned entry
+    // would be of no use to the runners that trust the same keys, and would hold the key's tag (tags
+    // are never replaced) so that no signed entry could be pushed under it.
+    const wanted = opts.push ?? process.env.KILN_CACHE_REMOTE_PUSH !== '0';
+    this.push = wanted && !(this.trust.length && !this.signer);
+    if (!wanted) this.pushOff = 'KILN_CACHE_REMOTE_PUSH=0';
+    else if (!this.push) this.pushOff = 'it requires signed entries (--cache-trust-key) and has no --cache-sign-key to sign its own';
   }
 
   /** Where an entry is: host/prefix/kiln-cache:<key>. */

@@ -290,6 +290,17 @@ test('with --cache-trust-key, an unsigned entry, another key, or anything a regi
   }
 });
 
+test('a runner that requires signed entries and has no key to sign its own pushes nothing, saying why', async () => {
+  const spec = `oci://127.0.0.1:${reg.port}/trusting`;
+  const dir = scratch();
+  const remote = new RemoteCache(spec, join(dir, 'cache', 'remote-push'), silentLogger, { trust: [await loadTrustedKey(sshKey(scratch('kiln-keys-'), 'k').pub)] });
+  await new StepCache(join(dir, 'cache'), silentLogger, remote).put('audit', key('trusting'), {}, null, []);
+  await remote.flush();
+  assert.equal(remote.push, false);
+  assert.match(remote.pushOff ?? '', /requires signed entries \(--cache-trust-key\) and has no --cache-sign-key/);
+  assert.equal((await fetch(`${reg.url}/v2/trusting/${CACHE_REPO}/manifests/${key('trusting')}`, { method: 'HEAD', headers: { accept: MT.manifest } })).status, 404);
+});
+
 test('kiln build refuses --cache-sign-key or --cache-trust-key without a remote cache to use them on (exit 2)', () => {
   const kiln = new URL('../../../bin/kiln.js', import.meta.url).pathname;
   const { KILN_CACHE_REMOTE: _, ...env } = process.env;
